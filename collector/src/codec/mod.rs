@@ -1,0 +1,531 @@
+//! The trace-block codec: Skein's own columnar encoding of all spans of one trace (or one late chunk of it).
+//!
+//! A block is written once by the storage writer and read by every query, so it is optimised for size and for
+//! decoding whole. Layout of version 1 (all integers LEB128 varints unless noted; signed ones zig-zag):
+//!
+//! ```text
+//! "SKTB" | version u8 = 1 | zstd( body )
+//! body:  trace_id [16] | base_start_nanos | strings | resources | scopes | span_count | columns…
+//! strings:   count, then (len, utf-8 bytes)…          — the dictionary: every string is stored once
+//! resources: count, then (attrs, dropped, schema_url#)…
+//! scopes:    count, then (name#, version#, attrs, dropped, schema_url#)…
+//! columns, one after another, each a run of span_count values:
+//!   span_id [8] · parent (0 none | 1 raw bytes in parent_raw | k+2 = index k in this block) · parent_raw ·
+//!   start − base · end − start (wrapping) · name# · kind · flags · trace_state# · status code · status msg# ·
+//!   resource · scope · dropped attrs/events/links · attributes · events · links · warnings
+//! value: tag u8 (0 empty, 1 string#, 2 false, 3 true, 4 int, 5 f64 LE, 6 bytes, 7 array, 8 kvlist) then payload
+//! ```
+//!
+//! `#` marks an index into the string dictionary. The codec is lossless for every field of the model (which is
+//! itself lossless against OTLP); [`decode`] validates every length and index, so a corrupt block is an error,
+//! never a panic. Later versions (issue #3) add shared dictionaries and span templates; version 1 stays readable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::model::{Event, KeyValue, Link, Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId, Value};
+
+/// Magic bytes at the start of every block.
+pub const MAGIC: &[u8; 4] = b"SKTB";
+/// The version [`encode`] writes.
+pub const VERSION_1: u8 = 1;
+/// zstd level used for blocks.
+pub const ZSTD_LEVEL: i32 = 3;
+/// Upper bound on a decoded block body, to refuse decompression bombs.
+pub const MAX_BODY_BYTES: usize = 1 << 30;
+
+/// A codec failure.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The block does not start with the magic bytes.
+    #[error("not a trace block (bad magic)")]
+    BadMagic,
+    /// The block's version is not known to this build.
+    #[error("unsupported trace block version {0}")]
+    UnsupportedVersion(u8),
+    /// The block holds no spans or spans of different traces.
+    #[error("a block holds the spans of exactly one trace: {0}")]
+    NotOneTrace(String),
+    /// zstd failed.
+    #[error("zstd: {0}")]
+    Zstd(#[from] std::io::Error),
+    /// The body is truncated or an index points outside its table.
+    #[error("corrupt trace block: {0}")]
+    Corrupt(&'static str),
+}
+
+/// Encodes the spans of one trace into a block.
+///
+/// # Errors
+/// [`CodecError::NotOneTrace`] when `spans` is empty or mixes trace IDs; [`CodecError::Zstd`] if compression fails.
+pub fn encode(spans: &[Span]) -> Result<Vec<u8>, CodecError> {
+    let first = spans.first().ok_or_else(|| CodecError::NotOneTrace("no spans".into()))?;
+    let trace_id = first.trace_id;
+    if let Some(other) = spans.iter().find(|s| s.trace_id != trace_id) {
+        return Err(CodecError::NotOneTrace(format!("{} and {}", trace_id, other.trace_id)));
+    }
+    let mut enc = Encoder::default();
+    let base = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
+
+    // Resources and scopes, deduplicated by pointer first, then by value.
+    let mut resources: Vec<Arc<Resource>> = Vec::new();
+    let mut scopes: Vec<Arc<Scope>> = Vec::new();
+    let mut res_idx = Vec::with_capacity(spans.len());
+    let mut scope_idx = Vec::with_capacity(spans.len());
+    for s in spans {
+        res_idx.push(position_or_push(&mut resources, &s.resource));
+        scope_idx.push(position_or_push(&mut scopes, &s.scope));
+    }
+    let mut res_buf = Vec::new();
+    put_uvarint(&mut res_buf, resources.len() as u64);
+    for r in &resources {
+        enc.attrs(&mut res_buf, &r.attributes);
+        put_uvarint(&mut res_buf, r.dropped_attributes_count.into());
+        enc.string(&mut res_buf, &r.schema_url);
+    }
+    let mut scope_buf = Vec::new();
+    put_uvarint(&mut scope_buf, scopes.len() as u64);
+    for sc in &scopes {
+        enc.string(&mut scope_buf, &sc.name);
+        enc.string(&mut scope_buf, &sc.version);
+        enc.attrs(&mut scope_buf, &sc.attributes);
+        put_uvarint(&mut scope_buf, sc.dropped_attributes_count.into());
+        enc.string(&mut scope_buf, &sc.schema_url);
+    }
+
+    let mut index_of: HashMap<SpanId, usize> = HashMap::with_capacity(spans.len());
+    for (i, s) in spans.iter().enumerate() {
+        index_of.entry(s.span_id).or_insert(i);
+    }
+    let mut cols: [Vec<u8>; 19] = Default::default();
+    for (i, s) in spans.iter().enumerate() {
+        cols[0].extend_from_slice(&s.span_id.0);
+        match s.parent_span_id.as_slice() {
+            [] => put_uvarint(&mut cols[1], 0),
+            raw => match raw.try_into().ok().and_then(|id: [u8; 8]| index_of.get(&SpanId(id))) {
+                Some(&k) => put_uvarint(&mut cols[1], k as u64 + 2),
+                None => {
+                    put_uvarint(&mut cols[1], 1);
+                    put_bytes(&mut cols[2], raw);
+                }
+            },
+        }
+        put_uvarint(&mut cols[3], s.start_unix_nanos - base);
+        put_uvarint(&mut cols[4], s.end_unix_nanos.wrapping_sub(s.start_unix_nanos));
+        enc.string(&mut cols[5], &s.name);
+        put_ivarint(&mut cols[6], s.kind.0.into());
+        put_uvarint(&mut cols[7], s.flags.into());
+        enc.string(&mut cols[8], &s.trace_state);
+        put_ivarint(&mut cols[9], s.status_code.0.into());
+        enc.string(&mut cols[10], &s.status_message);
+        put_uvarint(&mut cols[11], res_idx[i] as u64);
+        put_uvarint(&mut cols[12], scope_idx[i] as u64);
+        put_uvarint(&mut cols[13], s.dropped_attributes_count.into());
+        put_uvarint(&mut cols[13], s.dropped_events_count.into());
+        put_uvarint(&mut cols[13], s.dropped_links_count.into());
+        enc.attrs(&mut cols[14], &s.attributes);
+        put_uvarint(&mut cols[15], s.events.len() as u64);
+        for e in &s.events {
+            put_ivarint(&mut cols[15], e.time_unix_nanos.wrapping_sub(s.start_unix_nanos) as i64);
+            enc.string(&mut cols[15], &e.name);
+            enc.attrs(&mut cols[15], &e.attributes);
+            put_uvarint(&mut cols[15], e.dropped_attributes_count.into());
+        }
+        put_uvarint(&mut cols[16], s.links.len() as u64);
+        for l in &s.links {
+            put_bytes(&mut cols[16], &l.trace_id);
+            put_bytes(&mut cols[16], &l.span_id);
+            enc.string(&mut cols[16], &l.trace_state);
+            enc.attrs(&mut cols[16], &l.attributes);
+            put_uvarint(&mut cols[16], l.dropped_attributes_count.into());
+            put_uvarint(&mut cols[16], l.flags.into());
+        }
+        put_uvarint(&mut cols[17], s.warnings.len() as u64);
+        for w in &s.warnings {
+            enc.string(&mut cols[17], w);
+        }
+    }
+
+    let mut body = Vec::with_capacity(64 + cols.iter().map(Vec::len).sum::<usize>());
+    body.extend_from_slice(&trace_id.0);
+    put_uvarint(&mut body, base);
+    put_uvarint(&mut body, enc.strings.len() as u64);
+    for s in &enc.strings {
+        put_bytes(&mut body, s.as_bytes());
+    }
+    body.extend_from_slice(&res_buf);
+    body.extend_from_slice(&scope_buf);
+    put_uvarint(&mut body, spans.len() as u64);
+    for c in &cols {
+        put_bytes(&mut body, c);
+    }
+    let mut out = Vec::with_capacity(body.len() / 4 + 8);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION_1);
+    out.extend_from_slice(&zstd::bulk::compress(&body, ZSTD_LEVEL)?);
+    Ok(out)
+}
+
+fn position_or_push<T: PartialEq>(list: &mut Vec<Arc<T>>, item: &Arc<T>) -> usize {
+    if let Some(i) = list.iter().position(|x| Arc::ptr_eq(x, item) || **x == **item) {
+        return i;
+    }
+    list.push(item.clone());
+    list.len() - 1
+}
+
+/// Reads the trace ID of a block without decoding its spans.
+///
+/// # Errors
+/// As [`decode`].
+pub fn peek_trace_id(block: &[u8]) -> Result<TraceId, CodecError> {
+    let body = decompress(block)?;
+    let mut r = Reader { buf: &body, pos: 0 };
+    Ok(TraceId(r.array::<16>()?))
+}
+
+fn decompress(block: &[u8]) -> Result<Vec<u8>, CodecError> {
+    if block.len() < 5 || &block[..4] != MAGIC {
+        return Err(CodecError::BadMagic);
+    }
+    match block[4] {
+        VERSION_1 => {}
+        v => return Err(CodecError::UnsupportedVersion(v)),
+    }
+    let mut decoder = zstd::stream::read::Decoder::new(&block[5..])?;
+    let mut body = Vec::new();
+    use std::io::Read as _;
+    (&mut decoder).take(MAX_BODY_BYTES as u64 + 1).read_to_end(&mut body)?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(CodecError::Corrupt("body larger than the limit"));
+    }
+    Ok(body)
+}
+
+/// Decodes a block into its spans, in the order they were encoded.
+///
+/// # Errors
+/// [`CodecError::BadMagic`] / [`CodecError::UnsupportedVersion`] for foreign data, [`CodecError::Corrupt`] for a
+/// truncated or inconsistent body, [`CodecError::Zstd`] when decompression fails.
+pub fn decode(block: &[u8]) -> Result<Vec<Span>, CodecError> {
+    let body = decompress(block)?;
+    let mut r = Reader { buf: &body, pos: 0 };
+    let trace_id = TraceId(r.array::<16>()?);
+    let base = r.uvarint()?;
+    let n_strings = r.count()?;
+    let mut strings = Vec::with_capacity(n_strings);
+    for _ in 0..n_strings {
+        let b = r.bytes()?;
+        strings.push(std::str::from_utf8(b).map_err(|_| CodecError::Corrupt("string is not utf-8"))?.to_string());
+    }
+    let d = Dict { strings };
+    let n_res = r.count()?;
+    let mut resources = Vec::with_capacity(n_res);
+    for _ in 0..n_res {
+        let attributes = d.attrs(&mut r)?;
+        let dropped_attributes_count = r.u32()?;
+        let schema_url = d.string(&mut r)?;
+        resources.push(Arc::new(Resource { attributes, dropped_attributes_count, schema_url }));
+    }
+    let n_scopes = r.count()?;
+    let mut scopes = Vec::with_capacity(n_scopes);
+    for _ in 0..n_scopes {
+        let name = d.string(&mut r)?;
+        let version = d.string(&mut r)?;
+        let attributes = d.attrs(&mut r)?;
+        let dropped_attributes_count = r.u32()?;
+        let schema_url = d.string(&mut r)?;
+        scopes.push(Arc::new(Scope { name, version, attributes, dropped_attributes_count, schema_url }));
+    }
+    let n = r.count()?;
+    let mut cols = Vec::with_capacity(19);
+    for _ in 0..19 {
+        cols.push(Reader { buf: r.bytes()?, pos: 0 });
+    }
+    let mut span_ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        span_ids.push(SpanId(cols[0].array::<8>()?));
+    }
+    let mut spans = Vec::with_capacity(n);
+    for &span_id in &span_ids {
+        let parent_span_id = match cols[1].uvarint()? {
+            0 => Vec::new(),
+            1 => cols[2].bytes()?.to_vec(),
+            k => {
+                let idx = usize::try_from(k - 2).map_err(|_| CodecError::Corrupt("parent index"))?;
+                span_ids.get(idx).ok_or(CodecError::Corrupt("parent index out of range"))?.0.to_vec()
+            }
+        };
+        let start = base.checked_add(cols[3].uvarint()?).ok_or(CodecError::Corrupt("start overflows"))?;
+        let end = start.wrapping_add(cols[4].uvarint()?);
+        let name = d.string(&mut cols[5])?;
+        let kind = SpanKind(cols[6].i32()?);
+        let flags = cols[7].u32()?;
+        let trace_state = d.string(&mut cols[8])?;
+        let status_code = StatusCode(cols[9].i32()?);
+        let status_message = d.string(&mut cols[10])?;
+        let resource = resources.get(cols[11].count_any()?).ok_or(CodecError::Corrupt("resource index"))?.clone();
+        let scope = scopes.get(cols[12].count_any()?).ok_or(CodecError::Corrupt("scope index"))?.clone();
+        let dropped_attributes_count = cols[13].u32()?;
+        let dropped_events_count = cols[13].u32()?;
+        let dropped_links_count = cols[13].u32()?;
+        let attributes = d.attrs(&mut cols[14])?;
+        let n_events = cols[15].count()?;
+        let mut events = Vec::with_capacity(n_events);
+        for _ in 0..n_events {
+            let time_unix_nanos = start.wrapping_add(cols[15].ivarint()? as u64);
+            let name = d.string(&mut cols[15])?;
+            let attributes = d.attrs(&mut cols[15])?;
+            let dropped_attributes_count = cols[15].u32()?;
+            events.push(Event { time_unix_nanos, name, attributes, dropped_attributes_count });
+        }
+        let n_links = cols[16].count()?;
+        let mut links = Vec::with_capacity(n_links);
+        for _ in 0..n_links {
+            let trace_id = cols[16].bytes()?.to_vec();
+            let span_id = cols[16].bytes()?.to_vec();
+            let trace_state = d.string(&mut cols[16])?;
+            let attributes = d.attrs(&mut cols[16])?;
+            let dropped_attributes_count = cols[16].u32()?;
+            let flags = cols[16].u32()?;
+            links.push(Link { trace_id, span_id, trace_state, attributes, dropped_attributes_count, flags });
+        }
+        let n_warnings = cols[17].count()?;
+        let mut warnings = Vec::with_capacity(n_warnings);
+        for _ in 0..n_warnings {
+            warnings.push(d.string(&mut cols[17])?);
+        }
+        spans.push(Span {
+            trace_id,
+            span_id,
+            parent_span_id,
+            trace_state,
+            flags,
+            name,
+            kind,
+            start_unix_nanos: start,
+            end_unix_nanos: end,
+            attributes,
+            dropped_attributes_count,
+            events,
+            dropped_events_count,
+            links,
+            dropped_links_count,
+            status_code,
+            status_message,
+            resource,
+            scope,
+            warnings,
+        });
+    }
+    Ok(spans)
+}
+
+#[derive(Default)]
+struct Encoder {
+    strings: Vec<String>,
+    index: HashMap<String, u64>,
+}
+
+impl Encoder {
+    fn string(&mut self, buf: &mut Vec<u8>, s: &str) {
+        let idx = match self.index.get(s) {
+            Some(&i) => i,
+            None => {
+                let i = self.strings.len() as u64;
+                self.strings.push(s.to_string());
+                self.index.insert(s.to_string(), i);
+                i
+            }
+        };
+        put_uvarint(buf, idx);
+    }
+
+    fn attrs(&mut self, buf: &mut Vec<u8>, attrs: &[KeyValue]) {
+        put_uvarint(buf, attrs.len() as u64);
+        for kv in attrs {
+            self.string(buf, &kv.key);
+            self.value(buf, &kv.value);
+        }
+    }
+
+    fn value(&mut self, buf: &mut Vec<u8>, v: &Value) {
+        match v {
+            Value::Empty => buf.push(0),
+            Value::Str(s) => {
+                buf.push(1);
+                self.string(buf, s);
+            }
+            Value::Bool(false) => buf.push(2),
+            Value::Bool(true) => buf.push(3),
+            Value::Int(i) => {
+                buf.push(4);
+                put_ivarint(buf, *i);
+            }
+            Value::Double(d) => {
+                buf.push(5);
+                buf.extend_from_slice(&d.to_le_bytes());
+            }
+            Value::Bytes(b) => {
+                buf.push(6);
+                put_bytes(buf, b);
+            }
+            Value::Array(items) => {
+                buf.push(7);
+                put_uvarint(buf, items.len() as u64);
+                for item in items {
+                    self.value(buf, item);
+                }
+            }
+            Value::KvList(kvs) => {
+                buf.push(8);
+                self.attrs(buf, kvs);
+            }
+        }
+    }
+}
+
+struct Dict {
+    strings: Vec<String>,
+}
+
+/// Maximum nesting of array/kvlist values accepted when decoding (OTLP allows nesting; this bounds recursion).
+const MAX_VALUE_DEPTH: usize = 64;
+
+impl Dict {
+    fn string(&self, r: &mut Reader<'_>) -> Result<String, CodecError> {
+        let i = r.count_any()?;
+        self.strings.get(i).cloned().ok_or(CodecError::Corrupt("string index out of range"))
+    }
+
+    fn attrs(&self, r: &mut Reader<'_>) -> Result<Vec<KeyValue>, CodecError> {
+        self.attrs_at(r, 0)
+    }
+
+    fn attrs_at(&self, r: &mut Reader<'_>, depth: usize) -> Result<Vec<KeyValue>, CodecError> {
+        let n = r.count()?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let key = self.string(r)?;
+            let value = self.value(r, depth)?;
+            out.push(KeyValue { key, value });
+        }
+        Ok(out)
+    }
+
+    fn value(&self, r: &mut Reader<'_>, depth: usize) -> Result<Value, CodecError> {
+        if depth > MAX_VALUE_DEPTH {
+            return Err(CodecError::Corrupt("values nested too deeply"));
+        }
+        Ok(match r.u8()? {
+            0 => Value::Empty,
+            1 => Value::Str(self.string(r)?),
+            2 => Value::Bool(false),
+            3 => Value::Bool(true),
+            4 => Value::Int(r.ivarint()?),
+            5 => Value::Double(f64::from_le_bytes(r.array::<8>()?)),
+            6 => Value::Bytes(r.bytes()?.to_vec()),
+            7 => {
+                let n = r.count()?;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.value(r, depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            8 => Value::KvList(self.attrs_at(r, depth + 1)?),
+            _ => return Err(CodecError::Corrupt("unknown value tag")),
+        })
+    }
+}
+
+/// Appends an unsigned LEB128 varint.
+pub fn put_uvarint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn put_ivarint(buf: &mut Vec<u8>, v: i64) {
+    put_uvarint(buf, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
+    put_uvarint(buf, b.len() as u64);
+    buf.extend_from_slice(b);
+}
+
+/// A bounds-checked reader over a byte slice.
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn u8(&mut self) -> Result<u8, CodecError> {
+        let b = *self.buf.get(self.pos).ok_or(CodecError::Corrupt("truncated"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    pub(crate) fn uvarint(&mut self) -> Result<u64, CodecError> {
+        let mut v = 0u64;
+        for shift in (0..70).step_by(7) {
+            let b = self.u8()?;
+            if shift == 63 && b > 1 {
+                return Err(CodecError::Corrupt("varint overflows u64"));
+            }
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(CodecError::Corrupt("varint too long"))
+    }
+
+    fn ivarint(&mut self) -> Result<i64, CodecError> {
+        let u = self.uvarint()?;
+        Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
+    }
+
+    fn u32(&mut self) -> Result<u32, CodecError> {
+        u32::try_from(self.uvarint()?).map_err(|_| CodecError::Corrupt("value exceeds u32"))
+    }
+
+    fn i32(&mut self) -> Result<i32, CodecError> {
+        i32::try_from(self.ivarint()?).map_err(|_| CodecError::Corrupt("value exceeds i32"))
+    }
+
+    /// An element count that must be backed by at least one remaining byte per element.
+    pub(crate) fn count(&mut self) -> Result<usize, CodecError> {
+        let n = self.count_any()?;
+        if n > self.buf.len().saturating_sub(self.pos) {
+            return Err(CodecError::Corrupt("count larger than the remaining bytes"));
+        }
+        Ok(n)
+    }
+
+    fn count_any(&mut self) -> Result<usize, CodecError> {
+        usize::try_from(self.uvarint()?).map_err(|_| CodecError::Corrupt("count exceeds usize"))
+    }
+
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
+        let n = self.count_any()?;
+        let end = self.pos.checked_add(n).ok_or(CodecError::Corrupt("length overflows"))?;
+        let b = self.buf.get(self.pos..end).ok_or(CodecError::Corrupt("truncated"))?;
+        self.pos = end;
+        Ok(b)
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        let end = self.pos + N;
+        let b = self.buf.get(self.pos..end).ok_or(CodecError::Corrupt("truncated"))?;
+        self.pos = end;
+        b.try_into().map_err(|_| CodecError::Corrupt("truncated"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

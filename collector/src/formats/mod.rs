@@ -1,0 +1,1 @@
+//! Dataset readers (filled in next).

@@ -1,0 +1,210 @@
+//! The query service: Jaeger's classic JSON API and api_v3's HTTP trace lookup, over any [`TraceStore`].
+//!
+//! Routes (REFERENCE §1–2): `GET /api/services`, `/api/services/{service}/operations`,
+//! `/api/operations?service=&spanKind=`, `/api/traces?service=&operation=&tag=&tags=&minDuration=&maxDuration=
+//! &start=&end=&limit=&lookback=` (and multi-get with `traceID=`), `/api/traces/{traceID}`,
+//! `/api/dependencies?endTs=&lookback=`; `GET /api/v3/traces/{traceID}`, `/api/v3/services`,
+//! `/api/v3/operations?service=&spanKind=`. Responses use Jaeger's envelope `{data,total,limit,offset,errors}`;
+//! errors repeat the HTTP status in `errors[0].code`.
+
+pub mod jaeger;
+pub mod params;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value as Json, json};
+use skein_proto::otlp_trace::TracesData;
+
+use crate::ingest::to_otlp;
+use crate::model::{SpanKind, TraceId};
+use crate::storage::{StoreError, TraceStore};
+
+/// An error answered in Jaeger's envelope.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// A 400 with a message saying what was wrong.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+
+    fn not_found(message: &str) -> Self {
+        Self { status: StatusCode::NOT_FOUND, message: message.to_string() }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "storage failed while answering a query");
+        match e {
+            StoreError::Engine(_) | StoreError::Io(_) | StoreError::Task(_) => {
+                Self { status: StatusCode::SERVICE_UNAVAILABLE, message: "storage unavailable".into() }
+            }
+            StoreError::Codec(_) => {
+                Self { status: StatusCode::INTERNAL_SERVER_ERROR, message: "internal error".into() }
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = self.status.as_u16();
+        (
+            self.status,
+            axum::Json(json!({
+                "data": Json::Null, "total": 0, "limit": 0, "offset": 0,
+                "errors": [{ "code": code, "msg": self.message }],
+            })),
+        )
+            .into_response()
+    }
+}
+
+type Store = Arc<dyn TraceStore>;
+
+/// The query router.
+pub fn router(store: Store) -> Router {
+    Router::new()
+        .route("/api/services", get(services))
+        .route("/api/services/{service}/operations", get(service_operations))
+        .route("/api/operations", get(operations))
+        .route("/api/traces", get(find_traces))
+        .route("/api/traces/{trace_id}", get(get_trace))
+        .route("/api/dependencies", get(dependencies))
+        .route("/api/v3/traces/{trace_id}", get(v3_get_trace))
+        .route("/api/v3/services", get(v3_services))
+        .route("/api/v3/operations", get(v3_operations))
+        .with_state(store)
+}
+
+fn envelope(data: Json, total: usize) -> Response {
+    axum::Json(json!({ "data": data, "total": total, "limit": 0, "offset": 0, "errors": Json::Null })).into_response()
+}
+
+async fn services(State(store): State<Store>) -> Result<Response, ApiError> {
+    let s = store.services().await?;
+    let n = s.len();
+    Ok(envelope(json!(s), n))
+}
+
+async fn service_operations(State(store): State<Store>, Path(service): Path<String>) -> Result<Response, ApiError> {
+    let mut names: Vec<String> = store.operations(&service, None).await?.into_iter().map(|o| o.name).collect();
+    names.dedup();
+    let n = names.len();
+    Ok(envelope(json!(names), n))
+}
+
+fn span_kind_param(p: &params::Pairs, key: &str) -> Result<Option<SpanKind>, ApiError> {
+    params::get(p, key)
+        .map(|k| {
+            SpanKind::from_jaeger_name(&k.to_ascii_lowercase()).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "unsupported span kind {k:?}: use server, client, producer, consumer or internal"
+                ))
+            })
+        })
+        .transpose()
+}
+
+async fn operations(State(store): State<Store>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let p = params::pairs(raw.as_deref());
+    let service = params::get(&p, "service").ok_or_else(|| ApiError::bad_request("parameter 'service' is required"))?;
+    let kind = span_kind_param(&p, "spanKind")?;
+    let ops = store.operations(service, kind).await?;
+    let data: Vec<Json> = ops.iter().map(|o| json!({ "name": o.name, "spanKind": o.kind.jaeger_name() })).collect();
+    let n = data.len();
+    Ok(envelope(json!(data), n))
+}
+
+fn parse_trace_id(s: &str) -> Result<TraceId, ApiError> {
+    TraceId::from_hex(s).map_err(ApiError::bad_request)
+}
+
+async fn get_trace(State(store): State<Store>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let trace_id = parse_trace_id(&id)?;
+    match store.get_trace(trace_id).await? {
+        Some(spans) => Ok(envelope(json!([jaeger::trace(&spans)]), 0)),
+        None => Err(ApiError::not_found("trace not found")),
+    }
+}
+
+async fn find_traces(State(store): State<Store>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let p = params::pairs(raw.as_deref());
+    let ids = params::all(&p, "traceID");
+    if !ids.is_empty() {
+        let mut data = Vec::new();
+        let mut errors = Vec::new();
+        for id in ids {
+            let trace_id = parse_trace_id(id)?;
+            match store.get_trace(trace_id).await? {
+                Some(spans) => data.push(jaeger::trace(&spans)),
+                None => errors.push(json!({ "code": 404, "msg": "trace not found", "traceID": id })),
+            }
+        }
+        let errors = if errors.is_empty() { Json::Null } else { json!(errors) };
+        return Ok(
+            axum::Json(json!({ "data": data, "total": 0, "limit": 0, "offset": 0, "errors": errors })).into_response()
+        );
+    }
+    let query = params::trace_query(&p, params::now_nanos()).map_err(ApiError::bad_request)?;
+    let traces = store.find_traces(query).await?;
+    let data: Vec<Json> = traces.iter().map(|t| jaeger::trace(t)).collect();
+    Ok(envelope(json!(data), 0))
+}
+
+async fn dependencies(State(store): State<Store>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let p = params::pairs(raw.as_deref());
+    let (end, lookback) = params::dependencies(&p, params::now_nanos()).map_err(ApiError::bad_request)?;
+    let links = store.dependencies(end, lookback).await?;
+    let service = params::get(&p, "service");
+    let data: Vec<Json> = links
+        .iter()
+        .filter(|l| service.is_none_or(|s| l.parent == s || l.child == s))
+        .map(|l| json!({ "parent": l.parent, "child": l.child, "callCount": l.call_count }))
+        .collect();
+    Ok(envelope(json!(data), 0))
+}
+
+fn v3_error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": { "httpCode": status.as_u16(), "message": message } }))).into_response()
+}
+
+async fn v3_get_trace(State(store): State<Store>, Path(id): Path<String>) -> Response {
+    let trace_id = match TraceId::from_hex(&id) {
+        Ok(t) => t,
+        Err(e) => return v3_error(StatusCode::BAD_REQUEST, &e),
+    };
+    match store.get_trace(trace_id).await {
+        Ok(Some(spans)) => {
+            let data = TracesData { resource_spans: to_otlp(&spans) };
+            axum::Json(json!({ "result": data })).into_response()
+        }
+        Ok(None) => v3_error(StatusCode::NOT_FOUND, "trace not found"),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn v3_services(State(store): State<Store>) -> Result<Response, ApiError> {
+    Ok(axum::Json(json!({ "services": store.services().await? })).into_response())
+}
+
+async fn v3_operations(State(store): State<Store>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let p = params::pairs(raw.as_deref());
+    let service = params::get(&p, "service")
+        .or_else(|| params::get(&p, "query.serviceName"))
+        .ok_or_else(|| ApiError::bad_request("parameter 'service' is required"))?;
+    let kind = span_kind_param(&p, "spanKind")?;
+    let ops = store.operations(service, kind).await?;
+    let data: Vec<Json> = ops.iter().map(|o| json!({ "name": o.name, "spanKind": o.kind.jaeger_name() })).collect();
+    Ok(axum::Json(json!({ "operations": data })).into_response())
+}

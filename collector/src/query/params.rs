@@ -1,0 +1,197 @@
+//! Query-string parsing with Jaeger's exact semantics (REFERENCE §1, Jaeger `query_parser.go`).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::storage::TraceQuery;
+
+/// Default search depth (`defaultQueryLimit`).
+pub const DEFAULT_LIMIT: usize = 100;
+/// Largest accepted `limit`; larger values are clamped.
+pub const MAX_LIMIT: usize = 10_000;
+/// Default search window when `start` is absent (`defaultTraceQueryLookbackDuration`), ns.
+pub const DEFAULT_LOOKBACK_NANOS: u64 = 48 * 3600 * 1_000_000_000;
+/// Default dependencies lookback (`defaultDependencyLookbackDuration`), ms.
+pub const DEFAULT_DEPENDENCY_LOOKBACK_MS: u64 = 24 * 3600 * 1000;
+
+/// The query string as ordered key/value pairs (repeated keys allowed).
+pub type Pairs = Vec<(String, String)>;
+
+/// Parses a raw query string.
+pub fn pairs(raw: Option<&str>) -> Pairs {
+    form_urlencoded::parse(raw.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+}
+
+/// The last value of `key`, if present and non-empty.
+pub fn get<'a>(p: &'a Pairs, key: &str) -> Option<&'a str> {
+    p.iter().rev().find(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.as_str())
+}
+
+/// Every non-empty value of `key`.
+pub fn all<'a>(p: &'a Pairs, key: &str) -> Vec<&'a str> {
+    p.iter().filter(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.as_str()).collect()
+}
+
+/// Now, ns since the Unix epoch.
+pub fn now_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// Parses a Go duration string (`1.5s`, `100ms`, `250us`, `2h45m`) into nanoseconds.
+///
+/// # Errors
+/// A message naming the bad input.
+pub fn parse_go_duration(s: &str) -> Result<u64, String> {
+    let err = || format!("cannot parse duration {s:?}: use a number with a unit (ns, us, µs, ms, s, m, h)");
+    let mut rest = s.trim();
+    if rest == "0" {
+        return Ok(0);
+    }
+    if rest.is_empty() {
+        return Err(err());
+    }
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(err());
+        }
+        let value: f64 = rest[..num_len].parse().map_err(|_| err())?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(err()),
+        };
+        rest = &rest[unit_len..];
+        total += value * unit;
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return Err(err());
+    }
+    Ok(total.round() as u64)
+}
+
+fn parse_u64(p: &Pairs, key: &str) -> Result<Option<u64>, String> {
+    get(p, key)
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| format!("unable to parse param '{key}': {v:?} is not a non-negative integer"))
+        })
+        .transpose()
+}
+
+/// Parses `/api/traces` search parameters into a [`TraceQuery`] (service required).
+///
+/// # Errors
+/// A message for the HTTP 400 answer: missing service, unparsable number, duration or tag, or
+/// `maxDuration < minDuration`.
+pub fn trace_query(p: &Pairs, now_unix_nanos: u64) -> Result<TraceQuery, String> {
+    let service = get(p, "service").ok_or("parameter 'service' is required")?.to_string();
+    let operation = get(p, "operation").map(str::to_string);
+    let end_nanos = parse_u64(p, "end")?.map(|us| us.saturating_mul(1000)).unwrap_or(now_unix_nanos);
+    let start_nanos = parse_u64(p, "start")?
+        .map(|us| us.saturating_mul(1000))
+        .unwrap_or_else(|| end_nanos.saturating_sub(DEFAULT_LOOKBACK_NANOS));
+    let limit = parse_u64(p, "limit")?.map(|l| l as usize).unwrap_or(DEFAULT_LIMIT);
+    let limit = if limit == 0 { DEFAULT_LIMIT } else { limit.min(MAX_LIMIT) };
+    let min = get(p, "minDuration").map(parse_go_duration).transpose()?;
+    let max = get(p, "maxDuration").map(parse_go_duration).transpose()?;
+    if let (Some(min), Some(max)) = (min, max) {
+        if max < min {
+            return Err("'maxDuration' should be greater than 'minDuration'".into());
+        }
+    }
+    let mut tags = Vec::new();
+    for t in all(p, "tag") {
+        let (k, v) =
+            t.split_once(':').ok_or_else(|| format!("malformed 'tag' parameter {t:?}: expected 'key:value'"))?;
+        tags.push((k.to_string(), v.to_string()));
+    }
+    for t in all(p, "tags") {
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(t)
+            .map_err(|e| format!("malformed 'tags' parameter: expected a JSON object of strings: {e}"))?;
+        for (k, v) in map {
+            let v = match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            tags.push((k, v));
+        }
+    }
+    Ok(TraceQuery {
+        service,
+        operation,
+        tags,
+        start_min_unix_nanos: start_nanos,
+        start_max_unix_nanos: end_nanos,
+        duration_min_nanos: min,
+        duration_max_nanos: max,
+        limit,
+    })
+}
+
+/// Parses `/api/dependencies` parameters into `(end_ns, lookback_ns)`.
+///
+/// # Errors
+/// A message when `endTs` or `lookback` is not a non-negative integer of milliseconds.
+pub fn dependencies(p: &Pairs, now_unix_nanos: u64) -> Result<(u64, u64), String> {
+    let end_ms = parse_u64(p, "endTs")?.unwrap_or(now_unix_nanos / 1_000_000);
+    let lookback_ms = parse_u64(p, "lookback")?.unwrap_or(DEFAULT_DEPENDENCY_LOOKBACK_MS);
+    Ok((end_ms.saturating_mul(1_000_000), lookback_ms.saturating_mul(1_000_000)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("100ms"), Ok(100_000_000));
+        assert_eq!(parse_go_duration("1.5s"), Ok(1_500_000_000));
+        assert_eq!(parse_go_duration("250us"), Ok(250_000));
+        assert_eq!(parse_go_duration("250µs"), Ok(250_000));
+        assert_eq!(parse_go_duration("1h30m"), Ok(5_400_000_000_000));
+        assert_eq!(parse_go_duration("0"), Ok(0));
+        assert!(parse_go_duration("10").is_err());
+        assert!(parse_go_duration("abc").is_err());
+        assert!(parse_go_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn search_parameters_like_jaeger() {
+        let raw = "service=frontend&operation=HTTP+GET&tag=http.url:%2Fa%3Ab&tags=%7B%22error%22%3A%22true%22%7D\
+                   &minDuration=1ms&maxDuration=2s&start=1000&end=2000&limit=5&lookback=1h";
+        let q = trace_query(&pairs(Some(raw)), 0).expect("valid");
+        assert_eq!(q.service, "frontend");
+        assert_eq!(q.operation.as_deref(), Some("HTTP GET"));
+        assert_eq!(q.tags, vec![("http.url".into(), "/a:b".into()), ("error".into(), "true".into())]);
+        assert_eq!((q.start_min_unix_nanos, q.start_max_unix_nanos), (1_000_000, 2_000_000));
+        assert_eq!((q.duration_min_nanos, q.duration_max_nanos), (Some(1_000_000), Some(2_000_000_000)));
+        assert_eq!(q.limit, 5);
+    }
+
+    #[test]
+    fn search_defaults_and_errors() {
+        let now = 100 * DEFAULT_LOOKBACK_NANOS;
+        let q = trace_query(&pairs(Some("service=a")), now).expect("valid");
+        assert_eq!(q.start_max_unix_nanos, now);
+        assert_eq!(q.start_min_unix_nanos, now - DEFAULT_LOOKBACK_NANOS);
+        assert_eq!(q.limit, DEFAULT_LIMIT);
+        assert_eq!(trace_query(&pairs(Some("operation=x")), now).unwrap_err(), "parameter 'service' is required");
+        assert!(trace_query(&pairs(Some("service=a&minDuration=2s&maxDuration=1s")), now).is_err());
+        assert!(trace_query(&pairs(Some("service=a&start=yesterday")), now).is_err());
+        assert!(trace_query(&pairs(Some("service=a&tag=novalue")), now).is_err());
+        assert!(trace_query(&pairs(Some("service=a&tags=%5B1%5D")), now).is_err());
+    }
+
+    #[test]
+    fn dependency_parameters_are_milliseconds() {
+        assert_eq!(dependencies(&pairs(Some("endTs=5000&lookback=1000")), 0), Ok((5_000_000_000, 1_000_000_000)));
+        let (end, lookback) = dependencies(&pairs(None), 7_000_000_000).expect("defaults");
+        assert_eq!((end, lookback), (7_000_000_000, DEFAULT_DEPENDENCY_LOOKBACK_MS * 1_000_000));
+    }
+}

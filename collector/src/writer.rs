@@ -1,0 +1,138 @@
+//! The storage writer: turns assembled trace chunks into [`WriteBatch`]es and persists them.
+//!
+//! It batches chunks (up to [`MAX_BATCH_CHUNKS`] or [`BATCH_INTERVAL`]), deduplicates late chunks against the
+//! stored trace (so a span exported twice, minutes apart, is still stored once) and resolves parents that live in
+//! earlier chunks for dependency edges. Encoding runs on the blocking pool. A failed write is retried with
+//! exponential backoff; when storage stays down for [`MAX_ATTEMPTS`] tries, the batch is dropped and counted in
+//! `skein_spans_write_failed_total` (the write-ahead log of issue #4 removes this loss).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::assembly::Chunk;
+use crate::metrics::Metrics;
+use crate::model::Span;
+use crate::storage::{TraceStore, WriteBatch, prepare_chunk};
+
+/// Maximum chunks per storage write.
+pub const MAX_BATCH_CHUNKS: usize = 512;
+/// Maximum time a chunk waits for its batch to fill.
+pub const BATCH_INTERVAL: Duration = Duration::from_millis(50);
+/// Write attempts before a batch is dropped.
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// Runs until `input` closes and every received chunk is written (or counted as failed).
+pub async fn run(store: Arc<dyn TraceStore>, metrics: Arc<Metrics>, mut input: mpsc::Receiver<Chunk>) {
+    let mut pending: Vec<Chunk> = Vec::new();
+    loop {
+        let closed = if pending.is_empty() {
+            match input.recv().await {
+                Some(c) => {
+                    pending.push(c);
+                    false
+                }
+                None => true,
+            }
+        } else {
+            match tokio::time::timeout(BATCH_INTERVAL, input.recv()).await {
+                Ok(Some(c)) => {
+                    pending.push(c);
+                    false
+                }
+                Ok(None) => true,
+                Err(_) => {
+                    write(&*store, &metrics, std::mem::take(&mut pending)).await;
+                    continue;
+                }
+            }
+        };
+        while pending.len() < MAX_BATCH_CHUNKS {
+            match input.try_recv() {
+                Ok(c) => pending.push(c),
+                Err(_) => break,
+            }
+        }
+        if pending.len() >= MAX_BATCH_CHUNKS || closed {
+            write(&*store, &metrics, std::mem::take(&mut pending)).await;
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+/// Deduplicates, encodes and writes one batch of chunks, retrying on failure.
+pub async fn write(store: &dyn TraceStore, metrics: &Metrics, chunks: Vec<Chunk>) {
+    if chunks.is_empty() {
+        return;
+    }
+    let mut prepared_inputs: Vec<(Vec<Span>, HashMap<[u8; 8], String>)> = Vec::with_capacity(chunks.len());
+    for chunk in chunks {
+        if !chunk.late {
+            prepared_inputs.push((chunk.spans, HashMap::new()));
+            continue;
+        }
+        let trace_id = chunk.spans[0].trace_id;
+        let stored = match store.get_trace(trace_id).await {
+            Ok(s) => s.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(%trace_id, error = %e, "could not read stored trace for a late chunk; writing it as is");
+                Vec::new()
+            }
+        };
+        let keys: HashSet<_> = stored.iter().map(Span::dedup_key).collect();
+        let parents: HashMap<[u8; 8], String> =
+            stored.iter().map(|s| (s.span_id.0, s.service_name().to_string())).collect();
+        let before = chunk.spans.len();
+        let spans: Vec<Span> = chunk.spans.into_iter().filter(|s| !keys.contains(&s.dedup_key())).collect();
+        metrics.spans_duplicate.inc_by((before - spans.len()) as u64);
+        if !spans.is_empty() {
+            prepared_inputs.push((spans, parents));
+        }
+    }
+    if prepared_inputs.is_empty() {
+        return;
+    }
+    let span_count: usize = prepared_inputs.iter().map(|(s, _)| s.len()).sum();
+    let prepared = tokio::task::spawn_blocking(move || {
+        prepared_inputs.iter().map(|(spans, parents)| prepare_chunk(spans, parents)).collect::<Result<Vec<_>, _>>()
+    })
+    .await;
+    let batch = match prepared {
+        Ok(Ok(chunks)) => WriteBatch { chunks },
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, spans = span_count, "could not encode trace chunks; dropped");
+            metrics.spans_write_failed.inc_by(span_count as u64);
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, spans = span_count, "encoder task failed; chunks dropped");
+            metrics.spans_write_failed.inc_by(span_count as u64);
+            return;
+        }
+    };
+    let n_chunks = batch.chunks.len() as u64;
+    let mut backoff = Duration::from_millis(50);
+    for attempt in 1..=MAX_ATTEMPTS {
+        let started = std::time::Instant::now();
+        match store.write(batch.clone()).await {
+            Ok(()) => {
+                metrics.store_write_seconds.observe(started.elapsed().as_secs_f64());
+                metrics.chunks_written.inc_by(n_chunks);
+                metrics.spans_written.inc_by(span_count as u64);
+                return;
+            }
+            Err(e) => {
+                metrics.store_write_errors.inc();
+                tracing::warn!(error = %e, attempt, "storage write failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::error!(spans = span_count, "storage kept failing; batch dropped");
+    metrics.spans_write_failed.inc_by(span_count as u64);
+}
