@@ -1,1 +1,184 @@
-//! e2e helpers
+//! Helpers for Skein's whole-system tests: start the real `skein-all-in-one` binary on free ports and a temp
+//! directory, talk to its HTTP APIs, run `skein-replay`, and find the shipped datasets.
+//!
+//! The binaries are the ones `cargo test --workspace` builds next to the test executables (`target/<profile>/`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary built by cargo.
+///
+/// # Panics
+/// When the binary has not been built (run `cargo build --workspace --bins` or `cargo test --workspace`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile> directory");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not built; run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+/// The shared trace datasets (`../shared/trace-data` next to the repository).
+pub fn trace_data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/trace-data")
+}
+
+/// A running `skein-all-in-one`; killed on drop unless stopped.
+pub struct AllInOne {
+    child: Option<Child>,
+    /// OTLP/gRPC address.
+    pub otlp_grpc: String,
+    /// OTLP/HTTP address.
+    pub otlp_http: String,
+    /// Query API base URL (`http://host:port`).
+    pub query: String,
+    /// Admin base URL.
+    pub admin: String,
+    /// HTTP client.
+    pub http: reqwest::blocking::Client,
+}
+
+fn field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    Some(line[start..].split_whitespace().next()?.to_string())
+}
+
+impl AllInOne {
+    /// Starts the binary on 127.0.0.1 port 0 with `data_dir` and `trace_idle_ms`, waiting until it listens.
+    ///
+    /// # Panics
+    /// When the process does not report its listen addresses within 30 s.
+    pub fn start(data_dir: &Path, trace_idle_ms: u64) -> Self {
+        let mut child = Command::new(bin("skein-all-in-one"))
+            .args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0"])
+            .args(["--query-http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--trace-idle-ms", &trace_idle_ms.to_string()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start skein-all-in-one");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[skein-all-in-one] {line}");
+                if line.contains("listening") {
+                    let _ = tx.send(line.clone());
+                }
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("skein-all-in-one did not start listening");
+        let get = |k: &str| field(&line, k).unwrap_or_else(|| panic!("no {k} in {line:?}"));
+        let me = Self {
+            child: Some(child),
+            otlp_grpc: get("otlp_grpc"),
+            otlp_http: get("otlp_http"),
+            query: format!("http://{}", get("query_http")),
+            admin: format!("http://{}", get("admin")),
+            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().expect("client"),
+        };
+        me.wait_until("ready", Duration::from_secs(30), || {
+            me.http.get(format!("{}/readyz", me.admin)).send().is_ok_and(|r| r.status().is_success())
+        });
+        me
+    }
+
+    /// GET a query API path, returning status and JSON body.
+    ///
+    /// # Panics
+    /// When the request fails or the body is not JSON.
+    pub fn get(&self, path_and_query: &str) -> (u16, serde_json::Value) {
+        let resp = self.http.get(format!("{}{}", self.query, path_and_query)).send().expect("query request");
+        let status = resp.status().as_u16();
+        (status, resp.json().expect("JSON body"))
+    }
+
+    /// The admin `/metrics` text.
+    pub fn metrics(&self) -> String {
+        self.http.get(format!("{}/metrics", self.admin)).send().and_then(|r| r.text()).unwrap_or_default()
+    }
+
+    /// The value of one unlabelled metric sample, or 0.
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until no trace is held in the assembler and the written-span count is stable.
+    pub fn wait_until_written(&self) {
+        let mut last = -1.0;
+        self.wait_until("all traces written", Duration::from_secs(120), || {
+            let live = self.metric("skein_live_traces");
+            let written = self.metric("skein_spans_written_total");
+            let stable = live == 0.0 && written == last;
+            last = written;
+            if !stable {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            stable
+        });
+    }
+
+    /// Polls `cond` until it holds.
+    ///
+    /// # Panics
+    /// After `timeout`.
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    ///
+    /// # Panics
+    /// When the process does not exit within 60 s.
+    pub fn terminate(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "skein-all-in-one did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `skein-replay` against this instance; returns its JSON summary.
+    ///
+    /// # Panics
+    /// When the replay fails.
+    pub fn replay(&self, files: &[PathBuf]) -> serde_json::Value {
+        let out = Command::new(bin("skein-replay"))
+            .arg("--endpoint")
+            .arg(format!("http://{}", self.otlp_grpc))
+            .arg("--json")
+            .args(files)
+            .output()
+            .expect("run skein-replay");
+        assert!(out.status.success(), "skein-replay failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("replay summary JSON")
+    }
+}
+
+impl Drop for AllInOne {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
