@@ -194,6 +194,7 @@ pub async fn run(
             _ = interval.tick() => assembler.flush_idle(Instant::now()),
         };
         for chunk in chunks {
+            assembler.metrics.pending_chunks.inc();
             if output.send(chunk).await.is_err() {
                 tracing::error!("trace writer stopped; assembler exiting");
                 return;
@@ -203,6 +204,7 @@ pub async fn run(
     let rest = assembler.flush_all();
     tracing::info!(traces = rest.len(), "assembler draining held traces");
     for chunk in rest {
+        assembler.metrics.pending_chunks.inc();
         if output.send(chunk).await.is_err() {
             tracing::error!("trace writer stopped during drain");
             return;

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub store_write_errors: Counter,
     /// Traces held in the assembler.
     pub live_traces: Gauge,
+    /// Trace chunks handed to the writer and not yet written (or given up on).
+    pub pending_chunks: Gauge,
     /// Storage write latency, seconds.
     pub store_write_seconds: Histogram,
     registry: Registry,
@@ -65,6 +67,7 @@ impl Metrics {
             spans_write_failed: Counter::default(),
             store_write_errors: Counter::default(),
             live_traces: Gauge::default(),
+            pending_chunks: Gauge::default(),
             store_write_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             registry: Registry::default(),
         };
@@ -86,6 +89,7 @@ impl Metrics {
         );
         registry.register("store_write_errors", "Storage write failures", m.store_write_errors.clone());
         registry.register("live_traces", "Traces held in the assembler", m.live_traces.clone());
+        registry.register("pending_chunks", "Trace chunks waiting to be written", m.pending_chunks.clone());
         registry.register_with_unit(
             "store_write",
             "Storage write latency",

@@ -66,6 +66,12 @@ pub async fn run(store: Arc<dyn TraceStore>, metrics: Arc<Metrics>, mut input: m
 
 /// Deduplicates, encodes and writes one batch of chunks, retrying on failure.
 pub async fn write(store: &dyn TraceStore, metrics: &Metrics, chunks: Vec<Chunk>) {
+    let n = chunks.len() as i64;
+    write_inner(store, metrics, chunks).await;
+    metrics.pending_chunks.dec_by(n);
+}
+
+async fn write_inner(store: &dyn TraceStore, metrics: &Metrics, chunks: Vec<Chunk>) {
     if chunks.is_empty() {
         return;
     }

@@ -117,8 +117,9 @@ impl AllInOne {
         let mut last = -1.0;
         self.wait_until("all traces written", Duration::from_secs(120), || {
             let live = self.metric("skein_live_traces");
+            let pending = self.metric("skein_pending_chunks");
             let written = self.metric("skein_spans_written_total");
-            let stable = live == 0.0 && written == last;
+            let stable = live == 0.0 && pending == 0.0 && written == last;
             last = written;
             if !stable {
                 std::thread::sleep(Duration::from_millis(300));
