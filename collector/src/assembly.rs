@@ -89,11 +89,11 @@ impl Assembler {
         for span in spans {
             let trace_id = span.trace_id;
             if !self.live.contains_key(&trace_id) {
-                if self.live.len() >= self.config.max_live_traces.max(1) {
-                    if let Some(chunk) = self.evict_oldest() {
-                        self.count_early("live_traces_full");
-                        out.push(chunk);
-                    }
+                if self.live.len() >= self.config.max_live_traces.max(1)
+                    && let Some(chunk) = self.evict_oldest()
+                {
+                    self.count_early("live_traces_full");
+                    out.push(chunk);
                 }
                 let late = self.recent.contains(&trace_id);
                 self.live.insert(trace_id, Live { spans: Vec::new(), keys: HashSet::new(), touched: now, late });
@@ -108,11 +108,11 @@ impl Assembler {
                 live.touched = now;
                 self.touches.push_back((now, trace_id));
             }
-            if live.spans.len() >= self.config.max_spans_per_trace.max(1) {
-                if let Some(chunk) = self.take(trace_id) {
-                    self.count_early("span_cap");
-                    out.push(chunk);
-                }
+            if live.spans.len() >= self.config.max_spans_per_trace.max(1)
+                && let Some(chunk) = self.take(trace_id)
+            {
+                self.count_early("span_cap");
+                out.push(chunk);
             }
         }
         self.metrics.live_traces.set(self.live.len() as i64);
@@ -128,10 +128,10 @@ impl Assembler {
                 break;
             }
             self.touches.pop_front();
-            if self.live.get(&trace_id).is_some_and(|l| l.touched == t) {
-                if let Some(chunk) = self.take(trace_id) {
-                    out.push(chunk);
-                }
+            if self.live.get(&trace_id).is_some_and(|l| l.touched == t)
+                && let Some(chunk) = self.take(trace_id)
+            {
+                out.push(chunk);
             }
         }
         self.metrics.live_traces.set(self.live.len() as i64);

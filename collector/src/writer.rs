@@ -75,7 +75,9 @@ async fn write_inner(store: &dyn TraceStore, metrics: &Metrics, chunks: Vec<Chun
     if chunks.is_empty() {
         return;
     }
-    let mut prepared_inputs: Vec<(Vec<Span>, HashMap<[u8; 8], String>)> = Vec::with_capacity(chunks.len());
+    /// A chunk's spans with the services of parents stored in earlier chunks (span ID → service).
+    type ChunkInput = (Vec<Span>, HashMap<[u8; 8], String>);
+    let mut prepared_inputs: Vec<ChunkInput> = Vec::with_capacity(chunks.len());
     for chunk in chunks {
         if !chunk.late {
             prepared_inputs.push((chunk.spans, HashMap::new()));

@@ -59,10 +59,10 @@ fn expected(files: &[PathBuf]) -> Expected {
         if parent == "root" {
             continue;
         }
-        if let Some(psvc) = service_of.get(&(trace.clone(), parent.clone())) {
-            if psvc != svc {
-                *edges.entry((psvc.clone(), svc.clone())).or_insert(0) += 1;
-            }
+        if let Some(psvc) = service_of.get(&(trace.clone(), parent.clone()))
+            && psvc != svc
+        {
+            *edges.entry((psvc.clone(), svc.clone())).or_insert(0) += 1;
         }
     }
     Expected {

@@ -97,10 +97,10 @@ fn span(s: &Json, process: &Json) -> Result<(Vec<pc::KeyValue>, Option<pc::Instr
             links.push(pt::span::Link { trace_id: rt, span_id: rs, ..Default::default() });
         }
     }
-    if parent.is_empty() {
-        if let Some(p) = s.get("parentSpanID").and_then(Json::as_str).filter(|p| !p.is_empty() && *p != "0") {
-            parent = hex_id::<8>(p, "parentSpanID")?;
-        }
+    if parent.is_empty()
+        && let Some(p) = s.get("parentSpanID").and_then(Json::as_str).filter(|p| !p.is_empty() && *p != "0")
+    {
+        parent = hex_id::<8>(p, "parentSpanID")?;
     }
     let mut kind = 0;
     let mut status = pt::Status::default();

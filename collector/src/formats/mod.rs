@@ -126,10 +126,11 @@ pub fn detect(v: &serde_json::Value) -> Option<Format> {
     if v.get("traceID").is_some() && v.get("spanID").is_some() {
         return Some(Format::JaegerEs);
     }
-    if let Some(first) = v.as_array().and_then(|a| a.first()) {
-        if first.get("traceId").is_some() && first.get("id").is_some() {
-            return Some(Format::Zipkin);
-        }
+    if let Some(first) = v.as_array().and_then(|a| a.first())
+        && first.get("traceId").is_some()
+        && first.get("id").is_some()
+    {
+        return Some(Format::Zipkin);
     }
     None
 }

@@ -376,7 +376,8 @@ pub fn span_to_otlp(s: &Span) -> pt::Span {
 /// Converts spans back into OTLP `ResourceSpans`, one per distinct resource and one `ScopeSpans` per distinct
 /// scope within it, in order of first appearance.
 pub fn to_otlp(spans: &[Span]) -> Vec<pt::ResourceSpans> {
-    let mut out: Vec<(Arc<Resource>, Vec<(Arc<Scope>, Vec<pt::Span>)>)> = Vec::new();
+    type ScopeGroup = (Arc<Scope>, Vec<pt::Span>);
+    let mut out: Vec<(Arc<Resource>, Vec<ScopeGroup>)> = Vec::new();
     for s in spans {
         let ri = match out.iter().position(|(r, _)| Arc::ptr_eq(r, &s.resource) || **r == *s.resource) {
             Some(i) => i,

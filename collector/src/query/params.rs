@@ -100,10 +100,10 @@ pub fn trace_query(p: &Pairs, now_unix_nanos: u64) -> Result<TraceQuery, String>
     let limit = if limit == 0 { DEFAULT_LIMIT } else { limit.min(MAX_LIMIT) };
     let min = get(p, "minDuration").map(parse_go_duration).transpose()?;
     let max = get(p, "maxDuration").map(parse_go_duration).transpose()?;
-    if let (Some(min), Some(max)) = (min, max) {
-        if max < min {
-            return Err("'maxDuration' should be greater than 'minDuration'".into());
-        }
+    if let (Some(min), Some(max)) = (min, max)
+        && max < min
+    {
+        return Err("'maxDuration' should be greater than 'minDuration'".into());
     }
     let mut tags = Vec::new();
     for t in all(p, "tag") {
@@ -181,7 +181,10 @@ mod tests {
         assert_eq!(q.start_max_unix_nanos, now);
         assert_eq!(q.start_min_unix_nanos, now - DEFAULT_LOOKBACK_NANOS);
         assert_eq!(q.limit, DEFAULT_LIMIT);
-        assert_eq!(trace_query(&pairs(Some("operation=x")), now).unwrap_err(), "parameter 'service' is required");
+        assert_eq!(
+            trace_query(&pairs(Some("operation=x")), now).expect_err("service is required"),
+            "parameter 'service' is required"
+        );
         assert!(trace_query(&pairs(Some("service=a&minDuration=2s&maxDuration=1s")), now).is_err());
         assert!(trace_query(&pairs(Some("service=a&start=yesterday")), now).is_err());
         assert!(trace_query(&pairs(Some("service=a&tag=novalue")), now).is_err());

@@ -91,7 +91,7 @@ async fn late_chunks_merge_and_exact_duplicates_collapse() {
     let t = trace(5, T0);
     store.write(batch(&[vec![t[0].clone()]])).await.expect("write first chunk");
     // The late chunk repeats the root (a re-export) and adds the child.
-    store.write(batch(&[t.clone()])).await.expect("write late chunk");
+    store.write(batch(std::slice::from_ref(&t))).await.expect("write late chunk");
     assert_eq!(store.get_trace(TraceId([5; 16])).await.expect("get").expect("found"), t);
     assert_eq!(store.find_traces(query("frontend")).await.expect("find").len(), 1);
 }
