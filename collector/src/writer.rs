@@ -83,7 +83,7 @@ async fn write_inner(store: &dyn TraceStore, metrics: &Metrics, chunks: Vec<Chun
             prepared_inputs.push((chunk.spans, HashMap::new()));
             continue;
         }
-        let trace_id = chunk.spans[0].trace_id;
+        let Some(trace_id) = chunk.spans.first().map(|s| s.trace_id) else { continue };
         let stored = match store.get_trace(trace_id).await {
             Ok(s) => s.unwrap_or_default(),
             Err(e) => {

@@ -160,14 +160,9 @@ fn convert_span(
         end = span.start_time_unix_nano;
     }
     let (attributes, dropped) = convert_attrs(span.attributes, limits, &mut warnings, "span");
-    let mut dropped_events_count = span.dropped_events_count;
     let mut events_in = span.events;
-    if events_in.len() > limits.max_events {
-        let extra = events_in.len() - limits.max_events;
-        warnings.push(format!("{extra} event(s) over the limit of {} dropped", limits.max_events));
-        events_in.truncate(limits.max_events);
-        dropped_events_count = dropped_events_count.saturating_add(extra as u32);
-    }
+    let dropped_events_count =
+        cap_list(&mut events_in, limits.max_events, span.dropped_events_count, &mut warnings, "event");
     let events = events_in
         .into_iter()
         .map(|e| {
@@ -180,14 +175,9 @@ fn convert_span(
             }
         })
         .collect();
-    let mut dropped_links_count = span.dropped_links_count;
     let mut links_in = span.links;
-    if links_in.len() > limits.max_links {
-        let extra = links_in.len() - limits.max_links;
-        warnings.push(format!("{extra} link(s) over the limit of {} dropped", limits.max_links));
-        links_in.truncate(limits.max_links);
-        dropped_links_count = dropped_links_count.saturating_add(extra as u32);
-    }
+    let dropped_links_count =
+        cap_list(&mut links_in, limits.max_links, span.dropped_links_count, &mut warnings, "link");
     let links = links_in
         .into_iter()
         .map(|l| {
@@ -228,6 +218,17 @@ fn convert_span(
         scope: scope.clone(),
         warnings,
     })
+}
+
+/// Truncates `list` to `max` items, recording a warning; returns `dropped` plus the number cut.
+fn cap_list<T>(list: &mut Vec<T>, max: usize, dropped: u32, warnings: &mut Vec<String>, what: &str) -> u32 {
+    if list.len() <= max {
+        return dropped;
+    }
+    let extra = list.len() - max;
+    warnings.push(format!("{extra} {what}(s) over the limit of {max} dropped"));
+    list.truncate(max);
+    dropped.saturating_add(u32::try_from(extra).unwrap_or(u32::MAX))
 }
 
 /// Converts attributes, applying the count and value-size limits. Returns the attributes and how many were dropped.
@@ -499,6 +500,20 @@ mod tests {
         assert_eq!(span.dropped_attributes_count, 2);
         assert_eq!(span.attributes[0].value, Value::Str("éé".into()));
         assert_eq!(span.warnings.len(), 4, "{:?}", span.warnings);
+    }
+
+    #[test]
+    fn events_and_links_over_limits_are_dropped_and_counted() {
+        let mut s = otlp_span(vec![1; 16], vec![1; 8], "x");
+        s.dropped_events_count = 1;
+        s.events = (0..4).map(|i| pt::span::Event { time_unix_nano: i, ..Default::default() }).collect();
+        s.links = (0..3).map(|_| pt::span::Link::default()).collect();
+        let limits = Limits { max_events: 2, max_links: 1, ..Limits::default() };
+        let c = convert(request(vec![s]), &limits);
+        let span = &c.spans[0];
+        assert_eq!((span.events.len(), span.dropped_events_count), (2, 3));
+        assert_eq!((span.links.len(), span.dropped_links_count), (1, 2));
+        assert!(span.warnings.iter().any(|w| w == "2 event(s) over the limit of 2 dropped"), "{:?}", span.warnings);
     }
 
     #[test]

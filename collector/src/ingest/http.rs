@@ -84,12 +84,12 @@ async fn export(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) -
     match handle(&ingest, &headers, body).await {
         Ok((format, response)) => encode_response(StatusCode::OK, format, &response, |r| r.encode_to_vec()),
         Err(e) => {
-            let reason = match e.status {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-                StatusCode::SERVICE_UNAVAILABLE => "shutting_down",
-                _ => "malformed",
-            };
-            ingest.metrics().reject_request(reason);
+            // Shutdown refusals are counted by `Ingest::export` itself.
+            match e.status {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => ingest.metrics().reject_request("unsupported_media_type"),
+                StatusCode::SERVICE_UNAVAILABLE => {}
+                _ => ingest.metrics().reject_request("malformed"),
+            }
             e.into_response()
         }
     }

@@ -74,8 +74,9 @@ impl Ingest {
         }
         let rejected = converted.rejected_count();
         let message = converted.rejection_message();
-        if !converted.spans.is_empty() {
-            self.spans.send(converted.spans).await.map_err(|_| IngestError::ShuttingDown)?;
+        if !converted.spans.is_empty() && self.spans.send(converted.spans).await.is_err() {
+            self.metrics.reject_request("shutting_down");
+            return Err(IngestError::ShuttingDown);
         }
         let partial_success = (rejected > 0).then(|| ExportTracePartialSuccess {
             rejected_spans: i64::try_from(rejected).unwrap_or(i64::MAX),
