@@ -32,7 +32,8 @@ measure() {
     | python3 -c 'import json,sys; [print(t["traceID"]) for t in json.load(sys.stdin)["data"]]' > "$dir/ids"
   while read -r id; do curl -s -o /dev/null -w '%{time_total}\n' "http://$query/api/traces/$id"; done < "$dir/ids" > "$dir/lat"
   kill -TERM "$pid"; wait "$pid" || true
-  local bytes; bytes=$(du -sb "$dir/data" | cut -f1)
+  # Allocated blocks, not apparent size: fjall preallocates its journal file sparsely.
+  local bytes; bytes=$(du -s --block-size=1 "$dir/data" | cut -f1)
   python3 - "$name" "$summary" "$written" "$bytes" "$dir/lat" <<'PY'
 import json, sys
 name, summary, written, size, lat_file = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]

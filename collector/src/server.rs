@@ -111,8 +111,8 @@ pub async fn run_all_in_one(
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
-    let store = EmbeddedStore::open(&EmbeddedConfig::new(&config.data_dir))?;
-    let store: Arc<dyn TraceStore> = Arc::new(store);
+    let embedded = EmbeddedStore::open(&EmbeddedConfig::new(&config.data_dir))?;
+    let store: Arc<dyn TraceStore> = Arc::new(embedded.clone());
 
     let grpc_listener = bind(config.otlp_grpc_addr, "OTLP gRPC").await?;
     let http_listener = bind(config.otlp_http_addr, "OTLP HTTP").await?;
@@ -170,6 +170,9 @@ pub async fn run_all_in_one(
     // Every Ingest handle is gone now, so the assembler drains and the writer finishes.
     let _ = assembler.await;
     let _ = writer.await;
+    if let Err(e) = embedded.flush().await {
+        tracing::warn!(error = %e, "flushing memtables at shutdown failed; the journal will be replayed on start");
+    }
     tracing::info!("all assembled traces written");
     let _ = stop_rest_tx.send(true);
     let query_result = query_srv.await;
@@ -212,10 +215,10 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Initialises logging to stderr: `RUST_LOG` filter (default `info`), text or JSON.
+/// Initialises logging to stderr: `RUST_LOG` filter (default `info`, storage engine at `warn`), text or JSON.
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lsm_tree=warn,fjall=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();

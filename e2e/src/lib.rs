@@ -58,7 +58,7 @@ impl AllInOne {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--trace-idle-ms", &trace_idle_ms.to_string()])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,lsm_tree=warn,fjall=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
