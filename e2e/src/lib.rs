@@ -104,21 +104,19 @@ impl AllInOne {
         self.http.get(format!("{}/metrics", self.admin)).send().and_then(|r| r.text()).unwrap_or_default()
     }
 
-    /// The value of one unlabelled metric sample, or 0.
-    pub fn metric(&self, name: &str) -> f64 {
-        self.metrics()
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0.0)
+    /// The value of one unlabelled metric sample in a `/metrics` text, or 0.
+    pub fn metric_in(text: &str, name: &str) -> f64 {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
     }
 
     /// Waits until no trace is held in the assembler and the written-span count is stable.
     pub fn wait_until_written(&self) {
         let mut last = -1.0;
         self.wait_until("all traces written", Duration::from_secs(120), || {
-            let live = self.metric("skein_live_traces");
-            let pending = self.metric("skein_pending_chunks");
-            let written = self.metric("skein_spans_written_total");
+            let text = self.metrics();
+            let live = Self::metric_in(&text, "skein_live_traces");
+            let pending = Self::metric_in(&text, "skein_pending_chunks");
+            let written = Self::metric_in(&text, "skein_spans_written_total");
             let stable = live == 0.0 && pending == 0.0 && written == last;
             last = written;
             if !stable {

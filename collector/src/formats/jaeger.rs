@@ -4,7 +4,7 @@ use serde_json::Value as Json;
 use skein_proto::otlp_common::{self as pc, any_value};
 use skein_proto::otlp_trace as pt;
 
-use super::{group, hex_id, kv, str_kv};
+use super::{group, kv, span_id_bytes, str_kv, trace_id_bytes};
 
 fn jaeger_tag(t: &Json) -> Result<pc::KeyValue, String> {
     let key = t.get("key").and_then(Json::as_str).ok_or("tag without a key")?;
@@ -82,15 +82,15 @@ fn resource_attrs(process: &Json) -> Result<Vec<pc::KeyValue>, String> {
 /// Converts one Jaeger span (its process given separately).
 fn span(s: &Json, process: &Json) -> Result<(Vec<pc::KeyValue>, Option<pc::InstrumentationScope>, pt::Span), String> {
     let trace_id_text = s.get("traceID").and_then(Json::as_str).ok_or("span without traceID")?;
-    let trace_id = hex_id::<16>(trace_id_text, "traceID")?;
-    let span_id = hex_id::<8>(s.get("spanID").and_then(Json::as_str).ok_or("span without spanID")?, "spanID")?;
+    let trace_id = trace_id_bytes(trace_id_text, "traceID")?;
+    let span_id = span_id_bytes(s.get("spanID").and_then(Json::as_str).ok_or("span without spanID")?, "spanID")?;
     let start_us = s.get("startTime").and_then(Json::as_u64).ok_or("span without startTime")?;
     let duration_us = s.get("duration").and_then(Json::as_u64).unwrap_or(0);
     let mut parent = Vec::new();
     let mut links = Vec::new();
     for r in s.get("references").and_then(Json::as_array).into_iter().flatten() {
-        let rt = hex_id::<16>(r.get("traceID").and_then(Json::as_str).unwrap_or(trace_id_text), "reference traceID")?;
-        let rs = hex_id::<8>(r.get("spanID").and_then(Json::as_str).ok_or("reference without spanID")?, "reference")?;
+        let rt = trace_id_bytes(r.get("traceID").and_then(Json::as_str).unwrap_or(trace_id_text), "reference traceID")?;
+        let rs = span_id_bytes(r.get("spanID").and_then(Json::as_str).ok_or("reference without spanID")?, "reference")?;
         if parent.is_empty() && r.get("refType").and_then(Json::as_str) == Some("CHILD_OF") && rt == trace_id {
             parent = rs;
         } else {
@@ -100,7 +100,7 @@ fn span(s: &Json, process: &Json) -> Result<(Vec<pc::KeyValue>, Option<pc::Instr
     if parent.is_empty()
         && let Some(p) = s.get("parentSpanID").and_then(Json::as_str).filter(|p| !p.is_empty() && *p != "0")
     {
-        parent = hex_id::<8>(p, "parentSpanID")?;
+        parent = span_id_bytes(p, "parentSpanID")?;
     }
     let mut kind = 0;
     let mut status = pt::Status::default();

@@ -23,6 +23,8 @@ use skein_proto::otlp_common::{self as pc, any_value};
 use skein_proto::otlp_resource as pr;
 use skein_proto::otlp_trace::{self as pt, TracesData};
 
+use crate::model::{SpanId, TraceId};
+
 /// A dataset format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -101,14 +103,11 @@ pub fn read_str(text: &str, format: Option<Format>) -> Result<Vec<pt::ResourceSp
                 }
             }
             Format::Zipkin => out.extend(zipkin::read(&value)?),
-            Format::NezhaCsv => unreachable_csv()?,
+            // CSV is read whole above; detection never yields it for a JSON value.
+            Format::NezhaCsv => return Err("a CSV dataset cannot contain JSON values".into()),
         }
     }
     Ok(out)
-}
-
-fn unreachable_csv() -> Result<(), String> {
-    Err("CSV must be read whole".into())
 }
 
 fn is_es_action(v: &serde_json::Value) -> bool {
@@ -154,13 +153,14 @@ fn str_kv(key: &str, value: &str) -> pc::KeyValue {
     kv(key, any_value::Value::StringValue(value.to_string()))
 }
 
-fn hex_id<const N: usize>(s: &str, what: &str) -> Result<Vec<u8>, String> {
-    let s = s.trim();
-    if s.is_empty() || s.len() > N * 2 {
-        return Err(format!("{what} {s:?} must be 1 to {} hex characters", N * 2));
-    }
-    let padded = format!("{s:0>width$}", width = N * 2);
-    hex::decode(&padded).map_err(|e| format!("{what} {s:?}: {e}"))
+/// Parses a (possibly short, left-padded) hex trace ID into OTLP bytes, naming the field on error.
+fn trace_id_bytes(s: &str, what: &str) -> Result<Vec<u8>, String> {
+    TraceId::from_hex(s).map(|t| t.0.to_vec()).map_err(|e| format!("{what}: {e}"))
+}
+
+/// Parses a (possibly short, left-padded) hex span ID into OTLP bytes, naming the field on error.
+fn span_id_bytes(s: &str, what: &str) -> Result<Vec<u8>, String> {
+    SpanId::from_hex(s).map(|t| t.0.to_vec()).map_err(|e| format!("{what}: {e}"))
 }
 
 /// Groups spans under one `ResourceSpans` per distinct resource and one `ScopeSpans` per distinct scope,

@@ -3,7 +3,7 @@
 
 use skein_proto::otlp_trace as pt;
 
-use super::{group, hex_id, str_kv};
+use super::{group, span_id_bytes, str_kv, trace_id_bytes};
 
 /// The service of a Kubernetes pod name: the name without its two trailing `-<suffix>` parts (ReplicaSet hash
 /// and pod hash); names with fewer parts are kept whole.
@@ -38,12 +38,12 @@ pub(super) fn read(text: &str) -> Result<Vec<pt::ResourceSpans>, String> {
         let line = i + 2;
         let parent = match field(c_parent) {
             "" | "root" => Vec::new(),
-            p => hex_id::<8>(p, "ParentID").map_err(|e| format!("line {line}: {e}"))?,
+            p => span_id_bytes(p, "ParentID").map_err(|e| format!("line {line}: {e}"))?,
         };
         let pod = field(c_pod);
         let span = pt::Span {
-            trace_id: hex_id::<16>(field(c_trace), "TraceID").map_err(|e| format!("line {line}: {e}"))?,
-            span_id: hex_id::<8>(field(c_span), "SpanID").map_err(|e| format!("line {line}: {e}"))?,
+            trace_id: trace_id_bytes(field(c_trace), "TraceID").map_err(|e| format!("line {line}: {e}"))?,
+            span_id: span_id_bytes(field(c_span), "SpanID").map_err(|e| format!("line {line}: {e}"))?,
             parent_span_id: parent,
             name: field(c_op).to_string(),
             start_time_unix_nano: field(c_start).parse().map_err(|_| format!("line {line}: bad StartTimeUnixNano"))?,

@@ -6,16 +6,17 @@ use serde_json::Value as Json;
 use skein_proto::otlp_common::any_value;
 use skein_proto::otlp_trace as pt;
 
-use super::{group, hex_id, kv, str_kv};
+use super::{group, kv, span_id_bytes, str_kv, trace_id_bytes};
 
 pub(super) fn read(v: &Json) -> Result<Vec<pt::ResourceSpans>, String> {
     let spans = v.as_array().ok_or("Zipkin v2 JSON must be an array of spans")?;
     let mut items = Vec::with_capacity(spans.len());
     for s in spans {
-        let trace_id = hex_id::<16>(s.get("traceId").and_then(Json::as_str).ok_or("span without traceId")?, "traceId")?;
-        let span_id = hex_id::<8>(s.get("id").and_then(Json::as_str).ok_or("span without id")?, "id")?;
+        let trace_id =
+            trace_id_bytes(s.get("traceId").and_then(Json::as_str).ok_or("span without traceId")?, "traceId")?;
+        let span_id = span_id_bytes(s.get("id").and_then(Json::as_str).ok_or("span without id")?, "id")?;
         let parent = match s.get("parentId").and_then(Json::as_str) {
-            Some(p) if !p.is_empty() => hex_id::<8>(p, "parentId")?,
+            Some(p) if !p.is_empty() => span_id_bytes(p, "parentId")?,
             _ => Vec::new(),
         };
         let start_us = s.get("timestamp").and_then(Json::as_u64).unwrap_or(0);

@@ -90,17 +90,12 @@ impl EmbeddedStore {
     pub fn open(config: &EmbeddedConfig) -> StoreResult<Self> {
         std::fs::create_dir_all(&config.data_dir)?;
         let db = Database::builder(config.data_dir.join("fjall")).open().map_err(engine)?;
-        let mut starts: Vec<u64> = db
-            .list_keyspace_names()
-            .iter()
-            .filter_map(|name| {
-                let name: &str = name.as_ref();
-                name.strip_prefix('p')?.strip_suffix("_traces")?.parse().ok()
-            })
-            .collect();
-        starts.sort_unstable();
         let mut partitions = BTreeMap::new();
-        for start in starts {
+        for name in db.list_keyspace_names() {
+            let name: &str = name.as_ref();
+            let Some(start) = name.strip_prefix('p').and_then(|n| n.strip_suffix("_traces")?.parse().ok()) else {
+                continue;
+            };
             partitions.insert(start, open_partition(&db, start)?);
         }
         let now = std::time::SystemTime::now()
@@ -116,14 +111,6 @@ impl EmbeddedStore {
                 chunk_seq: AtomicU64::new(now),
             }),
         })
-    }
-
-    /// Bytes the database occupies on disk (tables and journals).
-    ///
-    /// # Errors
-    /// [`StoreError::Engine`] when the engine cannot report it.
-    pub fn disk_bytes(&self) -> StoreResult<u64> {
-        self.inner.db.disk_space().map_err(engine)
     }
 
     /// Flushes every memtable into on-disk tables and syncs, so the journal can be dropped and a restart has
@@ -209,17 +196,9 @@ impl Inner {
         let mut b = self.db.batch().durability(Some(PersistMode::SyncAll));
         // Dependency counters: summed within the batch first, then added to what is stored.
         let mut deps: HashMap<(u64, Vec<u8>), (u64, u64)> = HashMap::new();
-        let mut partitions: HashMap<u64, Partition> = HashMap::new();
         for c in &batch.chunks {
             let start = self.partition_start(c.start_unix_nanos);
-            let p = match partitions.get(&start) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = self.partition(start)?;
-                    partitions.insert(start, p.clone());
-                    p
-                }
-            };
+            let p = self.partition(start)?;
             let seq = self.chunk_seq.fetch_add(1, Ordering::Relaxed);
             let mut tkey = Vec::with_capacity(24);
             tkey.extend_from_slice(&c.trace_id.0);
@@ -248,7 +227,7 @@ impl Inner {
             }
         }
         for ((start, k), (calls, errors)) in deps {
-            let Some(p) = partitions.get(&start) else { continue };
+            let p = self.partition(start)?;
             let (old_calls, old_errors) = match p.deps.get(&k).map_err(engine)? {
                 Some(v) => decode_counts(&v),
                 None => (0, 0),
