@@ -50,10 +50,21 @@ fn codec_round_trips_every_dataset() {
         for s in converted.spans {
             by_trace.entry(s.trace_id).or_default().push(s);
         }
+        // One shared dictionary per file, as the store keeps one per partition.
+        let mut dict = codec::SharedDict::with_id(1);
         for spans in by_trace.values() {
-            let block = codec::encode(spans).expect("encode");
-            let back = codec::decode(&block).expect("decode");
-            assert_eq!(&back, spans, "{}: trace {} differs after the round trip", file.display(), spans[0].trace_id);
+            let v2 = codec::encode_with_dict(spans, &mut dict).expect("encode v2");
+            let v1 = codec::encode_v1(spans).expect("encode v1");
+            for block in [&v2, &v1] {
+                let back = codec::decode_with(block, &dict).expect("decode");
+                assert_eq!(
+                    &back,
+                    spans,
+                    "{}: trace {} differs after the round trip",
+                    file.display(),
+                    spans[0].trace_id
+                );
+            }
             total += spans.len();
         }
     }

@@ -18,16 +18,24 @@
 //!
 //! `#` marks an index into the string dictionary. The codec is lossless for every field of the model (which is
 //! itself lossless against OTLP); [`decode`] validates every length and index, so a corrupt block is an error,
-//! never a panic. Later versions (issue #3) add shared dictionaries and span templates; version 1 stays readable.
+//! never a panic.
+//!
+//! Version 2 ([`v2`], written by [`encode`] and [`encode_with_dict`]) adds shared per-partition dictionaries,
+//! span templates, parent deltas, delta-encoded starts and column-wise zstd. Version 1 blocks stay readable:
+//! [`decode`] and [`decode_with`] accept both.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::model::{Event, KeyValue, Link, Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId, Value};
 
+pub mod v2;
+
+pub use v2::{DictLookup, NoDict, SharedDict, VERSION_2, dictionary_of};
+
 /// Magic bytes at the start of every block.
 pub const MAGIC: &[u8; 4] = b"SKTB";
-/// The version [`encode`] writes.
+/// The first layout (issue #2); [`encode_v1`] still writes it for compatibility tests and benchmarks.
 pub const VERSION_1: u8 = 1;
 /// zstd level used for blocks.
 pub const ZSTD_LEVEL: i32 = 3;
@@ -52,13 +60,33 @@ pub enum CodecError {
     /// The body is truncated or an index points outside its table.
     #[error("corrupt trace block: {0}")]
     Corrupt(&'static str),
+    /// The block references a shared dictionary the reader does not have (or not enough of it).
+    #[error("shared dictionary {0:016x} is missing")]
+    MissingDictionary(u64),
 }
 
-/// Encodes the spans of one trace into a block.
+/// Encodes the spans of one trace into a version 2 block that uses no shared dictionary (self-contained).
 ///
 /// # Errors
 /// [`CodecError::NotOneTrace`] when `spans` is empty or mixes trace IDs; [`CodecError::Zstd`] if compression fails.
 pub fn encode(spans: &[Span]) -> Result<Vec<u8>, CodecError> {
+    v2::encode(spans, None)
+}
+
+/// Encodes the spans of one trace into a version 2 block that references (and extends) a shared dictionary.
+/// New entries must be persisted ([`SharedDict::take_unpersisted`]) with the block.
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_with_dict(spans: &[Span], dict: &mut SharedDict) -> Result<Vec<u8>, CodecError> {
+    v2::encode(spans, Some(dict))
+}
+
+/// Encodes the spans of one trace into a version 1 block.
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_v1(spans: &[Span]) -> Result<Vec<u8>, CodecError> {
     let first = spans.first().ok_or_else(|| CodecError::NotOneTrace("no spans".into()))?;
     let trace_id = first.trace_id;
     if let Some(other) = spans.iter().find(|s| s.trace_id != trace_id) {
@@ -174,25 +202,8 @@ fn position_or_push<T: PartialEq>(list: &mut Vec<Arc<T>>, item: &Arc<T>) -> usiz
     list.len() - 1
 }
 
-/// Reads the trace ID of a block without decoding its spans.
-///
-/// # Errors
-/// As [`decode`].
-pub fn peek_trace_id(block: &[u8]) -> Result<TraceId, CodecError> {
-    let body = decompress(block)?;
-    let mut r = Reader { buf: &body, pos: 0 };
-    Ok(TraceId(r.array::<16>()?))
-}
-
 fn decompress(block: &[u8]) -> Result<Vec<u8>, CodecError> {
-    if block.len() < 5 || &block[..4] != MAGIC {
-        return Err(CodecError::BadMagic);
-    }
-    match block[4] {
-        VERSION_1 => {}
-        v => return Err(CodecError::UnsupportedVersion(v)),
-    }
-    let mut decoder = zstd::stream::read::Decoder::new(&block[5..])?;
+    let mut decoder = zstd::stream::read::Decoder::new(block)?;
     let mut body = Vec::new();
     use std::io::Read as _;
     (&mut decoder).take(MAX_BODY_BYTES as u64 + 1).read_to_end(&mut body)?;
@@ -202,13 +213,34 @@ fn decompress(block: &[u8]) -> Result<Vec<u8>, CodecError> {
     Ok(body)
 }
 
-/// Decodes a block into its spans, in the order they were encoded.
+/// Decodes a self-contained block (version 1, or version 2 without a shared dictionary) into its spans, in the
+/// order they were encoded.
 ///
 /// # Errors
 /// [`CodecError::BadMagic`] / [`CodecError::UnsupportedVersion`] for foreign data, [`CodecError::Corrupt`] for a
-/// truncated or inconsistent body, [`CodecError::Zstd`] when decompression fails.
+/// truncated or inconsistent body, [`CodecError::Zstd`] when decompression fails,
+/// [`CodecError::MissingDictionary`] when the block needs a shared dictionary (use [`decode_with`]).
 pub fn decode(block: &[u8]) -> Result<Vec<Span>, CodecError> {
-    let body = decompress(block)?;
+    decode_with(block, &NoDict)
+}
+
+/// Decodes a block of any supported version, resolving shared-dictionary references through `dicts`.
+///
+/// # Errors
+/// As [`decode`]; [`CodecError::MissingDictionary`] when `dicts` lacks the block's dictionary.
+pub fn decode_with(block: &[u8], dicts: &dyn DictLookup) -> Result<Vec<Span>, CodecError> {
+    if block.len() < 5 || &block[..4] != MAGIC {
+        return Err(CodecError::BadMagic);
+    }
+    match block[4] {
+        VERSION_1 => decode_v1(block),
+        VERSION_2 => v2::decode(block, dicts, MAX_BODY_BYTES),
+        v => Err(CodecError::UnsupportedVersion(v)),
+    }
+}
+
+fn decode_v1(block: &[u8]) -> Result<Vec<Span>, CodecError> {
+    let body = decompress(&block[5..])?;
     let mut r = Reader { buf: &body, pos: 0 };
     let trace_id = TraceId(r.array::<16>()?);
     let base = r.uvarint()?;
@@ -448,11 +480,11 @@ pub fn put_uvarint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
-fn put_ivarint(buf: &mut Vec<u8>, v: i64) {
+pub(crate) fn put_ivarint(buf: &mut Vec<u8>, v: i64) {
     put_uvarint(buf, ((v << 1) ^ (v >> 63)) as u64);
 }
 
-fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
     put_uvarint(buf, b.len() as u64);
     buf.extend_from_slice(b);
 }
@@ -485,16 +517,16 @@ impl<'a> Reader<'a> {
         Err(CodecError::Corrupt("varint too long"))
     }
 
-    fn ivarint(&mut self) -> Result<i64, CodecError> {
+    pub(crate) fn ivarint(&mut self) -> Result<i64, CodecError> {
         let u = self.uvarint()?;
         Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
     }
 
-    fn u32(&mut self) -> Result<u32, CodecError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, CodecError> {
         u32::try_from(self.uvarint()?).map_err(|_| CodecError::Corrupt("value exceeds u32"))
     }
 
-    fn i32(&mut self) -> Result<i32, CodecError> {
+    pub(crate) fn i32(&mut self) -> Result<i32, CodecError> {
         i32::try_from(self.ivarint()?).map_err(|_| CodecError::Corrupt("value exceeds i32"))
     }
 
@@ -507,7 +539,7 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    fn count_any(&mut self) -> Result<usize, CodecError> {
+    pub(crate) fn count_any(&mut self) -> Result<usize, CodecError> {
         usize::try_from(self.uvarint()?).map_err(|_| CodecError::Corrupt("count exceeds usize"))
     }
 

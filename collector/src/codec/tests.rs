@@ -93,13 +93,49 @@ proptest! {
     #[test]
     fn every_field_round_trips(spans in trace_strategy()) {
         let block = encode(&spans).expect("encode");
+        prop_assert_eq!(block[4], VERSION_2);
         let back = decode(&block).expect("decode");
-        prop_assert_eq!(back, spans);
+        prop_assert_eq!(back, spans.clone());
+        let v1 = encode_v1(&spans).expect("encode v1");
+        prop_assert_eq!(v1[4], VERSION_1);
+        prop_assert_eq!(decode(&v1).expect("decode v1"), spans);
+    }
+
+    #[test]
+    fn round_trips_through_a_shared_dictionary(traces in proptest::collection::vec(trace_strategy(), 1..4)) {
+        let mut dict = SharedDict::with_id(7);
+        // Encode every trace twice, so values seen before are promoted into the dictionary on the second pass.
+        let blocks: Vec<Vec<u8>> = traces.iter().chain(traces.iter())
+            .map(|t| encode_with_dict(t, &mut dict).expect("encode")).collect();
+        for (block, spans) in blocks.iter().zip(traces.iter().chain(traces.iter())) {
+            prop_assert_eq!(&decode_with(block, &dict).expect("decode"), spans);
+            if dictionary_of(block).expect("header").is_some() {
+                prop_assert!(matches!(decode(block), Err(CodecError::MissingDictionary(7))));
+            }
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic(version in 0u8..4, body in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut block = MAGIC.to_vec();
+        block.push(version);
+        block.extend_from_slice(&body);
+        let _ = decode(&block);
+        let _ = decode_with(&block, &SharedDict::with_id(u64::from_le_bytes(body.get(..8).and_then(|b| b.try_into().ok()).unwrap_or_default())));
+        let _ = decode(&body);
     }
 
     #[test]
     fn corrupt_blocks_are_errors_not_panics(spans in trace_strategy(), cut in any::<prop::sample::Index>(), flip in any::<u8>()) {
-        let block = encode(&spans).expect("encode");
+        let mut dict = SharedDict::with_id(3);
+        let _ = encode_with_dict(&spans, &mut dict).expect("warm");
+        let block = encode_with_dict(&spans, &mut dict).expect("encode");
+        let _ = decode_with(&block[..cut.index(block.len())], &dict);
+        let mut flipped = block.clone();
+        let i = cut.index(flipped.len());
+        flipped[i] ^= flip | 1;
+        let _ = decode_with(&flipped, &dict);
+        let block = encode_v1(&spans).expect("encode");
         // Truncation and bit flips inside the compressed payload and inside the raw body.
         let _ = decode(&block[..cut.index(block.len())]);
         let mut flipped = block.clone();
@@ -120,6 +156,11 @@ fn rejects_mixed_traces_and_foreign_data() {
     let mut block = encode(&[a]).expect("encode");
     block[4] = 99;
     assert!(matches!(decode(&block), Err(CodecError::UnsupportedVersion(99))));
+    let mut block =
+        encode_v1(&[Span::minimal(TraceId([1; 16]), SpanId([1; 8]), "a", crate::model::service_resource("a"))])
+            .expect("encode");
+    block[4] = 99;
+    assert!(matches!(decode(&block), Err(CodecError::UnsupportedVersion(99))));
 }
 
 #[test]
@@ -132,4 +173,40 @@ fn body_bytes_that_lie_about_counts_are_rejected() {
     block.push(VERSION_1);
     block.extend_from_slice(&zstd::bulk::compress(&body, 1).expect("zstd"));
     assert!(matches!(decode(&block), Err(CodecError::Corrupt(_))));
+}
+
+#[test]
+fn dictionary_grows_and_only_new_entries_are_handed_out() {
+    let r = crate::model::service_resource("checkout");
+    let mut s = Span::minimal(TraceId([1; 16]), SpanId([1; 8]), "GET /cart", r);
+    s.attributes.push(KeyValue::new("http.route", Value::Str("/cart".into())));
+    let mut dict = SharedDict::with_id(9);
+    let first = encode_with_dict(std::slice::from_ref(&s), &mut dict).expect("encode");
+    // Service, operation and keys are shared at once; the attribute value only once seen again.
+    assert!(dict.entries().iter().any(|e| &**e == "checkout"));
+    assert!(dict.entries().iter().any(|e| &**e == "GET /cart"));
+    assert!(!dict.entries().iter().any(|e| &**e == "/cart"));
+    let (from, added) = dict.take_unpersisted();
+    assert_eq!((from as usize, added.len()), (0, dict.len()));
+    let second = encode_with_dict(std::slice::from_ref(&s), &mut dict).expect("encode");
+    let (from, added) = dict.take_unpersisted();
+    assert_eq!(added.iter().map(|e| &**e).collect::<Vec<_>>(), vec!["/cart"]);
+    assert_eq!(from as usize, dict.len() - 1);
+    assert!(second.len() <= first.len());
+    assert_eq!(dictionary_of(&second).expect("header"), Some((9, dict.len())));
+    for block in [&first, &second] {
+        assert_eq!(decode_with(block, &dict).expect("decode"), vec![s.clone()]);
+    }
+    // A reader whose copy is older than the block must not guess.
+    let mut stale = SharedDict::with_id(9);
+    let _ = encode_with_dict(
+        std::slice::from_ref(&Span::minimal(
+            TraceId([2; 16]),
+            SpanId([2; 8]),
+            "x",
+            crate::model::service_resource("y"),
+        )),
+        &mut stale,
+    );
+    assert!(matches!(decode_with(&second, &stale), Err(CodecError::MissingDictionary(9))));
 }
