@@ -7,6 +7,7 @@
 //! [`server`] wires it all into `skein-all-in-one`; [`formats`] reads the datasets `skein-replay` sends.
 
 pub mod assembly;
+pub mod cli;
 pub mod codec;
 pub mod dependencies;
 pub mod formats;

@@ -23,6 +23,13 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Labels `{tier}`: `standard` or `important` retention.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    /// Retention tier.
+    pub tier: String,
+}
+
 /// All collector metrics.
 pub struct Metrics {
     /// Spans received, by protocol (before validation).
@@ -49,6 +56,14 @@ pub struct Metrics {
     pub pending_chunks: Gauge,
     /// Storage write latency, seconds.
     pub store_write_seconds: Histogram,
+    /// Bytes the embedded store occupies on disk.
+    pub storage_disk_bytes: Gauge,
+    /// Open storage partitions, by retention tier.
+    pub storage_partitions: Family<TierLabels, Gauge>,
+    /// Partitions deleted by retention, by tier.
+    pub partitions_expired: Family<TierLabels, Counter>,
+    /// Stored trace blocks that failed to decode when read (the trace answers an error).
+    pub blocks_corrupt: Counter,
     registry: Registry,
 }
 
@@ -66,6 +81,10 @@ impl Metrics {
             spans_written: Counter::default(),
             spans_write_failed: Counter::default(),
             store_write_errors: Counter::default(),
+            storage_disk_bytes: Gauge::default(),
+            storage_partitions: Family::default(),
+            partitions_expired: Family::default(),
+            blocks_corrupt: Counter::default(),
             live_traces: Gauge::default(),
             pending_chunks: Gauge::default(),
             store_write_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
@@ -88,6 +107,18 @@ impl Metrics {
             m.spans_write_failed.clone(),
         );
         registry.register("store_write_errors", "Storage write failures", m.store_write_errors.clone());
+        registry.register(
+            "storage_disk_bytes",
+            "Bytes the embedded store occupies on disk",
+            m.storage_disk_bytes.clone(),
+        );
+        registry.register("storage_partitions", "Open storage partitions, by tier", m.storage_partitions.clone());
+        registry.register(
+            "partitions_expired",
+            "Partitions deleted by retention, by tier",
+            m.partitions_expired.clone(),
+        );
+        registry.register("blocks_corrupt", "Stored trace blocks that failed to decode", m.blocks_corrupt.clone());
         registry.register("live_traces", "Traces held in the assembler", m.live_traces.clone());
         registry.register("pending_chunks", "Trace chunks waiting to be written", m.pending_chunks.clone());
         registry.register_with_unit(

@@ -1,12 +1,12 @@
-//! The all-in-one process: OTLP receivers → assembly → writer → embedded store, plus the query API and the admin
-//! endpoints, with an orderly shutdown.
+//! The server processes: `skein-all-in-one` (OTLP receivers → assembly → writer → store, plus the query API),
+//! `skein-collector` (the ingest half) and `skein-query` (the query half), each with the admin endpoints and an
+//! orderly shutdown.
 //!
 //! Shutdown order: stop accepting OTLP (in-flight requests finish), let the assembler write every held trace and
 //! the writer persist it, then stop the query and admin servers.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -21,8 +21,8 @@ use crate::assembly::{self, AssemblyConfig};
 use crate::ingest::grpc::OtlpGrpc;
 use crate::ingest::{Ingest, Limits};
 use crate::metrics::Metrics;
-use crate::storage::TraceStore;
-use crate::storage::embedded::{EmbeddedConfig, EmbeddedStore};
+use crate::storage::embedded::{self, EmbeddedConfig, EmbeddedStore};
+use crate::storage::{ImportancePolicy, TraceStore};
 use crate::{Error, Result, query, writer};
 
 /// Capacity of the receivers → assembler channel, in export requests.
@@ -30,9 +30,42 @@ pub const INGEST_QUEUE_REQUESTS: usize = 1024;
 /// Capacity of the assembler → writer channel, in trace chunks.
 pub const WRITE_QUEUE_CHUNKS: usize = 8192;
 
-/// Settings of `skein-all-in-one`.
+/// How often the embedded store deletes expired partitions and refreshes its storage gauges.
+pub const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Which parts of the backend a process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Receivers, assembly, writer and the query API (`skein-all-in-one`).
+    AllInOne,
+    /// Receivers, assembly and writer (`skein-collector`).
+    Collector,
+    /// The query API (`skein-query`).
+    Query,
+}
+
+impl Role {
+    fn ingests(self) -> bool {
+        self != Role::Query
+    }
+
+    fn queries(self) -> bool {
+        self != Role::Collector
+    }
+}
+
+/// Where traces are stored.
 #[derive(Clone, Debug)]
-pub struct AllInOneConfig {
+pub enum StorageConfig {
+    /// The embedded store in a local data directory.
+    Embedded(EmbeddedConfig),
+}
+
+/// Settings of the server processes.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// What this process runs.
+    pub role: Role,
     /// OTLP/gRPC listen address.
     pub otlp_grpc_addr: SocketAddr,
     /// OTLP/HTTP listen address.
@@ -41,26 +74,45 @@ pub struct AllInOneConfig {
     pub query_http_addr: SocketAddr,
     /// Admin (`/metrics`, `/healthz`, `/readyz`) listen address.
     pub admin_addr: SocketAddr,
-    /// Embedded store data directory.
-    pub data_dir: PathBuf,
+    /// Storage backend.
+    pub storage: StorageConfig,
     /// Trace assembly settings.
     pub assembly: AssemblyConfig,
     /// Span validation limits.
     pub limits: Limits,
+    /// Which traces get the important retention tier.
+    pub importance: ImportancePolicy,
 }
 
-/// The addresses actually bound (useful with port 0).
+/// The addresses actually bound (useful with port 0); `None` for the parts the role does not run.
 #[derive(Clone, Copy, Debug)]
 pub struct BoundAddrs {
     /// OTLP/gRPC.
-    pub otlp_grpc: SocketAddr,
+    pub otlp_grpc: Option<SocketAddr>,
     /// OTLP/HTTP.
-    pub otlp_http: SocketAddr,
+    pub otlp_http: Option<SocketAddr>,
     /// Query HTTP.
-    pub query_http: SocketAddr,
+    pub query_http: Option<SocketAddr>,
     /// Admin.
     pub admin: SocketAddr,
 }
+
+async fn bind_if(on: bool, addr: SocketAddr, what: &'static str) -> Result<Option<TcpListener>> {
+    if on { Ok(Some(bind(addr, what).await?)) } else { Ok(None) }
+}
+
+fn local(l: &Option<TcpListener>) -> Result<Option<SocketAddr>> {
+    Ok(match l {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    })
+}
+
+fn addr_or_dash(a: Option<SocketAddr>) -> String {
+    a.map_or_else(|| "-".to_string(), |a| a.to_string())
+}
+
+type ServeTask = tokio::task::JoinHandle<std::io::Result<()>>;
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|source| Error::Bind { what, addr, source })
@@ -97,92 +149,124 @@ async fn wait_for(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Runs the all-in-one backend until `shutdown` completes, then drains and returns.
+/// Runs the configured role until `shutdown` completes, then drains and returns.
 ///
 /// `on_bound` is called once every listener is bound.
 ///
 /// # Errors
-/// [`Error::Bind`] when a listen address is taken, [`Error::Store`] when the data directory cannot be opened,
+/// [`Error::Bind`] when a listen address is taken, [`Error::Store`] when storage cannot be opened,
 /// [`Error::Serve`] when a server fails.
-pub async fn run_all_in_one(
-    config: AllInOneConfig,
+pub async fn run_server(
+    config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(BoundAddrs),
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
-    let embedded = EmbeddedStore::open(&EmbeddedConfig::new(&config.data_dir))?;
-    let store: Arc<dyn TraceStore> = Arc::new(embedded.clone());
+    let (store, embedded): (Arc<dyn TraceStore>, Option<EmbeddedStore>) = match &config.storage {
+        StorageConfig::Embedded(c) => {
+            let e = EmbeddedStore::open(c)?;
+            (Arc::new(e.clone()), Some(e))
+        }
+    };
+    let role = config.role;
 
-    let grpc_listener = bind(config.otlp_grpc_addr, "OTLP gRPC").await?;
-    let http_listener = bind(config.otlp_http_addr, "OTLP HTTP").await?;
-    let query_listener = bind(config.query_http_addr, "query HTTP").await?;
+    let grpc_listener = bind_if(role.ingests(), config.otlp_grpc_addr, "OTLP gRPC").await?;
+    let http_listener = bind_if(role.ingests(), config.otlp_http_addr, "OTLP HTTP").await?;
+    let query_listener = bind_if(role.queries(), config.query_http_addr, "query HTTP").await?;
     let admin_listener = bind(config.admin_addr, "admin").await?;
     let bound = BoundAddrs {
-        otlp_grpc: grpc_listener.local_addr()?,
-        otlp_http: http_listener.local_addr()?,
-        query_http: query_listener.local_addr()?,
+        otlp_grpc: local(&grpc_listener)?,
+        otlp_http: local(&http_listener)?,
+        query_http: local(&query_listener)?,
         admin: admin_listener.local_addr()?,
     };
+    let storage = match &config.storage {
+        StorageConfig::Embedded(c) => format!("embedded:{}", c.data_dir.display()),
+    };
     tracing::info!(
-        otlp_grpc = %bound.otlp_grpc,
-        otlp_http = %bound.otlp_http,
-        query_http = %bound.query_http,
+        otlp_grpc = %addr_or_dash(bound.otlp_grpc),
+        otlp_http = %addr_or_dash(bound.otlp_http),
+        query_http = %addr_or_dash(bound.query_http),
         admin = %bound.admin,
-        data_dir = %config.data_dir.display(),
+        storage = %storage,
         "listening"
     );
     on_bound(bound);
 
-    let (span_tx, span_rx) = mpsc::channel(INGEST_QUEUE_REQUESTS);
-    let (chunk_tx, chunk_rx) = mpsc::channel(WRITE_QUEUE_CHUNKS);
-    let assembler = tokio::spawn(assembly::run(config.assembly.clone(), metrics.clone(), span_rx, chunk_tx));
-    let writer = tokio::spawn(writer::run(store.clone(), metrics.clone(), chunk_rx));
-    let ingest = Ingest::new(config.limits.clone(), metrics.clone(), span_tx);
-
     let (stop_ingest_tx, stop_ingest) = watch::channel(false);
     let (stop_rest_tx, stop_rest) = watch::channel(false);
 
-    let grpc =
-        tonic::transport::Server::builder().add_service(OtlpGrpc::new(ingest.clone())).serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-            wait_for(stop_ingest.clone()),
-        );
-    let grpc = tokio::spawn(grpc);
-    let otlp_http = axum::serve(http_listener, crate::ingest::http::router(ingest.clone()))
-        .with_graceful_shutdown(wait_for(stop_ingest.clone()));
-    let otlp_http = tokio::spawn(async move { otlp_http.await });
-    drop(ingest);
-    let query_srv =
-        axum::serve(query_listener, query::router(store.clone())).with_graceful_shutdown(wait_for(stop_rest.clone()));
-    let query_srv = tokio::spawn(async move { query_srv.await });
+    let mut ingest_tasks: Vec<(&str, ServeTask)> = Vec::new();
+    let mut pipeline = None;
+    if let (Some(grpc_listener), Some(http_listener)) = (grpc_listener, http_listener) {
+        let (span_tx, span_rx) = mpsc::channel(INGEST_QUEUE_REQUESTS);
+        let (chunk_tx, chunk_rx) = mpsc::channel(WRITE_QUEUE_CHUNKS);
+        let assembler = tokio::spawn(assembly::run(config.assembly.clone(), metrics.clone(), span_rx, chunk_tx));
+        let writer = tokio::spawn(writer::run(store.clone(), metrics.clone(), config.importance, chunk_rx));
+        pipeline = Some((assembler, writer));
+        let ingest = Ingest::new(config.limits.clone(), metrics.clone(), span_tx);
+        let grpc = tonic::transport::Server::builder()
+            .add_service(OtlpGrpc::new(ingest.clone()))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                wait_for(stop_ingest.clone()),
+            );
+        ingest_tasks.push(("OTLP gRPC", tokio::spawn(async move { grpc.await.map_err(std::io::Error::other) })));
+        let otlp_http = axum::serve(http_listener, crate::ingest::http::router(ingest))
+            .with_graceful_shutdown(wait_for(stop_ingest.clone()));
+        ingest_tasks.push(("OTLP HTTP", tokio::spawn(async move { otlp_http.await })));
+    }
+    let mut rest_tasks: Vec<(&str, ServeTask)> = Vec::new();
+    if let Some(query_listener) = query_listener {
+        let query_srv = axum::serve(query_listener, query::router(store.clone(), metrics.clone()))
+            .with_graceful_shutdown(wait_for(stop_rest.clone()));
+        rest_tasks.push(("query HTTP", tokio::spawn(async move { query_srv.await })));
+    }
     let admin_srv = axum::serve(admin_listener, admin_router(metrics.clone(), ready.clone()))
         .with_graceful_shutdown(wait_for(stop_rest.clone()));
-    let admin_srv = tokio::spawn(async move { admin_srv.await });
+    rest_tasks.push(("admin", tokio::spawn(async move { admin_srv.await })));
+    let retention = match (&embedded, role.ingests()) {
+        (Some(e), true) => {
+            embedded::export_storage_gauges(e, &metrics);
+            Some(tokio::spawn(embedded::run_retention(
+                e.clone(),
+                metrics.clone(),
+                RETENTION_INTERVAL,
+                stop_rest.clone(),
+            )))
+        }
+        _ => None,
+    };
     ready.store(true, Ordering::Release);
 
     shutdown.await;
     tracing::info!("shutting down: no longer accepting spans");
     ready.store(false, Ordering::Release);
     let _ = stop_ingest_tx.send(true);
-    let grpc_result = grpc.await;
-    let http_result = otlp_http.await;
-    // Every Ingest handle is gone now, so the assembler drains and the writer finishes.
-    let _ = assembler.await;
-    let _ = writer.await;
-    if let Err(e) = embedded.flush().await {
-        tracing::warn!(error = %e, "flushing memtables at shutdown failed; the journal will be replayed on start");
+    let mut results = Vec::new();
+    for (what, task) in ingest_tasks {
+        results.push((what, task.await));
     }
-    tracing::info!("all assembled traces written");
+    if let Some((assembler, writer)) = pipeline {
+        // Every Ingest handle is gone now, so the assembler drains and the writer finishes.
+        let _ = assembler.await;
+        let _ = writer.await;
+        tracing::info!("all assembled traces written");
+    }
+    if let Some(e) = &embedded {
+        if let Err(e) = e.flush().await {
+            tracing::warn!(error = %e, "flushing memtables at shutdown failed; the journal will be replayed on start");
+        }
+    }
     let _ = stop_rest_tx.send(true);
-    let query_result = query_srv.await;
-    let admin_result = admin_srv.await;
-    match grpc_result {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(Error::Serve(format!("OTLP gRPC: {e}"))),
-        Err(e) => return Err(Error::Serve(format!("OTLP gRPC task: {e}"))),
+    for (what, task) in rest_tasks {
+        results.push((what, task.await));
     }
-    for (what, r) in [("OTLP HTTP", http_result), ("query HTTP", query_result), ("admin", admin_result)] {
+    if let Some(r) = retention {
+        let _ = r.await;
+    }
+    for (what, r) in results {
         match r {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(Error::Serve(format!("{what}: {e}"))),

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::assembly::Chunk;
 use crate::metrics::Metrics;
 use crate::model::Span;
-use crate::storage::{TraceStore, WriteBatch, prepare_chunk};
+use crate::storage::{Dictionaries, ImportancePolicy, TraceStore, WriteBatch, prepare_chunk};
 
 /// Maximum chunks per storage write.
 pub const MAX_BATCH_CHUNKS: usize = 512;
@@ -25,7 +25,13 @@ pub const BATCH_INTERVAL: Duration = Duration::from_millis(50);
 pub const MAX_ATTEMPTS: u32 = 8;
 
 /// Runs until `input` closes and every received chunk is written (or counted as failed).
-pub async fn run(store: Arc<dyn TraceStore>, metrics: Arc<Metrics>, mut input: mpsc::Receiver<Chunk>) {
+pub async fn run(
+    store: Arc<dyn TraceStore>,
+    metrics: Arc<Metrics>,
+    importance: ImportancePolicy,
+    mut input: mpsc::Receiver<Chunk>,
+) {
+    let w = Writer { dicts: Arc::new(Dictionaries::new(store.partition_secs())), store, metrics, importance };
     let mut pending: Vec<Chunk> = Vec::new();
     loop {
         let closed = if pending.is_empty() {
@@ -44,7 +50,7 @@ pub async fn run(store: Arc<dyn TraceStore>, metrics: Arc<Metrics>, mut input: m
                 }
                 Ok(None) => true,
                 Err(_) => {
-                    write(&*store, &metrics, std::mem::take(&mut pending)).await;
+                    w.write(std::mem::take(&mut pending)).await;
                     continue;
                 }
             }
@@ -56,7 +62,7 @@ pub async fn run(store: Arc<dyn TraceStore>, metrics: Arc<Metrics>, mut input: m
             }
         }
         if pending.len() >= MAX_BATCH_CHUNKS || closed {
-            write(&*store, &metrics, std::mem::take(&mut pending)).await;
+            w.write(std::mem::take(&mut pending)).await;
         }
         if closed {
             return;
@@ -64,23 +70,35 @@ pub async fn run(store: Arc<dyn TraceStore>, metrics: Arc<Metrics>, mut input: m
     }
 }
 
-/// Deduplicates, encodes and writes one batch of chunks, retrying on failure.
-pub async fn write(store: &dyn TraceStore, metrics: &Metrics, chunks: Vec<Chunk>) {
-    let n = chunks.len() as i64;
-    write_inner(store, metrics, chunks).await;
-    metrics.pending_chunks.dec_by(n);
+/// The writer's state: the store, its shared dictionaries and the retention-tier policy.
+struct Writer {
+    store: Arc<dyn TraceStore>,
+    metrics: Arc<Metrics>,
+    dicts: Arc<Dictionaries>,
+    importance: ImportancePolicy,
 }
 
-async fn write_inner(store: &dyn TraceStore, metrics: &Metrics, chunks: Vec<Chunk>) {
+impl Writer {
+    /// Deduplicates, encodes and writes one batch of chunks, retrying on failure.
+    async fn write(&self, chunks: Vec<Chunk>) {
+        let n = chunks.len() as i64;
+        write_inner(self, chunks).await;
+        self.metrics.pending_chunks.dec_by(n);
+    }
+}
+
+async fn write_inner(w: &Writer, chunks: Vec<Chunk>) {
+    let (store, metrics) = (&*w.store, &*w.metrics);
     if chunks.is_empty() {
         return;
     }
-    /// A chunk's spans with the services of parents stored in earlier chunks (span ID → service).
-    type ChunkInput = (Vec<Span>, HashMap<[u8; 8], String>);
+    /// A chunk's spans, the services of parents stored in earlier chunks (span ID → service), and its tier.
+    type ChunkInput = (Vec<Span>, HashMap<[u8; 8], String>, bool);
     let mut prepared_inputs: Vec<ChunkInput> = Vec::with_capacity(chunks.len());
     for chunk in chunks {
         if !chunk.late {
-            prepared_inputs.push((chunk.spans, HashMap::new()));
+            let important = w.importance.is_important(&chunk.spans);
+            prepared_inputs.push((chunk.spans, HashMap::new(), important));
             continue;
         }
         let Some(trace_id) = chunk.spans.first().map(|s| s.trace_id) else { continue };
@@ -98,25 +116,33 @@ async fn write_inner(store: &dyn TraceStore, metrics: &Metrics, chunks: Vec<Chun
         let spans: Vec<Span> = chunk.spans.into_iter().filter(|s| !keys.contains(&s.dedup_key())).collect();
         metrics.spans_duplicate.inc_by((before - spans.len()) as u64);
         if !spans.is_empty() {
-            prepared_inputs.push((spans, parents));
+            let important = w.importance.is_important(stored.iter().chain(&spans));
+            prepared_inputs.push((spans, parents, important));
         }
     }
     if prepared_inputs.is_empty() {
         return;
     }
-    let span_count: usize = prepared_inputs.iter().map(|(s, _)| s.len()).sum();
+    let span_count: usize = prepared_inputs.iter().map(|(s, _, _)| s.len()).sum();
+    let dicts = w.dicts.clone();
     let prepared = tokio::task::spawn_blocking(move || {
-        prepared_inputs.iter().map(|(spans, parents)| prepare_chunk(spans, parents)).collect::<Result<Vec<_>, _>>()
+        prepared_inputs
+            .iter()
+            .map(|(spans, parents, important)| prepare_chunk(spans, parents, Some(&dicts), *important))
+            .collect::<Result<Vec<_>, _>>()
     })
     .await;
     let batch = match prepared {
         Ok(Ok(chunks)) => WriteBatch { chunks },
         Ok(Err(e)) => {
+            // Entries handed out for the chunks encoded before the failure will never be stored.
+            w.dicts.reset();
             tracing::error!(error = %e, spans = span_count, "could not encode trace chunks; dropped");
             metrics.spans_write_failed.inc_by(span_count as u64);
             return;
         }
         Err(e) => {
+            w.dicts.reset();
             tracing::error!(error = %e, spans = span_count, "encoder task failed; chunks dropped");
             metrics.spans_write_failed.inc_by(span_count as u64);
             return;
@@ -141,6 +167,7 @@ async fn write_inner(store: &dyn TraceStore, metrics: &Metrics, chunks: Vec<Chun
             }
         }
     }
+    w.dicts.reset();
     tracing::error!(spans = span_count, "storage kept failing; batch dropped");
     metrics.spans_write_failed.inc_by(span_count as u64);
 }

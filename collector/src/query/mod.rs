@@ -21,6 +21,7 @@ use serde_json::{Value as Json, json};
 use skein_proto::otlp_trace::TracesData;
 
 use crate::ingest::to_otlp;
+use crate::metrics::Metrics;
 use crate::model::{SpanKind, TraceId};
 use crate::storage::{StoreError, TraceStore};
 
@@ -49,9 +50,10 @@ impl From<StoreError> for ApiError {
             StoreError::Engine(_) | StoreError::Io(_) | StoreError::Task(_) => {
                 Self { status: StatusCode::SERVICE_UNAVAILABLE, message: "storage unavailable".into() }
             }
-            StoreError::Codec(_) => {
-                Self { status: StatusCode::INTERNAL_SERVER_ERROR, message: "internal error".into() }
-            }
+            StoreError::Codec(e) => Self {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("a stored trace block could not be decoded: {e}"),
+            },
         }
     }
 }
@@ -71,9 +73,31 @@ impl IntoResponse for ApiError {
 }
 
 type Store = Arc<dyn TraceStore>;
+type Meters = axum::Extension<Arc<Metrics>>;
+
+/// Reads one trace; a block that fails to decode is logged, counted in `skein_blocks_corrupt_total` and answered
+/// as an HTTP 500 naming the trace, without affecting any other trace.
+async fn read_trace(
+    store: &Store,
+    metrics: &Metrics,
+    trace_id: TraceId,
+) -> Result<Option<Vec<crate::model::Span>>, ApiError> {
+    match store.get_trace(trace_id).await {
+        Ok(t) => Ok(t),
+        Err(StoreError::Codec(e)) => {
+            metrics.blocks_corrupt.inc();
+            tracing::error!(%trace_id, error = %e, "stored trace block is corrupt");
+            Err(ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("trace {trace_id}: stored block is corrupt: {e}"),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// The query router.
-pub fn router(store: Store) -> Router {
+pub fn router(store: Store, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/api/services", get(services))
         .route("/api/services/{service}/operations", get(service_operations))
@@ -84,6 +108,7 @@ pub fn router(store: Store) -> Router {
         .route("/api/v3/traces/{trace_id}", get(v3_get_trace))
         .route("/api/v3/services", get(v3_services))
         .route("/api/v3/operations", get(v3_operations))
+        .layer(axum::Extension(metrics))
         .with_state(store)
 }
 
@@ -130,15 +155,23 @@ fn parse_trace_id(s: &str) -> Result<TraceId, ApiError> {
     TraceId::from_hex(s).map_err(ApiError::bad_request)
 }
 
-async fn get_trace(State(store): State<Store>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_trace(
+    State(store): State<Store>,
+    axum::Extension(metrics): Meters,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let trace_id = parse_trace_id(&id)?;
-    match store.get_trace(trace_id).await? {
+    match read_trace(&store, &metrics, trace_id).await? {
         Some(spans) => Ok(envelope(json!([jaeger::trace(&spans)]), 0)),
         None => Err(ApiError::not_found("trace not found")),
     }
 }
 
-async fn find_traces(State(store): State<Store>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+async fn find_traces(
+    State(store): State<Store>,
+    axum::Extension(metrics): Meters,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let p = params::pairs(raw.as_deref());
     let ids = params::all(&p, "traceID");
     if !ids.is_empty() {
@@ -146,9 +179,10 @@ async fn find_traces(State(store): State<Store>, RawQuery(raw): RawQuery) -> Res
         let mut errors = Vec::new();
         for id in ids {
             let trace_id = parse_trace_id(id)?;
-            match store.get_trace(trace_id).await? {
-                Some(spans) => data.push(jaeger::trace(&spans)),
-                None => errors.push(json!({ "code": 404, "msg": "trace not found", "traceID": id })),
+            match read_trace(&store, &metrics, trace_id).await {
+                Ok(Some(spans)) => data.push(jaeger::trace(&spans)),
+                Ok(None) => errors.push(json!({ "code": 404, "msg": "trace not found", "traceID": id })),
+                Err(e) => errors.push(json!({ "code": e.status.as_u16(), "msg": e.message, "traceID": id })),
             }
         }
         let errors = if errors.is_empty() { Json::Null } else { json!(errors) };
@@ -157,9 +191,21 @@ async fn find_traces(State(store): State<Store>, RawQuery(raw): RawQuery) -> Res
         );
     }
     let query = params::trace_query(&p, params::now_nanos()).map_err(ApiError::bad_request)?;
-    let traces = store.find_traces(query).await?;
-    let data: Vec<Json> = traces.iter().map(|t| jaeger::trace(t)).collect();
-    Ok(envelope(json!(data), 0))
+    let found = store.find_traces(query).await?;
+    let data: Vec<Json> = found.traces.iter().map(|t| jaeger::trace(t)).collect();
+    if found.corrupt.is_empty() {
+        return Ok(envelope(json!(data), 0));
+    }
+    let errors: Vec<Json> = found
+        .corrupt
+        .iter()
+        .map(|(trace_id, e)| {
+            metrics.blocks_corrupt.inc();
+            tracing::error!(%trace_id, error = %e, "stored trace block is corrupt; left out of search results");
+            json!({ "code": 500, "msg": format!("trace {trace_id}: stored block is corrupt: {e}"), "traceID": trace_id.to_string() })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "data": data, "total": 0, "limit": 0, "offset": 0, "errors": errors })).into_response())
 }
 
 async fn dependencies(State(store): State<Store>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
@@ -179,18 +225,22 @@ fn v3_error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "error": { "httpCode": status.as_u16(), "message": message } }))).into_response()
 }
 
-async fn v3_get_trace(State(store): State<Store>, Path(id): Path<String>) -> Response {
+async fn v3_get_trace(
+    State(store): State<Store>,
+    axum::Extension(metrics): Meters,
+    Path(id): Path<String>,
+) -> Response {
     let trace_id = match TraceId::from_hex(&id) {
         Ok(t) => t,
         Err(e) => return v3_error(StatusCode::BAD_REQUEST, &e),
     };
-    match store.get_trace(trace_id).await {
+    match read_trace(&store, &metrics, trace_id).await {
         Ok(Some(spans)) => {
             let data = TracesData { resource_spans: to_otlp(&spans) };
             axum::Json(json!({ "result": data })).into_response()
         }
         Ok(None) => v3_error(StatusCode::NOT_FOUND, "trace not found"),
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => v3_error(e.status, &e.message),
     }
 }
 

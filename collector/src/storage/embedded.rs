@@ -2,10 +2,16 @@
 //! for one machine.
 //!
 //! Layout: one fjall database in `<data_dir>/fjall`; each time partition of `partition_secs` (default one hour)
-//! owns five keyspaces named `p<partition_start_secs>_<table>`. A chunk lives in the partition of its earliest
-//! span start. Retention (issue #3) deletes a partition's keyspaces whole. Every [`TraceStore::write`] is one
-//! atomic fjall write batch across all touched keyspaces, fsync'd (`PersistMode::SyncAll`) before it returns, so
-//! a crash loses no acknowledged write. fjall was chosen over redb by `bench/engine-choice`: 4x the write
+//! and retention tier owns six keyspaces named `p<partition_start_secs>_<table>` (standard tier) or
+//! `i<partition_start_secs>_<table>` (important tier: traces with an error or a slow span, kept for
+//! `retention_important`). A chunk lives in the partition of its earliest span start and its tier. Every
+//! [`TraceStore::write`] is one atomic fjall write batch across all touched keyspaces, fsync'd
+//! (`PersistMode::SyncAll`) before it returns, so a crash loses no acknowledged write.
+//!
+//! Retention: [`EmbeddedStore::expire`] deletes a partition's keyspaces whole once both its time range and its
+//! last write are older than the tier's retention. Counting from the last write as well matches ScyllaDB's TTL
+//! (which counts from the write): replaying an old dataset keeps it for one retention period instead of
+//! deleting it on arrival. [`run_retention`] calls it on a schedule and exports disk bytes and partition counts. fjall was chosen over redb by `bench/engine-choice`: 4x the write
 //! throughput with fsync'd batches and half the disk bytes on real trace blocks.
 //!
 //! Keyspaces of a partition (keys are byte strings; `len16` is a big-endian u16 length prefix):
@@ -14,26 +20,47 @@
 //!   (start inverted so a forward scan is newest first)
 //! - `services`: `service` → empty; `ops`: `len16 service ‖ kind i32be ‖ name` → empty
 //! - `deps`: `bucket_start_secs u64be ‖ len16 parent ‖ parent ‖ child` → `calls u64le ‖ errors u64le`
+//! - `dict`: `dict_id u64be ‖ entry u32be` → string (shared dictionaries of the partition's blocks)
+//!
+//! A database-wide `meta` keyspace maps each partition's name prefix to its last write time (ns, u64be).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::{
-    DependencyLink, IndexEntry, Operation, StoreError, StoreResult, TraceQuery, TraceStore, WriteBatch, merge_chunks,
-    sum_edges,
+    DependencyLink, FoundTraces, IndexEntry, Operation, StoreError, StoreResult, TraceQuery, TraceStore, WriteBatch,
+    merge_chunks, sum_edges,
 };
-use crate::codec;
+use crate::codec::{self, CodecError, DictLookup};
 use crate::dependencies::DependencyEdge;
+use crate::metrics::Metrics;
 use crate::model::{Span, SpanKind, TraceId};
 
 /// Default partition length, seconds.
 pub const DEFAULT_PARTITION_SECS: u64 = 3600;
+/// Default retention of ordinary traces (72 h).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(72 * 3600);
+/// Default retention of important traces (336 h = 14 days).
+pub const DEFAULT_RETENTION_IMPORTANT: Duration = Duration::from_secs(336 * 3600);
+/// Shared dictionaries kept decoded in memory by readers.
+const DICT_CACHE_ENTRIES: usize = 256;
 
-const TABLES: [&str; 5] = ["traces", "index", "services", "ops", "deps"];
+const TABLES: [&str; 6] = ["traces", "index", "services", "ops", "deps", "dict"];
+
+/// A source of "now", ns since the Unix epoch; injected so retention can be tested without waiting.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    })
+}
 
 /// Embedded backend settings.
 #[derive(Clone, Debug)]
@@ -42,12 +69,46 @@ pub struct EmbeddedConfig {
     pub data_dir: PathBuf,
     /// Partition length, seconds.
     pub partition_secs: u64,
+    /// How long ordinary traces are kept.
+    pub retention: Duration,
+    /// How long important traces (an error or a slow span) are kept.
+    pub retention_important: Duration,
 }
 
 impl EmbeddedConfig {
-    /// Settings with the default partition length.
+    /// Settings with the default partition length and retention.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Self { data_dir: data_dir.into(), partition_secs: DEFAULT_PARTITION_SECS }
+        Self {
+            data_dir: data_dir.into(),
+            partition_secs: DEFAULT_PARTITION_SECS,
+            retention: DEFAULT_RETENTION,
+            retention_important: DEFAULT_RETENTION_IMPORTANT,
+        }
+    }
+}
+
+/// A partition's identity: start second and tier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionKey {
+    /// Start of the partition's time range, seconds since the Unix epoch.
+    pub start_secs: u64,
+    /// True for the important tier.
+    pub important: bool,
+}
+
+impl PartitionKey {
+    fn prefix(self) -> String {
+        format!("{}{}", if self.important { 'i' } else { 'p' }, self.start_secs)
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        let rest = name.strip_suffix("_traces")?;
+        let important = match rest.as_bytes().first()? {
+            b'p' => false,
+            b'i' => true,
+            _ => return None,
+        };
+        Some(Self { start_secs: rest[1..].parse().ok()?, important })
     }
 }
 
@@ -63,16 +124,30 @@ struct Partition {
     services: Keyspace,
     ops: Keyspace,
     deps: Keyspace,
+    dict: Keyspace,
+    /// Last write, ns since the Unix epoch (mirrored in the `meta` keyspace).
+    last_write: Arc<AtomicU64>,
+}
+
+impl Partition {
+    fn keyspaces(&self) -> [&Keyspace; 6] {
+        [&self.traces, &self.index, &self.services, &self.ops, &self.deps, &self.dict]
+    }
 }
 
 struct Inner {
     db: Database,
+    meta: Keyspace,
     partition_secs: u64,
-    /// Open partitions by start second, ascending.
-    partitions: RwLock<BTreeMap<u64, Partition>>,
+    retention_nanos: u64,
+    retention_important_nanos: u64,
+    clock: Clock,
+    /// Open partitions, ascending by start then tier.
+    partitions: RwLock<BTreeMap<PartitionKey, Partition>>,
     /// Serializes writers: dependency counters are read-modify-write.
     write_lock: Mutex<()>,
     chunk_seq: AtomicU64,
+    dict_cache: Mutex<HashMap<u64, Arc<[Arc<str>]>>>,
 }
 
 /// The embedded [`TraceStore`]. Cheap to clone; all clones share one database.
@@ -88,29 +163,55 @@ impl EmbeddedStore {
     /// [`StoreError::Io`] when the directory cannot be created; [`StoreError::Engine`] when the database cannot be
     /// opened (for example, it is locked by another process) or recovered.
     pub fn open(config: &EmbeddedConfig) -> StoreResult<Self> {
+        Self::open_with_clock(config, system_clock())
+    }
+
+    /// As [`EmbeddedStore::open`], with an injected clock for retention decisions.
+    ///
+    /// # Errors
+    /// As [`EmbeddedStore::open`].
+    pub fn open_with_clock(config: &EmbeddedConfig, clock: Clock) -> StoreResult<Self> {
         std::fs::create_dir_all(&config.data_dir)?;
         let db = Database::builder(config.data_dir.join("fjall")).open().map_err(engine)?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default).map_err(engine)?;
         let mut partitions = BTreeMap::new();
         for name in db.list_keyspace_names() {
-            let name: &str = name.as_ref();
-            let Some(start) = name.strip_prefix('p').and_then(|n| n.strip_suffix("_traces")?.parse().ok()) else {
-                continue;
-            };
-            partitions.insert(start, open_partition(&db, start)?);
+            let Some(key) = PartitionKey::parse(name.as_ref()) else { continue };
+            let last_write = meta.get(key.prefix()).map_err(engine)?.map_or(0, |v| decode_u64(&v));
+            partitions.insert(key, open_partition(&db, key, last_write)?);
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        let now = clock();
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                meta,
                 partition_secs: config.partition_secs.max(1),
+                retention_nanos: config.retention.as_nanos().min(u128::from(u64::MAX)) as u64,
+                retention_important_nanos: config.retention_important.as_nanos().min(u128::from(u64::MAX)) as u64,
+                clock,
                 partitions: RwLock::new(partitions),
                 write_lock: Mutex::new(()),
                 chunk_seq: AtomicU64::new(now),
+                dict_cache: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// Deletes every partition whose time range and last write are both older than its tier's retention.
+    /// Returns the partitions deleted.
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`] when a keyspace cannot be deleted.
+    pub async fn expire(&self) -> StoreResult<Vec<PartitionKey>> {
+        self.blocking(|inner| inner.expire()).await
+    }
+
+    /// Bytes the database occupies on disk (tables and journal).
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`] when the sizes cannot be read.
+    pub fn disk_bytes(&self) -> StoreResult<u64> {
+        self.inner.db.disk_space().map_err(engine)
     }
 
     /// Flushes every memtable into on-disk tables and syncs, so the journal can be dropped and a restart has
@@ -122,18 +223,19 @@ impl EmbeddedStore {
         self.blocking(|inner| {
             let _writer = inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
             for (_, p) in inner.snapshot() {
-                for ks in [&p.traces, &p.index, &p.services, &p.ops, &p.deps] {
+                for ks in p.keyspaces() {
                     ks.rotate_memtable_and_wait().map_err(engine)?;
                 }
             }
+            inner.meta.rotate_memtable_and_wait().map_err(engine)?;
             inner.db.persist(PersistMode::SyncAll).map_err(engine)
         })
         .await
     }
 
-    /// Start seconds of the open time partitions, ascending.
-    pub fn partitions(&self) -> Vec<u64> {
-        self.inner.snapshot().into_iter().map(|(start, _)| start).collect()
+    /// The open partitions, ascending by start second then tier.
+    pub fn partitions(&self) -> Vec<PartitionKey> {
+        self.inner.snapshot().into_iter().map(|(key, _)| key).collect()
     }
 
     async fn blocking<T: Send + 'static>(
@@ -145,11 +247,59 @@ impl EmbeddedStore {
     }
 }
 
-fn open_partition(db: &Database, start: u64) -> StoreResult<Partition> {
-    let ks = |table: &str| db.keyspace(&format!("p{start}_{table}"), KeyspaceCreateOptions::default).map_err(engine);
+fn open_partition(db: &Database, key: PartitionKey, last_write: u64) -> StoreResult<Partition> {
+    let prefix = key.prefix();
+    let ks = |table: &str| db.keyspace(&format!("{prefix}_{table}"), KeyspaceCreateOptions::default).map_err(engine);
     // Create `traces` last: its presence marks a complete partition when the store is reopened.
-    let (index, services, ops, deps) = (ks(TABLES[1])?, ks(TABLES[2])?, ks(TABLES[3])?, ks(TABLES[4])?);
-    Ok(Partition { traces: ks(TABLES[0])?, index, services, ops, deps })
+    let (index, services, ops, deps, dict) =
+        (ks(TABLES[1])?, ks(TABLES[2])?, ks(TABLES[3])?, ks(TABLES[4])?, ks(TABLES[5])?);
+    Ok(Partition {
+        traces: ks(TABLES[0])?,
+        index,
+        services,
+        ops,
+        deps,
+        dict,
+        last_write: Arc::new(AtomicU64::new(last_write)),
+    })
+}
+
+fn decode_u64(v: &[u8]) -> u64 {
+    v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0)
+}
+
+/// Resolves shared dictionaries of the blocks of one partition.
+struct PartitionDicts<'a> {
+    inner: &'a Inner,
+    partition: &'a Partition,
+}
+
+impl DictLookup for PartitionDicts<'_> {
+    fn dictionary(&self, dict_id: u64, min_len: usize) -> Result<Arc<[Arc<str>]>, CodecError> {
+        let mut cache = self.inner.dict_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = cache.get(&dict_id).filter(|d| d.len() >= min_len) {
+            return Ok(d.clone());
+        }
+        let mut entries: Vec<Arc<str>> = Vec::new();
+        for guard in self.partition.dict.prefix(dict_id.to_be_bytes()) {
+            let (k, v) = guard.into_inner().map_err(|_| CodecError::MissingDictionary(dict_id))?;
+            let seq = k.get(8..12).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes);
+            if seq != Some(entries.len() as u32) {
+                return Err(CodecError::Corrupt("shared dictionary has a gap"));
+            }
+            let s = std::str::from_utf8(&v).map_err(|_| CodecError::Corrupt("dictionary entry is not utf-8"))?;
+            entries.push(s.into());
+        }
+        if entries.len() < min_len {
+            return Err(CodecError::MissingDictionary(dict_id));
+        }
+        let entries: Arc<[Arc<str>]> = entries.into();
+        if cache.len() >= DICT_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(dict_id, entries.clone());
+        Ok(entries)
+    }
 }
 
 fn len16(buf: &mut Vec<u8>, s: &str) {
@@ -169,7 +319,7 @@ fn service_prefix(service: &str) -> Vec<u8> {
 }
 
 impl Inner {
-    fn snapshot(&self) -> Vec<(u64, Partition)> {
+    fn snapshot(&self) -> Vec<(PartitionKey, Partition)> {
         let guard = self.partitions.read().unwrap_or_else(|p| p.into_inner());
         guard.iter().map(|(k, v)| (*k, v.clone())).collect()
     }
@@ -178,27 +328,68 @@ impl Inner {
         start_unix_nanos / 1_000_000_000 / self.partition_secs * self.partition_secs
     }
 
-    fn partition(&self, start: u64) -> StoreResult<Partition> {
-        if let Some(p) = self.partitions.read().unwrap_or_else(|p| p.into_inner()).get(&start) {
+    fn partition(&self, key: PartitionKey) -> StoreResult<Partition> {
+        if let Some(p) = self.partitions.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(p.clone());
         }
         let mut guard = self.partitions.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = guard.get(&start) {
+        if let Some(p) = guard.get(&key) {
             return Ok(p.clone());
         }
-        let p = open_partition(&self.db, start)?;
-        guard.insert(start, p.clone());
+        let p = open_partition(&self.db, key, 0)?;
+        guard.insert(key, p.clone());
         Ok(p)
+    }
+
+    fn expire(&self) -> StoreResult<Vec<PartitionKey>> {
+        let now = (self.clock)();
+        let expired: Vec<(PartitionKey, Partition)> = self
+            .snapshot()
+            .into_iter()
+            .filter(|(key, p)| {
+                let retention = if key.important { self.retention_important_nanos } else { self.retention_nanos };
+                let end = key.start_secs.saturating_add(self.partition_secs).saturating_mul(1_000_000_000);
+                let newest = end.max(p.last_write.load(Ordering::Relaxed));
+                newest.saturating_add(retention) <= now
+            })
+            .collect();
+        if expired.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Hold the write lock so no write lands in a partition while it is being deleted.
+        let _writer = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::with_capacity(expired.len());
+        for (key, p) in expired {
+            self.partitions.write().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            // `traces` first: a partition without it is not reopened, even if a crash interrupts the rest.
+            for ks in p.keyspaces() {
+                self.db.delete_keyspace(ks.clone()).map_err(engine)?;
+            }
+            self.meta.remove(key.prefix()).map_err(engine)?;
+            tracing::info!(partition = %key.prefix(), "retention: partition deleted");
+            out.push(key);
+        }
+        Ok(out)
     }
 
     fn write(&self, batch: WriteBatch) -> StoreResult<()> {
         let _writer = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let now = (self.clock)();
         let mut b = self.db.batch().durability(Some(PersistMode::SyncAll));
         // Dependency counters: summed within the batch first, then added to what is stored.
-        let mut deps: HashMap<(u64, Vec<u8>), (u64, u64)> = HashMap::new();
+        let mut deps: HashMap<(PartitionKey, Vec<u8>), (u64, u64)> = HashMap::new();
+        let mut touched: HashMap<PartitionKey, Partition> = HashMap::new();
         for c in &batch.chunks {
-            let start = self.partition_start(c.start_unix_nanos);
+            let start = PartitionKey { start_secs: self.partition_start(c.start_unix_nanos), important: c.important };
             let p = self.partition(start)?;
+            touched.entry(start).or_insert_with(|| p.clone());
+            if let Some(d) = &c.dict {
+                for (i, entry) in d.strings.iter().enumerate() {
+                    let mut k = d.dict_id.to_be_bytes().to_vec();
+                    k.extend_from_slice(&(d.first + i as u32).to_be_bytes());
+                    b.insert(&p.dict, k, entry.as_bytes());
+                }
+            }
             let seq = self.chunk_seq.fetch_add(1, Ordering::Relaxed);
             let mut tkey = Vec::with_capacity(24);
             tkey.extend_from_slice(&c.trace_id.0);
@@ -226,6 +417,9 @@ impl Inner {
                 v.1 += e.errors;
             }
         }
+        for key in touched.keys() {
+            b.insert(&self.meta, key.prefix(), now.to_be_bytes());
+        }
         for ((start, k), (calls, errors)) in deps {
             let p = self.partition(start)?;
             let (old_calls, old_errors) = match p.deps.get(&k).map_err(engine)? {
@@ -237,7 +431,11 @@ impl Inner {
             v.extend_from_slice(&(old_errors + errors).to_le_bytes());
             b.insert(&p.deps, k, v);
         }
-        b.commit().map_err(engine)
+        b.commit().map_err(engine)?;
+        for p in touched.values() {
+            p.last_write.fetch_max(now, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn chunks_of(p: &Partition, trace_id: TraceId) -> StoreResult<Vec<Vec<u8>>> {
@@ -249,11 +447,15 @@ impl Inner {
         Ok(out)
     }
 
+    fn decode(&self, p: &Partition, block: &[u8]) -> StoreResult<Vec<Span>> {
+        Ok(codec::decode_with(block, &PartitionDicts { inner: self, partition: p })?)
+    }
+
     fn get_trace(&self, trace_id: TraceId) -> StoreResult<Option<Vec<Span>>> {
         let mut chunks = Vec::new();
         for (_, p) in self.snapshot() {
             for block in Self::chunks_of(&p, trace_id)? {
-                chunks.push(codec::decode(&block)?);
+                chunks.push(self.decode(&p, &block)?);
             }
         }
         if chunks.is_empty() {
@@ -262,13 +464,15 @@ impl Inner {
         Ok(Some(merge_chunks(chunks)))
     }
 
-    fn find_traces(&self, q: &TraceQuery) -> StoreResult<Vec<Vec<Span>>> {
+    fn find_traces(&self, q: &TraceQuery) -> StoreResult<FoundTraces> {
+        let mut found = FoundTraces::default();
         if q.limit == 0 || q.start_min_unix_nanos > q.start_max_unix_nanos {
-            return Ok(Vec::new());
+            return Ok(found);
         }
         // Candidates from every partition that can hold entries in the window (an entry's start is at or after
         // its partition's start), newest first overall.
         let max_partition_start = q.start_max_unix_nanos / 1_000_000_000;
+        let min_partition_end = q.start_min_unix_nanos / 1_000_000_000;
         let prefix = service_prefix(&q.service);
         let mut lo = prefix.clone();
         lo.extend_from_slice(&(!q.start_max_unix_nanos).to_be_bytes());
@@ -276,8 +480,10 @@ impl Inner {
         hi.extend_from_slice(&(!q.start_min_unix_nanos).to_be_bytes());
         hi.extend_from_slice(&[0xff; 24]);
         let mut candidates: Vec<(u64, TraceId, Vec<u8>, Partition)> = Vec::new();
-        for (pstart, p) in self.snapshot().into_iter().rev() {
-            if pstart > max_partition_start {
+        for (key, p) in self.snapshot().into_iter().rev() {
+            if key.start_secs > max_partition_start
+                || key.start_secs.saturating_add(self.partition_secs) <= min_partition_end
+            {
                 continue;
             }
             for guard in p.index.range(lo.as_slice()..=hi.as_slice()) {
@@ -298,26 +504,36 @@ impl Inner {
         candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         let verify = q.needs_verification();
         let mut seen = std::collections::HashSet::new();
-        let mut out = Vec::new();
         for (_, trace_id, chunk_key, p) in candidates {
-            if out.len() >= q.limit {
+            if found.traces.len() >= q.limit {
                 break;
             }
             if seen.contains(&trace_id) {
                 continue;
             }
-            if verify {
-                let Some(block) = p.traces.get(&chunk_key).map_err(engine)? else { continue };
-                if !q.matches_spans(&codec::decode(&block)?) {
-                    continue;
+            let result = (|| {
+                if verify {
+                    let Some(block) = p.traces.get(&chunk_key).map_err(engine)? else { return Ok(None) };
+                    if !q.matches_spans(&self.decode(&p, &block)?) {
+                        return Ok(None);
+                    }
                 }
-            }
-            seen.insert(trace_id);
-            if let Some(trace) = self.get_trace(trace_id)? {
-                out.push(trace);
+                self.get_trace(trace_id)
+            })();
+            match result {
+                Ok(Some(trace)) => {
+                    seen.insert(trace_id);
+                    found.traces.push(trace);
+                }
+                Ok(None) => {}
+                Err(StoreError::Codec(e)) => {
+                    seen.insert(trace_id);
+                    found.corrupt.push((trace_id, e.to_string()));
+                }
+                Err(e) => return Err(e),
             }
         }
-        Ok(out)
+        Ok(found)
     }
 
     fn services(&self) -> StoreResult<Vec<String>> {
@@ -390,6 +606,10 @@ fn decode_counts(v: &[u8]) -> (u64, u64) {
 
 #[async_trait::async_trait]
 impl TraceStore for EmbeddedStore {
+    fn partition_secs(&self) -> u64 {
+        self.inner.partition_secs
+    }
+
     async fn write(&self, batch: WriteBatch) -> StoreResult<()> {
         self.blocking(move |inner| inner.write(batch)).await
     }
@@ -398,7 +618,7 @@ impl TraceStore for EmbeddedStore {
         self.blocking(move |inner| inner.get_trace(trace_id)).await
     }
 
-    async fn find_traces(&self, query: TraceQuery) -> StoreResult<Vec<Vec<Span>>> {
+    async fn find_traces(&self, query: TraceQuery) -> StoreResult<FoundTraces> {
         self.blocking(move |inner| inner.find_traces(&query)).await
     }
 
@@ -414,6 +634,52 @@ impl TraceStore for EmbeddedStore {
     async fn dependencies(&self, end_unix_nanos: u64, lookback_nanos: u64) -> StoreResult<Vec<DependencyLink>> {
         self.blocking(move |inner| inner.dependencies(end_unix_nanos, lookback_nanos)).await
     }
+}
+
+/// Deletes expired partitions every `interval` and exports `skein_storage_disk_bytes`,
+/// `skein_storage_partitions{tier}` and `skein_storage_partitions_expired_total{tier}`, until `shutdown` fires.
+pub async fn run_retention(
+    store: EmbeddedStore,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match store.expire().await {
+            Ok(expired) => {
+                for key in expired {
+                    metrics.partitions_expired.get_or_create(&tier_label(key.important)).inc();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "retention sweep failed; retrying at the next interval"),
+        }
+        export_storage_gauges(&store, &metrics);
+    }
+}
+
+/// Sets the disk-bytes and partition-count gauges from the store.
+pub fn export_storage_gauges(store: &EmbeddedStore, metrics: &Metrics) {
+    let parts = store.partitions();
+    for important in [false, true] {
+        let n = parts.iter().filter(|k| k.important == important).count();
+        metrics.storage_partitions.get_or_create(&tier_label(important)).set(n as i64);
+    }
+    match store.disk_bytes() {
+        Ok(bytes) => {
+            metrics.storage_disk_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the store's disk usage"),
+    }
+}
+
+fn tier_label(important: bool) -> crate::metrics::TierLabels {
+    crate::metrics::TierLabels { tier: if important { "important" } else { "standard" }.to_string() }
 }
 
 #[cfg(test)]

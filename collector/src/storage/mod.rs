@@ -6,11 +6,13 @@
 //! dependency edges) and calls [`TraceStore::write`]. The query API calls the read methods. Only the backend
 //! modules know about their engine.
 
+mod dicts;
 pub mod embedded;
 mod index;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+pub use dicts::{DictAppend, Dictionaries, MAX_OPEN_DICTIONARIES};
 pub use index::{IndexEntry, TagFilter};
 
 use crate::codec::{self, CodecError};
@@ -48,6 +50,10 @@ pub struct PreparedChunk {
     pub span_count: usize,
     /// The encoded block ([`crate::codec`]).
     pub block: Vec<u8>,
+    /// Shared-dictionary entries the block introduced; stored with (or before) it.
+    pub dict: Option<DictAppend>,
+    /// True when the trace is kept for the longer `retention_important` (it has an error or a slow span).
+    pub important: bool,
     /// One index entry per service in the chunk.
     pub index: Vec<IndexEntry>,
     /// Distinct (service, span kind, operation) triples.
@@ -66,23 +72,52 @@ pub struct WriteBatch {
 /// Encodes a trace chunk and derives its index entries, operations and dependency edges.
 ///
 /// `parent_services` resolves parents that live in earlier chunks of the same trace (span ID → service).
+/// With `dicts`, the block references the partition's shared dictionary; without, it is self-contained.
 ///
 /// # Errors
 /// [`StoreError::Codec`] when the spans are not one trace.
-pub fn prepare_chunk(spans: &[Span], parent_services: &HashMap<[u8; 8], String>) -> StoreResult<PreparedChunk> {
-    let block = codec::encode(spans)?;
-    let trace_id = spans[0].trace_id;
+pub fn prepare_chunk(
+    spans: &[Span],
+    parent_services: &HashMap<[u8; 8], String>,
+    dicts: Option<&Dictionaries>,
+    important: bool,
+) -> StoreResult<PreparedChunk> {
+    let trace_id = spans.first().ok_or_else(|| CodecError::NotOneTrace("no spans".into()))?.trace_id;
     let start_unix_nanos = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
+    let (block, dict) = match dicts {
+        Some(d) => d.encode(spans, start_unix_nanos, important)?,
+        None => (codec::encode(spans)?, None),
+    };
     let operations = spans.iter().map(|s| (s.service_name().to_string(), s.kind, s.name.clone())).collect();
     Ok(PreparedChunk {
         trace_id,
         start_unix_nanos,
         span_count: spans.len(),
         block,
+        dict,
+        important,
         index: index::entries_for_chunk(spans),
         operations,
         edges: dependencies::edges(spans, parent_services),
     })
+}
+
+/// Which traces are kept for the longer `retention_important`: every trace with an ERROR span, and, with a
+/// latency threshold, every trace with a span at least that slow (the tail sampler's latency policy of issue #4
+/// feeds the same flag).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ImportancePolicy {
+    /// Spans at least this long, ns, make their trace important; `None` disables the latency rule.
+    pub min_duration_nanos: Option<u64>,
+}
+
+impl ImportancePolicy {
+    /// True when the spans (all known spans of one trace) earn the important retention tier.
+    pub fn is_important<'a>(&self, spans: impl IntoIterator<Item = &'a Span>) -> bool {
+        spans.into_iter().any(|s| {
+            s.status_code == StatusCode::ERROR || self.min_duration_nanos.is_some_and(|d| s.duration_nanos() >= d)
+        })
+    }
 }
 
 /// A trace search, in Jaeger's terms (REFERENCE §1): every criterion must hold for one span of `service`.
@@ -177,6 +212,15 @@ pub fn for_each_searchable_tag(span: &Span, mut f: impl FnMut(&str, &str)) {
     }
 }
 
+/// The answer to a search.
+#[derive(Clone, Debug, Default)]
+pub struct FoundTraces {
+    /// Matching traces, newest first; each sorted by span start.
+    pub traces: Vec<Vec<Span>>,
+    /// Candidate traces left out because a stored block could not be decoded, with the reason.
+    pub corrupt: Vec<(TraceId, String)>,
+}
+
 /// One row of the operations listing.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Operation {
@@ -218,6 +262,10 @@ pub fn sum_edges(edges: impl IntoIterator<Item = DependencyEdge>) -> Vec<Depende
 /// them and drop exact duplicates.
 #[async_trait::async_trait]
 pub trait TraceStore: Send + Sync + 'static {
+    /// Length of one time partition, seconds: writers keep one shared dictionary per partition and tier, so a
+    /// dictionary never outlives the blocks that use it.
+    fn partition_secs(&self) -> u64;
+
     /// Persists a batch atomically and durably.
     ///
     /// # Errors
@@ -230,11 +278,12 @@ pub trait TraceStore: Send + Sync + 'static {
     /// [`StoreError`] when the engine fails or a block is corrupt.
     async fn get_trace(&self, trace_id: TraceId) -> StoreResult<Option<Vec<Span>>>;
 
-    /// Traces matching a query, newest first, at most `query.limit`.
+    /// Traces matching a query, newest first, at most `query.limit`. Traces whose blocks fail to decode are
+    /// listed in [`FoundTraces::corrupt`] instead of failing the whole search.
     ///
     /// # Errors
-    /// [`StoreError`] when the engine fails or a block is corrupt.
-    async fn find_traces(&self, query: TraceQuery) -> StoreResult<Vec<Vec<Span>>>;
+    /// [`StoreError`] when the engine fails.
+    async fn find_traces(&self, query: TraceQuery) -> StoreResult<FoundTraces>;
 
     /// All service names, sorted.
     ///

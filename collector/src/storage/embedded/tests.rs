@@ -1,29 +1,37 @@
+//! Embedded-specific behaviour; the backend-independent contract is in `collector/tests/storage_contract.rs`.
+
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 
 use super::*;
 use crate::model::{KeyValue, SpanId, StatusCode, Value, service_resource};
-use crate::storage::prepare_chunk;
+use crate::storage::{Dictionaries, prepare_chunk};
 
 const T0: u64 = 1_700_000_000_000_000_000;
+const SEC: u64 = 1_000_000_000;
 
-fn trace(id: u8, start: u64) -> Vec<Span> {
+fn trace(id: u8, start: u64, error: bool) -> Vec<Span> {
     let t = TraceId([id; 16]);
     let mut root = Span::minimal(t, SpanId([1; 8]), "GET /dispatch", service_resource("frontend"));
     root.kind = SpanKind::SERVER;
     root.start_unix_nanos = start;
     root.end_unix_nanos = start + 50_000_000;
-    root.attributes.push(KeyValue::new("http.status_code", Value::Int(200)));
-    let mut child = Span::minimal(t, SpanId([2; 8]), "SQL SELECT", service_resource("mysql"));
-    child.kind = SpanKind::CLIENT;
-    child.parent_span_id = vec![1; 8];
-    child.start_unix_nanos = start + 1_000_000;
-    child.end_unix_nanos = start + 31_000_000;
-    child.status_code = StatusCode::ERROR;
-    vec![root, child]
+    root.attributes.push(KeyValue::new("http.route", Value::Str("/dispatch".into())));
+    if error {
+        root.status_code = StatusCode::ERROR;
+    }
+    vec![root]
 }
 
-fn batch(traces: &[Vec<Span>]) -> WriteBatch {
-    WriteBatch { chunks: traces.iter().map(|t| prepare_chunk(t, &HashMap::new()).expect("prepare")).collect() }
+fn batch(dicts: &Dictionaries, traces: &[Vec<Span>]) -> WriteBatch {
+    let chunks = traces
+        .iter()
+        .map(|t| {
+            let important = t[0].status_code == StatusCode::ERROR;
+            prepare_chunk(t, &HashMap::new(), Some(dicts), important).expect("prepare")
+        })
+        .collect();
+    WriteBatch { chunks }
 }
 
 fn query(service: &str) -> TraceQuery {
@@ -31,67 +39,106 @@ fn query(service: &str) -> TraceQuery {
 }
 
 #[tokio::test]
-async fn writes_reads_searches_and_survives_reopen() {
+async fn survives_reopen_with_partitions_and_dictionaries() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = EmbeddedConfig::new(dir.path());
     let store = EmbeddedStore::open(&cfg).expect("open");
-    // Three traces, two hours apart, so they land in three partitions.
-    let traces: Vec<Vec<Span>> = (1..=3).map(|i| trace(i, T0 + u64::from(i) * 7_200_000_000_000)).collect();
-    store.write(batch(&traces)).await.expect("write");
-
-    let got = store.get_trace(TraceId([2; 16])).await.expect("get").expect("found");
-    assert_eq!(got, traces[1]);
-    assert!(store.get_trace(TraceId([9; 16])).await.expect("get").is_none());
-
-    let found = store.find_traces(query("frontend")).await.expect("find");
-    let ids: Vec<u8> = found.iter().map(|t| t[0].trace_id.0[0]).collect();
-    assert_eq!(ids, vec![3, 2, 1], "newest first");
-
-    let mut q = query("mysql");
-    q.tags = vec![("error".into(), "true".into())];
-    q.duration_min_nanos = Some(30_000_000);
-    q.operation = Some("SQL SELECT".into());
-    assert_eq!(store.find_traces(q.clone()).await.expect("find").len(), 3);
-    q.duration_min_nanos = Some(30_000_001);
-    assert!(store.find_traces(q.clone()).await.expect("find").is_empty());
-    q.duration_min_nanos = None;
-    q.limit = 2;
-    assert_eq!(store.find_traces(q.clone()).await.expect("find").len(), 2);
-    q.tags = vec![("http.status_code".into(), "200".into())];
-    assert!(store.find_traces(q).await.expect("find").is_empty(), "tag belongs to another service");
-
-    let mut windowed = query("frontend");
-    windowed.start_min_unix_nanos = T0 + 7_200_000_000_000;
-    windowed.start_max_unix_nanos = T0 + 2 * 7_200_000_000_000;
-    assert_eq!(store.find_traces(windowed).await.expect("find").len(), 2);
-
-    assert_eq!(store.services().await.expect("services"), vec!["frontend", "mysql"]);
-    let ops = store.operations("mysql", None).await.expect("ops");
-    assert_eq!(ops, vec![Operation { name: "SQL SELECT".into(), kind: SpanKind::CLIENT }]);
-    assert!(store.operations("mysql", Some(SpanKind::SERVER)).await.expect("ops").is_empty());
-
-    let deps = store.dependencies(T0 + 4 * 7_200_000_000_000, 5 * 7_200_000_000_000).await.expect("deps");
-    assert_eq!(
-        deps,
-        vec![DependencyLink { parent: "frontend".into(), child: "mysql".into(), call_count: 3, error_count: 3 }]
-    );
-    let narrow = store.dependencies(T0 + 7_200_000_000_000 + 60_000_000_000, 120_000_000_000).await.expect("deps");
-    assert_eq!(narrow[0].call_count, 1);
+    let dicts = Dictionaries::new(store.partition_secs());
+    let traces: Vec<Vec<Span>> = (1..=3).map(|i| trace(i, T0 + u64::from(i) * 7200 * SEC, i == 2)).collect();
+    store.write(batch(&dicts, &traces)).await.expect("write");
     drop(store);
 
     let reopened = EmbeddedStore::open(&cfg).expect("reopen");
-    assert_eq!(reopened.get_trace(TraceId([3; 16])).await.expect("get").expect("found"), traces[2]);
-    assert_eq!(reopened.partitions().len(), 3, "one partition per hour of trace start");
+    for t in &traces {
+        assert_eq!(&reopened.get_trace(t[0].trace_id).await.expect("get").expect("found"), t);
+    }
+    let parts = reopened.partitions();
+    assert_eq!(parts.len(), 3, "one partition per hour of trace start and tier: {parts:?}");
+    assert_eq!(parts.iter().filter(|p| p.important).count(), 1, "the error trace is in the important tier");
+}
+
+/// Retention with a 10 s partition, 60 s retention, 300 s for important traces and an injected clock.
+#[tokio::test]
+async fn retention_drops_expired_partitions_per_tier() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = EmbeddedConfig {
+        partition_secs: 10,
+        retention: Duration::from_secs(60),
+        retention_important: Duration::from_secs(300),
+        ..EmbeddedConfig::new(dir.path())
+    };
+    let now = Arc::new(AtomicU64::new(T0 + 5 * SEC));
+    let clock_now = now.clone();
+    let store = EmbeddedStore::open_with_clock(&cfg, Arc::new(move || clock_now.load(Ordering::SeqCst))).expect("open");
+    let dicts = Dictionaries::new(store.partition_secs());
+    let ordinary = trace(1, T0, false);
+    let important = trace(2, T0 + SEC, true);
+    let later = trace(3, T0 + 100 * SEC, false);
+    store.write(batch(&dicts, &[ordinary.clone(), important.clone()])).await.expect("write");
+    now.store(T0 + 100 * SEC, Ordering::SeqCst);
+    store.write(batch(&dicts, std::slice::from_ref(&later))).await.expect("write");
+    let metrics = Metrics::new();
+    export_storage_gauges(&store, &metrics);
+    let text = metrics.render();
+    assert!(text.contains("skein_storage_partitions{tier=\"standard\"} 2"), "{text}");
+    assert!(text.contains("skein_storage_partitions{tier=\"important\"} 1"), "{text}");
+    assert!(store.disk_bytes().expect("disk") > 0);
+
+    // The first partition covers [T0, T0 + 10 s): it expires 60 s after its end.
+    now.store(T0 + 69 * SEC, Ordering::SeqCst);
+    assert!(store.expire().await.expect("expire").is_empty());
+    // Past 60 s: the ordinary partition goes, the important one and the later one stay.
+    now.store(T0 + 70 * SEC, Ordering::SeqCst);
+    let expired = store.expire().await.expect("expire");
+    assert_eq!(expired, vec![PartitionKey { start_secs: T0 / SEC, important: false }]);
+    assert!(store.get_trace(ordinary[0].trace_id).await.expect("get").is_none());
+    assert_eq!(store.get_trace(important[0].trace_id).await.expect("get").expect("kept"), important);
+    assert_eq!(store.find_traces(query("frontend")).await.expect("find").traces.len(), 2);
+    // 300 s after the important partition's end, and 60 s after the later one's write: everything is gone.
+    now.store(T0 + 310 * SEC, Ordering::SeqCst);
+    assert_eq!(store.expire().await.expect("expire").len(), 2);
+    assert!(store.partitions().is_empty());
+    assert!(store.find_traces(query("frontend")).await.expect("find").traces.is_empty());
+    drop(store);
+
+    // Deleted partitions stay deleted across a restart.
+    let reopened = EmbeddedStore::open_with_clock(&cfg, Arc::new(move || T0 + 400 * SEC)).expect("reopen");
+    assert!(reopened.partitions().is_empty());
 }
 
 #[tokio::test]
-async fn late_chunks_merge_and_exact_duplicates_collapse() {
+async fn old_data_lives_one_retention_period_from_its_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = EmbeddedConfig { retention: Duration::from_secs(60), ..EmbeddedConfig::new(dir.path()) };
+    let now = Arc::new(AtomicU64::new(T0 + 86_400 * SEC));
+    let clock_now = now.clone();
+    let store = EmbeddedStore::open_with_clock(&cfg, Arc::new(move || clock_now.load(Ordering::SeqCst))).expect("open");
+    let dicts = Dictionaries::new(store.partition_secs());
+    // A replayed trace from a day ago is not deleted on arrival (ScyllaDB's TTL counts from the write as well).
+    store.write(batch(&dicts, &[trace(1, T0, false)])).await.expect("write");
+    assert!(store.expire().await.expect("expire").is_empty());
+    now.store(T0 + 86_400 * SEC + 61 * SEC, Ordering::SeqCst);
+    assert_eq!(store.expire().await.expect("expire").len(), 1);
+}
+
+#[tokio::test]
+async fn a_corrupt_block_fails_its_trace_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
-    let t = trace(5, T0);
-    store.write(batch(&[vec![t[0].clone()]])).await.expect("write first chunk");
-    // The late chunk repeats the root (a re-export) and adds the child.
-    store.write(batch(std::slice::from_ref(&t))).await.expect("write late chunk");
-    assert_eq!(store.get_trace(TraceId([5; 16])).await.expect("get").expect("found"), t);
-    assert_eq!(store.find_traces(query("frontend")).await.expect("find").len(), 1);
+    let dicts = Dictionaries::new(store.partition_secs());
+    let good = trace(1, T0, false);
+    let bad = trace(2, T0 + SEC, false);
+    store.write(batch(&dicts, &[good.clone(), bad.clone()])).await.expect("write");
+    // Overwrite the second trace's block with garbage, as a disk fault would.
+    {
+        let (_, p) = store.inner.snapshot().into_iter().next().expect("partition");
+        let key = p.traces.prefix(bad[0].trace_id.0).next().expect("block").key().expect("key");
+        p.traces.insert(key, b"SKTB\x02garbage".as_slice()).expect("corrupt");
+    }
+    assert!(matches!(store.get_trace(bad[0].trace_id).await, Err(StoreError::Codec(_))));
+    assert_eq!(store.get_trace(good[0].trace_id).await.expect("get").expect("found"), good);
+    let found = store.find_traces(query("frontend")).await.expect("search still answers");
+    assert_eq!(found.traces, vec![good]);
+    assert_eq!(found.corrupt.len(), 1);
+    assert_eq!(found.corrupt[0].0, bad[0].trace_id);
 }

@@ -1,0 +1,158 @@
+//! Command-line flags shared by `skein-all-in-one`, `skein-collector` and `skein-query` (clap, with `SKEIN_*`
+//! environment variables), and the common `main`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+use crate::assembly::AssemblyConfig;
+use crate::ingest::Limits;
+use crate::query::params::parse_go_duration;
+use crate::server::{Role, ServerConfig, StorageConfig, init_logging, run_server, shutdown_signal};
+use crate::storage::ImportancePolicy;
+use crate::storage::embedded::{DEFAULT_PARTITION_SECS, EmbeddedConfig};
+
+/// Flags of the server binaries.
+#[derive(Parser, Debug)]
+pub struct ServerArgs {
+    /// OTLP/gRPC listen address (port 0 picks a free port; the bound address is logged).
+    #[arg(long, env = "SKEIN_OTLP_GRPC_ADDR", default_value = "0.0.0.0:4317")]
+    pub otlp_grpc_addr: SocketAddr,
+    /// OTLP/HTTP listen address (`POST /v1/traces`).
+    #[arg(long, env = "SKEIN_OTLP_HTTP_ADDR", default_value = "0.0.0.0:4318")]
+    pub otlp_http_addr: SocketAddr,
+    /// Query HTTP listen address (Jaeger API).
+    #[arg(long, env = "SKEIN_QUERY_HTTP_ADDR", default_value = "0.0.0.0:16686")]
+    pub query_http_addr: SocketAddr,
+    /// Admin listen address (`/metrics`, `/healthz`, `/readyz`); default 14269 (collector, all-in-one) or 16687
+    /// (query).
+    #[arg(long, env = "SKEIN_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    /// Storage settings.
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// A trace is written after this many milliseconds without a new span.
+    #[arg(long, env = "SKEIN_TRACE_IDLE_MS", default_value_t = 5000)]
+    pub trace_idle_ms: u64,
+    /// Maximum traces held in memory while they assemble; the oldest is written early beyond this.
+    #[arg(long, env = "SKEIN_MAX_LIVE_TRACES", default_value_t = 100_000)]
+    pub max_live_traces: usize,
+    /// A trace chunk is written as soon as it holds this many spans.
+    #[arg(long, env = "SKEIN_MAX_SPANS_PER_TRACE", default_value_t = 10_000)]
+    pub max_spans_per_trace: usize,
+    /// Maximum attributes kept per span, event, link, resource or scope.
+    #[arg(long, env = "SKEIN_MAX_ATTRIBUTES", default_value_t = 256)]
+    pub max_attributes: usize,
+    /// Maximum bytes of one string or bytes attribute value.
+    #[arg(long, env = "SKEIN_MAX_ATTRIBUTE_VALUE_BYTES", default_value_t = 32 * 1024)]
+    pub max_attribute_value_bytes: usize,
+    /// Log format.
+    #[arg(long, env = "SKEIN_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_go_duration(s).map(Duration::from_nanos)
+}
+
+/// Storage flags.
+#[derive(Args, Debug, Clone)]
+pub struct StorageArgs {
+    /// Storage backend: `embedded` (one machine, `--data-dir`) or `scylla` (`--scylla-*`). Default: `embedded`
+    /// for the all-in-one, `scylla` for the split binaries.
+    #[arg(long, env = "SKEIN_STORAGE", value_parser = ["embedded", "scylla"])]
+    pub storage: Option<String>,
+    /// Data directory of the embedded store.
+    #[arg(long, env = "SKEIN_DATA_DIR", default_value = "./skein-data")]
+    pub data_dir: PathBuf,
+    /// Length of one embedded-store time partition, seconds (retention drops whole partitions).
+    #[arg(long, env = "SKEIN_PARTITION_SECS", default_value_t = DEFAULT_PARTITION_SECS)]
+    pub partition_secs: u64,
+    /// How long traces are kept (Go duration: `72h`, `90m`).
+    #[arg(long, env = "SKEIN_RETENTION", default_value = "72h", value_parser = duration)]
+    pub retention: Duration,
+    /// How long important traces are kept: traces with an error span or, with `--important-latency`, a slow span.
+    #[arg(long, env = "SKEIN_RETENTION_IMPORTANT", default_value = "336h", value_parser = duration)]
+    pub retention_important: Duration,
+    /// Spans at least this long make their trace important (Go duration, e.g. `2s`); unset: errors only.
+    #[arg(long, env = "SKEIN_IMPORTANT_LATENCY", value_parser = duration)]
+    pub important_latency: Option<Duration>,
+}
+
+impl StorageArgs {
+    /// The storage configuration for a role.
+    ///
+    /// # Errors
+    /// A message when the flags are inconsistent.
+    pub fn config(&self, role: Role) -> Result<StorageConfig, String> {
+        let backend = self.storage.clone().unwrap_or_else(|| match role {
+            Role::AllInOne => "embedded".into(),
+            Role::Collector | Role::Query => "scylla".into(),
+        });
+        match backend.as_str() {
+            "embedded" => Ok(StorageConfig::Embedded(EmbeddedConfig {
+                data_dir: self.data_dir.clone(),
+                partition_secs: self.partition_secs.max(1),
+                retention: self.retention,
+                retention_important: self.retention_important,
+            })),
+            other => Err(format!("storage backend {other:?} is not available in this build")),
+        }
+    }
+
+    /// The retention-tier policy.
+    pub fn importance(&self) -> ImportancePolicy {
+        ImportancePolicy { min_duration_nanos: self.important_latency.map(|d| d.as_nanos() as u64) }
+    }
+}
+
+impl ServerArgs {
+    /// The server configuration for a role.
+    ///
+    /// # Errors
+    /// A message when the flags are inconsistent.
+    pub fn config(&self, role: Role) -> Result<ServerConfig, String> {
+        let admin_default: SocketAddr = match role {
+            Role::Query => ([0, 0, 0, 0], 16687).into(),
+            Role::AllInOne | Role::Collector => ([0, 0, 0, 0], 14269).into(),
+        };
+        Ok(ServerConfig {
+            role,
+            otlp_grpc_addr: self.otlp_grpc_addr,
+            otlp_http_addr: self.otlp_http_addr,
+            query_http_addr: self.query_http_addr,
+            admin_addr: self.admin_addr.unwrap_or(admin_default),
+            storage: self.storage.config(role)?,
+            assembly: AssemblyConfig {
+                trace_idle_ms: self.trace_idle_ms,
+                max_live_traces: self.max_live_traces,
+                max_spans_per_trace: self.max_spans_per_trace,
+                ..AssemblyConfig::default()
+            },
+            limits: Limits {
+                max_attributes: self.max_attributes,
+                max_attribute_value_bytes: self.max_attribute_value_bytes,
+                ..Limits::default()
+            },
+            importance: self.storage.importance(),
+        })
+    }
+}
+
+/// The `main` of the server binaries: parses flags, starts logging, runs `role` until SIGTERM/SIGINT.
+///
+/// # Errors
+/// Invalid flags, or any [`crate::Error`] from the server.
+pub async fn main(role: Role, about: &'static str) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    use clap::FromArgMatches as _;
+    let matches = ServerArgs::command().about(about).version(env!("CARGO_PKG_VERSION")).get_matches();
+    let args = ServerArgs::from_arg_matches(&matches)?;
+    init_logging(args.log_format == "json");
+    let config = args.config(role).map_err(anyhow::Error::msg)?;
+    run_server(config, shutdown_signal(), |_| {}).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! The writer side of shared dictionaries ([`crate::codec::SharedDict`]): one dictionary per storage partition
+//! (retention tier × time partition), so that a dictionary expires with the blocks that reference it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use crate::codec::{self, CodecError, SharedDict};
+use crate::model::Span;
+
+/// How many partitions' dictionaries a writer keeps in memory; late chunks for older partitions start a new one.
+pub const MAX_OPEN_DICTIONARIES: usize = 8;
+
+/// Dictionary entries created while encoding a chunk; they must be stored with (or before) its block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DictAppend {
+    /// The dictionary.
+    pub dict_id: u64,
+    /// Number of the first entry in `strings`.
+    pub first: u32,
+    /// New entries, numbered from `first`.
+    pub strings: Vec<Arc<str>>,
+}
+
+/// A writer's shared dictionaries, keyed by (important tier, partition start second).
+pub struct Dictionaries {
+    partition_secs: u64,
+    open: Mutex<BTreeMap<(u64, bool), SharedDict>>,
+}
+
+impl Dictionaries {
+    /// Dictionaries scoped to partitions of `partition_secs` seconds.
+    pub fn new(partition_secs: u64) -> Self {
+        Self { partition_secs: partition_secs.max(1), open: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Encodes one trace chunk with the dictionary of its partition, returning the block and any new entries.
+    ///
+    /// # Errors
+    /// As [`codec::encode`].
+    pub fn encode(
+        &self,
+        spans: &[Span],
+        start_unix_nanos: u64,
+        important: bool,
+    ) -> Result<(Vec<u8>, Option<DictAppend>), CodecError> {
+        let partition = start_unix_nanos / 1_000_000_000 / self.partition_secs * self.partition_secs;
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if !open.contains_key(&(partition, important)) && open.len() >= MAX_OPEN_DICTIONARIES {
+            if let Some(oldest) = open.keys().next().copied() {
+                open.remove(&oldest);
+            }
+        }
+        let dict = open.entry((partition, important)).or_default();
+        let block = codec::encode_with_dict(spans, dict)?;
+        let (first, strings) = dict.take_unpersisted();
+        let append = (!strings.is_empty()).then(|| DictAppend { dict_id: dict.id(), first, strings });
+        Ok((block, append))
+    }
+
+    /// Forgets every dictionary. Called when a write carrying new entries failed for good, so that no later block
+    /// references entries that never reached storage; new dictionaries (new IDs) start afterwards.
+    pub fn reset(&self) {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
