@@ -13,6 +13,7 @@ use crate::query::params::parse_go_duration;
 use crate::server::{Role, ServerConfig, StorageConfig, init_logging, run_server, shutdown_signal};
 use crate::storage::ImportancePolicy;
 use crate::storage::embedded::{DEFAULT_PARTITION_SECS, EmbeddedConfig};
+use crate::storage::scylla::{Replication, ScyllaConfig, parse_consistency, validate_keyspace};
 
 /// Flags of the server binaries.
 #[derive(Parser, Debug)]
@@ -79,6 +80,30 @@ pub struct StorageArgs {
     /// Spans at least this long make their trace important (Go duration, e.g. `2s`); unset: errors only.
     #[arg(long, env = "SKEIN_IMPORTANT_LATENCY", value_parser = duration)]
     pub important_latency: Option<Duration>,
+    /// ScyllaDB contact points, `host:port,...`.
+    #[arg(long, env = "SKEIN_SCYLLA_NODES", value_delimiter = ',')]
+    pub scylla_nodes: Vec<String>,
+    /// ScyllaDB keyspace.
+    #[arg(long, env = "SKEIN_SCYLLA_KEYSPACE", default_value = "skein")]
+    pub scylla_keyspace: String,
+    /// Preferred (local) datacenter; with it the keyspace uses NetworkTopologyStrategy in that datacenter.
+    #[arg(long, env = "SKEIN_SCYLLA_LOCAL_DC")]
+    pub scylla_local_dc: Option<String>,
+    /// Replication factor of a keyspace the collector creates.
+    #[arg(long, env = "SKEIN_SCYLLA_REPLICATION_FACTOR", default_value_t = 1)]
+    pub scylla_replication_factor: u32,
+    /// Consistency of reads and writes.
+    #[arg(long, env = "SKEIN_SCYLLA_CONSISTENCY", default_value = "LOCAL_QUORUM")]
+    pub scylla_consistency: String,
+    /// Username for PasswordAuthenticator.
+    #[arg(long, env = "SKEIN_SCYLLA_USERNAME")]
+    pub scylla_username: Option<String>,
+    /// File holding the password (trailing newline ignored).
+    #[arg(long, env = "SKEIN_SCYLLA_PASSWORD_FILE")]
+    pub scylla_password_file: Option<PathBuf>,
+    /// Do not create the keyspace and tables (the operator manages the schema).
+    #[arg(long, env = "SKEIN_SCYLLA_SKIP_SCHEMA")]
+    pub scylla_skip_schema: bool,
 }
 
 impl StorageArgs {
@@ -98,8 +123,40 @@ impl StorageArgs {
                 retention: self.retention,
                 retention_important: self.retention_important,
             })),
-            other => Err(format!("storage backend {other:?} is not available in this build")),
+            "scylla" => Ok(StorageConfig::Scylla(self.scylla()?)),
+            other => Err(format!("unknown storage backend {other:?}")),
         }
+    }
+
+    fn scylla(&self) -> Result<ScyllaConfig, String> {
+        if self.scylla_nodes.is_empty() {
+            return Err("--storage scylla needs --scylla-nodes host:port,...".into());
+        }
+        validate_keyspace(&self.scylla_keyspace)?;
+        let mut c = ScyllaConfig::new(self.scylla_nodes.clone(), &self.scylla_keyspace);
+        c.consistency = parse_consistency(&self.scylla_consistency)?;
+        c.retention = self.retention;
+        c.retention_important = self.retention_important;
+        c.schema.default_ttl_secs = self.retention.as_secs();
+        c.create_schema = !self.scylla_skip_schema;
+        c.local_dc = self.scylla_local_dc.clone();
+        if let Some(dc) = &self.scylla_local_dc {
+            c.schema.replication = Replication::NetworkTopology {
+                datacenters: [(dc.clone(), self.scylla_replication_factor)].into_iter().collect(),
+            };
+        } else {
+            c.schema.replication = Replication::Simple { replication_factor: self.scylla_replication_factor };
+        }
+        match (&self.scylla_username, &self.scylla_password_file) {
+            (Some(user), Some(file)) => {
+                let password = std::fs::read_to_string(file)
+                    .map_err(|e| format!("cannot read --scylla-password-file {}: {e}", file.display()))?;
+                c.credentials = Some((user.clone(), password.trim_end_matches(['\r', '\n']).to_string()));
+            }
+            (None, None) => {}
+            _ => return Err("--scylla-username and --scylla-password-file go together".into()),
+        }
+        Ok(c)
     }
 
     /// The retention-tier policy.

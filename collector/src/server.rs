@@ -59,6 +59,8 @@ impl Role {
 pub enum StorageConfig {
     /// The embedded store in a local data directory.
     Embedded(EmbeddedConfig),
+    /// A ScyllaDB cluster.
+    Scylla(crate::storage::scylla::ScyllaConfig),
 }
 
 /// Settings of the server processes.
@@ -168,6 +170,7 @@ pub async fn run_server(
             let e = EmbeddedStore::open(c)?;
             (Arc::new(e.clone()), Some(e))
         }
+        StorageConfig::Scylla(c) => (Arc::new(crate::storage::scylla::ScyllaStore::connect(c.clone()).await?), None),
     };
     let role = config.role;
 
@@ -183,6 +186,7 @@ pub async fn run_server(
     };
     let storage = match &config.storage {
         StorageConfig::Embedded(c) => format!("embedded:{}", c.data_dir.display()),
+        StorageConfig::Scylla(c) => format!("scylla:{}/{}", c.nodes.join(","), c.schema.keyspace),
     };
     tracing::info!(
         otlp_grpc = %addr_or_dash(bound.otlp_grpc),
@@ -254,10 +258,10 @@ pub async fn run_server(
         let _ = writer.await;
         tracing::info!("all assembled traces written");
     }
-    if let Some(e) = &embedded {
-        if let Err(e) = e.flush().await {
-            tracing::warn!(error = %e, "flushing memtables at shutdown failed; the journal will be replayed on start");
-        }
+    if let Some(e) = &embedded
+        && let Err(e) = e.flush().await
+    {
+        tracing::warn!(error = %e, "flushing memtables at shutdown failed; the journal will be replayed on start");
     }
     let _ = stop_rest_tx.send(true);
     for (what, task) in rest_tasks {

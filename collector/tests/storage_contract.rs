@@ -131,3 +131,26 @@ async fn embedded_backend_meets_the_contract() {
     let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
     contract(Arc::new(store), 1).await;
 }
+
+/// Runs the contract against ScyllaDB when `SKEIN_TEST_SCYLLA=host:port` is set, in a fresh keyspace that is
+/// dropped afterwards. Schema creation is exercised twice to prove it idempotent.
+#[tokio::test]
+async fn scylla_backend_meets_the_contract() {
+    use skein_collector::storage::scylla::{SCHEMA_VERSION, ScyllaConfig, ScyllaStore, ensure_schema};
+    let Ok(node) = std::env::var("SKEIN_TEST_SCYLLA") else {
+        eprintln!(
+            "SKIPPED scylla_backend_meets_the_contract: set SKEIN_TEST_SCYLLA=host:port to run it against ScyllaDB"
+        );
+        return;
+    };
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let keyspace = format!("skein_contract_{}", nanos % 1_000_000_000);
+    let mut config = ScyllaConfig::new(vec![node], &keyspace);
+    // A single test node cannot serve LOCAL_QUORUM for RF 1 any differently; ONE keeps the run independent of it.
+    config.consistency = skein_collector::storage::scylla::parse_consistency("ONE").expect("consistency");
+    let store = ScyllaStore::connect(config.clone()).await.expect("connect to SKEIN_TEST_SCYLLA");
+    assert_eq!(ensure_schema(store.session(), &config.schema).await.expect("schema again"), SCHEMA_VERSION);
+    let store = Arc::new(store);
+    contract(store.clone(), 7).await;
+    store.session().query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ()).await.expect("drop keyspace");
+}

@@ -45,10 +45,11 @@ impl Dictionaries {
     ) -> Result<(Vec<u8>, Option<DictAppend>), CodecError> {
         let partition = start_unix_nanos / 1_000_000_000 / self.partition_secs * self.partition_secs;
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if !open.contains_key(&(partition, important)) && open.len() >= MAX_OPEN_DICTIONARIES {
-            if let Some(oldest) = open.keys().next().copied() {
-                open.remove(&oldest);
-            }
+        if !open.contains_key(&(partition, important))
+            && open.len() >= MAX_OPEN_DICTIONARIES
+            && let Some(oldest) = open.keys().next().copied()
+        {
+            open.remove(&oldest);
         }
         let dict = open.entry((partition, important)).or_default();
         let block = codec::encode_with_dict(spans, dict)?;

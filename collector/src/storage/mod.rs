@@ -9,6 +9,7 @@
 mod dicts;
 pub mod embedded;
 mod index;
+pub mod scylla;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -22,8 +23,8 @@ use crate::model::{Span, SpanKind, StatusCode, TraceId};
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The embedded engine failed.
-    #[error("embedded store: {0}")]
+    /// The storage engine (fjall or ScyllaDB) failed.
+    #[error("storage engine: {0}")]
     Engine(String),
     /// A stored block could not be decoded.
     #[error("trace block: {0}")]

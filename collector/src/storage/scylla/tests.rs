@@ -1,0 +1,72 @@
+use std::collections::HashMap;
+
+use super::*;
+use crate::model::{SpanId, StatusCode, service_resource};
+use crate::storage::{Dictionaries, prepare_chunk};
+
+fn chunk(id: u8, spans_per_service: usize, error: bool, dicts: &Dictionaries) -> PreparedChunk {
+    let t = TraceId([id; 16]);
+    let mut spans = Vec::new();
+    for (k, service) in ["frontend", "cart"].iter().enumerate() {
+        for i in 0..spans_per_service {
+            let mut s = Span::minimal(t, SpanId([(k * 100 + i + 1) as u8; 8]), "op", service_resource(service));
+            s.start_unix_nanos = 1_700_000_000_000_000_000 + i as u64;
+            s.end_unix_nanos = s.start_unix_nanos + 10;
+            if k == 1 {
+                s.parent_span_id = vec![1; 8];
+            }
+            if error {
+                s.status_code = StatusCode::ERROR;
+            }
+            spans.push(s);
+        }
+    }
+    prepare_chunk(&spans, &HashMap::new(), Some(dicts), error).expect("prepare")
+}
+
+#[test]
+fn rows_per_chunk_are_one_trace_row_plus_one_index_row_per_service() {
+    let dicts = Dictionaries::new(BUCKET_SECS);
+    let mut cache = WriteCache::default();
+    let day = Duration::from_secs(86_400);
+    let first = WriteBatch { chunks: vec![chunk(1, 10, false, &dicts)] };
+    let rows = plan_rows(&first, day, 2 * day, &mut cache);
+    let count = |rows: &[Row], f: fn(&Row) -> bool| rows.iter().filter(|r| f(r)).count();
+    assert_eq!(count(&rows, |r| matches!(r, Row::Trace { .. })), 1);
+    assert_eq!(count(&rows, |r| matches!(r, Row::Index { .. })), 2);
+    assert_eq!(count(&rows, |r| matches!(r, Row::Operation { .. })), 2);
+    assert_eq!(count(&rows, |r| matches!(r, Row::ServiceBucket { .. })), 2);
+    assert_eq!(count(&rows, |r| matches!(r, Row::Dependency { .. })), 1);
+    assert!(count(&rows, |r| matches!(r, Row::Dictionary { .. })) > 0);
+    assert!(matches!(rows[0], Row::Dictionary { .. }), "dictionary rows come first");
+
+    // The next batch repeats nothing the write cache and dictionary already hold.
+    let second = WriteBatch { chunks: vec![chunk(2, 10, true, &dicts)] };
+    let rows = plan_rows(&second, day, 2 * day, &mut cache);
+    assert_eq!(
+        count(&rows, |r| matches!(r, Row::Operation { .. } | Row::ServiceBucket { .. } | Row::Dictionary { .. })),
+        0
+    );
+    assert_eq!(rows.len(), 4, "trace + 2 index + 1 dependency row for 20 spans: {rows:?}");
+    // Important traces get the long TTL.
+    assert!(rows.iter().all(|r| match r {
+        Row::Trace { ttl, .. } | Row::Index { ttl, .. } => *ttl == 2 * 86_400,
+        _ => true,
+    }));
+}
+
+#[test]
+fn retried_chunks_keep_their_row_keys() {
+    let dicts = Dictionaries::new(BUCKET_SECS);
+    let c = chunk(3, 2, false, &dicts);
+    assert_eq!(chunk_id(&c), chunk_id(&c.clone()));
+    let other = chunk(4, 2, false, &dicts);
+    assert_ne!(chunk_id(&c), chunk_id(&other));
+}
+
+#[test]
+fn consistency_names_parse() {
+    assert_eq!(parse_consistency("local_quorum"), Ok(Consistency::LocalQuorum));
+    assert_eq!(parse_consistency("ONE"), Ok(Consistency::One));
+    assert!(parse_consistency("most").is_err());
+}
