@@ -41,18 +41,21 @@ fn rows_per_chunk_are_one_trace_row_plus_one_index_row_per_service() {
     assert!(matches!(rows[0], Row::Dictionary { .. }), "dictionary rows come first");
 
     // The next batch repeats nothing the write cache and dictionary already hold.
-    let second = WriteBatch { chunks: vec![chunk(2, 10, true, &dicts)] };
+    let second = WriteBatch { chunks: vec![chunk(2, 10, false, &dicts)] };
     let rows = plan_rows(&second, day, 2 * day, &mut cache);
     assert_eq!(
         count(&rows, |r| matches!(r, Row::Operation { .. } | Row::ServiceBucket { .. } | Row::Dictionary { .. })),
         0
     );
     assert_eq!(rows.len(), 4, "trace + 2 index + 1 dependency row for 20 spans: {rows:?}");
-    // Important traces get the long TTL.
-    assert!(rows.iter().all(|r| match r {
-        Row::Trace { ttl, .. } | Row::Index { ttl, .. } => *ttl == 2 * 86_400,
-        _ => true,
-    }));
+    // Important traces (their own dictionary tier) get the long TTL; ordinary ones the short.
+    let third = WriteBatch { chunks: vec![chunk(3, 10, true, &dicts)] };
+    for (rows, want) in [(rows, 86_400), (plan_rows(&third, day, 2 * day, &mut cache), 2 * 86_400)] {
+        assert!(rows.iter().all(|r| match r {
+            Row::Trace { ttl, .. } | Row::Index { ttl, .. } => *ttl == want,
+            _ => true,
+        }));
+    }
 }
 
 #[test]
