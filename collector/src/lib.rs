@@ -17,6 +17,7 @@ pub mod model;
 pub mod query;
 pub mod server;
 pub mod storage;
+pub mod synthetic;
 pub mod writer;
 
 use std::net::SocketAddr;

@@ -416,11 +416,18 @@ fn put_section(out: &mut Vec<u8>, raw: &[u8]) -> Result<(), CodecError> {
     Ok(())
 }
 
-/// The dictionary a version 2 block needs: `(dict_id, dict_len)`, or `None` when it needs none.
+/// The dictionary a block needs: `(dict_id, dict_len)`, or `None` when it needs none (version 1 blocks and
+/// self-contained version 2 blocks).
 ///
 /// # Errors
-/// [`CodecError::Corrupt`] when the header is truncated.
+/// [`CodecError::BadMagic`] for foreign data, [`CodecError::Corrupt`] when the header is truncated.
 pub fn dictionary_of(block: &[u8]) -> Result<Option<(u64, usize)>, CodecError> {
+    if block.len() < 5 || &block[..4] != MAGIC {
+        return Err(CodecError::BadMagic);
+    }
+    if block[4] != VERSION_2 {
+        return Ok(None);
+    }
     let mut r = Reader { buf: block, pos: 5 };
     let dict_id = u64::from_le_bytes(r.array::<8>()?);
     let dict_len = usize::try_from(r.uvarint()?).map_err(|_| CodecError::Corrupt("dictionary length"))?;

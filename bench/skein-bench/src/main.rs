@@ -1,0 +1,496 @@
+//! `skein-bench`: benchmarks that write reports (not tests).
+//!
+//! - `skein-bench storage [--input FILE...] [--synthetic N] [--scylla-plan]`: bytes per span for NDJSON (one
+//!   self-contained OTLP JSON span per line), OTLP protobuf, protobuf+zstd and Skein's embedded data directory;
+//!   encode/decode speed; CQL rows per span of the ScyllaDB write plan. Writes `--report` JSON and `--svg`.
+//! - `skein-bench query --synthetic N --otlp-http URL --query URL --pid PID`: sends N synthetic spans to a
+//!   running `skein-all-in-one`, waits until they are written, then measures trace-by-ID and
+//!   service+tag+minDuration search latency and the server's RSS.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use prost::Message as _;
+use serde_json::json;
+use skein_collector::formats::{self, Format};
+use skein_collector::ingest::{Limits, convert, to_otlp};
+use skein_collector::model::{Span, TraceId};
+use skein_collector::storage::embedded::{EmbeddedConfig, EmbeddedStore};
+use skein_collector::storage::scylla::{Row, WriteCache, plan_rows};
+use skein_collector::storage::{Dictionaries, TraceStore, WriteBatch, prepare_chunk};
+use skein_collector::synthetic::Generator;
+use skein_proto::otlp_collector_trace::ExportTraceServiceRequest;
+use skein_proto::otlp_trace::{ResourceSpans, ScopeSpans, TracesData};
+
+#[derive(Parser)]
+#[command(version, about = "Skein benchmarks (write reports; not tests)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Storage size and codec speed per encoding and dataset.
+    Storage(StorageArgs),
+    /// Query latency and RSS of a running skein-all-in-one after loading synthetic traffic.
+    Query(QueryArgs),
+}
+
+#[derive(Parser)]
+struct StorageArgs {
+    /// Dataset files (any skein-replay format); each file is one dataset unless --name groups them.
+    #[arg(long, num_args = 1..)]
+    input: Vec<PathBuf>,
+    /// Name for the --input dataset (all files together); default: one dataset per file.
+    #[arg(long)]
+    name: Option<String>,
+    /// A named dataset of several files: `NAME=FILE[,FILE...]` (repeatable).
+    #[arg(long)]
+    dataset: Vec<String>,
+    /// Generate this many synthetic OpenTelemetry-demo-like spans as a dataset.
+    #[arg(long)]
+    synthetic: Option<usize>,
+    /// Seed of the synthetic generator.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Also count ScyllaDB CQL rows per span.
+    #[arg(long)]
+    scylla_plan: bool,
+    /// JSON report path.
+    #[arg(long, default_value = "storage-report.json")]
+    report: PathBuf,
+    /// SVG chart path.
+    #[arg(long, default_value = "storage-report.svg")]
+    svg: PathBuf,
+}
+
+#[derive(Parser)]
+struct QueryArgs {
+    /// Synthetic spans to load (stop early if fewer are needed).
+    #[arg(long, default_value_t = 10_000_000)]
+    synthetic: usize,
+    /// Seed of the synthetic generator.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// OTLP/HTTP base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:4318")]
+    otlp_http: String,
+    /// Query base URL.
+    #[arg(long, default_value = "http://127.0.0.1:16686")]
+    query: String,
+    /// Admin base URL (for `skein_spans_written_total`).
+    #[arg(long, default_value = "http://127.0.0.1:14269")]
+    admin: String,
+    /// PID of the server, for RSS.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Trace-by-ID samples.
+    #[arg(long, default_value_t = 1000)]
+    by_id_samples: usize,
+    /// Search samples.
+    #[arg(long, default_value_t = 200)]
+    search_samples: usize,
+    /// Parallel export requests while loading.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// JSON report path.
+    #[arg(long, default_value = "query-report.json")]
+    report: PathBuf,
+}
+
+fn group(spans: Vec<Span>) -> Vec<Vec<Span>> {
+    let mut by: BTreeMap<TraceId, Vec<Span>> = BTreeMap::new();
+    for s in spans {
+        by.entry(s.trace_id).or_default().push(s);
+    }
+    by.into_values().collect()
+}
+
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            total += if path.is_dir() { dir_bytes(&path) } else { e.metadata().map(|m| m.len()).unwrap_or(0) };
+        }
+    }
+    total
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+/// Measures one dataset (its traces) in every encoding.
+async fn measure(name: &str, traces: Vec<Vec<Span>>, scylla_plan: bool) -> anyhow::Result<serde_json::Value> {
+    let spans: usize = traces.iter().map(Vec::len).sum();
+    eprintln!("{name}: {spans} spans in {} traces", traces.len());
+    // NDJSON: one self-contained OTLP JSON span (with its resource and scope) per line.
+    let mut ndjson = 0u64;
+    for t in &traces {
+        for rs in to_otlp(t) {
+            for ss in &rs.scope_spans {
+                for sp in &ss.spans {
+                    let one = TracesData {
+                        resource_spans: vec![ResourceSpans {
+                            resource: rs.resource.clone(),
+                            scope_spans: vec![ScopeSpans {
+                                scope: ss.scope.clone(),
+                                spans: vec![sp.clone()],
+                                schema_url: ss.schema_url.clone(),
+                            }],
+                            schema_url: rs.schema_url.clone(),
+                        }],
+                    };
+                    ndjson += serde_json::to_vec(&one)?.len() as u64 + 1;
+                }
+            }
+        }
+    }
+    // OTLP protobuf and protobuf+zstd, as SDK exports: batches of up to 512 spans.
+    let flat: Vec<&Span> = traces.iter().flatten().collect();
+    let mut requests = Vec::new();
+    for chunk in flat.chunks(512) {
+        let owned: Vec<Span> = chunk.iter().map(|s| (*s).clone()).collect();
+        requests.push(ExportTraceServiceRequest { resource_spans: to_otlp(&owned) }.encode_to_vec());
+    }
+    let pb: u64 = requests.iter().map(|r| r.len() as u64).sum();
+    let t = Instant::now();
+    let zipped: Vec<Vec<u8>> = requests.iter().map(|r| zstd::bulk::compress(r, 3)).collect::<Result<_, _>>()?;
+    let pb_zstd_encode = t.elapsed();
+    let pbz: u64 = zipped.iter().map(|r| r.len() as u64).sum();
+    let t = Instant::now();
+    for r in &requests {
+        let _ = ExportTraceServiceRequest::decode(r.as_slice())?;
+    }
+    let pb_decode = t.elapsed();
+
+    // Skein: encode like the writer (shared dictionaries, batches of 512 chunks) into a fresh embedded store.
+    let dir = tempfile::tempdir()?;
+    let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path()))?;
+    let dicts = Dictionaries::new(store.partition_secs());
+    let mut encode_time = Duration::ZERO;
+    let mut block_bytes = 0u64;
+    let mut rows: HashMap<&'static str, usize> = HashMap::new();
+    let mut cache = WriteCache::default();
+    let mut blocks = Vec::new();
+    for batch in traces.chunks(512) {
+        let t = Instant::now();
+        let chunks = batch
+            .iter()
+            .map(|spans| {
+                let important = spans.iter().any(|s| s.status_code == skein_collector::model::StatusCode::ERROR);
+                prepare_chunk(spans, &HashMap::new(), Some(&dicts), important)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        encode_time += t.elapsed();
+        let wb = WriteBatch { chunks };
+        block_bytes += wb.chunks.iter().map(|c| c.block.len() as u64).sum::<u64>();
+        if scylla_plan {
+            for r in plan_rows(&wb, Duration::from_secs(72 * 3600), Duration::from_secs(336 * 3600), &mut cache) {
+                let k = match r {
+                    Row::Dictionary { .. } => "dictionaries",
+                    Row::Trace { .. } => "traces",
+                    Row::Index { .. } => "trace_index",
+                    Row::ServiceBucket { .. } => "service_buckets",
+                    Row::Operation { .. } => "operations",
+                    Row::Dependency { .. } => "dependencies",
+                };
+                *rows.entry(k).or_default() += 1;
+            }
+        }
+        blocks.extend(wb.chunks.iter().map(|c| (c.trace_id, c.span_count)));
+        store.write(wb).await?;
+    }
+    store.flush().await?;
+    // Decode speed: read every trace back through the store (dictionary lookups included).
+    let t = Instant::now();
+    let mut decoded = 0;
+    for (trace_id, _) in &blocks {
+        decoded += store.get_trace(*trace_id).await?.map_or(0, |t| t.len());
+    }
+    let decode_time = t.elapsed();
+    // Exact duplicates (Nezha has them) are stored once, so fewer spans may come back.
+    anyhow::ensure!(decoded > 0 && decoded <= spans, "decoded {decoded} of {spans} spans");
+    drop(store);
+    // Tables and indexes (fjall's `keyspaces` folder); the journal is preallocated and reported separately.
+    let skein = dir_bytes(&dir.path().join("fjall").join("keyspaces"));
+    let data_dir_total = dir_bytes(dir.path());
+    let enc = |name: &str, bytes: u64, extra: serde_json::Value| {
+        let mut v = json!({
+            "name": name, "bytes": bytes,
+            "bytes_per_span": bytes as f64 / spans as f64,
+            "ratio_vs_ndjson": ndjson as f64 / bytes.max(1) as f64,
+        });
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        v
+    };
+    let mut out = json!({
+        "name": name, "spans": spans, "traces": traces.len(),
+        "encodings": [
+            enc("ndjson", ndjson, json!({})),
+            enc("otlp-protobuf", pb, json!({ "decode_spans_per_sec": rate(spans, pb_decode) })),
+            enc("otlp-protobuf-zstd", pbz, json!({ "encode_spans_per_sec": rate(spans, pb_zstd_encode) })),
+            enc("skein", skein, json!({
+                "block_bytes": block_bytes,
+                "data_dir_total_bytes_with_journal": data_dir_total,
+                "spans_stored": decoded,
+                "block_bytes_per_span": block_bytes as f64 / spans as f64,
+                "encode_spans_per_sec": rate(spans, encode_time),
+                "decode_spans_per_sec": rate(spans, decode_time),
+            })),
+        ],
+    });
+    if scylla_plan {
+        let total: usize = rows.values().sum();
+        out["scylla_plan"] = json!({ "rows": rows, "rows_total": total, "rows_per_span": total as f64 / spans as f64 });
+    }
+    Ok(out)
+}
+
+fn svg(path: &PathBuf, datasets: &[serde_json::Value]) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let names = ["ndjson", "otlp-protobuf", "otlp-protobuf-zstd", "skein"];
+    let colors = [RGBColor(150, 150, 150), RGBColor(90, 140, 200), RGBColor(60, 90, 160), RGBColor(220, 100, 40)];
+    let bars: Vec<(usize, usize, f64)> = datasets
+        .iter()
+        .enumerate()
+        .flat_map(|(d, ds)| {
+            names.iter().enumerate().filter_map(move |(e, n)| {
+                ds["encodings"].as_array()?.iter().find(|x| x["name"] == *n)?["bytes_per_span"]
+                    .as_f64()
+                    .map(|b| (d, e, b))
+            })
+        })
+        .collect();
+    let max = bars.iter().map(|b| b.2).fold(1.0, f64::max);
+    let root = SVGBackend::new(path, (220 * datasets.len().max(1) as u32 + 200, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let n = datasets.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Bytes per span by encoding (log scale)", ("sans-serif", 20))
+        .margin(20)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..n, (0.5f64..max * 2.0).log_scale())?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(datasets.len().max(1))
+        .x_label_formatter(&|x| {
+            let i = (*x - 0.5).round() as usize;
+            datasets.get(i).and_then(|d| d["name"].as_str()).unwrap_or("").to_string()
+        })
+        .y_desc("bytes/span")
+        .draw()?;
+    for (e, name) in names.iter().enumerate() {
+        let color = colors[e];
+        chart
+            .draw_series(bars.iter().filter(|b| b.1 == e).map(|&(d, e, b)| {
+                let x0 = d as f64 + 0.1 + e as f64 * 0.2;
+                Rectangle::new([(x0, 0.5), (x0 + 0.18, b)], color.filled())
+            }))?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw()?;
+    root.present()?;
+    Ok(())
+}
+
+async fn storage(a: StorageArgs) -> anyhow::Result<()> {
+    let mut datasets = Vec::new();
+    if let Some(n) = a.synthetic {
+        let mut g = Generator::new(a.seed, 1_763_700_000_000_000_000, 200);
+        let mut traces = Vec::new();
+        let mut count = 0;
+        while count < n {
+            let t = g.next_trace();
+            count += t.len();
+            traces.push(t);
+        }
+        datasets.push(measure(&format!("synthetic-{n}"), traces, a.scylla_plan).await?);
+    }
+    let mut inputs: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    match &a.name {
+        Some(name) if !a.input.is_empty() => inputs.push((name.clone(), a.input.clone())),
+        _ => {
+            inputs.extend(a.input.iter().map(|p| {
+                (p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(), vec![p.clone()])
+            }))
+        }
+    }
+    for d in &a.dataset {
+        let (name, files) = d.split_once('=').context("--dataset takes NAME=FILE[,FILE...]")?;
+        inputs.push((name.to_string(), files.split(',').map(PathBuf::from).collect()));
+    }
+    for (name, files) in inputs {
+        let mut spans = Vec::new();
+        for f in &files {
+            let rs = formats::read_file(f, None::<Format>).with_context(|| format!("reading {}", f.display()))?;
+            spans.extend(convert(rs, &Limits::default()).spans);
+        }
+        datasets.push(measure(&name, group(spans), a.scylla_plan).await?);
+    }
+    anyhow::ensure!(!datasets.is_empty(), "give --synthetic N and/or --input FILE...");
+    let report = json!({ "datasets": datasets });
+    std::fs::write(&a.report, serde_json::to_vec_pretty(&report)?)?;
+    svg(&a.svg, &datasets)?;
+    println!(
+        "{:<28} {:>10} {:<20} {:>14} {:>10} {:>9} {:>12} {:>12}",
+        "dataset", "spans", "encoding", "bytes", "B/span", "x ndjson", "enc span/s", "dec span/s"
+    );
+    for d in &datasets {
+        for e in d["encodings"].as_array().into_iter().flatten() {
+            let f = |k: &str| e[k].as_f64().map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
+            println!(
+                "{:<28} {:>10} {:<20} {:>14} {:>10.1} {:>9.1} {:>12} {:>12}",
+                d["name"].as_str().unwrap_or(""),
+                d["spans"],
+                e["name"].as_str().unwrap_or(""),
+                e["bytes"],
+                e["bytes_per_span"].as_f64().unwrap_or(0.0),
+                e["ratio_vs_ndjson"].as_f64().unwrap_or(0.0),
+                f("encode_spans_per_sec"),
+                f("decode_spans_per_sec"),
+            );
+        }
+        if let Some(p) = d.get("scylla_plan") {
+            println!(
+                "{:<28} scylla rows/span {:.3} {}",
+                d["name"].as_str().unwrap_or(""),
+                p["rows_per_span"].as_f64().unwrap_or(0.0),
+                p["rows"]
+            );
+        }
+    }
+    eprintln!("report: {} and {}", a.report.display(), a.svg.display());
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |k: &str| {
+        text.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn written(http: &reqwest::Client, admin: &str) -> anyhow::Result<u64> {
+    let text = http.get(format!("{admin}/metrics")).send().await?.text().await?;
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with("skein_spans_written_total"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64)
+}
+
+async fn query(a: QueryArgs) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let before = written(&http, &a.admin).await?;
+    let start_ns =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64 - 3_600_000_000_000;
+    // Traffic spread over the last hour, as a 1 h search window would see it.
+    let traces_per_sec = (a.synthetic as u64 / 20 / 3600).max(1);
+    let mut g = Generator::new(a.seed, start_ns, traces_per_sec);
+    let mut sent = 0usize;
+    let mut ids: Vec<TraceId> = Vec::new();
+    let t0 = Instant::now();
+    let mut inflight = tokio::task::JoinSet::new();
+    while sent < a.synthetic {
+        let mut batch = Vec::new();
+        while batch.len() < 2000 && sent < a.synthetic {
+            let t = g.next_trace();
+            sent += t.len();
+            if ids.len() < 100_000 {
+                ids.push(t[0].trace_id);
+            }
+            batch.extend(t);
+        }
+        let body = ExportTraceServiceRequest { resource_spans: to_otlp(&batch) }.encode_to_vec();
+        while inflight.len() >= a.concurrency {
+            inflight.join_next().await.transpose()?.transpose()?;
+        }
+        let (http, url) = (http.clone(), format!("{}/v1/traces", a.otlp_http));
+        inflight.spawn(async move {
+            let r = http.post(url).header("content-type", "application/x-protobuf").body(body).send().await?;
+            anyhow::ensure!(r.status().is_success(), "export failed: {}", r.status());
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(r) = inflight.join_next().await {
+        r??;
+    }
+    let send_secs = t0.elapsed().as_secs_f64();
+    eprintln!("sent {sent} spans in {send_secs:.1} s; waiting until written");
+    loop {
+        let w = written(&http, &a.admin).await?;
+        if w >= before + sent as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ingest_secs = t0.elapsed().as_secs_f64();
+    let mut rng = skein_collector::synthetic::Rng::new(a.seed ^ 0x5eed);
+    let mut by_id = Vec::new();
+    for _ in 0..a.by_id_samples {
+        let id = ids[rng.below(ids.len() as u64) as usize];
+        let t = Instant::now();
+        let r = http.get(format!("{}/api/traces/{}", a.query, hex::encode(id.0))).send().await?;
+        anyhow::ensure!(r.status().is_success(), "trace by ID: {}", r.status());
+        let _ = r.bytes().await?;
+        by_id.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut search = Vec::new();
+    let mut hits = 0usize;
+    let services = ["checkout", "cart", "frontend", "product-catalog", "payment"];
+    let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
+    for i in 0..a.search_samples {
+        let service = services[i % services.len()];
+        let url = format!(
+            "{}/api/traces?service={service}&tags=%7B%22rpc.system%22%3A%22grpc%22%7D&minDuration=5ms&start={}&end={now_us}&limit=20",
+            a.query,
+            now_us - 3_600_000_000
+        );
+        let t = Instant::now();
+        let r = http.get(url).send().await?;
+        anyhow::ensure!(r.status().is_success(), "search: {}", r.status());
+        let body: serde_json::Value = r.json().await?;
+        search.push(t.elapsed().as_secs_f64() * 1e3);
+        hits += body["data"].as_array().map_or(0, Vec::len);
+    }
+    by_id.sort_by(f64::total_cmp);
+    search.sort_by(f64::total_cmp);
+    let (rss, hwm) = a.pid.map(rss_kib).unwrap_or((0, 0));
+    let report = json!({
+        "spans": sent, "send_secs": send_secs, "ingest_secs": ingest_secs,
+        "ingest_spans_per_sec": sent as f64 / ingest_secs,
+        "trace_by_id_ms": { "p50": percentile(&by_id, 0.5), "p99": percentile(&by_id, 0.99), "max": percentile(&by_id, 1.0), "samples": by_id.len() },
+        "search_ms": { "p50": percentile(&search, 0.5), "p99": percentile(&search, 0.99), "max": percentile(&search, 1.0), "samples": search.len(), "mean_hits": hits as f64 / search.len().max(1) as f64 },
+        "rss_kib": rss, "rss_peak_kib": hwm,
+    });
+    std::fs::write(&a.report, serde_json::to_vec_pretty(&report)?)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Storage(a) => storage(a).await,
+        Cmd::Query(a) => query(a).await,
+    }
+}
