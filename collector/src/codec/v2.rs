@@ -401,9 +401,41 @@ fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
+thread_local! {
+    /// One zstd context per thread: creating one per section costs more than compressing a small section.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn compress(raw: &[u8]) -> Result<Vec<u8>, CodecError> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+        }
+        match c.as_mut() {
+            Some(c) => Ok(c.compress(raw)?),
+            None => Ok(zstd::bulk::compress(raw, ZSTD_LEVEL)?),
+        }
+    })
+}
+
+fn decompress(z: &[u8], raw_len: usize) -> Result<Vec<u8>, CodecError> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match d.as_mut() {
+            Some(d) => Ok(d.decompress(z, raw_len)?),
+            None => Ok(zstd::bulk::decompress(z, raw_len)?),
+        }
+    })
+}
+
 fn put_section(out: &mut Vec<u8>, raw: &[u8]) -> Result<(), CodecError> {
     if raw.len() >= MIN_COMPRESS_BYTES {
-        let z = zstd::bulk::compress(raw, ZSTD_LEVEL)?;
+        let z = compress(raw)?;
         if z.len() + 2 < raw.len() {
             out.push(1);
             put_uvarint(out, raw.len() as u64);
@@ -453,7 +485,7 @@ pub(super) fn decode(block: &[u8], dicts: &dyn DictLookup, max_body_bytes: usize
                     return Err(CodecError::Corrupt("body larger than the limit"));
                 }
                 budget -= raw_len;
-                let raw = zstd::bulk::decompress(z, raw_len)?;
+                let raw = decompress(z, raw_len)?;
                 if raw.len() != raw_len {
                     return Err(CodecError::Corrupt("section length mismatch"));
                 }
