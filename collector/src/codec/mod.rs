@@ -302,31 +302,9 @@ fn decode_v1(block: &[u8]) -> Result<Vec<Span>, CodecError> {
         let dropped_events_count = cols[13].u32()?;
         let dropped_links_count = cols[13].u32()?;
         let attributes = d.attrs(&mut cols[14])?;
-        let n_events = cols[15].count()?;
-        let mut events = Vec::with_capacity(n_events);
-        for _ in 0..n_events {
-            let time_unix_nanos = start.wrapping_add(cols[15].ivarint()? as u64);
-            let name = d.string(&mut cols[15])?;
-            let attributes = d.attrs(&mut cols[15])?;
-            let dropped_attributes_count = cols[15].u32()?;
-            events.push(Event { time_unix_nanos, name, attributes, dropped_attributes_count });
-        }
-        let n_links = cols[16].count()?;
-        let mut links = Vec::with_capacity(n_links);
-        for _ in 0..n_links {
-            let trace_id = cols[16].bytes()?.to_vec();
-            let span_id = cols[16].bytes()?.to_vec();
-            let trace_state = d.string(&mut cols[16])?;
-            let attributes = d.attrs(&mut cols[16])?;
-            let dropped_attributes_count = cols[16].u32()?;
-            let flags = cols[16].u32()?;
-            links.push(Link { trace_id, span_id, trace_state, attributes, dropped_attributes_count, flags });
-        }
-        let n_warnings = cols[17].count()?;
-        let mut warnings = Vec::with_capacity(n_warnings);
-        for _ in 0..n_warnings {
-            warnings.push(d.string(&mut cols[17])?);
-        }
+        let events = d.events(&mut cols[15], start)?;
+        let links = d.links(&mut cols[16])?;
+        let warnings = d.strings(&mut cols[17])?;
         spans.push(Span {
             trace_id,
             span_id,
@@ -425,6 +403,46 @@ struct Dict {
 const MAX_VALUE_DEPTH: usize = 64;
 
 impl Dict {
+    /// A span's events column entry: count, then (time − span start, name#, attrs, dropped)….
+    fn events(&self, r: &mut Reader<'_>, span_start: u64) -> Result<Vec<Event>, CodecError> {
+        let n = r.count()?;
+        let mut events = Vec::with_capacity(n);
+        for _ in 0..n {
+            let time_unix_nanos = span_start.wrapping_add(r.ivarint()? as u64);
+            let name = self.string(r)?;
+            let attributes = self.attrs(r)?;
+            let dropped_attributes_count = r.u32()?;
+            events.push(Event { time_unix_nanos, name, attributes, dropped_attributes_count });
+        }
+        Ok(events)
+    }
+
+    /// A span's links column entry: count, then (trace_id, span_id, trace_state#, attrs, dropped, flags)….
+    fn links(&self, r: &mut Reader<'_>) -> Result<Vec<Link>, CodecError> {
+        let n = r.count()?;
+        let mut links = Vec::with_capacity(n);
+        for _ in 0..n {
+            let trace_id = r.bytes()?.to_vec();
+            let span_id = r.bytes()?.to_vec();
+            let trace_state = self.string(r)?;
+            let attributes = self.attrs(r)?;
+            let dropped_attributes_count = r.u32()?;
+            let flags = r.u32()?;
+            links.push(Link { trace_id, span_id, trace_state, attributes, dropped_attributes_count, flags });
+        }
+        Ok(links)
+    }
+
+    /// A counted list of strings (the warnings column).
+    fn strings(&self, r: &mut Reader<'_>) -> Result<Vec<String>, CodecError> {
+        let n = r.count()?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.string(r)?);
+        }
+        Ok(out)
+    }
+
     fn string(&self, r: &mut Reader<'_>) -> Result<String, CodecError> {
         let i = r.count_any()?;
         self.strings.get(i).cloned().ok_or(CodecError::Corrupt("string index out of range"))

@@ -29,7 +29,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use super::{CodecError, Dict, MAGIC, Reader, ZSTD_LEVEL, position_or_push, put_bytes, put_ivarint, put_uvarint};
-use crate::model::{Event, KeyValue, Link, Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId, Value};
+use crate::model::{KeyValue, Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId, Value};
 
 /// Version byte of this layout.
 pub const VERSION_2: u8 = 2;
@@ -594,31 +594,9 @@ pub(super) fn decode(block: &[u8], dicts: &dyn DictLookup, max_body_bytes: usize
         for key in &t.keys {
             attributes.push(KeyValue { key: key.clone(), value: d.value(&mut cols[11], 0)? });
         }
-        let n_events = cols[12].count()?;
-        let mut events = Vec::with_capacity(n_events);
-        for _ in 0..n_events {
-            let time_unix_nanos = start.wrapping_add(cols[12].ivarint()? as u64);
-            let name = d.string(&mut cols[12])?;
-            let attributes = d.attrs(&mut cols[12])?;
-            let dropped_attributes_count = cols[12].u32()?;
-            events.push(Event { time_unix_nanos, name, attributes, dropped_attributes_count });
-        }
-        let n_links = cols[13].count()?;
-        let mut links = Vec::with_capacity(n_links);
-        for _ in 0..n_links {
-            let trace_id = cols[13].bytes()?.to_vec();
-            let span_id = cols[13].bytes()?.to_vec();
-            let trace_state = d.string(&mut cols[13])?;
-            let attributes = d.attrs(&mut cols[13])?;
-            let dropped_attributes_count = cols[13].u32()?;
-            let flags = cols[13].u32()?;
-            links.push(Link { trace_id, span_id, trace_state, attributes, dropped_attributes_count, flags });
-        }
-        let n_warnings = cols[14].count()?;
-        let mut warnings = Vec::with_capacity(n_warnings);
-        for _ in 0..n_warnings {
-            warnings.push(d.string(&mut cols[14])?);
-        }
+        let events = d.events(&mut cols[12], start)?;
+        let links = d.links(&mut cols[13])?;
+        let warnings = d.strings(&mut cols[14])?;
         spans.push(Span {
             trace_id,
             span_id,

@@ -520,17 +520,8 @@ impl Inner {
                 }
                 self.get_trace(trace_id)
             })();
-            match result {
-                Ok(Some(trace)) => {
-                    seen.insert(trace_id);
-                    found.traces.push(trace);
-                }
-                Ok(None) => {}
-                Err(StoreError::Codec(e)) => {
-                    seen.insert(trace_id);
-                    found.corrupt.push((trace_id, e.to_string()));
-                }
-                Err(e) => return Err(e),
+            if found.record(trace_id, result)? {
+                seen.insert(trace_id);
             }
         }
         Ok(found)

@@ -222,6 +222,24 @@ pub struct FoundTraces {
     pub corrupt: Vec<(TraceId, String)>,
 }
 
+impl FoundTraces {
+    /// Records one candidate's outcome: a trace joins the results, a block that fails to decode joins
+    /// [`FoundTraces::corrupt`]; `None` (not found or not matching) records nothing. Returns true when the trace ID
+    /// is settled (must not be tried again).
+    ///
+    /// # Errors
+    /// Any [`StoreError`] other than a codec error, unchanged.
+    pub fn record(&mut self, trace_id: TraceId, outcome: StoreResult<Option<Vec<Span>>>) -> StoreResult<bool> {
+        match outcome {
+            Ok(Some(trace)) => self.traces.push(trace),
+            Ok(None) => return Ok(false),
+            Err(StoreError::Codec(e)) => self.corrupt.push((trace_id, e.to_string())),
+            Err(e) => return Err(e),
+        }
+        Ok(true)
+    }
+}
+
 /// One row of the operations listing.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Operation {

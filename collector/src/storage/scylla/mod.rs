@@ -566,20 +566,10 @@ impl TraceStore for ScyllaStore {
                 if !entry.may_match(&q) {
                     continue;
                 }
-                match self.get_trace(trace_id).await {
-                    Ok(Some(spans)) => {
-                        if verify && !q.matches_spans(&spans) {
-                            continue;
-                        }
-                        seen.insert(trace_id);
-                        found.traces.push(spans);
-                    }
-                    Ok(None) => {}
-                    Err(StoreError::Codec(e)) => {
-                        seen.insert(trace_id);
-                        found.corrupt.push((trace_id, e.to_string()));
-                    }
-                    Err(e) => return Err(e),
+                let outcome =
+                    self.get_trace(trace_id).await.map(|t| t.filter(|spans| !verify || q.matches_spans(spans)));
+                if found.record(trace_id, outcome)? {
+                    seen.insert(trace_id);
                 }
             }
         }
