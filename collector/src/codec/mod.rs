@@ -20,8 +20,9 @@
 //! itself lossless against OTLP); [`decode`] validates every length and index, so a corrupt block is an error,
 //! never a panic.
 //!
-//! Version 2 ([`v2`], written by [`encode`] and [`encode_with_dict`]) adds shared per-partition dictionaries,
-//! span templates, parent deltas, delta-encoded starts and column-wise zstd. Version 1 blocks stay readable:
+//! Version 2 ([`v2`], written by [`encode`] and [`encode_with_dict`]) adds shared per-partition dictionaries
+//! (strings, whole resources and scopes, span templates), parent deltas, delta-encoded starts and one zstd frame
+//! over column-ordered data. Version 1 blocks stay readable:
 //! [`decode`] and [`decode_with`] accept both.
 
 use std::collections::HashMap;
@@ -31,7 +32,9 @@ use crate::model::{Event, KeyValue, Link, Resource, Scope, Span, SpanId, SpanKin
 
 pub mod v2;
 
-pub use v2::{DictLookup, NoDict, SharedDict, VERSION_2, dictionary_of};
+pub use v2::{
+    DictEntry, DictLookup, Dictionary, NoDict, SharedDict, Template, VERSION_2, decode_dictionary, dictionary_of,
+};
 
 /// Magic bytes at the start of every block.
 pub const MAGIC: &[u8; 4] = b"SKTB";
@@ -250,7 +253,7 @@ fn decode_v1(block: &[u8]) -> Result<Vec<Span>, CodecError> {
         let b = r.bytes()?;
         strings.push(std::str::from_utf8(b).map_err(|_| CodecError::Corrupt("string is not utf-8"))?.to_string());
     }
-    let d = Dict { strings };
+    let d = Dict { strings, shared: None };
     let n_res = r.count()?;
     let mut resources = Vec::with_capacity(n_res);
     for _ in 0..n_res {
@@ -395,14 +398,17 @@ impl Encoder {
     }
 }
 
-struct Dict {
+/// String references of a block: version 1 indexes `strings` directly; version 2 (`shared` is `Some`) uses refs,
+/// odd for entries of the shared dictionary and even for the block's local `strings`.
+struct Dict<'a> {
     strings: Vec<String>,
+    shared: Option<&'a [v2::DictEntry]>,
 }
 
 /// Maximum nesting of array/kvlist values accepted when decoding (OTLP allows nesting; this bounds recursion).
 const MAX_VALUE_DEPTH: usize = 64;
 
-impl Dict {
+impl Dict<'_> {
     /// A span's events column entry: count, then (time − span start, name#, attrs, dropped)….
     fn events(&self, r: &mut Reader<'_>, span_start: u64) -> Result<Vec<Event>, CodecError> {
         let n = r.count()?;
@@ -445,7 +451,17 @@ impl Dict {
 
     fn string(&self, r: &mut Reader<'_>) -> Result<String, CodecError> {
         let i = r.count_any()?;
-        self.strings.get(i).cloned().ok_or(CodecError::Corrupt("string index out of range"))
+        let Some(shared) = self.shared else {
+            return self.strings.get(i).cloned().ok_or(CodecError::Corrupt("string index out of range"));
+        };
+        if i & 1 == 0 {
+            return self.strings.get(i >> 1).cloned().ok_or(CodecError::Corrupt("string index out of range"));
+        }
+        match shared.get(i >> 1) {
+            Some(v2::DictEntry::Str(s)) => Ok(s.to_string()),
+            Some(_) => Err(CodecError::Corrupt("dictionary entry is not a string")),
+            None => Err(CodecError::Corrupt("dictionary reference out of range")),
+        }
     }
 
     fn attrs(&self, r: &mut Reader<'_>) -> Result<Vec<KeyValue>, CodecError> {

@@ -182,20 +182,33 @@ fn dictionary_grows_and_only_new_entries_are_handed_out() {
     s.attributes.push(KeyValue::new("http.route", Value::Str("/cart".into())));
     let mut dict = SharedDict::with_id(9);
     let first = encode_with_dict(std::slice::from_ref(&s), &mut dict).expect("encode");
-    // Service, operation and keys are shared at once; the attribute value only once seen again.
-    assert!(dict.entries().iter().any(|e| &**e == "checkout"));
-    assert!(dict.entries().iter().any(|e| &**e == "GET /cart"));
-    assert!(!dict.entries().iter().any(|e| &**e == "/cart"));
+    // Service, operation, keys and the new template's default values are shared at once.
+    assert!(dict.strings().any(|e| e == "checkout"));
+    assert!(dict.strings().any(|e| e == "GET /cart"));
+    assert!(dict.strings().any(|e| e == "/cart"));
+    // The resource and the span template enter whole; the template carries the first span's values as defaults.
+    let entries = decode_dictionary(dict.raw_entries().iter().map(|e| &e[..])).expect("dictionary");
+    assert!(entries.iter().any(|e| matches!(e, DictEntry::Resource(r) if *r == s.resource)));
+    assert!(entries.iter().any(|e| matches!(e, DictEntry::Template(t)
+        if t.name == "GET /cart" && t.defaults == vec![Some(Value::Str("/cart".into()))])));
     let (from, added) = dict.take_unpersisted();
     assert_eq!((from as usize, added.len()), (0, dict.len()));
+    // The same span again adds nothing and its block is smaller; a value that differs from the default is kept
+    // in the block the first time and shared once seen again ("frequent values").
     let second = encode_with_dict(std::slice::from_ref(&s), &mut dict).expect("encode");
-    let (from, added) = dict.take_unpersisted();
-    assert_eq!(added.iter().map(|e| &**e).collect::<Vec<_>>(), vec!["/cart"]);
-    assert_eq!(from as usize, dict.len() - 1);
+    assert!(dict.take_unpersisted().1.is_empty());
     assert!(second.len() <= first.len());
-    assert_eq!(dictionary_of(&second).expect("header"), Some((9, dict.len())));
-    for block in [&first, &second] {
-        assert_eq!(decode_with(block, &dict).expect("decode"), vec![s.clone()]);
+    let mut other = s.clone();
+    other.attributes[0].value = Value::Str("/cart/items".into());
+    let third = encode_with_dict(std::slice::from_ref(&other), &mut dict).expect("encode");
+    assert!(dict.take_unpersisted().1.is_empty());
+    let fourth = encode_with_dict(std::slice::from_ref(&other), &mut dict).expect("encode");
+    let (from, added) = dict.take_unpersisted();
+    assert_eq!(added.iter().map(|e| &e[..]).collect::<Vec<_>>(), vec![&b"\0/cart/items"[..]]);
+    assert_eq!(from as usize, dict.len() - 1);
+    assert_eq!(dictionary_of(&fourth).expect("header"), Some((9, dict.len())));
+    for (block, span) in [(&first, &s), (&second, &s), (&third, &other), (&fourth, &other)] {
+        assert_eq!(decode_with(block, &dict).expect("decode"), vec![span.clone()]);
     }
     // A reader whose copy is older than the block must not guess.
     let mut stale = SharedDict::with_id(9);
@@ -209,4 +222,29 @@ fn dictionary_grows_and_only_new_entries_are_handed_out() {
         &mut stale,
     );
     assert!(matches!(decode_with(&second, &stale), Err(CodecError::MissingDictionary(9))));
+}
+
+#[test]
+fn template_defaults_compare_exact_bits() {
+    // -0.0 == 0.0 and NaN != NaN under PartialEq; a default must only stand in for a bit-identical value.
+    let r = crate::model::service_resource("svc");
+    let mut spans = Vec::new();
+    for (i, d) in [0.0, -0.0, f64::NAN, 0.0].into_iter().enumerate() {
+        let mut s = Span::minimal(TraceId([4; 16]), SpanId([i as u8 + 1; 8]), "op", r.clone());
+        s.attributes.push(KeyValue::new("ratio", Value::Double(d)));
+        spans.push(s);
+    }
+    let mut dict = SharedDict::with_id(5);
+    for block in [encode_with_dict(&spans, &mut dict).expect("encode"), encode(&spans).expect("encode")] {
+        let back = decode_with(&block, &dict).expect("decode");
+        let bits = |s: &[Span]| -> Vec<u64> {
+            s.iter()
+                .map(|s| match s.attributes[0].value {
+                    Value::Double(d) => d.to_bits(),
+                    _ => 0,
+                })
+                .collect()
+        };
+        assert_eq!(bits(&back), bits(&spans));
+    }
 }

@@ -15,10 +15,10 @@ pub const MAX_OPEN_DICTIONARIES: usize = 8;
 pub struct DictAppend {
     /// The dictionary.
     pub dict_id: u64,
-    /// Number of the first entry in `strings`.
+    /// Number of the first entry in `entries`.
     pub first: u32,
-    /// New entries, numbered from `first`.
-    pub strings: Vec<Arc<str>>,
+    /// New serialized entries (`kind u8 ‖ payload`, see [`crate::codec::v2`]), numbered from `first`.
+    pub entries: Vec<Arc<[u8]>>,
 }
 
 /// A writer's shared dictionaries, keyed by (important tier, partition start second).
@@ -53,8 +53,8 @@ impl Dictionaries {
         }
         let dict = open.entry((partition, important)).or_default();
         let block = codec::encode_with_dict(spans, dict)?;
-        let (first, strings) = dict.take_unpersisted();
-        let append = (!strings.is_empty()).then(|| DictAppend { dict_id: dict.id(), first, strings });
+        let (first, entries) = dict.take_unpersisted();
+        let append = (!entries.is_empty()).then(|| DictAppend { dict_id: dict.id(), first, entries });
         Ok((block, append))
     }
 

@@ -20,7 +20,7 @@
 //!   (start inverted so a forward scan is newest first)
 //! - `services`: `service` → empty; `ops`: `len16 service ‖ kind i32be ‖ name` → empty
 //! - `deps`: `bucket_start_secs u64be ‖ len16 parent ‖ parent ‖ child` → `calls u64le ‖ errors u64le`
-//! - `dict`: `dict_id u64be ‖ entry u32be` → string (shared dictionaries of the partition's blocks)
+//! - `dict`: `dict_id u64be ‖ entry u32be` → serialized entry (shared dictionaries of the partition's blocks)
 //!
 //! A database-wide `meta` keyspace maps each partition's name prefix to its last write time (ns, u64be).
 
@@ -30,13 +30,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::config::CompressionPolicy;
+use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::{
     DependencyLink, FoundTraces, IndexEntry, Operation, StoreError, StoreResult, TraceQuery, TraceStore, WriteBatch,
     merge_chunks, sum_edges,
 };
-use crate::codec::{self, CodecError, DictLookup};
+use crate::codec::{self, CodecError, DictLookup, Dictionary};
 use crate::dependencies::DependencyEdge;
 use crate::metrics::Metrics;
 use crate::model::{Span, SpanKind, TraceId};
@@ -147,7 +148,7 @@ struct Inner {
     /// Serializes writers: dependency counters are read-modify-write.
     write_lock: Mutex<()>,
     chunk_seq: AtomicU64,
-    dict_cache: Mutex<HashMap<u64, Arc<[Arc<str>]>>>,
+    dict_cache: Mutex<HashMap<u64, Dictionary>>,
 }
 
 /// The embedded [`TraceStore`]. Cheap to clone; all clones share one database.
@@ -249,7 +250,17 @@ impl EmbeddedStore {
 
 fn open_partition(db: &Database, key: PartitionKey, last_write: u64) -> StoreResult<Partition> {
     let prefix = key.prefix();
-    let ks = |table: &str| db.keyspace(&format!("{prefix}_{table}"), KeyspaceCreateOptions::default).map_err(engine);
+    // Trace blocks are zstd-compressed already; every other table (index rows repeat service and operation names)
+    // is LZ4-compressed on every level (fjall's default starts at level 2, which an hour's partition rarely
+    // reaches).
+    let ks = |table: &str| {
+        let lz4 = table != "traces";
+        db.keyspace(&format!("{prefix}_{table}"), move || {
+            let o = KeyspaceCreateOptions::default();
+            if lz4 { o.data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4)) } else { o }
+        })
+        .map_err(engine)
+    };
     // Create `traces` last: its presence marks a complete partition when the store is reopened.
     let (index, services, ops, deps, dict) =
         (ks(TABLES[1])?, ks(TABLES[2])?, ks(TABLES[3])?, ks(TABLES[4])?, ks(TABLES[5])?);
@@ -275,25 +286,24 @@ struct PartitionDicts<'a> {
 }
 
 impl DictLookup for PartitionDicts<'_> {
-    fn dictionary(&self, dict_id: u64, min_len: usize) -> Result<Arc<[Arc<str>]>, CodecError> {
+    fn dictionary(&self, dict_id: u64, min_len: usize) -> Result<Dictionary, CodecError> {
         let mut cache = self.inner.dict_cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(d) = cache.get(&dict_id).filter(|d| d.len() >= min_len) {
             return Ok(d.clone());
         }
-        let mut entries: Vec<Arc<str>> = Vec::new();
+        let mut raw = Vec::new();
         for guard in self.partition.dict.prefix(dict_id.to_be_bytes()) {
             let (k, v) = guard.into_inner().map_err(|_| CodecError::MissingDictionary(dict_id))?;
             let seq = k.get(8..12).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes);
-            if seq != Some(entries.len() as u32) {
+            if seq != Some(raw.len() as u32) {
                 return Err(CodecError::Corrupt("shared dictionary has a gap"));
             }
-            let s = std::str::from_utf8(&v).map_err(|_| CodecError::Corrupt("dictionary entry is not utf-8"))?;
-            entries.push(s.into());
+            raw.push(v);
         }
-        if entries.len() < min_len {
+        if raw.len() < min_len {
             return Err(CodecError::MissingDictionary(dict_id));
         }
-        let entries: Arc<[Arc<str>]> = entries.into();
+        let entries: Dictionary = codec::decode_dictionary(raw.iter().map(|v| &v[..]))?.into();
         if cache.len() >= DICT_CACHE_ENTRIES {
             cache.clear();
         }
@@ -384,10 +394,10 @@ impl Inner {
             let p = self.partition(start)?;
             touched.entry(start).or_insert_with(|| p.clone());
             if let Some(d) = &c.dict {
-                for (i, entry) in d.strings.iter().enumerate() {
+                for (i, entry) in d.entries.iter().enumerate() {
                     let mut k = d.dict_id.to_be_bytes().to_vec();
                     k.extend_from_slice(&(d.first + i as u32).to_be_bytes());
-                    b.insert(&p.dict, k, entry.as_bytes());
+                    b.insert(&p.dict, k, &entry[..]);
                 }
             }
             let seq = self.chunk_seq.fetch_add(1, Ordering::Relaxed);

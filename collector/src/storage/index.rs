@@ -32,7 +32,7 @@ impl TagFilter {
     /// Builds a filter holding every pair.
     pub fn build<'a>(pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> Self {
         let n = pairs.len().max(1);
-        let words = (n * 10).div_ceil(64).next_power_of_two();
+        let words = (n * 10).div_ceil(64);
         let mut f = TagFilter { bits: vec![0; words] };
         for (k, v) in pairs {
             f.insert(hash_pair(k, v));

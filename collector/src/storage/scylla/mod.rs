@@ -10,7 +10,7 @@
 pub mod schema;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use ::scylla::client::execution_profile::ExecutionProfile;
@@ -27,7 +27,7 @@ use super::{
     DependencyLink, FoundTraces, IndexEntry, Operation, PreparedChunk, StoreError, StoreResult, TraceQuery, TraceStore,
     WriteBatch, merge_chunks, sum_edges,
 };
-use crate::codec::{self, CodecError, DictLookup};
+use crate::codec::{self, CodecError, DictLookup, Dictionary};
 use crate::dependencies::DependencyEdge;
 use crate::model::{Span, SpanKind, TraceId};
 
@@ -118,7 +118,7 @@ pub fn parse_consistency(s: &str) -> Result<Consistency, String> {
 #[allow(missing_docs, reason = "fields are the CQL columns documented in schema.rs")]
 pub enum Row {
     /// A `dictionaries` row.
-    Dictionary { dict_id: i64, seq: i32, value: String, ttl: i32 },
+    Dictionary { dict_id: i64, seq: i32, value: Vec<u8>, ttl: i32 },
     /// A `traces` row.
     Trace { trace_id: Vec<u8>, chunk_id: i64, block: Vec<u8>, ttl: i32 },
     /// A `trace_index` row.
@@ -187,11 +187,11 @@ pub fn plan_rows(
     let short = ttl_secs(retention);
     for c in &batch.chunks {
         if let Some(d) = &c.dict {
-            for (i, s) in d.strings.iter().enumerate() {
+            for (i, e) in d.entries.iter().enumerate() {
                 rows.push(Row::Dictionary {
                     dict_id: d.dict_id as i64,
                     seq: (d.first as usize + i) as i32,
-                    value: s.to_string(),
+                    value: e.to_vec(),
                     ttl: long,
                 });
             }
@@ -278,7 +278,7 @@ pub struct ScyllaStore {
     st: Statements,
     config: ScyllaConfig,
     cache: Mutex<WriteCache>,
-    dicts: Mutex<HashMap<i64, Arc<[Arc<str>]>>>,
+    dicts: Mutex<HashMap<i64, Dictionary>>,
 }
 
 fn cql(e: impl std::fmt::Display) -> StoreError {
@@ -425,7 +425,7 @@ impl ScyllaStore {
         }
     }
 
-    async fn load_dictionary(&self, dict_id: u64, min_len: usize) -> StoreResult<Arc<[Arc<str>]>> {
+    async fn load_dictionary(&self, dict_id: u64, min_len: usize) -> StoreResult<Dictionary> {
         if let Some(d) = self.dicts.lock().unwrap_or_else(|p| p.into_inner()).get(&(dict_id as i64))
             && d.len() >= min_len
         {
@@ -436,17 +436,20 @@ impl ScyllaStore {
             .execute_iter(self.st.select_dict.clone(), (dict_id as i64,))
             .await
             .map_err(cql)?
-            .rows_stream::<(i32, String)>()
+            .rows_stream::<(i32, Vec<u8>)>()
             .map_err(cql)?;
-        let mut entries: Vec<Arc<str>> = Vec::new();
+        let mut raw: Vec<Vec<u8>> = Vec::new();
         while let Some(row) = rows.next().await {
             let (seq, value) = row.map_err(cql)?;
-            if seq != entries.len() as i32 {
+            if seq != raw.len() as i32 {
                 return Err(StoreError::Codec(CodecError::Corrupt("shared dictionary has a gap")));
             }
-            entries.push(value.into());
+            raw.push(value);
         }
-        let entries: Arc<[Arc<str>]> = entries.into();
+        if raw.len() < min_len {
+            return Err(StoreError::Codec(CodecError::MissingDictionary(dict_id)));
+        }
+        let entries: Dictionary = codec::decode_dictionary(raw.iter().map(Vec::as_slice))?.into();
         let mut cache = self.dicts.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= 256 {
             cache.clear();
@@ -460,9 +463,9 @@ impl ScyllaStore {
             Ok(Some((id, len))) => Some((id, self.load_dictionary(id, len).await?)),
             _ => None,
         };
-        struct Loaded(Option<(u64, Arc<[Arc<str>]>)>);
+        struct Loaded(Option<(u64, Dictionary)>);
         impl DictLookup for Loaded {
-            fn dictionary(&self, dict_id: u64, min_len: usize) -> Result<Arc<[Arc<str>]>, CodecError> {
+            fn dictionary(&self, dict_id: u64, min_len: usize) -> Result<Dictionary, CodecError> {
                 match &self.0 {
                     Some((id, d)) if *id == dict_id && d.len() >= min_len => Ok(d.clone()),
                     _ => Err(CodecError::MissingDictionary(dict_id)),

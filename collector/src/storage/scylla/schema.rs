@@ -119,7 +119,7 @@ pub fn migrations(c: &SchemaConfig) -> Vec<(i32, Vec<String>)> {
             ),
             // Shared dictionaries of trace blocks (codec v2).
             format!(
-                "CREATE TABLE IF NOT EXISTS {ks}.dictionaries (dict_id bigint, seq int, value text, \
+                "CREATE TABLE IF NOT EXISTS {ks}.dictionaries (dict_id bigint, seq int, value blob, \
                  PRIMARY KEY (dict_id, seq)) WITH default_time_to_live = {ttl}"
             ),
         ],
