@@ -25,8 +25,9 @@ use crate::storage::embedded::{self, EmbeddedConfig, EmbeddedStore};
 use crate::storage::{ImportancePolicy, TraceStore};
 use crate::{Error, Result, query, writer};
 
-/// Capacity of the receivers → assembler channel, in export requests.
-pub const INGEST_QUEUE_REQUESTS: usize = 1024;
+/// Capacity of the receivers → assembler channel, in export requests (receivers wait when it is full, so this
+/// bounds the memory of a burst: 64 requests of a few thousand spans is tens of MB).
+pub const INGEST_QUEUE_REQUESTS: usize = 64;
 /// Capacity of the assembler → writer channel, in trace chunks.
 pub const WRITE_QUEUE_CHUNKS: usize = 8192;
 

@@ -403,8 +403,11 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
     let before = written(&http, &a.admin).await?;
     let start_ns =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64 - 3_600_000_000_000;
-    // Traffic spread over the last hour, as a 1 h search window would see it.
-    let traces_per_sec = (a.synthetic as u64 / 20 / 3600).max(1);
+    // Traffic spread over the last hour, as a 1 h search window would see it: the trace rate comes from the
+    // generator's mean trace size (sampled with the same seed).
+    let mut sample = Generator::new(a.seed, start_ns, 1);
+    let sample_spans: usize = (0..2000).map(|_| sample.next_trace().len()).sum();
+    let traces_per_sec = ((a.synthetic * 2000 / sample_spans.max(1)) as u64 / 3600).max(1);
     let mut g = Generator::new(a.seed, start_ns, traces_per_sec);
     let mut sent = 0usize;
     let mut ids: Vec<TraceId> = Vec::new();

@@ -15,7 +15,8 @@
 //! throughput with fsync'd batches and half the disk bytes on real trace blocks.
 //!
 //! Keyspaces of a partition (keys are byte strings; `len16` is a big-endian u16 length prefix):
-//! - `traces`: `trace_id[16] ‖ chunk_seq u64be` → trace block
+//! - `traces`: `trace_id[16] ‖ chunk_seq u64be` → trace block, and `trace_id[16]` → empty (the trace's marker:
+//!   trace by ID point-reads it in each partition, which the tables' bloom filters answer without a seek)
 //! - `index`: `len16 service ‖ !start_nanos u64be ‖ trace_id[16] ‖ chunk_seq u64be` → [`IndexEntry`] value
 //!   (start inverted so a forward scan is newest first)
 //! - `services`: `service` → empty; `ops`: `len16 service ‖ kind i32be ‖ name` → empty
@@ -405,6 +406,9 @@ impl Inner {
             tkey.extend_from_slice(&c.trace_id.0);
             tkey.extend_from_slice(&seq.to_be_bytes());
             b.insert(&p.traces, tkey.as_slice(), c.block.as_slice());
+            // The trace's marker: a point read answers "does this partition hold the trace" through the tables'
+            // bloom filters, where a prefix scan must seek into every table.
+            b.insert(&p.traces, c.trace_id.0, []);
             for e in &c.index {
                 let mut k = service_prefix(&e.service);
                 k.extend_from_slice(&(!e.start_unix_nanos).to_be_bytes());
@@ -450,9 +454,14 @@ impl Inner {
 
     fn chunks_of(p: &Partition, trace_id: TraceId) -> StoreResult<Vec<Vec<u8>>> {
         let mut out = Vec::new();
+        if !p.traces.contains_key(trace_id.0).map_err(engine)? {
+            return Ok(out);
+        }
         for guard in p.traces.prefix(trace_id.0) {
-            let (_, v) = guard.into_inner().map_err(engine)?;
-            out.push(v.to_vec());
+            let (k, v) = guard.into_inner().map_err(engine)?;
+            if k.len() > 16 {
+                out.push(v.to_vec());
+            }
         }
         Ok(out)
     }
@@ -489,42 +498,64 @@ impl Inner {
         let mut hi = prefix.clone();
         hi.extend_from_slice(&(!q.start_min_unix_nanos).to_be_bytes());
         hi.extend_from_slice(&[0xff; 24]);
-        let mut candidates: Vec<(u64, TraceId, Vec<u8>, Partition)> = Vec::new();
+        // Each partition's index range is sorted newest first (start is stored inverted); merging them lazily
+        // visits candidates newest first overall and stops at `limit` traces, instead of collecting every entry
+        // of the window.
+        type Cursor = std::iter::Peekable<Box<dyn Iterator<Item = fjall::Guard>>>;
+        let mut cursors: Vec<(Cursor, Partition)> = Vec::new();
         for (key, p) in self.snapshot().into_iter().rev() {
             if key.start_secs > max_partition_start
                 || key.start_secs.saturating_add(self.partition_secs) <= min_partition_end
             {
                 continue;
             }
-            for guard in p.index.range(lo.as_slice()..=hi.as_slice()) {
-                let (k, v) = guard.into_inner().map_err(engine)?;
-                let rest = &k[prefix.len()..];
-                if rest.len() != 8 + 24 {
-                    return Err(StoreError::Codec(codec::CodecError::Corrupt("index key length")));
-                }
-                let start = !u64::from_be_bytes(rest[..8].try_into().unwrap_or_default());
-                let mut tid = [0u8; 16];
-                tid.copy_from_slice(&rest[8..24]);
-                let entry = IndexEntry::decode_value(q.service.clone(), TraceId(tid), start, &v)?;
-                if entry.may_match(q) {
-                    candidates.push((start, TraceId(tid), rest[8..].to_vec(), p.clone()));
-                }
-            }
+            let range: Box<dyn Iterator<Item = fjall::Guard>> = Box::new(p.index.range(lo.clone()..=hi.clone()));
+            cursors.push((range.peekable(), p));
         }
-        candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        // Heads: (start, trace ID, chunk key, value) of each cursor's next entry.
+        type Head = (u64, TraceId, Vec<u8>, fjall::Slice);
+        let mut heads: Vec<Option<Head>> = Vec::with_capacity(cursors.len());
+        let next = |c: &mut Cursor| -> StoreResult<Option<Head>> {
+            let Some(guard) = c.next() else { return Ok(None) };
+            let (k, v) = guard.into_inner().map_err(engine)?;
+            let rest = &k[prefix.len()..];
+            if rest.len() != 8 + 24 {
+                return Err(StoreError::Codec(codec::CodecError::Corrupt("index key length")));
+            }
+            let start = !u64::from_be_bytes(rest[..8].try_into().unwrap_or_default());
+            let mut tid = [0u8; 16];
+            tid.copy_from_slice(&rest[8..24]);
+            Ok(Some((start, TraceId(tid), rest[8..].to_vec(), v)))
+        };
+        for (c, _) in &mut cursors {
+            heads.push(next(c)?);
+        }
         let verify = q.needs_verification();
         let mut seen = std::collections::HashSet::new();
-        for (_, trace_id, chunk_key, p) in candidates {
-            if found.traces.len() >= q.limit {
+        while found.traces.len() < q.limit {
+            // The newest head; ties go to the smaller trace ID, as a full sort would order them.
+            let Some(i) =
+                (0..heads.len()).filter(|&i| heads[i].is_some()).max_by(|&a, &b| match (&heads[a], &heads[b]) {
+                    (Some(x), Some(y)) => x.0.cmp(&y.0).then(y.1.cmp(&x.1)),
+                    _ => std::cmp::Ordering::Equal,
+                })
+            else {
                 break;
-            }
+            };
+            let Some((start, trace_id, chunk_key, v)) = heads[i].take() else { break };
+            heads[i] = next(&mut cursors[i].0)?;
             if seen.contains(&trace_id) {
                 continue;
             }
+            let entry = IndexEntry::decode_value(q.service.clone(), trace_id, start, &v)?;
+            if !entry.may_match(q) {
+                continue;
+            }
+            let p = &cursors[i].1;
             let result = (|| {
                 if verify {
                     let Some(block) = p.traces.get(&chunk_key).map_err(engine)? else { return Ok(None) };
-                    if !q.matches_spans(&self.decode(&p, &block)?) {
+                    if !q.matches_spans(&self.decode(p, &block)?) {
                         return Ok(None);
                     }
                 }

@@ -210,6 +210,91 @@ pub(crate) fn entries_for_chunk(spans: &[Span]) -> Vec<IndexEntry> {
         .collect()
 }
 
+/// One entry of an index page: where an [`IndexEntry`] of one service points, and its encoded value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageEntry {
+    /// The entry's search time (earliest start of the service's spans in the chunk), ns since the Unix epoch.
+    pub start_unix_nanos: u64,
+    /// Trace.
+    pub trace_id: TraceId,
+    /// The chunk's row key in the trace table.
+    pub chunk_id: i64,
+    /// [`IndexEntry::encode_value`].
+    pub value: Vec<u8>,
+}
+
+/// Serializes a page of index entries (one service, one time bucket, one write batch): count, then per entry
+/// `start_unix_nanos` uvarint, `trace_id [16]`, `chunk_id i64 LE`, value (len uvarint, bytes).
+///
+/// A page turns a write batch's index entries of one service into one row, where one row per entry made the index
+/// most of a ScyllaDB backend's row writes.
+pub fn encode_page(entries: &[PageEntry]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(entries.iter().map(|e| e.value.len() + 36).sum());
+    put_uvarint(&mut b, entries.len() as u64);
+    for e in entries {
+        put_uvarint(&mut b, e.start_unix_nanos);
+        b.extend_from_slice(&e.trace_id.0);
+        b.extend_from_slice(&e.chunk_id.to_le_bytes());
+        put_uvarint(&mut b, e.value.len() as u64);
+        b.extend_from_slice(&e.value);
+    }
+    b
+}
+
+/// Parses [`encode_page`] output.
+///
+/// # Errors
+/// [`CodecError::Corrupt`] for a malformed page.
+pub fn decode_page(b: &[u8]) -> Result<Vec<PageEntry>, CodecError> {
+    let mut r = Reader { buf: b, pos: 0 };
+    let n = r.count()?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start_unix_nanos = r.uvarint()?;
+        let trace_id = TraceId(r.array::<16>()?);
+        let chunk_id = i64::from_le_bytes(r.array::<8>()?);
+        let value = r.bytes()?.to_vec();
+        out.push(PageEntry { start_unix_nanos, trace_id, chunk_id, value });
+    }
+    if r.pos != b.len() {
+        return Err(CodecError::Corrupt("trailing bytes in an index page"));
+    }
+    Ok(out)
+}
+
+/// Merges index pages, read in descending `page_end` order (the newest entry start each holds), into entries
+/// newest first overall — ties by ascending trace ID — so a search can stop at its limit after reading only the
+/// pages that can hold newer entries than those already seen.
+#[derive(Default)]
+pub struct PageMerger {
+    heap: std::collections::BinaryHeap<(u64, std::cmp::Reverse<TraceId>, i64, Vec<u8>)>,
+}
+
+impl PageMerger {
+    /// True when a page whose newest entry starts at `page_end_unix_nanos` must be read before [`Self::pop`] can
+    /// answer: no entry is buffered yet, or the page may hold one newer than the newest buffered.
+    pub fn needs(&self, page_end_unix_nanos: u64) -> bool {
+        self.heap.peek().is_none_or(|top| page_end_unix_nanos >= top.0)
+    }
+
+    /// Buffers a page's entries whose start lies in `[lo, hi]` (ns).
+    pub fn push(&mut self, entries: Vec<PageEntry>, lo: u64, hi: u64) {
+        for e in entries.into_iter().filter(|e| (lo..=hi).contains(&e.start_unix_nanos)) {
+            self.heap.push((e.start_unix_nanos, std::cmp::Reverse(e.trace_id), e.chunk_id, e.value));
+        }
+    }
+
+    /// The newest buffered entry.
+    pub fn pop(&mut self) -> Option<PageEntry> {
+        self.heap.pop().map(|(start_unix_nanos, std::cmp::Reverse(trace_id), chunk_id, value)| PageEntry {
+            start_unix_nanos,
+            trace_id,
+            chunk_id,
+            value,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +350,55 @@ mod tests {
         assert!(front.may_match(&q));
         assert!(!front.may_match(&TraceQuery { duration_min_nanos: Some(501), ..q.clone() }));
         assert!(!front.may_match(&TraceQuery { operation: Some("POST".into()), ..q }));
+    }
+
+    #[test]
+    fn pages_round_trip_and_merge_newest_first() {
+        let entry = |start: u64, id: u8| PageEntry {
+            start_unix_nanos: start,
+            trace_id: TraceId([id; 16]),
+            chunk_id: i64::from(id),
+            value: vec![id; 3],
+        };
+        // Three overlapping pages (as concurrent writers and late chunks produce them).
+        let pages = vec![
+            vec![entry(100, 1), entry(70, 2), entry(40, 3)],
+            vec![entry(90, 4), entry(90, 5), entry(10, 6)],
+            vec![entry(60, 7), entry(5, 8)],
+        ];
+        for p in &pages {
+            assert_eq!(&decode_page(&encode_page(p)).expect("decode"), p);
+        }
+        assert!(decode_page(&encode_page(&pages[0])[..20]).is_err());
+        let mut by_end: Vec<(u64, Vec<PageEntry>)> =
+            pages.iter().map(|p| (p.iter().map(|e| e.start_unix_nanos).max().unwrap_or(0), p.clone())).collect();
+        by_end.sort_by_key(|p| std::cmp::Reverse(p.0));
+        let (lo, hi) = (6, 95);
+        let mut want: Vec<PageEntry> =
+            pages.iter().flatten().filter(|e| (lo..=hi).contains(&e.start_unix_nanos)).cloned().collect();
+        want.sort_by(|a, b| b.start_unix_nanos.cmp(&a.start_unix_nanos).then(a.trace_id.cmp(&b.trace_id)));
+        let mut m = PageMerger::default();
+        let mut next = by_end.into_iter().peekable();
+        let mut got = Vec::new();
+        let mut pages_read_before_first = 0;
+        loop {
+            while let Some((end, _)) = next.peek() {
+                if !m.needs(*end) {
+                    break;
+                }
+                let Some((_, entries)) = next.next() else { break };
+                m.push(entries, lo, hi);
+                if got.is_empty() {
+                    pages_read_before_first += 1;
+                }
+            }
+            match m.pop() {
+                Some(e) => got.push(e),
+                None => break,
+            }
+        }
+        assert_eq!(got, want);
+        // The newest in-window entry (90) needed the first two pages only.
+        assert_eq!(pages_read_before_first, 2);
     }
 }

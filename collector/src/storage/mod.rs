@@ -14,7 +14,7 @@ pub mod scylla;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub use dicts::{DictAppend, Dictionaries, MAX_OPEN_DICTIONARIES};
-pub use index::{IndexEntry, TagFilter};
+pub use index::{IndexEntry, PageEntry, PageMerger, TagFilter, decode_page, encode_page};
 
 use crate::codec::{self, CodecError};
 use crate::dependencies::{self, DependencyEdge};

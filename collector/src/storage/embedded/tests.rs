@@ -132,7 +132,7 @@ async fn a_corrupt_block_fails_its_trace_only() {
     // Overwrite the second trace's block with garbage, as a disk fault would.
     {
         let (_, p) = store.inner.snapshot().into_iter().next().expect("partition");
-        let key = p.traces.prefix(bad[0].trace_id.0).next().expect("block").key().expect("key");
+        let key = p.traces.prefix(bad[0].trace_id.0).nth(1).expect("block").key().expect("key");
         p.traces.insert(key, b"SKTB\x02garbage".as_slice()).expect("corrupt");
     }
     assert!(matches!(store.get_trace(bad[0].trace_id).await, Err(StoreError::Codec(_))));

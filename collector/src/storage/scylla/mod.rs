@@ -1,6 +1,7 @@
-//! The ScyllaDB backend (DESIGN §4): one `traces` row per trace chunk, one `trace_index` row per chunk and
-//! service, and operations, service buckets, dependency edges and dictionary entries amortised across chunks —
-//! about 0.1–0.3 CQL rows per span where Jaeger's Cassandra schema writes 5 + N (REFERENCE §4).
+//! The ScyllaDB backend (DESIGN §4): one `traces` row per trace chunk; one `trace_index` row per write batch,
+//! service and hour bucket (a page of that batch's index entries); operations, service buckets, dependency edges
+//! and dictionary entries amortised across chunks — about 0.1–0.2 CQL rows per span where Jaeger's Cassandra
+//! schema writes 5 + N (REFERENCE §4).
 //!
 //! Writes use prepared statements (token-aware routing through the driver's default load-balancing policy, with
 //! a preferred local datacenter when configured), the configured consistency (default `LOCAL_QUORUM`), a
@@ -24,13 +25,16 @@ use futures::{StreamExt, TryStreamExt};
 pub use schema::{Replication, SCHEMA_VERSION, SchemaConfig, ensure_schema, validate_keyspace};
 
 use super::{
-    DependencyLink, FoundTraces, IndexEntry, Operation, PreparedChunk, StoreError, StoreResult, TraceQuery, TraceStore,
-    WriteBatch, merge_chunks, sum_edges,
+    DependencyLink, FoundTraces, IndexEntry, Operation, PageEntry, PageMerger, PreparedChunk, StoreError, StoreResult,
+    TraceQuery, TraceStore, WriteBatch, decode_page, encode_page, merge_chunks, sum_edges,
 };
 use crate::codec::{self, CodecError, DictLookup, Dictionary};
 use crate::dependencies::DependencyEdge;
 use crate::model::{Span, SpanKind, TraceId};
 
+/// Most index entries in one `trace_index` page row (a write batch's entries of one service and bucket are split
+/// into pages of at most this many, about 40 KiB).
+pub const MAX_PAGE_ENTRIES: usize = 256;
 /// Index bucket length, seconds (one `trace_index` partition per service and hour).
 pub const BUCKET_SECS: u64 = 3600;
 const DAY_SECS: u64 = 86_400;
@@ -121,8 +125,8 @@ pub enum Row {
     Dictionary { dict_id: i64, seq: i32, value: Vec<u8>, ttl: i32 },
     /// A `traces` row.
     Trace { trace_id: Vec<u8>, chunk_id: i64, block: Vec<u8>, ttl: i32 },
-    /// A `trace_index` row.
-    Index { service: String, bucket: i64, start_time: i64, trace_id: Vec<u8>, chunk_id: i64, entry: Vec<u8>, ttl: i32 },
+    /// A `trace_index` row: one page of index entries ([`super::encode_page`]).
+    Index { service: String, bucket: i64, page_end: i64, page_id: i64, page: Vec<u8>, ttl: i32 },
     /// A `service_buckets` row.
     ServiceBucket { service: String, bucket: i64, ttl: i32 },
     /// An `operations` row.
@@ -199,6 +203,8 @@ pub fn plan_rows(
     }
     let mut deps: BTreeMap<(u64, String, String), (u64, u64)> = BTreeMap::new();
     let mut batch_hash_parts: Vec<i64> = Vec::new();
+    // Index entries grouped into pages: (service, bucket, ttl) → entries.
+    let mut pages: BTreeMap<(String, i64, i32), Vec<PageEntry>> = BTreeMap::new();
     for c in &batch.chunks {
         let ttl = if c.important { long } else { short };
         let chunk_id = chunk_id(c);
@@ -209,14 +215,11 @@ pub fn plan_rows(
             if cache.first_time((e.service.clone(), -1, bucket.to_string())) {
                 rows.push(Row::ServiceBucket { service: e.service.clone(), bucket, ttl: long });
             }
-            rows.push(Row::Index {
-                service: e.service.clone(),
-                bucket,
-                start_time: e.start_unix_nanos as i64,
-                trace_id: c.trace_id.0.to_vec(),
+            pages.entry((e.service.clone(), bucket, ttl)).or_default().push(PageEntry {
+                start_unix_nanos: e.start_unix_nanos,
+                trace_id: c.trace_id,
                 chunk_id,
-                entry: e.encode_value(),
-                ttl,
+                value: e.encode_value(),
             });
         }
         for (service, kind, name) in &c.operations {
@@ -233,6 +236,15 @@ pub fn plan_rows(
             let v = deps.entry((e.bucket_start_secs, e.parent.clone(), e.child.clone())).or_default();
             v.0 += e.calls;
             v.1 += e.errors;
+        }
+    }
+    for ((service, bucket, ttl), entries) in pages {
+        for part in entries.chunks(MAX_PAGE_ENTRIES) {
+            let page = encode_page(part);
+            let page_end = part.iter().map(|e| e.start_unix_nanos).max().unwrap_or(0) as i64;
+            // The page ID hashes the page, so a retried batch rewrites the same row.
+            let page_id = fnv64(&[&page]);
+            rows.push(Row::Index { service: service.clone(), bucket, page_end, page_id, page, ttl });
         }
     }
     let batch_id = fnv64(&[&batch_hash_parts.iter().flat_map(|h| h.to_le_bytes()).collect::<Vec<u8>>()]);
@@ -327,7 +339,7 @@ impl ScyllaStore {
             insert_dict: prep(format!("INSERT INTO {ks}.dictionaries (dict_id, seq, value) VALUES (?, ?, ?) USING TTL ?")).await?,
             insert_trace: prep(format!("INSERT INTO {ks}.traces (trace_id, chunk_id, block) VALUES (?, ?, ?) USING TTL ?")).await?,
             insert_index: prep(format!(
-                "INSERT INTO {ks}.trace_index (service, bucket, start_time, trace_id, chunk_id, entry) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?"
+                "INSERT INTO {ks}.trace_index (service, bucket, page_end, page_id, page) VALUES (?, ?, ?, ?, ?) USING TTL ?"
             ))
             .await?,
             insert_bucket: prep(format!("INSERT INTO {ks}.service_buckets (service, bucket) VALUES (?, ?) USING TTL ?")).await?,
@@ -343,7 +355,7 @@ impl ScyllaStore {
             ))
             .await?,
             select_index: prep(format!(
-                "SELECT start_time, trace_id, entry FROM {ks}.trace_index WHERE service = ? AND bucket = ? AND start_time >= ? AND start_time <= ?"
+                "SELECT page_end, page FROM {ks}.trace_index WHERE service = ? AND bucket = ? AND page_end >= ?"
             ))
             .await?,
             select_services: prep(format!("SELECT DISTINCT service FROM {ks}.operations")).await?,
@@ -372,12 +384,9 @@ impl ScyllaStore {
                 Row::Trace { trace_id, chunk_id, block, ttl } => {
                     self.session.execute_unpaged(&self.st.insert_trace, (trace_id, chunk_id, block, ttl)).await
                 }
-                Row::Index { service, bucket, start_time, trace_id, chunk_id, entry, ttl } => {
+                Row::Index { service, bucket, page_end, page_id, page, ttl } => {
                     self.session
-                        .execute_unpaged(
-                            &self.st.insert_index,
-                            (service, bucket, start_time, trace_id, chunk_id, entry, ttl),
-                        )
+                        .execute_unpaged(&self.st.insert_index, (service, bucket, page_end, page_id, page, ttl))
                         .await
                 }
                 Row::ServiceBucket { service, bucket, ttl } => {
@@ -543,29 +552,34 @@ impl TraceStore for ScyllaStore {
             .await?;
         buckets.sort_unstable_by(|a, b| b.cmp(a));
         let lo = i64::try_from(q.start_min_unix_nanos).unwrap_or(i64::MAX);
-        let hi = i64::try_from(q.start_max_unix_nanos).unwrap_or(i64::MAX);
         let verify = q.needs_verification();
         let mut seen = HashSet::new();
-        // Buckets newest first and rows newest first inside each: stop as soon as the limit is reached.
+        // Buckets newest first; inside a bucket, pages by newest entry first, merged so that entries come newest
+        // first overall: stop as soon as the limit is reached.
         for bucket in buckets {
             let mut rows = self
                 .session
-                .execute_iter(self.st.select_index.clone(), (&q.service, bucket, lo, hi))
+                .execute_iter(self.st.select_index.clone(), (&q.service, bucket, lo))
                 .await
                 .map_err(cql)?
-                .rows_stream::<(i64, Vec<u8>, Vec<u8>)>()
+                .rows_stream::<(i64, Vec<u8>)>()
                 .map_err(cql)?;
-            while let Some(row) = rows.next().await {
+            let mut merger = PageMerger::default();
+            let mut next_page: Option<(i64, Vec<u8>)> = rows.next().await.transpose().map_err(cql)?;
+            loop {
                 if found.traces.len() >= q.limit {
                     return Ok(found);
                 }
-                let (start, tid, entry) = row.map_err(cql)?;
-                let Ok(tid) = <[u8; 16]>::try_from(tid.as_slice()) else { continue };
-                let trace_id = TraceId(tid);
+                while let Some((_, page)) = next_page.take_if(|(end, _)| merger.needs(*end as u64)) {
+                    merger.push(decode_page(&page)?, q.start_min_unix_nanos, q.start_max_unix_nanos);
+                    next_page = rows.next().await.transpose().map_err(cql)?;
+                }
+                let Some(e) = merger.pop() else { break };
+                let trace_id = e.trace_id;
                 if seen.contains(&trace_id) {
                     continue;
                 }
-                let entry = IndexEntry::decode_value(q.service.clone(), trace_id, start as u64, &entry)?;
+                let entry = IndexEntry::decode_value(q.service.clone(), trace_id, e.start_unix_nanos, &e.value)?;
                 if !entry.may_match(&q) {
                     continue;
                 }

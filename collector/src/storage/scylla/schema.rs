@@ -95,12 +95,13 @@ pub fn migrations(c: &SchemaConfig) -> Vec<(i32, Vec<String>)> {
                 "CREATE TABLE IF NOT EXISTS {ks}.traces (trace_id blob, chunk_id bigint, block blob, \
                  PRIMARY KEY (trace_id, chunk_id)) WITH {twcs}"
             ),
-            // One row per (trace chunk, service): the index entry (storage/index.rs), newest first per bucket.
+            // Index pages: a write batch's index entries (storage/index.rs) of one service and bucket in one row,
+            // newest page (by its newest entry) first.
             format!(
-                "CREATE TABLE IF NOT EXISTS {ks}.trace_index (service text, bucket bigint, start_time bigint, \
-                 trace_id blob, chunk_id bigint, entry blob, \
-                 PRIMARY KEY ((service, bucket), start_time, trace_id, chunk_id)) \
-                 WITH CLUSTERING ORDER BY (start_time DESC, trace_id ASC, chunk_id ASC) AND {twcs}"
+                "CREATE TABLE IF NOT EXISTS {ks}.trace_index (service text, bucket bigint, page_end bigint, \
+                 page_id bigint, page blob, \
+                 PRIMARY KEY ((service, bucket), page_end, page_id)) \
+                 WITH CLUSTERING ORDER BY (page_end DESC, page_id ASC) AND {twcs}"
             ),
             // Which buckets hold index rows for a service (written once per service and bucket per writer).
             format!(
@@ -209,7 +210,7 @@ mod tests {
             assert!(stmt.contains("default_time_to_live = 259200"), "{stmt}");
         }
         let index = all.iter().find(|s| s.contains(".trace_index ")).expect("index");
-        assert!(index.contains("'compaction_window_size': 1") && index.contains("start_time DESC"), "{index}");
+        assert!(index.contains("'compaction_window_size': 1") && index.contains("page_end DESC"), "{index}");
     }
 
     #[test]

@@ -73,3 +73,44 @@ fn consistency_names_parse() {
     assert_eq!(parse_consistency("ONE"), Ok(Consistency::One));
     assert!(parse_consistency("most").is_err());
 }
+
+#[test]
+fn a_batch_writes_one_index_page_per_service_and_the_pages_hold_every_entry() {
+    let dicts = Dictionaries::new(BUCKET_SECS);
+    let mut cache = WriteCache::default();
+    let day = Duration::from_secs(86_400);
+    let batch = WriteBatch { chunks: (1..=40).map(|id| chunk(id, 3, false, &dicts)).collect() };
+    let rows = plan_rows(&batch, day, 2 * day, &mut cache);
+    let pages: Vec<(&String, Vec<PageEntry>)> = rows
+        .iter()
+        .filter_map(|r| match r {
+            Row::Index { service, page, page_end, .. } => {
+                let entries = decode_page(page).expect("page");
+                let newest = entries.iter().map(|e| e.start_unix_nanos).max().unwrap_or(0);
+                assert_eq!(*page_end, newest as i64);
+                Some((service, entries))
+            }
+            _ => None,
+        })
+        .collect();
+    // 40 traces × 2 services: 2 page rows instead of 80 index rows.
+    assert_eq!(pages.len(), 2);
+    for (service, entries) in &pages {
+        assert_eq!(entries.len(), 40, "{service}");
+        let traces: HashSet<TraceId> = entries.iter().map(|e| e.trace_id).collect();
+        assert_eq!(traces.len(), 40);
+    }
+    let traces = rows.iter().filter(|r| matches!(r, Row::Trace { .. })).count();
+    assert_eq!(traces, 40);
+    // Retrying the same batch produces the same page keys (idempotent upserts).
+    let again = plan_rows(&batch, day, 2 * day, &mut WriteCache::default());
+    let keys = |rows: &[Row]| -> Vec<i64> {
+        rows.iter()
+            .filter_map(|r| match r {
+                Row::Index { page_id, .. } => Some(*page_id),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(keys(&rows), keys(&again));
+}
