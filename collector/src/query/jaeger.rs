@@ -129,14 +129,25 @@ pub fn span(s: &Span, process_id: &str) -> Json {
 /// Converts a trace (spans of one trace ID) to Jaeger's trace JSON.
 pub fn trace(spans: &[Span]) -> Json {
     let mut processes: Vec<(Json, String)> = Vec::new();
+    // Spans of one process share their resource (usually the same `Arc`): look the resource up first and build a
+    // process's JSON once per distinct resource, not once per span.
+    let mut by_resource: Vec<(&std::sync::Arc<Resource>, String)> = Vec::new();
     let mut out_spans = Vec::with_capacity(spans.len());
     for s in spans {
-        let p = process(&s.resource);
-        let id = match processes.iter().find(|(existing, _)| *existing == p) {
+        let known = by_resource.iter().find(|(r, _)| std::sync::Arc::ptr_eq(r, &s.resource) || **r == s.resource);
+        let id = match known {
             Some((_, id)) => id.clone(),
             None => {
-                let id = format!("p{}", processes.len() + 1);
-                processes.push((p, id.clone()));
+                let p = process(&s.resource);
+                let id = match processes.iter().find(|(existing, _)| *existing == p) {
+                    Some((_, id)) => id.clone(),
+                    None => {
+                        let id = format!("p{}", processes.len() + 1);
+                        processes.push((p, id.clone()));
+                        id
+                    }
+                };
+                by_resource.push((&s.resource, id.clone()));
                 id
             }
         };
