@@ -126,6 +126,11 @@ proptest! {
     }
 
     #[test]
+    fn random_dictionary_entries_never_panic(entries in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16)) {
+        let _ = decode_dictionary(entries.iter().map(Vec::as_slice));
+    }
+
+    #[test]
     fn corrupt_blocks_are_errors_not_panics(spans in trace_strategy(), cut in any::<prop::sample::Index>(), flip in any::<u8>()) {
         let mut dict = SharedDict::with_id(3);
         let _ = encode_with_dict(&spans, &mut dict).expect("warm");
