@@ -355,45 +355,53 @@ impl Encoder {
     }
 
     fn attrs(&mut self, buf: &mut Vec<u8>, attrs: &[KeyValue]) {
-        put_uvarint(buf, attrs.len() as u64);
-        for kv in attrs {
-            self.string(buf, &kv.key);
-            self.value(buf, &kv.value);
-        }
+        put_attrs(buf, attrs, &mut |b, s, _| self.string(b, s));
     }
+}
 
-    fn value(&mut self, buf: &mut Vec<u8>, v: &Value) {
-        match v {
-            Value::Empty => buf.push(0),
-            Value::Str(s) => {
-                buf.push(1);
-                self.string(buf, s);
+/// Writes an attribute list (count, then key and value per entry) in the layout shared by versions 1 and 2;
+/// `string(buf, s, is_key)` writes each string's reference.
+fn put_attrs(buf: &mut Vec<u8>, attrs: &[KeyValue], string: &mut dyn FnMut(&mut Vec<u8>, &str, bool)) {
+    put_uvarint(buf, attrs.len() as u64);
+    for kv in attrs {
+        string(buf, &kv.key, true);
+        put_value(buf, &kv.value, string);
+    }
+}
+
+/// Writes one value: tag u8 (0 empty, 1 string, 2 false, 3 true, 4 int, 5 f64 LE, 6 bytes, 7 array, 8 kvlist)
+/// then its payload; strings through `string(buf, s, false)` (keys of nested kvlists with `is_key` true).
+fn put_value(buf: &mut Vec<u8>, v: &Value, string: &mut dyn FnMut(&mut Vec<u8>, &str, bool)) {
+    match v {
+        Value::Empty => buf.push(0),
+        Value::Str(s) => {
+            buf.push(1);
+            string(buf, s, false);
+        }
+        Value::Bool(false) => buf.push(2),
+        Value::Bool(true) => buf.push(3),
+        Value::Int(i) => {
+            buf.push(4);
+            put_ivarint(buf, *i);
+        }
+        Value::Double(d) => {
+            buf.push(5);
+            buf.extend_from_slice(&d.to_le_bytes());
+        }
+        Value::Bytes(b) => {
+            buf.push(6);
+            put_bytes(buf, b);
+        }
+        Value::Array(items) => {
+            buf.push(7);
+            put_uvarint(buf, items.len() as u64);
+            for item in items {
+                put_value(buf, item, string);
             }
-            Value::Bool(false) => buf.push(2),
-            Value::Bool(true) => buf.push(3),
-            Value::Int(i) => {
-                buf.push(4);
-                put_ivarint(buf, *i);
-            }
-            Value::Double(d) => {
-                buf.push(5);
-                buf.extend_from_slice(&d.to_le_bytes());
-            }
-            Value::Bytes(b) => {
-                buf.push(6);
-                put_bytes(buf, b);
-            }
-            Value::Array(items) => {
-                buf.push(7);
-                put_uvarint(buf, items.len() as u64);
-                for item in items {
-                    self.value(buf, item);
-                }
-            }
-            Value::KvList(kvs) => {
-                buf.push(8);
-                self.attrs(buf, kvs);
-            }
+        }
+        Value::KvList(kvs) => {
+            buf.push(8);
+            put_attrs(buf, kvs, string);
         }
     }
 }

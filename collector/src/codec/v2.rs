@@ -41,7 +41,10 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
-use super::{CodecError, Dict, MAGIC, Reader, ZSTD_LEVEL, position_or_push, put_bytes, put_ivarint, put_uvarint};
+use super::{
+    CodecError, Dict, MAGIC, Reader, ZSTD_LEVEL, position_or_push, put_attrs, put_bytes, put_ivarint, put_uvarint,
+    put_value,
+};
 use crate::model::{KeyValue, Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId, Value};
 
 /// Version byte of this layout.
@@ -352,46 +355,11 @@ impl Enc<'_> {
     }
 
     fn attrs(&mut self, buf: &mut Vec<u8>, attrs: &[KeyValue], values: Class) {
-        put_uvarint(buf, attrs.len() as u64);
-        for kv in attrs {
-            self.put_string(buf, &kv.key, Class::Shared);
-            self.value(buf, &kv.value, values);
-        }
+        put_attrs(buf, attrs, &mut |b, s, key| self.put_string(b, s, if key { Class::Shared } else { values }));
     }
 
     fn value(&mut self, buf: &mut Vec<u8>, v: &Value, class: Class) {
-        match v {
-            Value::Empty => buf.push(0),
-            Value::Str(s) => {
-                buf.push(1);
-                self.put_string(buf, s, class);
-            }
-            Value::Bool(false) => buf.push(2),
-            Value::Bool(true) => buf.push(3),
-            Value::Int(i) => {
-                buf.push(4);
-                put_ivarint(buf, *i);
-            }
-            Value::Double(d) => {
-                buf.push(5);
-                buf.extend_from_slice(&d.to_le_bytes());
-            }
-            Value::Bytes(b) => {
-                buf.push(6);
-                put_bytes(buf, b);
-            }
-            Value::Array(items) => {
-                buf.push(7);
-                put_uvarint(buf, items.len() as u64);
-                for item in items {
-                    self.value(buf, item, class);
-                }
-            }
-            Value::KvList(kvs) => {
-                buf.push(8);
-                self.attrs(buf, kvs, class);
-            }
-        }
+        put_value(buf, v, &mut |b, s, key| self.put_string(b, s, if key { Class::Shared } else { class }));
     }
 
     /// Shares a structure whose payload references only shared entries, else defines it locally; returns its ref.
@@ -429,12 +397,13 @@ impl Enc<'_> {
     /// The template of spans of shape `k`: an existing shared one, else a new one whose default values are those of
     /// `attrs` (the span at hand), shared when everything it references is.
     fn template(&mut self, k: &TemplateKey, attrs: &[KeyValue], local: &mut Defs) -> (u64, Defaults) {
-        let mut shape = Vec::new();
-        put_uvarint(&mut shape, k.resource);
-        put_uvarint(&mut shape, k.scope);
-        put_uvarint(&mut shape, k.name);
-        put_ivarint(&mut shape, k.kind.into());
+        let mut head = Vec::new();
+        put_uvarint(&mut head, k.resource);
+        put_uvarint(&mut head, k.scope);
+        put_uvarint(&mut head, k.name);
+        put_ivarint(&mut head, k.kind.into());
         let shareable = [k.resource, k.scope, k.name].iter().chain(&k.keys).all(|r| r & 1 == 1);
+        let mut shape = head.clone();
         for &key in &k.keys {
             put_uvarint(&mut shape, key);
         }
@@ -444,7 +413,7 @@ impl Enc<'_> {
         // Defaults reference shared entries only, so that the template can be shared; values are shared at first
         // sight here (one per template key, so bounded by the number of templates).
         let mut defaults = Vec::with_capacity(attrs.len());
-        let mut p = shape[..shape.len() - k.keys.iter().map(|&r| uvarint_len(r)).sum::<usize>()].to_vec();
+        let mut p = head;
         put_uvarint(&mut p, k.keys.len() as u64);
         for (kv, &key) in attrs.iter().zip(&k.keys) {
             put_uvarint(&mut p, key);
@@ -653,10 +622,6 @@ fn rare(enc: &mut Enc<'_>, buf: &mut Vec<u8>, s: &Span, prev_flags: u32) {
     }
 }
 
-fn uvarint_len(v: u64) -> usize {
-    (64 - v.max(1).leading_zeros() as usize).div_ceil(7)
-}
-
 fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
@@ -745,37 +710,46 @@ impl Refs<'_> {
         Dict { strings: Vec::new(), shared: Some(self.shared) }
     }
 
-    fn resource(&self, r: &mut Reader<'_>) -> Result<Arc<Resource>, CodecError> {
+    /// Resolves a ref of one kind: even → `local[r >> 1]`, odd → the shared entry, which `pick` must accept.
+    fn entry<T>(
+        &self,
+        r: &mut Reader<'_>,
+        local: &[Arc<T>],
+        pick: fn(&DictEntry) -> Option<&Arc<T>>,
+        not_kind: &'static str,
+    ) -> Result<Arc<T>, CodecError> {
         let v = r.uvarint()?;
         if v & 1 == 0 {
-            return Self::local(&self.local.resources, v);
+            return Self::local(local, v);
         }
-        match self.shared(v)? {
-            DictEntry::Resource(x) => Ok(x.clone()),
-            _ => Err(CodecError::Corrupt("dictionary entry is not a resource")),
-        }
+        pick(self.shared(v)?).cloned().ok_or(CodecError::Corrupt(not_kind))
+    }
+
+    fn resource(&self, r: &mut Reader<'_>) -> Result<Arc<Resource>, CodecError> {
+        self.entry(
+            r,
+            &self.local.resources,
+            |e| if let DictEntry::Resource(x) = e { Some(x) } else { None },
+            "dictionary entry is not a resource",
+        )
     }
 
     fn scope(&self, r: &mut Reader<'_>) -> Result<Arc<Scope>, CodecError> {
-        let v = r.uvarint()?;
-        if v & 1 == 0 {
-            return Self::local(&self.local.scopes, v);
-        }
-        match self.shared(v)? {
-            DictEntry::Scope(x) => Ok(x.clone()),
-            _ => Err(CodecError::Corrupt("dictionary entry is not a scope")),
-        }
+        self.entry(
+            r,
+            &self.local.scopes,
+            |e| if let DictEntry::Scope(x) = e { Some(x) } else { None },
+            "dictionary entry is not a scope",
+        )
     }
 
     fn template(&self, r: &mut Reader<'_>) -> Result<Arc<Template>, CodecError> {
-        let v = r.uvarint()?;
-        if v & 1 == 0 {
-            return Self::local(&self.local.templates, v);
-        }
-        match self.shared(v)? {
-            DictEntry::Template(x) => Ok(x.clone()),
-            _ => Err(CodecError::Corrupt("dictionary entry is not a template")),
-        }
+        self.entry(
+            r,
+            &self.local.templates,
+            |e| if let DictEntry::Template(x) = e { Some(x) } else { None },
+            "dictionary entry is not a template",
+        )
     }
 
     fn resource_def(&self, r: &mut Reader<'_>) -> Result<Resource, CodecError> {
