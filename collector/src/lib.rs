@@ -9,12 +9,14 @@
 pub mod assembly;
 pub mod cli;
 pub mod codec;
+pub mod config;
 pub mod dependencies;
 pub mod formats;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod query;
+pub mod sampling;
 pub mod server;
 pub mod storage;
 pub mod synthetic;

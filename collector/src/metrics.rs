@@ -30,6 +30,60 @@ pub struct TierLabels {
     pub tier: String,
 }
 
+/// Labels `{protocol, result}` for remote-sampling requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SamplingLabels {
+    /// `http` or `grpc`.
+    pub protocol: String,
+    /// `ok` or `bad_request`.
+    pub result: String,
+}
+
+impl SamplingLabels {
+    /// Builds the labels.
+    pub fn new(protocol: &str, result: &str) -> Self {
+        Self { protocol: protocol.to_string(), result: result.to_string() }
+    }
+}
+
+/// Labels `{policy, decision}` for tail-sampling votes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// Policy name.
+    pub policy: String,
+    /// `sampled`, `not_sampled`, `inverted_sampled`, `inverted_not_sampled`, `dropped`.
+    pub decision: String,
+}
+
+/// Labels `{sampled}`: the final tail-sampling decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SampledLabels {
+    /// `true` or `false`.
+    pub sampled: String,
+}
+
+/// Labels of the span (RED) metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedLabels {
+    /// `service.name`.
+    pub service: String,
+    /// Span name.
+    pub operation: String,
+    /// `SPAN_KIND_SERVER`, ….
+    pub span_kind: String,
+    /// `STATUS_CODE_UNSET`, `STATUS_CODE_OK`, `STATUS_CODE_ERROR`.
+    pub status_code: String,
+}
+
+/// Labels of dependency-edge counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EdgeLabels {
+    /// Calling service.
+    pub parent: String,
+    /// Called service.
+    pub child: String,
+}
+
 /// All collector metrics.
 pub struct Metrics {
     /// Spans received, by protocol (before validation).
@@ -64,6 +118,40 @@ pub struct Metrics {
     pub partitions_expired: Family<TierLabels, Counter>,
     /// Stored trace blocks that failed to decode when read (the trace answers an error).
     pub blocks_corrupt: Counter,
+    /// Remote-sampling requests, by protocol and result.
+    pub sampling_requests: Family<SamplingLabels, Counter>,
+    /// Configuration reloads, by result (`applied`, `rejected`).
+    pub config_reloads: Family<ReasonLabels, Counter>,
+    /// Tail-sampling votes per policy (upstream `count_traces_sampled{policy,decision}`).
+    pub sampling_policy_decisions: Family<PolicyLabels, Counter>,
+    /// Final tail-sampling decisions (upstream `global_count_traces_sampled{sampled}`).
+    pub traces_sampled: Family<SampledLabels, Counter>,
+    /// Spans dropped by tail sampling (the trace was not sampled), including late spans of dropped traces.
+    pub spans_sampled_out: Counter,
+    /// Late spans that followed a cached decision, by decision.
+    pub late_spans: Family<SampledLabels, Counter>,
+    /// Bytes of export requests being processed (decoded, not yet in the write-ahead log and handed on).
+    pub inflight_bytes: Gauge,
+    /// Bytes in write-ahead-log segments on disk.
+    pub wal_bytes: Gauge,
+    /// Write-ahead-log segments on disk.
+    pub wal_segments: Gauge,
+    /// Records appended to the write-ahead log.
+    pub wal_records: Counter,
+    /// Write-ahead-log fsync latency, seconds (one per group commit).
+    pub wal_fsync_seconds: Histogram,
+    /// Spans replayed from the write-ahead log at start.
+    pub wal_replayed_spans: Counter,
+    /// Write-ahead-log records skipped at replay because they were torn or corrupt (never acknowledged).
+    pub wal_corrupt_records: Counter,
+    /// Spans by service, operation, kind and status (RED: rate and errors), weighted by head-sampling rate.
+    pub span_calls: Family<RedLabels, Counter<f64>>,
+    /// Span durations by service, operation, kind and status, seconds.
+    pub span_duration_seconds: Family<RedLabels, Histogram>,
+    /// RED series not created because the series limit was reached (their spans are not in the RED metrics).
+    pub red_series_overflow: Counter,
+    /// Service-dependency calls of kept traces, weighted by the rate the trace was kept at.
+    pub dependency_calls: Family<EdgeLabels, Counter<f64>>,
     registry: Registry,
 }
 
@@ -85,6 +173,23 @@ impl Metrics {
             storage_partitions: Family::default(),
             partitions_expired: Family::default(),
             blocks_corrupt: Counter::default(),
+            sampling_requests: Family::default(),
+            config_reloads: Family::default(),
+            sampling_policy_decisions: Family::default(),
+            traces_sampled: Family::default(),
+            spans_sampled_out: Counter::default(),
+            late_spans: Family::default(),
+            inflight_bytes: Gauge::default(),
+            wal_bytes: Gauge::default(),
+            wal_segments: Gauge::default(),
+            wal_records: Counter::default(),
+            wal_fsync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            wal_replayed_spans: Counter::default(),
+            wal_corrupt_records: Counter::default(),
+            span_calls: Family::default(),
+            span_duration_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.5, 14))),
+            red_series_overflow: Counter::default(),
+            dependency_calls: Family::default(),
             live_traces: Gauge::default(),
             pending_chunks: Gauge::default(),
             store_write_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
@@ -126,6 +231,67 @@ impl Metrics {
             "Storage write latency",
             prometheus_client::registry::Unit::Seconds,
             m.store_write_seconds.clone(),
+        );
+        registry.register(
+            "sampling_requests",
+            "Remote-sampling requests, by protocol and result",
+            m.sampling_requests.clone(),
+        );
+        registry.register("config_reloads", "Configuration reloads, by result", m.config_reloads.clone());
+        registry.register(
+            "sampling_policy_decisions",
+            "Tail-sampling votes, by policy and decision",
+            m.sampling_policy_decisions.clone(),
+        );
+        registry.register("traces_sampled", "Final tail-sampling decisions", m.traces_sampled.clone());
+        registry.register("spans_sampled_out", "Spans dropped by tail sampling", m.spans_sampled_out.clone());
+        registry.register("late_spans", "Late spans that followed a cached decision", m.late_spans.clone());
+        registry.register_with_unit(
+            "inflight",
+            "Export-request bytes being processed",
+            prometheus_client::registry::Unit::Bytes,
+            m.inflight_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "wal",
+            "Bytes in write-ahead-log segments",
+            prometheus_client::registry::Unit::Bytes,
+            m.wal_bytes.clone(),
+        );
+        registry.register("wal_segments", "Write-ahead-log segments on disk", m.wal_segments.clone());
+        registry.register("wal_records", "Records appended to the write-ahead log", m.wal_records.clone());
+        registry.register_with_unit(
+            "wal_fsync",
+            "Write-ahead-log fsync latency",
+            prometheus_client::registry::Unit::Seconds,
+            m.wal_fsync_seconds.clone(),
+        );
+        registry.register(
+            "wal_replayed_spans",
+            "Spans replayed from the write-ahead log",
+            m.wal_replayed_spans.clone(),
+        );
+        registry.register(
+            "wal_corrupt_records",
+            "Torn or corrupt write-ahead-log records skipped at replay",
+            m.wal_corrupt_records.clone(),
+        );
+        registry.register("span_calls", "Spans by service, operation, kind and status", m.span_calls.clone());
+        registry.register_with_unit(
+            "span_duration",
+            "Span durations by service, operation, kind and status",
+            prometheus_client::registry::Unit::Seconds,
+            m.span_duration_seconds.clone(),
+        );
+        registry.register(
+            "red_series_overflow",
+            "Spans left out of the RED metrics because the series limit was reached",
+            m.red_series_overflow.clone(),
+        );
+        registry.register(
+            "dependency_calls",
+            "Service-dependency calls of kept traces, weighted by their sampling rate",
+            m.dependency_calls.clone(),
         );
         Metrics { registry, ..m }
     }

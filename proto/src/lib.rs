@@ -5,6 +5,15 @@
 //! Skein's own APIs (query, remote sampling) are added here as `.proto` files built with tonic when the issues
 //! that need them land.
 
+pub mod sampling;
+
+/// Jaeger's remote-sampling API (`jaeger.api_v2`, `proto/jaeger/api_v2/sampling.proto`): the
+/// `SamplingManager` gRPC service and its messages, wire-compatible with Jaeger's.
+#[allow(missing_docs, clippy::all)]
+pub mod jaeger_sampling {
+    tonic::include_proto!("jaeger.api_v2");
+}
+
 pub use opentelemetry_proto::tonic::{
     collector::trace::v1 as otlp_collector_trace, common::v1 as otlp_common, resource::v1 as otlp_resource,
     trace::v1 as otlp_trace,
