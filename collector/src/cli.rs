@@ -49,6 +49,35 @@ pub struct ServerArgs {
     /// Maximum bytes of one string or bytes attribute value.
     #[arg(long, env = "SKEIN_MAX_ATTRIBUTE_VALUE_BYTES", default_value_t = 32 * 1024)]
     pub max_attribute_value_bytes: usize,
+    /// Configuration file (YAML: `tail_sampling`, `sampling_strategies`); re-read when it changes.
+    #[arg(long, env = "SKEIN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// How often the configuration file is checked for changes, milliseconds.
+    #[arg(long, env = "SKEIN_CONFIG_RELOAD_MS", default_value_t = 2000)]
+    pub config_reload_ms: u64,
+    /// Write-ahead-log directory; default `<data-dir>/wal` for the all-in-one, `./skein-wal` for the collector.
+    #[arg(long, env = "SKEIN_WAL_DIR")]
+    pub wal_dir: Option<PathBuf>,
+    /// Write-ahead-log budget, bytes; beyond it requests are refused (RESOURCE_EXHAUSTED / 429) until storage
+    /// catches up.
+    #[arg(long, env = "SKEIN_WAL_MAX_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub wal_max_bytes: u64,
+    /// Export-request bytes processed at once; beyond it requests are refused (RESOURCE_EXHAUSTED / 429).
+    #[arg(long, env = "SKEIN_MAX_INFLIGHT_BYTES", default_value_t = crate::ingest::DEFAULT_MAX_INFLIGHT_BYTES)]
+    pub max_inflight_bytes: usize,
+    /// Zipkin v2 JSON receiver listen address (`POST /api/v2/spans`).
+    #[arg(long, env = "SKEIN_ZIPKIN_ADDR", default_value = "0.0.0.0:9411")]
+    pub zipkin_addr: SocketAddr,
+    /// Jaeger remote-sampling HTTP listen address (`GET /api/sampling?service=`).
+    #[arg(long, env = "SKEIN_SAMPLING_HTTP_ADDR", default_value = "0.0.0.0:5778")]
+    pub sampling_http_addr: SocketAddr,
+    /// Jaeger remote-sampling gRPC listen address (`jaeger.api_v2.SamplingManager`).
+    #[arg(long, env = "SKEIN_SAMPLING_GRPC_ADDR", default_value = "0.0.0.0:5779")]
+    pub sampling_grpc_addr: SocketAddr,
+    /// After SIGTERM, how long to drain (decide and write held traces) before exiting anyway (Go duration);
+    /// whatever is left is in the write-ahead log and replayed at the next start.
+    #[arg(long, env = "SKEIN_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub shutdown_timeout: Duration,
     /// Log format.
     #[arg(long, env = "SKEIN_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -194,6 +223,18 @@ impl ServerArgs {
                 ..Limits::default()
             },
             importance: self.storage.importance(),
+            config_file: self.config.clone(),
+            config_reload: Duration::from_millis(self.config_reload_ms.max(50)),
+            wal_dir: self.wal_dir.clone().unwrap_or_else(|| match role {
+                Role::AllInOne => self.storage.data_dir.join("wal"),
+                Role::Collector | Role::Query => PathBuf::from("./skein-wal"),
+            }),
+            wal_max_bytes: self.wal_max_bytes,
+            max_inflight_bytes: self.max_inflight_bytes,
+            zipkin_addr: self.zipkin_addr,
+            sampling_http_addr: self.sampling_http_addr,
+            sampling_grpc_addr: self.sampling_grpc_addr,
+            shutdown_timeout: self.shutdown_timeout,
         })
     }
 }

@@ -20,6 +20,7 @@ pub mod sampling;
 pub mod server;
 pub mod storage;
 pub mod synthetic;
+pub mod wal;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -47,6 +48,9 @@ pub enum Error {
     /// A server stopped with an error.
     #[error("server: {0}")]
     Serve(String),
+    /// The configuration file is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// Collector result.

@@ -66,9 +66,9 @@ pub struct SampledLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RedLabels {
     /// `service.name`.
-    pub service: String,
+    pub service_name: String,
     /// Span name.
-    pub operation: String,
+    pub span_name: String,
     /// `SPAN_KIND_SERVER`, ….
     pub span_kind: String,
     /// `STATUS_CODE_UNSET`, `STATUS_CODE_OK`, `STATUS_CODE_ERROR`.
@@ -130,6 +130,8 @@ pub struct Metrics {
     pub spans_sampled_out: Counter,
     /// Late spans that followed a cached decision, by decision.
     pub late_spans: Family<SampledLabels, Counter>,
+    /// Spans of whole requests refused (overload, full write-ahead log, shutdown), by reason.
+    pub spans_refused: Family<ReasonLabels, Counter>,
     /// Bytes of export requests being processed (decoded, not yet in the write-ahead log and handed on).
     pub inflight_bytes: Gauge,
     /// Bytes in write-ahead-log segments on disk.
@@ -144,8 +146,8 @@ pub struct Metrics {
     pub wal_replayed_spans: Counter,
     /// Write-ahead-log records skipped at replay because they were torn or corrupt (never acknowledged).
     pub wal_corrupt_records: Counter,
-    /// Spans by service, operation, kind and status (RED: rate and errors), weighted by head-sampling rate.
-    pub span_calls: Family<RedLabels, Counter<f64>>,
+    /// Spans by service, operation, kind and status (RED: rate and errors), counted before tail sampling.
+    pub span_calls: Family<RedLabels, Counter>,
     /// Span durations by service, operation, kind and status, seconds.
     pub span_duration_seconds: Family<RedLabels, Histogram>,
     /// RED series not created because the series limit was reached (their spans are not in the RED metrics).
@@ -179,6 +181,7 @@ impl Metrics {
             traces_sampled: Family::default(),
             spans_sampled_out: Counter::default(),
             late_spans: Family::default(),
+            spans_refused: Family::default(),
             inflight_bytes: Gauge::default(),
             wal_bytes: Gauge::default(),
             wal_segments: Gauge::default(),
@@ -246,6 +249,7 @@ impl Metrics {
         registry.register("traces_sampled", "Final tail-sampling decisions", m.traces_sampled.clone());
         registry.register("spans_sampled_out", "Spans dropped by tail sampling", m.spans_sampled_out.clone());
         registry.register("late_spans", "Late spans that followed a cached decision", m.late_spans.clone());
+        registry.register("spans_refused", "Spans of refused requests, by reason", m.spans_refused.clone());
         registry.register_with_unit(
             "inflight",
             "Export-request bytes being processed",

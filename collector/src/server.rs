@@ -17,12 +17,14 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::assembly::{self, AssemblyConfig};
+use crate::assembly::{self, AssemblyConfig, Batch};
 use crate::ingest::grpc::OtlpGrpc;
 use crate::ingest::{Ingest, Limits};
 use crate::metrics::Metrics;
+use crate::sampling::remote::{self, SamplingGrpc, Strategies};
 use crate::storage::embedded::{self, EmbeddedConfig, EmbeddedStore};
 use crate::storage::{ImportancePolicy, TraceStore};
+use crate::wal::Wal;
 use crate::{Error, Result, query, writer};
 
 /// Capacity of the receivers → assembler channel, in export requests (receivers wait when it is full, so this
@@ -85,6 +87,52 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Which traces get the important retention tier.
     pub importance: ImportancePolicy,
+    /// Configuration file (tail sampling, remote-sampling strategies), re-read on change.
+    pub config_file: Option<std::path::PathBuf>,
+    /// How often the configuration file is checked.
+    pub config_reload: std::time::Duration,
+    /// Write-ahead-log directory.
+    pub wal_dir: std::path::PathBuf,
+    /// Write-ahead-log budget, bytes.
+    pub wal_max_bytes: u64,
+    /// Export-request bytes processed at once.
+    pub max_inflight_bytes: usize,
+    /// Zipkin receiver listen address.
+    pub zipkin_addr: SocketAddr,
+    /// Remote-sampling HTTP listen address.
+    pub sampling_http_addr: SocketAddr,
+    /// Remote-sampling gRPC listen address.
+    pub sampling_grpc_addr: SocketAddr,
+    /// Longest drain after a shutdown signal.
+    pub shutdown_timeout: std::time::Duration,
+}
+
+impl ServerConfig {
+    /// A configuration for tests and embedding: every listener on 127.0.0.1 port 0, the embedded store in
+    /// `data_dir` (write-ahead log in `data_dir/wal`), defaults elsewhere.
+    pub fn local(role: Role, data_dir: &std::path::Path) -> Self {
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        Self {
+            role,
+            otlp_grpc_addr: any,
+            otlp_http_addr: any,
+            query_http_addr: any,
+            admin_addr: any,
+            storage: StorageConfig::Embedded(EmbeddedConfig::new(data_dir.to_path_buf())),
+            assembly: AssemblyConfig::default(),
+            limits: Limits::default(),
+            importance: ImportancePolicy::default(),
+            config_file: None,
+            config_reload: std::time::Duration::from_secs(2),
+            wal_dir: data_dir.join("wal"),
+            wal_max_bytes: 1 << 30,
+            max_inflight_bytes: crate::ingest::DEFAULT_MAX_INFLIGHT_BYTES,
+            zipkin_addr: any,
+            sampling_http_addr: any,
+            sampling_grpc_addr: any,
+            shutdown_timeout: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 /// The addresses actually bound (useful with port 0); `None` for the parts the role does not run.
@@ -96,6 +144,12 @@ pub struct BoundAddrs {
     pub otlp_http: Option<SocketAddr>,
     /// Query HTTP.
     pub query_http: Option<SocketAddr>,
+    /// Zipkin receiver.
+    pub zipkin: Option<SocketAddr>,
+    /// Remote-sampling HTTP.
+    pub sampling_http: Option<SocketAddr>,
+    /// Remote-sampling gRPC.
+    pub sampling_grpc: Option<SocketAddr>,
     /// Admin.
     pub admin: SocketAddr,
 }
@@ -166,6 +220,11 @@ pub async fn run_server(
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
+    let role = config.role;
+    let loaded = match &config.config_file {
+        Some(path) => crate::config::load(path).map_err(|e| Error::Config(e.to_string()))?,
+        None => crate::config::Loaded::default(),
+    };
     let (store, embedded): (Arc<dyn TraceStore>, Option<EmbeddedStore>) = match &config.storage {
         StorageConfig::Embedded(c) => {
             let e = EmbeddedStore::open(c)?;
@@ -173,16 +232,22 @@ pub async fn run_server(
         }
         StorageConfig::Scylla(c) => (Arc::new(crate::storage::scylla::ScyllaStore::connect(c.clone()).await?), None),
     };
-    let role = config.role;
 
-    let grpc_listener = bind_if(role.ingests(), config.otlp_grpc_addr, "OTLP gRPC").await?;
-    let http_listener = bind_if(role.ingests(), config.otlp_http_addr, "OTLP HTTP").await?;
+    let ingests = role.ingests();
+    let grpc_listener = bind_if(ingests, config.otlp_grpc_addr, "OTLP gRPC").await?;
+    let http_listener = bind_if(ingests, config.otlp_http_addr, "OTLP HTTP").await?;
+    let zipkin_listener = bind_if(ingests, config.zipkin_addr, "Zipkin").await?;
+    let sampling_http_listener = bind_if(ingests, config.sampling_http_addr, "remote sampling HTTP").await?;
+    let sampling_grpc_listener = bind_if(ingests, config.sampling_grpc_addr, "remote sampling gRPC").await?;
     let query_listener = bind_if(role.queries(), config.query_http_addr, "query HTTP").await?;
     let admin_listener = bind(config.admin_addr, "admin").await?;
     let bound = BoundAddrs {
         otlp_grpc: local(&grpc_listener)?,
         otlp_http: local(&http_listener)?,
         query_http: local(&query_listener)?,
+        zipkin: local(&zipkin_listener)?,
+        sampling_http: local(&sampling_http_listener)?,
+        sampling_grpc: local(&sampling_grpc_listener)?,
         admin: admin_listener.local_addr()?,
     };
     let storage = match &config.storage {
@@ -192,6 +257,9 @@ pub async fn run_server(
     tracing::info!(
         otlp_grpc = %addr_or_dash(bound.otlp_grpc),
         otlp_http = %addr_or_dash(bound.otlp_http),
+        zipkin = %addr_or_dash(bound.zipkin),
+        sampling_http = %addr_or_dash(bound.sampling_http),
+        sampling_grpc = %addr_or_dash(bound.sampling_grpc),
         query_http = %addr_or_dash(bound.query_http),
         admin = %bound.admin,
         storage = %storage,
@@ -202,26 +270,7 @@ pub async fn run_server(
     let (stop_ingest_tx, stop_ingest) = watch::channel(false);
     let (stop_rest_tx, stop_rest) = watch::channel(false);
 
-    let mut ingest_tasks: Vec<(&str, ServeTask)> = Vec::new();
-    let mut pipeline = None;
-    if let (Some(grpc_listener), Some(http_listener)) = (grpc_listener, http_listener) {
-        let (span_tx, span_rx) = mpsc::channel(INGEST_QUEUE_REQUESTS);
-        let (chunk_tx, chunk_rx) = mpsc::channel(WRITE_QUEUE_CHUNKS);
-        let assembler = tokio::spawn(assembly::run(config.assembly.clone(), metrics.clone(), span_rx, chunk_tx));
-        let writer = tokio::spawn(writer::run(store.clone(), metrics.clone(), config.importance, chunk_rx));
-        pipeline = Some((assembler, writer));
-        let ingest = Ingest::new(config.limits.clone(), metrics.clone(), span_tx);
-        let grpc = tonic::transport::Server::builder()
-            .add_service(OtlpGrpc::new(ingest.clone()))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                wait_for(stop_ingest.clone()),
-            );
-        ingest_tasks.push(("OTLP gRPC", tokio::spawn(async move { grpc.await.map_err(std::io::Error::other) })));
-        let otlp_http = axum::serve(http_listener, crate::ingest::http::router(ingest))
-            .with_graceful_shutdown(wait_for(stop_ingest.clone()));
-        ingest_tasks.push(("OTLP HTTP", tokio::spawn(async move { otlp_http.await })));
-    }
+    // Admin and query first: /healthz answers and /readyz says "not ready" while the log replays.
     let mut rest_tasks: Vec<(&str, ServeTask)> = Vec::new();
     if let Some(query_listener) = query_listener {
         let query_srv = axum::serve(query_listener, query::router(store.clone(), metrics.clone()))
@@ -231,6 +280,78 @@ pub async fn run_server(
     let admin_srv = axum::serve(admin_listener, admin_router(metrics.clone(), ready.clone()))
         .with_graceful_shutdown(wait_for(stop_rest.clone()));
     rest_tasks.push(("admin", tokio::spawn(async move { admin_srv.await })));
+
+    let mut ingest_tasks: Vec<(&str, ServeTask)> = Vec::new();
+    let mut pipeline = None;
+    if let (Some(grpc_listener), Some(http_listener), Some(zipkin_listener), Some(sh), Some(sg)) =
+        (grpc_listener, http_listener, zipkin_listener, sampling_http_listener, sampling_grpc_listener)
+    {
+        let (wal, records) = Wal::open(&config.wal_dir, config.wal_max_bytes, metrics.clone())
+            .map_err(|e| Error::Serve(format!("write-ahead log in {}: {e}", config.wal_dir.display())))?;
+        let strategies = Strategies::new(loaded.strategies.clone());
+        let (tail_tx, tail_rx) = watch::channel(loaded.config.tail_sampling.clone());
+        if let Some(path) = &config.config_file {
+            let mut updates = crate::config::watch(path.clone(), loaded.clone(), config.config_reload, metrics.clone());
+            let strategies = strategies.clone();
+            tokio::spawn(async move {
+                while updates.changed().await.is_ok() {
+                    let l = updates.borrow_and_update().clone();
+                    strategies.replace(l.strategies.clone());
+                    if tail_tx.send(l.config.tail_sampling.clone()).is_err() {
+                        return;
+                    }
+                }
+            });
+        } else {
+            // Keep the sender alive so the assembler's receiver stays open.
+            tokio::spawn(async move { tail_tx.closed().await });
+        }
+        let (span_tx, span_rx) = mpsc::channel(INGEST_QUEUE_REQUESTS);
+        let (chunk_tx, chunk_rx) = mpsc::channel(WRITE_QUEUE_CHUNKS);
+        let refs = wal.refs().clone();
+        let assembler = tokio::spawn(assembly::run(
+            config.assembly.clone(),
+            metrics.clone(),
+            Some(refs.clone()),
+            tail_rx,
+            span_rx,
+            chunk_tx,
+        ));
+        let writer =
+            tokio::spawn(writer::run(store.clone(), metrics.clone(), config.importance, Some(refs.clone()), chunk_rx));
+        pipeline = Some((assembler, writer));
+        replay(records, &config.limits, &refs, &metrics, &span_tx).await;
+
+        let ingest = Ingest::new(config.limits.clone(), metrics.clone(), span_tx)
+            .with_wal(wal)
+            .with_max_inflight_bytes(config.max_inflight_bytes);
+        let grpc = tonic::transport::Server::builder()
+            .add_service(OtlpGrpc::new(ingest.clone()))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                wait_for(stop_ingest.clone()),
+            );
+        ingest_tasks.push(("OTLP gRPC", tokio::spawn(async move { grpc.await.map_err(std::io::Error::other) })));
+        let otlp_http = axum::serve(http_listener, crate::ingest::http::router(ingest.clone()))
+            .with_graceful_shutdown(wait_for(stop_ingest.clone()));
+        ingest_tasks.push(("OTLP HTTP", tokio::spawn(async move { otlp_http.await })));
+        let zipkin = axum::serve(zipkin_listener, crate::ingest::zipkin::router(ingest))
+            .with_graceful_shutdown(wait_for(stop_ingest.clone()));
+        ingest_tasks.push(("Zipkin", tokio::spawn(async move { zipkin.await })));
+        let sampling_http = axum::serve(sh, remote::http_router(strategies.clone(), metrics.clone()))
+            .with_graceful_shutdown(wait_for(stop_rest.clone()));
+        rest_tasks.push(("remote sampling HTTP", tokio::spawn(async move { sampling_http.await })));
+        let sampling_grpc = tonic::transport::Server::builder()
+            .add_service(SamplingGrpc::new(strategies, metrics.clone()).server())
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(sg),
+                wait_for(stop_rest.clone()),
+            );
+        rest_tasks.push((
+            "remote sampling gRPC",
+            tokio::spawn(async move { sampling_grpc.await.map_err(std::io::Error::other) }),
+        ));
+    }
     let retention = match (&embedded, role.ingests()) {
         (Some(e), true) => {
             embedded::export_storage_gauges(e, &metrics);
@@ -244,20 +365,35 @@ pub async fn run_server(
         _ => None,
     };
     ready.store(true, Ordering::Release);
+    tracing::info!("ready");
 
     shutdown.await;
-    tracing::info!("shutting down: no longer accepting spans");
+    tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: no longer accepting spans");
     ready.store(false, Ordering::Release);
     let _ = stop_ingest_tx.send(true);
+    let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
     let mut results = Vec::new();
     for (what, task) in ingest_tasks {
-        results.push((what, task.await));
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(r) => results.push((what, r)),
+            Err(_) => tracing::warn!(what, "receiver did not stop before the shutdown timeout"),
+        }
     }
+    let mut drained = true;
     if let Some((assembler, writer)) = pipeline {
-        // Every Ingest handle is gone now, so the assembler drains and the writer finishes.
-        let _ = assembler.await;
-        let _ = writer.await;
-        tracing::info!("all assembled traces written");
+        // Every Ingest handle is gone now, so the assembler decides every held trace and the writer finishes.
+        let drain = async {
+            let _ = assembler.await;
+            let _ = writer.await;
+        };
+        if tokio::time::timeout_at(deadline, drain).await.is_err() {
+            drained = false;
+            tracing::warn!(
+                "shutdown timeout reached before every trace was written; the write-ahead log keeps the rest for the next start"
+            );
+        } else {
+            tracing::info!("all held traces decided and written");
+        }
     }
     if let Some(e) = &embedded
         && let Err(e) = e.flush().await
@@ -266,10 +402,16 @@ pub async fn run_server(
     }
     let _ = stop_rest_tx.send(true);
     for (what, task) in rest_tasks {
-        results.push((what, task.await));
+        match tokio::time::timeout(std::time::Duration::from_secs(5), task).await {
+            Ok(r) => results.push((what, r)),
+            Err(_) => tracing::warn!(what, "server did not stop in time"),
+        }
     }
     if let Some(r) = retention {
         let _ = r.await;
+    }
+    if !drained {
+        return Ok(());
     }
     for (what, r) in results {
         match r {
@@ -279,6 +421,50 @@ pub async fn run_server(
         }
     }
     Ok(())
+}
+
+/// Feeds the write-ahead log's records back into the pipeline (before the receivers open).
+async fn replay(
+    records: Vec<crate::wal::Record>,
+    limits: &Limits,
+    refs: &crate::wal::SegmentRefs,
+    metrics: &Metrics,
+    spans: &mpsc::Sender<Batch>,
+) {
+    use prost::Message as _;
+    if records.is_empty() {
+        return;
+    }
+    let n = records.len();
+    let started = std::time::Instant::now();
+    let mut replayed = 0u64;
+    for r in records {
+        let request = match skein_proto::otlp_collector_trace::ExportTraceServiceRequest::decode(r.payload.as_slice()) {
+            Ok(req) => req,
+            Err(e) => {
+                tracing::warn!(seq = r.seq, error = %e, "undecodable write-ahead-log record skipped");
+                metrics.wal_corrupt_records.inc();
+                refs.release(r.seq);
+                continue;
+            }
+        };
+        let converted = crate::ingest::convert(request.resource_spans, limits);
+        if converted.spans.is_empty() {
+            refs.release(r.seq);
+            continue;
+        }
+        replayed += converted.spans.len() as u64;
+        if spans.send(Batch { spans: converted.spans, wal_seq: Some(r.seq), replayed: true }).await.is_err() {
+            return;
+        }
+    }
+    metrics.wal_replayed_spans.inc_by(replayed);
+    tracing::info!(
+        records = n,
+        spans = replayed,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "write-ahead log replayed"
+    );
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).

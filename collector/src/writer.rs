@@ -3,8 +3,9 @@
 //! It batches chunks (up to [`MAX_BATCH_CHUNKS`] or [`BATCH_INTERVAL`]), deduplicates late chunks against the
 //! stored trace (so a span exported twice, minutes apart, is still stored once) and resolves parents that live in
 //! earlier chunks for dependency edges. Encoding runs on the blocking pool. A failed write is retried with
-//! exponential backoff; when storage stays down for [`MAX_ATTEMPTS`] tries, the batch is dropped and counted in
-//! `skein_spans_write_failed_total` (the write-ahead log of issue #4 removes this loss).
+//! exponential backoff; when storage stays down for [`MAX_ATTEMPTS`] tries, the batch is given up and counted in
+//! `skein_spans_write_failed_total` — with the write-ahead log on, its segments are kept (their references are not
+//! released) so the spans are written when the log is replayed at the next start.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::assembly::Chunk;
 use crate::metrics::Metrics;
 use crate::model::Span;
 use crate::storage::{Dictionaries, ImportancePolicy, TraceStore, WriteBatch, prepare_chunk};
+use crate::wal::SegmentRefs;
 
 /// Maximum chunks per storage write.
 pub const MAX_BATCH_CHUNKS: usize = 512;
@@ -29,9 +31,10 @@ pub async fn run(
     store: Arc<dyn TraceStore>,
     metrics: Arc<Metrics>,
     importance: ImportancePolicy,
+    refs: Option<SegmentRefs>,
     mut input: mpsc::Receiver<Chunk>,
 ) {
-    let w = Writer { dicts: Arc::new(Dictionaries::new(store.partition_secs())), store, metrics, importance };
+    let w = Writer { dicts: Arc::new(Dictionaries::new(store.partition_secs())), store, metrics, importance, refs };
     let mut pending: Vec<Chunk> = Vec::new();
     loop {
         let closed = if pending.is_empty() {
@@ -76,21 +79,29 @@ struct Writer {
     metrics: Arc<Metrics>,
     dicts: Arc<Dictionaries>,
     importance: ImportancePolicy,
+    refs: Option<SegmentRefs>,
 }
 
 impl Writer {
     /// Deduplicates, encodes and writes one batch of chunks, retrying on failure.
     async fn write(&self, chunks: Vec<Chunk>) {
         let n = chunks.len() as i64;
-        write_inner(self, chunks).await;
+        let seqs: Vec<u64> = chunks.iter().filter_map(|c| c.wal_seq).collect();
+        let stored = write_inner(self, chunks).await;
+        if stored && let Some(refs) = &self.refs {
+            for seq in seqs {
+                refs.release(seq);
+            }
+        }
         self.metrics.pending_chunks.dec_by(n);
     }
 }
 
-async fn write_inner(w: &Writer, chunks: Vec<Chunk>) {
+/// Returns false only when storage kept failing (the chunks' log segments must then be kept for replay).
+async fn write_inner(w: &Writer, chunks: Vec<Chunk>) -> bool {
     let (store, metrics) = (&*w.store, &*w.metrics);
     if chunks.is_empty() {
-        return;
+        return true;
     }
     /// A chunk's spans, the services of parents stored in earlier chunks (span ID → service), and its tier.
     type ChunkInput = (Vec<Span>, HashMap<[u8; 8], String>, bool);
@@ -121,7 +132,7 @@ async fn write_inner(w: &Writer, chunks: Vec<Chunk>) {
         }
     }
     if prepared_inputs.is_empty() {
-        return;
+        return true;
     }
     let span_count: usize = prepared_inputs.iter().map(|(s, _, _)| s.len()).sum();
     let dicts = w.dicts.clone();
@@ -139,13 +150,13 @@ async fn write_inner(w: &Writer, chunks: Vec<Chunk>) {
             w.dicts.reset();
             tracing::error!(error = %e, spans = span_count, "could not encode trace chunks; dropped");
             metrics.spans_write_failed.inc_by(span_count as u64);
-            return;
+            return true;
         }
         Err(e) => {
             w.dicts.reset();
             tracing::error!(error = %e, spans = span_count, "encoder task failed; chunks dropped");
             metrics.spans_write_failed.inc_by(span_count as u64);
-            return;
+            return true;
         }
     };
     let n_chunks = batch.chunks.len() as u64;
@@ -157,7 +168,7 @@ async fn write_inner(w: &Writer, chunks: Vec<Chunk>) {
                 metrics.store_write_seconds.observe(started.elapsed().as_secs_f64());
                 metrics.chunks_written.inc_by(n_chunks);
                 metrics.spans_written.inc_by(span_count as u64);
-                return;
+                return true;
             }
             Err(e) => {
                 metrics.store_write_errors.inc();
@@ -168,6 +179,10 @@ async fn write_inner(w: &Writer, chunks: Vec<Chunk>) {
         }
     }
     w.dicts.reset();
-    tracing::error!(spans = span_count, "storage kept failing; batch dropped");
+    tracing::error!(
+        spans = span_count,
+        "storage kept failing; batch given up (kept in the write-ahead log when it is on, and written at replay)"
+    );
     metrics.spans_write_failed.inc_by(span_count as u64);
+    false
 }

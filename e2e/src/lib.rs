@@ -37,6 +37,12 @@ pub struct AllInOne {
     pub query: String,
     /// Admin base URL.
     pub admin: String,
+    /// Zipkin receiver base URL.
+    pub zipkin: String,
+    /// Remote-sampling HTTP base URL.
+    pub sampling_http: String,
+    /// Remote-sampling gRPC address.
+    pub sampling_grpc: String,
     /// HTTP client.
     pub http: reqwest::blocking::Client,
 }
@@ -52,9 +58,20 @@ impl AllInOne {
     /// # Panics
     /// When the process does not report its listen addresses within 30 s.
     pub fn start(data_dir: &Path, trace_idle_ms: u64) -> Self {
+        Self::start_with(data_dir, trace_idle_ms, &[])
+    }
+
+    /// [`AllInOne::start`] with extra flags (`--config`, `--max-inflight-bytes`, …).
+    ///
+    /// # Panics
+    /// When the process does not report its listen addresses within 30 s or does not turn ready within 60 s.
+    pub fn start_with(data_dir: &Path, trace_idle_ms: u64, extra: &[&str]) -> Self {
         let mut child = Command::new(bin("skein-all-in-one"))
             .args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0"])
             .args(["--query-http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .args(["--zipkin-addr", "127.0.0.1:0", "--sampling-http-addr", "127.0.0.1:0"])
+            .args(["--sampling-grpc-addr", "127.0.0.1:0"])
+            .args(extra)
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--trace-idle-ms", &trace_idle_ms.to_string()])
@@ -81,9 +98,12 @@ impl AllInOne {
             otlp_http: get("otlp_http"),
             query: format!("http://{}", get("query_http")),
             admin: format!("http://{}", get("admin")),
+            zipkin: format!("http://{}", get("zipkin")),
+            sampling_http: format!("http://{}", get("sampling_http")),
+            sampling_grpc: get("sampling_grpc"),
             http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().expect("client"),
         };
-        me.wait_until("ready", Duration::from_secs(30), || {
+        me.wait_until("ready", Duration::from_secs(60), || {
             me.http.get(format!("{}/readyz", me.admin)).send().is_ok_and(|r| r.status().is_success())
         });
         me
@@ -154,6 +174,19 @@ impl AllInOne {
             assert!(Instant::now() < deadline, "skein-all-in-one did not exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Kills the process with SIGKILL (no drain) and waits for it.
+    pub fn kill(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Runs `skein-replay` against this instance; returns its JSON summary.

@@ -24,7 +24,8 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 impl From<IngestError> for Status {
     fn from(e: IngestError) -> Self {
         match e {
-            IngestError::ShuttingDown => Status::unavailable(e.to_string()),
+            IngestError::ShuttingDown | IngestError::Unavailable(_) => Status::unavailable(e.to_string()),
+            IngestError::Overloaded { .. } => Status::resource_exhausted(e.to_string()),
         }
     }
 }
@@ -44,13 +45,18 @@ impl OtlpGrpc {
     /// Handles one export call (also callable directly in tests).
     ///
     /// # Errors
-    /// `UNAVAILABLE` while shutting down.
+    /// `RESOURCE_EXHAUSTED` when overloaded (retry later), `UNAVAILABLE` while shutting down or when the
+    /// write-ahead log fails.
     pub async fn export(
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let req = request.into_inner();
-        Ok(Response::new(self.ingest.export(req.resource_spans, "grpc").await?))
+        Ok(Response::new(self.ingest.export(request.into_inner(), None, "grpc").await?))
+    }
+
+    async fn export_raw(&self, request: Request<RawExport>) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let RawExport { request, raw } = request.into_inner();
+        Ok(Response::new(self.ingest.export(request, Some(raw), "grpc").await?))
     }
 }
 
@@ -60,13 +66,21 @@ impl tonic::server::NamedService for OtlpGrpc {
 
 struct ExportMethod(Arc<OtlpGrpc>);
 
-impl tonic::server::UnaryService<ExportTraceServiceRequest> for ExportMethod {
+/// A decoded request with the protobuf bytes it was decoded from (written to the write-ahead log as is).
+pub struct RawExport {
+    /// The decoded request.
+    pub request: ExportTraceServiceRequest,
+    /// Its protobuf encoding, as received (after decompression).
+    pub raw: bytes::Bytes,
+}
+
+impl tonic::server::UnaryService<RawExport> for ExportMethod {
     type Response = ExportTraceServiceResponse;
     type Future = BoxFuture<Response<Self::Response>, Status>;
 
-    fn call(&mut self, request: Request<ExportTraceServiceRequest>) -> Self::Future {
+    fn call(&mut self, request: Request<RawExport>) -> Self::Future {
         let svc = self.0.clone();
-        Box::pin(async move { svc.export(request).await })
+        Box::pin(async move { svc.export_raw(request).await })
     }
 }
 
@@ -116,7 +130,7 @@ struct OtlpCodec;
 
 impl Codec for OtlpCodec {
     type Encode = ExportTraceServiceResponse;
-    type Decode = ExportTraceServiceRequest;
+    type Decode = RawExport;
     type Encoder = OtlpEncoder;
     type Decoder = OtlpDecoder;
 
@@ -143,12 +157,14 @@ impl Encoder for OtlpEncoder {
 struct OtlpDecoder;
 
 impl Decoder for OtlpDecoder {
-    type Item = ExportTraceServiceRequest;
+    type Item = RawExport;
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
-        ExportTraceServiceRequest::decode(src)
-            .map(Some)
+        use bytes::Buf as _;
+        let raw = src.copy_to_bytes(src.remaining());
+        ExportTraceServiceRequest::decode(raw.clone())
+            .map(|request| Some(RawExport { request, raw }))
             .map_err(|e| Status::invalid_argument(format!("malformed OTLP ExportTraceServiceRequest protobuf: {e}")))
     }
 }

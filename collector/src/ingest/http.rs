@@ -50,6 +50,14 @@ struct HttpError {
     message: String,
 }
 
+/// Maps a whole-request refusal to its HTTP status: 429 (with `Retry-After`) for overload, 503 otherwise.
+pub(crate) fn refusal_status(e: &IngestError) -> (StatusCode, Option<u32>) {
+    match e {
+        IngestError::Overloaded { retry_after_secs, .. } => (StatusCode::TOO_MANY_REQUESTS, Some(*retry_after_secs)),
+        IngestError::ShuttingDown | IngestError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
+    }
+}
+
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let code = match self.status {
@@ -58,7 +66,11 @@ impl IntoResponse for HttpError {
             _ => 3,
         };
         let status = RpcStatus { code, message: self.message };
-        encode_response(self.status, self.format, &status, |s| s.encode_to_vec())
+        let mut response = encode_response(self.status, self.format, &status, |s| s.encode_to_vec());
+        if self.status == StatusCode::TOO_MANY_REQUESTS || self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(crate::ingest::RETRY_AFTER_SECS));
+        }
+        response
     }
 }
 
@@ -84,10 +96,10 @@ async fn export(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) -
     match handle(&ingest, &headers, body).await {
         Ok((format, response)) => encode_response(StatusCode::OK, format, &response, |r| r.encode_to_vec()),
         Err(e) => {
-            // Shutdown refusals are counted by `Ingest::export` itself.
+            // Refusals of whole requests are counted by `Ingest::export` itself.
             match e.status {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE => ingest.metrics().reject_request("unsupported_media_type"),
-                StatusCode::SERVICE_UNAVAILABLE => {}
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {}
                 _ => ingest.metrics().reject_request("malformed"),
             }
             e.into_response()
@@ -118,22 +130,29 @@ async fn handle(
     let bad = |message: String| HttpError { status: StatusCode::BAD_REQUEST, format, message };
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
     let raw = decompress(encoding.trim(), &body).map_err(bad)?;
-    let request = match format {
-        Format::Protobuf => ExportTraceServiceRequest::decode(raw.as_slice())
-            .map_err(|e| bad(format!("malformed OTLP ExportTraceServiceRequest protobuf: {e}")))?,
-        Format::Json => serde_json::from_slice::<ExportTraceServiceRequest>(&raw)
-            .map_err(|e| bad(format!("malformed OTLP JSON ExportTraceServiceRequest: {e}")))?,
-    };
-    let response = ingest.export(request.resource_spans, "http").await.map_err(|e| match e {
-        IngestError::ShuttingDown => {
-            HttpError { status: StatusCode::SERVICE_UNAVAILABLE, format, message: e.to_string() }
+    let (request, raw) = match format {
+        Format::Protobuf => {
+            let raw = bytes::Bytes::from(raw);
+            let request = ExportTraceServiceRequest::decode(raw.clone())
+                .map_err(|e| bad(format!("malformed OTLP ExportTraceServiceRequest protobuf: {e}")))?;
+            (request, Some(raw))
         }
+        Format::Json => {
+            let request = serde_json::from_slice::<ExportTraceServiceRequest>(&raw)
+                .map_err(|e| bad(format!("malformed OTLP JSON ExportTraceServiceRequest: {e}")))?;
+            (request, None)
+        }
+    };
+    let response = ingest.export(request, raw, "http").await.map_err(|e| HttpError {
+        status: refusal_status(&e).0,
+        format,
+        message: e.to_string(),
     })?;
     Ok((format, response))
 }
 
 /// Decompresses a request body, refusing output larger than [`MAX_BODY_BYTES`].
-fn decompress(encoding: &str, body: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn decompress(encoding: &str, body: &[u8]) -> Result<Vec<u8>, String> {
     let limit = MAX_BODY_BYTES as u64 + 1;
     let mut out = Vec::new();
     let result = match encoding.to_ascii_lowercase().as_str() {

@@ -33,9 +33,9 @@ impl Serialize for GoDuration {
         let ns = self.0;
         let text = if ns == 0 {
             "0s".to_string()
-        } else if ns % 1_000_000_000 == 0 {
+        } else if ns.is_multiple_of(1_000_000_000) {
             format!("{}s", ns / 1_000_000_000)
-        } else if ns % 1_000_000 == 0 {
+        } else if ns.is_multiple_of(1_000_000) {
             format!("{}ms", ns / 1_000_000)
         } else {
             format!("{ns}ns")
