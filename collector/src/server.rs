@@ -283,11 +283,26 @@ pub async fn run_server(
 
     let mut ingest_tasks: Vec<(&str, ServeTask)> = Vec::new();
     let mut pipeline = None;
+    let mut wal_handle: Option<Wal> = None;
     if let (Some(grpc_listener), Some(http_listener), Some(zipkin_listener), Some(sh), Some(sg)) =
         (grpc_listener, http_listener, zipkin_listener, sampling_http_listener, sampling_grpc_listener)
     {
         let (wal, records) = Wal::open(&config.wal_dir, config.wal_max_bytes, metrics.clone())
             .map_err(|e| Error::Serve(format!("write-ahead log in {}: {e}", config.wal_dir.display())))?;
+        wal_handle = Some(wal.clone());
+        {
+            // Segments are deleted as soon as they are released, even when no request arrives to trigger it.
+            let wal = wal.clone();
+            let mut stop = stop_rest.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => wal.collect().await,
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
+        }
         let strategies = Strategies::new(loaded.strategies.clone());
         let (tail_tx, tail_rx) = watch::channel(loaded.config.tail_sampling.clone());
         if let Some(path) = &config.config_file {
@@ -393,6 +408,9 @@ pub async fn run_server(
             );
         } else {
             tracing::info!("all held traces decided and written");
+            if let Some(wal) = &wal_handle {
+                wal.rotate_and_collect().await;
+            }
         }
     }
     if let Some(e) = &embedded

@@ -95,10 +95,18 @@ struct Append {
     done: oneshot::Sender<Result<u64, WalError>>,
 }
 
+enum Msg {
+    Append(Append),
+    /// Delete released segments now.
+    Collect(oneshot::Sender<()>),
+    /// Close the active segment (when not empty), then delete released segments.
+    Rotate(oneshot::Sender<()>),
+}
+
 /// Handle on the log. Cheap to clone.
 #[derive(Clone)]
 pub struct Wal {
-    tx: mpsc::Sender<Append>,
+    tx: mpsc::Sender<Msg>,
     refs: SegmentRefs,
 }
 
@@ -273,17 +281,37 @@ impl Wal {
         let mut writer =
             Writer { dir: dir.to_path_buf(), max_bytes, file, seq, size: 0, closed, refs: refs.clone(), metrics };
         writer.gauges();
-        let (tx, mut rx) = mpsc::channel::<Append>(QUEUE_RECORDS);
+        let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE_RECORDS);
         std::thread::Builder::new().name("skein-wal".into()).spawn(move || {
             while let Some(first) = rx.blocking_recv() {
-                let mut batch = vec![first];
-                while let Ok(a) = rx.try_recv() {
-                    batch.push(a);
-                    if batch.len() >= QUEUE_RECORDS {
-                        break;
+                let mut batch = Vec::new();
+                let mut collects = Vec::new();
+                let mut next = Some(first);
+                while let Some(msg) = next.take() {
+                    match msg {
+                        Msg::Append(a) => batch.push(a),
+                        Msg::Collect(done) => collects.push((false, done)),
+                        Msg::Rotate(done) => collects.push((true, done)),
+                    }
+                    if batch.len() < QUEUE_RECORDS {
+                        next = rx.try_recv().ok();
                     }
                 }
-                writer.commit(batch);
+                if !batch.is_empty() {
+                    writer.commit(batch);
+                }
+                if !collects.is_empty() {
+                    if collects.iter().any(|(rotate, _)| *rotate)
+                        && writer.size > 0
+                        && let Err(e) = writer.rotate()
+                    {
+                        tracing::warn!(error = %e, "cannot close the write-ahead-log segment");
+                    }
+                    writer.collect();
+                    for (_, done) in collects {
+                        let _ = done.send(());
+                    }
+                }
             }
             writer.collect();
         })?;
@@ -301,8 +329,25 @@ impl Wal {
     /// [`WalError::Full`] over budget, [`WalError::Io`] when writing or fsync failed, [`WalError::Closed`].
     pub async fn append(&self, payload: bytes::Bytes) -> Result<u64, WalError> {
         let (done, rx) = oneshot::channel();
-        self.tx.send(Append { payload, done }).await.map_err(|_| WalError::Closed)?;
+        self.tx.send(Msg::Append(Append { payload, done })).await.map_err(|_| WalError::Closed)?;
         rx.await.map_err(|_| WalError::Closed)?
+    }
+
+    /// Deletes every closed segment that is no longer referenced, and waits for it.
+    pub async fn collect(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Msg::Collect(done)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Closes the active segment if it holds records (so it can be deleted once released), then collects.
+    /// Used at shutdown, after the pipeline has drained.
+    pub async fn rotate_and_collect(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Msg::Rotate(done)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 }
 
