@@ -6,6 +6,10 @@
 //! - `skein-bench query --synthetic N --otlp-http URL --query URL --pid PID`: sends N synthetic spans to a
 //!   running `skein-all-in-one`, waits until they are written, then measures trace-by-ID and
 //!   service+tag+minDuration search latency and the server's RSS.
+//! - `skein-bench ingest --endpoint URL --clients N --duration-s S [--pid PID] [--payload testbed|synthetic]`:
+//!   N concurrent OTLP/gRPC clients send 100-span batches to a running collector as fast as it acknowledges them;
+//!   reports spans/s, p50/p99 acknowledgement latency, the server's CPU and peak RSS, and — measured on the same
+//!   machine in the same run — the raw protobuf decode rate of the same batches (the ceiling).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -38,6 +42,42 @@ enum Cmd {
     Storage(StorageArgs),
     /// Query latency and RSS of a running skein-all-in-one after loading synthetic traffic.
     Query(QueryArgs),
+    /// Ingest throughput of a running collector at saturation.
+    Ingest(IngestArgs),
+}
+
+/// Which spans the ingest benchmark sends.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Payload {
+    /// The OpenTelemetry Collector testbed's load-generator spans (one trace per span, two int attributes).
+    Testbed,
+    /// Skein's synthetic OpenTelemetry-demo-like traces (issue #3's generator).
+    Synthetic,
+}
+
+#[derive(Parser)]
+struct IngestArgs {
+    /// OTLP/gRPC endpoint of the collector.
+    #[arg(long, default_value = "http://127.0.0.1:4317")]
+    endpoint: String,
+    /// Concurrent clients (each one export request in flight).
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Measured duration, seconds (after a 2 s warm-up).
+    #[arg(long, default_value_t = 30)]
+    duration_s: u64,
+    /// Spans per export request.
+    #[arg(long, default_value_t = 100)]
+    batch_spans: usize,
+    /// Payload.
+    #[arg(long, value_enum, default_value_t = Payload::Testbed)]
+    payload: Payload,
+    /// PID of the collector, for CPU and RSS.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// JSON report path.
+    #[arg(long, default_value = "ingest-report.json")]
+    report: PathBuf,
 }
 
 #[derive(Parser)]
@@ -490,10 +530,218 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The OpenTelemetry Collector testbed's trace load (`testbed/testbed/data_providers.go`,
+/// `perfTestDataProvider.GenerateTraces`): every span its own trace, kind CLIENT, named `load-generator-span`,
+/// 1 ms long, with `load_generator.span_seq_num` and `load_generator.trace_seq_num` attributes, under one
+/// resource.
+fn testbed_batch(seq: &mut u64, spans: usize, rng: &mut skein_collector::synthetic::Rng) -> ExportTraceServiceRequest {
+    use skein_proto::otlp_common::{AnyValue, KeyValue, any_value};
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let int = |k: &str, v: i64| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::IntValue(v)) }),
+        key_strindex: 0,
+    };
+    let batch_index = *seq as i64;
+    let spans = (0..spans)
+        .map(|i| {
+            *seq += 1;
+            let mut trace_id = [0u8; 16];
+            trace_id[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+            trace_id[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
+            skein_proto::otlp_trace::Span {
+                trace_id: trace_id.to_vec(),
+                span_id: rng.next_u64().max(1).to_le_bytes().to_vec(),
+                name: "load-generator-span".into(),
+                kind: 3,
+                start_time_unix_nano: now,
+                end_time_unix_nano: now + 1_000_000,
+                attributes: vec![
+                    int("load_generator.span_seq_num", i as i64),
+                    int("load_generator.trace_seq_num", batch_index),
+                ],
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(skein_proto::otlp_resource::Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue { value: Some(any_value::Value::StringValue("load-generator".into())) }),
+                    key_strindex: 0,
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+/// Generates export requests for one ingest client.
+struct Source {
+    payload: Payload,
+    spans: usize,
+    seq: u64,
+    rng: skein_collector::synthetic::Rng,
+    synthetic: Generator,
+    pending: Vec<Span>,
+}
+
+impl Source {
+    fn new(payload: Payload, spans: usize, client: u64) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Self {
+            payload,
+            spans,
+            seq: 0,
+            rng: skein_collector::synthetic::Rng::new(0x1b5 ^ client.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            synthetic: Generator::new(42 + client, now, 2000),
+            pending: Vec::new(),
+        }
+    }
+
+    fn next(&mut self) -> ExportTraceServiceRequest {
+        match self.payload {
+            Payload::Testbed => testbed_batch(&mut self.seq, self.spans, &mut self.rng),
+            Payload::Synthetic => {
+                while self.pending.len() < self.spans {
+                    self.pending.extend(self.synthetic.next_trace());
+                }
+                let rest = self.pending.split_off(self.spans);
+                let batch = std::mem::replace(&mut self.pending, rest);
+                ExportTraceServiceRequest { resource_spans: to_otlp(&batch) }
+            }
+        }
+    }
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name: utime is the 14th field overall, stime the 15th.
+    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
+    use skein_proto::trace_service_client::TraceServiceClient;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let spans_acked = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..a.clients {
+        let (stop, measuring, spans_acked, refused) =
+            (stop.clone(), measuring.clone(), spans_acked.clone(), refused.clone());
+        let endpoint = a.endpoint.clone();
+        let (payload, batch) = (a.payload, a.batch_spans);
+        tasks.spawn(async move {
+            let mut client = TraceServiceClient::connect(endpoint).await?.max_decoding_message_size(64 << 20);
+            let mut source = Source::new(payload, batch, c as u64);
+            let mut latencies_ms = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let req = source.next();
+                let n = req.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum::<usize>();
+                let t = Instant::now();
+                match client.export(req).await {
+                    Ok(_) => {
+                        if measuring.load(Ordering::Relaxed) {
+                            latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                            spans_acked.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                    }
+                    Err(st) if st.code() == tonic::Code::ResourceExhausted => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(st) => anyhow::bail!("export failed: {st}"),
+                }
+            }
+            Ok::<_, anyhow::Error>(latencies_ms)
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ticks0 = a.pid.map(cpu_ticks).unwrap_or(0);
+    measuring.store(true, Ordering::SeqCst);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(a.duration_s)).await;
+    measuring.store(false, Ordering::SeqCst);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let ticks1 = a.pid.map(cpu_ticks).unwrap_or(0);
+    let acked = spans_acked.load(Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    let mut latencies = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        latencies.extend(r??);
+    }
+    latencies.sort_by(f64::total_cmp);
+    // The ceiling: decoding the same kind of batches from protobuf, on every core, in this process.
+    let mut source = Source::new(a.payload, a.batch_spans, 999);
+    let bodies: Vec<Vec<u8>> = (0..500).map(|_| source.next().encode_to_vec()).collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let decode_secs = 3.0;
+    let bodies = std::sync::Arc::new(bodies);
+    let decoded: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..cores)
+            .map(|_| {
+                let bodies = bodies.clone();
+                s.spawn(move || {
+                    let t = Instant::now();
+                    let mut spans = 0u64;
+                    while t.elapsed().as_secs_f64() < decode_secs {
+                        for b in bodies.iter().take(50) {
+                            if let Ok(r) = ExportTraceServiceRequest::decode(b.as_slice()) {
+                                spans += r
+                                    .resource_spans
+                                    .iter()
+                                    .flat_map(|x| &x.scope_spans)
+                                    .map(|x| x.spans.len() as u64)
+                                    .sum::<u64>();
+                            }
+                        }
+                    }
+                    spans
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    let (_, hwm) = a.pid.map(rss_kib).unwrap_or((0, 0));
+    let spans_per_s = acked as f64 / elapsed;
+    let ceiling = decoded as f64 / decode_secs;
+    let report = json!({
+        "spans_per_s": spans_per_s,
+        "decode_ceiling_spans_per_s": ceiling,
+        "fraction_of_ceiling": spans_per_s / ceiling.max(1.0),
+        "p50_ack_ms": percentile(&latencies, 0.5),
+        "p99_ack_ms": percentile(&latencies, 0.99),
+        "cpu_percent": if a.pid.is_some() { (ticks1 - ticks0) as f64 / ticks_per_sec / elapsed * 100.0 } else { 0.0 },
+        "rss_bytes_peak": hwm * 1024,
+        "refused_requests": refused.load(Ordering::SeqCst),
+        "clients": a.clients, "batch_spans": a.batch_spans, "duration_s": elapsed,
+        "payload": format!("{:?}", a.payload).to_lowercase(), "cores": cores,
+    });
+    std::fs::write(&a.report, serde_json::to_vec_pretty(&report)?)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Storage(a) => storage(a).await,
         Cmd::Query(a) => query(a).await,
+        Cmd::Ingest(a) => ingest(a).await,
     }
 }
