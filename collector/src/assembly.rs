@@ -422,7 +422,9 @@ impl Assembler {
         }
         let cap = self.kept_cap();
         self.kept.insert(trace_id, cap);
-        for e in crate::dependencies::edges(&live.spans, &HashMap::new()) {
+        let edges =
+            if live.spans.len() > 1 { crate::dependencies::edges(&live.spans, &HashMap::new()) } else { Vec::new() };
+        for e in edges {
             self.metrics
                 .dependency_calls
                 .get_or_create(&EdgeLabels { parent: e.parent, child: e.child })
