@@ -461,7 +461,10 @@ pub async fn run(
     let mut interval = tokio::time::interval(tick_every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watching = true;
+    let depth =
+        assembler.metrics.queue_depth.get_or_create(&crate::metrics::QueueLabels { queue: "ingest".into() }).clone();
     loop {
+        depth.set(input.len() as i64);
         let chunks = tokio::select! {
             batch = input.recv() => match batch {
                 Some(batch) => assembler.add(batch, Instant::now(), crate::query::params::now_nanos()),

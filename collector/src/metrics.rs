@@ -30,6 +30,22 @@ pub struct TierLabels {
     pub tier: String,
 }
 
+/// Labels `{protocol, reason}` for refused spans.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// Receiver: `grpc`, `http` or `zipkin`.
+    pub protocol: String,
+    /// `inflight_bytes`, `wal_full`, `wal_error`, `shutting_down`.
+    pub reason: String,
+}
+
+/// Labels `{queue}` for queue depths.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// `ingest` (requests waiting for the assembler) or `write` (trace chunks waiting for the writer).
+    pub queue: String,
+}
+
 /// Labels `{protocol, result}` for remote-sampling requests.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SamplingLabels {
@@ -131,7 +147,11 @@ pub struct Metrics {
     /// Late spans that followed a cached decision, by decision.
     pub late_spans: Family<SampledLabels, Counter>,
     /// Spans of whole requests refused (overload, full write-ahead log, shutdown), by reason.
-    pub spans_refused: Family<ReasonLabels, Counter>,
+    pub spans_refused: Family<RefusedLabels, Counter>,
+    /// Spans accepted (validated and logged), by receiver.
+    pub spans_accepted: Family<ProtocolLabels, Counter>,
+    /// Items waiting in the pipeline's bounded queues.
+    pub queue_depth: Family<QueueLabels, Gauge>,
     /// Bytes of export requests being processed (decoded, not yet in the write-ahead log and handed on).
     pub inflight_bytes: Gauge,
     /// Bytes in write-ahead-log segments on disk.
@@ -182,6 +202,8 @@ impl Metrics {
             spans_sampled_out: Counter::default(),
             late_spans: Family::default(),
             spans_refused: Family::default(),
+            spans_accepted: Family::default(),
+            queue_depth: Family::default(),
             inflight_bytes: Gauge::default(),
             wal_bytes: Gauge::default(),
             wal_segments: Gauge::default(),
@@ -249,7 +271,13 @@ impl Metrics {
         registry.register("traces_sampled", "Final tail-sampling decisions", m.traces_sampled.clone());
         registry.register("spans_sampled_out", "Spans dropped by tail sampling", m.spans_sampled_out.clone());
         registry.register("late_spans", "Late spans that followed a cached decision", m.late_spans.clone());
-        registry.register("spans_refused", "Spans of refused requests, by reason", m.spans_refused.clone());
+        registry.register(
+            "spans_refused",
+            "Spans of refused requests, by receiver and reason",
+            m.spans_refused.clone(),
+        );
+        registry.register("spans_accepted", "Spans accepted, by receiver", m.spans_accepted.clone());
+        registry.register("queue_depth", "Items waiting in the pipeline's bounded queues", m.queue_depth.clone());
         registry.register_with_unit(
             "inflight",
             "Export-request bytes being processed",

@@ -36,7 +36,9 @@ pub async fn run(
 ) {
     let w = Writer { dicts: Arc::new(Dictionaries::new(store.partition_secs())), store, metrics, importance, refs };
     let mut pending: Vec<Chunk> = Vec::new();
+    let depth = w.metrics.queue_depth.get_or_create(&crate::metrics::QueueLabels { queue: "write".into() }).clone();
     loop {
+        depth.set(input.len() as i64);
         let closed = if pending.is_empty() {
             match input.recv().await {
                 Some(c) => {

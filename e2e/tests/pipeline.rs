@@ -255,7 +255,7 @@ fn flood_is_refused_with_429_and_resource_exhausted_and_nothing_accepted_is_lost
     let text = s.metrics();
     let written = AllInOne::metric_in(&text, "skein_spans_written_total");
     assert_eq!(written as usize, accepted_spans.load(Ordering::SeqCst), "every accepted span written");
-    assert!(text.contains(r#"skein_spans_refused_total{reason="inflight_bytes"}"#), "refusals counted");
+    assert!(text.contains(r#"skein_spans_refused_total{protocol="grpc",reason="inflight_bytes"}"#), "refusals counted");
     let peak_mib = rss_peak_kib(pid) / 1024;
     eprintln!("peak RSS {peak_mib} MiB");
     assert!(peak_mib < 1024, "RSS stays bounded under the flood: peak {peak_mib} MiB");

@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, mpsc};
 pub use convert::{Limits, convert, to_otlp};
 
 use crate::assembly::Batch;
-use crate::metrics::{Metrics, ProtocolLabels, ReasonLabels};
+use crate::metrics::{Metrics, ProtocolLabels, ReasonLabels, RefusedLabels};
 use crate::wal::{Wal, WalError};
 
 /// Default `--max-inflight-bytes`: export-request bytes processed at once before new requests are refused.
@@ -93,8 +93,10 @@ impl Ingest {
 
     fn refuse(&self, protocol: &str, spans: usize, reason: &str) {
         self.metrics.reject_request(reason);
-        self.metrics.spans_refused.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc_by(spans as u64);
-        let _ = protocol;
+        self.metrics
+            .spans_refused
+            .get_or_create(&RefusedLabels { protocol: protocol.to_string(), reason: reason.to_string() })
+            .inc_by(spans as u64);
     }
 
     /// Validates, logs and accepts one export request, returning the OTLP response (with `partial_success` when
@@ -186,6 +188,10 @@ impl Ingest {
             self.refuse(protocol, received, "shutting_down");
             return Err(IngestError::ShuttingDown);
         }
+        self.metrics
+            .spans_accepted
+            .get_or_create(&ProtocolLabels { protocol: protocol.to_string() })
+            .inc_by((received as u64).saturating_sub(rejected));
         let partial_success = (rejected > 0).then(|| ExportTracePartialSuccess {
             rejected_spans: i64::try_from(rejected).unwrap_or(i64::MAX),
             error_message: message,
