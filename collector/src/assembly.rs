@@ -188,10 +188,14 @@ impl Red {
     }
 }
 
-/// Tail sampling in force: the compiled policies and the settings around them.
+/// Tail sampling in force: the compiled policies, the settings around them and cached metric handles.
 struct Tail {
     sampler: TailSampler,
     config: TailSamplingConfig,
+    /// Per (policy index, decision label): the `skein_sampling_policy_decisions_total` counter.
+    votes: HashMap<(usize, &'static str), Counter>,
+    /// `skein_traces_sampled_total{sampled="false"|"true"}`.
+    outcome: Option<[Counter; 2]>,
 }
 
 /// The assembler state; driven by [`run`].
@@ -239,7 +243,9 @@ impl Assembler {
         config: Option<TailSamplingConfig>,
     ) -> Result<(), crate::sampling::tail::PolicyError> {
         self.tail = match config {
-            Some(config) => Some(Tail { sampler: TailSampler::new(&config)?, config }),
+            Some(config) => {
+                Some(Tail { sampler: TailSampler::new(&config)?, config, votes: HashMap::new(), outcome: None })
+            }
             None => None,
         };
         Ok(())
@@ -402,13 +408,26 @@ impl Assembler {
             (Some(tail), false) => {
                 let v = tail.sampler.decide(&live.spans, wall_nanos);
                 for (i, d) in &v.votes {
-                    let policy = tail.sampler.names().get(*i).cloned().unwrap_or_default();
-                    self.metrics
-                        .sampling_policy_decisions
-                        .get_or_create(&PolicyLabels { policy, decision: d.label().to_string() })
+                    let names = tail.sampler.names();
+                    let metrics = &self.metrics;
+                    tail.votes
+                        .entry((*i, d.label()))
+                        .or_insert_with(|| {
+                            let policy = names.get(*i).cloned().unwrap_or_default();
+                            metrics
+                                .sampling_policy_decisions
+                                .get_or_create(&PolicyLabels { policy, decision: d.label().to_string() })
+                                .clone()
+                        })
                         .inc();
                 }
-                self.metrics.traces_sampled.get_or_create(&SampledLabels { sampled: v.sampled.to_string() }).inc();
+                let metrics = &self.metrics;
+                let outcome = tail.outcome.get_or_insert_with(|| {
+                    [false, true].map(|b| {
+                        metrics.traces_sampled.get_or_create(&SampledLabels { sampled: b.to_string() }).clone()
+                    })
+                });
+                outcome[usize::from(v.sampled)].inc();
                 (v.sampled, v.weight)
             }
             _ => (true, 1.0),
