@@ -85,12 +85,35 @@ pub struct Chunk {
 
 struct Live {
     spans: Vec<Span>,
-    keys: HashSet<(SpanId, i32, u64, u64)>,
+    /// Dedup keys of the spans, built once the trace holds [`DEDUP_SET_FROM`] spans (smaller traces are scanned).
+    keys: Option<HashSet<(SpanId, i32, u64, u64)>>,
     touched: Instant,
     late: bool,
     /// Already decided as kept (late spans of a kept trace).
     kept: bool,
     wal_seq: Option<u64>,
+}
+
+/// Spans per live trace from which exact-duplicate detection uses a hash set instead of a scan.
+const DEDUP_SET_FROM: usize = 16;
+
+impl Live {
+    /// Records `span`'s dedup key; false when an identical span is already held.
+    fn insert_key(&mut self, span: &Span) -> bool {
+        let key = span.dedup_key();
+        if let Some(set) = &mut self.keys {
+            return set.insert(key);
+        }
+        if self.spans.iter().any(|s| s.dedup_key() == key) {
+            return false;
+        }
+        if self.spans.len() + 1 >= DEDUP_SET_FROM {
+            let mut set: HashSet<_> = self.spans.iter().map(Span::dedup_key).collect();
+            set.insert(key);
+            self.keys = Some(set);
+        }
+        true
+    }
 }
 
 /// A bounded FIFO set of trace IDs (the decision caches).
@@ -309,7 +332,7 @@ impl Assembler {
                 }
                 let live = Live {
                     spans: Vec::new(),
-                    keys: HashSet::new(),
+                    keys: None,
                     touched: now,
                     late: was_kept || batch.replayed,
                     kept: was_kept,
@@ -319,7 +342,7 @@ impl Assembler {
                 self.touches.push_back((now, trace_id));
             }
             let Some(live) = self.live.get_mut(&trace_id) else { continue };
-            if !live.keys.insert(span.dedup_key()) {
+            if !live.insert_key(&span) {
                 self.metrics.spans_duplicate.inc();
                 continue;
             }
@@ -708,5 +731,20 @@ mod tests {
         a.add(Batch { spans: vec![span(1, 1)], wal_seq: None, replayed: true }, t0, 0);
         let c = a.flush_all(0);
         assert!(c[0].late, "replayed traces are deduplicated against storage");
+    }
+
+    #[test]
+    fn duplicates_are_found_below_and_above_the_set_threshold() {
+        let metrics = Arc::new(Metrics::new());
+        let mut config = cfg();
+        config.max_spans_per_trace = 1000;
+        let mut a = Assembler::new(config, metrics.clone());
+        let t0 = Instant::now();
+        let spans: Vec<Span> = (1..=40u8).map(|i| span(1, i)).collect();
+        a.add(b(spans.clone()), t0, 0);
+        a.add(b(vec![span(1, 3), span(1, 39), span(1, 41)]), t0, 0);
+        let chunks = a.flush_all(0);
+        assert_eq!(chunks[0].spans.len(), 41);
+        assert!(metrics.render().contains("skein_spans_duplicate_total 2"));
     }
 }

@@ -2,16 +2,19 @@
 //!
 //! It batches chunks (up to [`MAX_BATCH_CHUNKS`] or [`BATCH_INTERVAL`]), deduplicates late chunks against the
 //! stored trace (so a span exported twice, minutes apart, is still stored once) and resolves parents that live in
-//! earlier chunks for dependency edges. Encoding runs on the blocking pool. A failed write is retried with
-//! exponential backoff; when storage stays down for [`MAX_ATTEMPTS`] tries, the batch is given up and counted in
-//! `skein_spans_write_failed_total` — with the write-ahead log on, its segments are kept (their references are not
-//! released) so the spans are written when the log is replayed at the next start.
+//! earlier chunks for dependency edges. Encoding runs on the blocking pool, and is pipelined with storage: batch
+//! N+1 is encoded while batch N is written (one write in flight; a batch with late chunks waits for it, so its
+//! deduplication reads see every earlier write). A failed write is retried with exponential backoff; when storage
+//! stays down for [`MAX_ATTEMPTS`] tries, the batch is given up and counted in `skein_spans_write_failed_total` —
+//! with the write-ahead log on, its segments are kept (their references are not released) so the spans are
+//! written when the log is replayed at the next start.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::assembly::Chunk;
 use crate::metrics::Metrics;
@@ -34,8 +37,15 @@ pub async fn run(
     refs: Option<SegmentRefs>,
     mut input: mpsc::Receiver<Chunk>,
 ) {
-    let w = Writer { dicts: Arc::new(Dictionaries::new(store.partition_secs())), store, metrics, importance, refs };
+    let w = Arc::new(Writer {
+        dicts: Arc::new(Dictionaries::new(store.partition_secs())),
+        store,
+        metrics,
+        importance,
+        refs,
+    });
     let mut pending: Vec<Chunk> = Vec::new();
+    let mut inflight: Option<JoinHandle<bool>> = None;
     let depth = w.metrics.queue_depth.get_or_create(&crate::metrics::QueueLabels { queue: "write".into() }).clone();
     loop {
         depth.set(input.len() as i64);
@@ -55,7 +65,7 @@ pub async fn run(
                 }
                 Ok(None) => true,
                 Err(_) => {
-                    w.write(std::mem::take(&mut pending)).await;
+                    w.submit(std::mem::take(&mut pending), &mut inflight).await;
                     continue;
                 }
             }
@@ -67,13 +77,25 @@ pub async fn run(
             }
         }
         if pending.len() >= MAX_BATCH_CHUNKS || closed {
-            w.write(std::mem::take(&mut pending)).await;
+            w.submit(std::mem::take(&mut pending), &mut inflight).await;
         }
         if closed {
+            finish(&mut inflight).await;
             return;
         }
     }
 }
+
+/// Waits for the write in flight; true when there was none or it succeeded.
+async fn finish(inflight: &mut Option<JoinHandle<bool>>) -> bool {
+    match inflight.take() {
+        Some(h) => h.await.unwrap_or(false),
+        None => true,
+    }
+}
+
+/// A chunk's spans, the services of parents stored in earlier chunks (span ID → service), and its tier.
+type ChunkInput = (Vec<Span>, HashMap<[u8; 8], String>, bool);
 
 /// The writer's state: the store, its shared dictionaries and the retention-tier policy.
 struct Writer {
@@ -85,106 +107,133 @@ struct Writer {
 }
 
 impl Writer {
-    /// Deduplicates, encodes and writes one batch of chunks, retrying on failure.
-    async fn write(&self, chunks: Vec<Chunk>) {
+    /// Deduplicates and encodes one batch, then starts writing it once the previous write is done.
+    async fn submit(self: &Arc<Self>, chunks: Vec<Chunk>, inflight: &mut Option<JoinHandle<bool>>) {
+        if chunks.is_empty() {
+            return;
+        }
         let n = chunks.len() as i64;
         let seqs: Vec<u64> = chunks.iter().filter_map(|c| c.wal_seq).collect();
-        let stored = write_inner(self, chunks).await;
-        if stored && let Some(refs) = &self.refs {
-            for seq in seqs {
+        if chunks.iter().any(|c| c.late) {
+            finish(inflight).await;
+        }
+        let inputs = Arc::new(self.dedup(chunks).await);
+        let span_count: usize = inputs.iter().map(|(s, _, _)| s.len()).sum();
+        let mut encoded = if inputs.is_empty() { Ok(WriteBatch::default()) } else { self.encode(&inputs).await };
+        if !finish(inflight).await && !inputs.is_empty() {
+            // The previous batch was given up and the dictionaries reset: these blocks may name entries that never
+            // reached storage, so encode them again.
+            encoded = self.encode(&inputs).await;
+        }
+        let batch = match encoded {
+            Ok(b) => b,
+            Err(e) => {
+                // Entries handed out for the chunks encoded before the failure will never be stored.
+                self.dicts.reset();
+                tracing::error!(error = %e, spans = span_count, "could not encode trace chunks; dropped");
+                self.metrics.spans_write_failed.inc_by(span_count as u64);
+                self.release(&seqs);
+                self.metrics.pending_chunks.dec_by(n);
+                return;
+            }
+        };
+        let w = self.clone();
+        *inflight = Some(tokio::spawn(async move {
+            let stored = w.persist(batch, span_count).await;
+            if stored {
+                w.release(&seqs);
+            }
+            w.metrics.pending_chunks.dec_by(n);
+            stored
+        }));
+    }
+
+    fn release(&self, seqs: &[u64]) {
+        if let Some(refs) = &self.refs {
+            for &seq in seqs {
                 refs.release(seq);
             }
         }
-        self.metrics.pending_chunks.dec_by(n);
     }
-}
 
-/// Returns false only when storage kept failing (the chunks' log segments must then be kept for replay).
-async fn write_inner(w: &Writer, chunks: Vec<Chunk>) -> bool {
-    let (store, metrics) = (&*w.store, &*w.metrics);
-    if chunks.is_empty() {
-        return true;
-    }
-    /// A chunk's spans, the services of parents stored in earlier chunks (span ID → service), and its tier.
-    type ChunkInput = (Vec<Span>, HashMap<[u8; 8], String>, bool);
-    let mut prepared_inputs: Vec<ChunkInput> = Vec::with_capacity(chunks.len());
-    for chunk in chunks {
-        if !chunk.late {
-            let important = w.importance.is_important(&chunk.spans);
-            prepared_inputs.push((chunk.spans, HashMap::new(), important));
-            continue;
-        }
-        let Some(trace_id) = chunk.spans.first().map(|s| s.trace_id) else { continue };
-        let stored = match store.get_trace(trace_id).await {
-            Ok(s) => s.unwrap_or_default(),
-            Err(e) => {
-                tracing::warn!(%trace_id, error = %e, "could not read stored trace for a late chunk; writing it as is");
-                Vec::new()
+    /// Drops spans of late chunks that are already stored and finds the services of their stored parents.
+    async fn dedup(&self, chunks: Vec<Chunk>) -> Vec<ChunkInput> {
+        let mut out: Vec<ChunkInput> = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            if !chunk.late {
+                let important = self.importance.is_important(&chunk.spans);
+                out.push((chunk.spans, HashMap::new(), important));
+                continue;
             }
-        };
-        let keys: HashSet<_> = stored.iter().map(Span::dedup_key).collect();
-        let parents: HashMap<[u8; 8], String> =
-            stored.iter().map(|s| (s.span_id.0, s.service_name().to_string())).collect();
-        let before = chunk.spans.len();
-        let spans: Vec<Span> = chunk.spans.into_iter().filter(|s| !keys.contains(&s.dedup_key())).collect();
-        metrics.spans_duplicate.inc_by((before - spans.len()) as u64);
-        if !spans.is_empty() {
-            let important = w.importance.is_important(stored.iter().chain(&spans));
-            prepared_inputs.push((spans, parents, important));
+            let Some(trace_id) = chunk.spans.first().map(|s| s.trace_id) else { continue };
+            let stored = match self.store.get_trace(trace_id).await {
+                Ok(s) => s.unwrap_or_default(),
+                Err(e) => {
+                    tracing::warn!(%trace_id, error = %e, "could not read stored trace for a late chunk; writing it as is");
+                    Vec::new()
+                }
+            };
+            let keys: HashSet<_> = stored.iter().map(Span::dedup_key).collect();
+            let parents: HashMap<[u8; 8], String> =
+                stored.iter().map(|s| (s.span_id.0, s.service_name().to_string())).collect();
+            let before = chunk.spans.len();
+            let spans: Vec<Span> = chunk.spans.into_iter().filter(|s| !keys.contains(&s.dedup_key())).collect();
+            self.metrics.spans_duplicate.inc_by((before - spans.len()) as u64);
+            if !spans.is_empty() {
+                let important = self.importance.is_important(stored.iter().chain(&spans));
+                out.push((spans, parents, important));
+            }
+        }
+        out
+    }
+
+    /// Encodes chunks on the blocking pool.
+    async fn encode(&self, inputs: &Arc<Vec<ChunkInput>>) -> Result<WriteBatch, String> {
+        let (dicts, inputs) = (self.dicts.clone(), inputs.clone());
+        let prepared = tokio::task::spawn_blocking(move || {
+            inputs
+                .iter()
+                .map(|(spans, parents, important)| prepare_chunk(spans, parents, Some(&dicts), *important))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await;
+        match prepared {
+            Ok(Ok(chunks)) => Ok(WriteBatch { chunks }),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("encoder task failed: {e}")),
         }
     }
-    if prepared_inputs.is_empty() {
-        return true;
-    }
-    let span_count: usize = prepared_inputs.iter().map(|(s, _, _)| s.len()).sum();
-    let dicts = w.dicts.clone();
-    let prepared = tokio::task::spawn_blocking(move || {
-        prepared_inputs
-            .iter()
-            .map(|(spans, parents, important)| prepare_chunk(spans, parents, Some(&dicts), *important))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await;
-    let batch = match prepared {
-        Ok(Ok(chunks)) => WriteBatch { chunks },
-        Ok(Err(e)) => {
-            // Entries handed out for the chunks encoded before the failure will never be stored.
-            w.dicts.reset();
-            tracing::error!(error = %e, spans = span_count, "could not encode trace chunks; dropped");
-            metrics.spans_write_failed.inc_by(span_count as u64);
+
+    /// Writes a batch, retrying; false when storage kept failing (the log segments must then be kept for replay).
+    async fn persist(&self, batch: WriteBatch, span_count: usize) -> bool {
+        let n_chunks = batch.chunks.len() as u64;
+        if n_chunks == 0 {
             return true;
         }
-        Err(e) => {
-            w.dicts.reset();
-            tracing::error!(error = %e, spans = span_count, "encoder task failed; chunks dropped");
-            metrics.spans_write_failed.inc_by(span_count as u64);
-            return true;
-        }
-    };
-    let n_chunks = batch.chunks.len() as u64;
-    let mut backoff = Duration::from_millis(50);
-    for attempt in 1..=MAX_ATTEMPTS {
-        let started = std::time::Instant::now();
-        match store.write(batch.clone()).await {
-            Ok(()) => {
-                metrics.store_write_seconds.observe(started.elapsed().as_secs_f64());
-                metrics.chunks_written.inc_by(n_chunks);
-                metrics.spans_written.inc_by(span_count as u64);
-                return true;
-            }
-            Err(e) => {
-                metrics.store_write_errors.inc();
-                tracing::warn!(error = %e, attempt, "storage write failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+        let mut backoff = Duration::from_millis(50);
+        for attempt in 1..=MAX_ATTEMPTS {
+            let started = std::time::Instant::now();
+            match self.store.write(batch.clone()).await {
+                Ok(()) => {
+                    self.metrics.store_write_seconds.observe(started.elapsed().as_secs_f64());
+                    self.metrics.chunks_written.inc_by(n_chunks);
+                    self.metrics.spans_written.inc_by(span_count as u64);
+                    return true;
+                }
+                Err(e) => {
+                    self.metrics.store_write_errors.inc();
+                    tracing::warn!(error = %e, attempt, "storage write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
             }
         }
+        self.dicts.reset();
+        tracing::error!(
+            spans = span_count,
+            "storage kept failing; batch given up (kept in the write-ahead log when it is on, and written at replay)"
+        );
+        self.metrics.spans_write_failed.inc_by(span_count as u64);
+        false
     }
-    w.dicts.reset();
-    tracing::error!(
-        spans = span_count,
-        "storage kept failing; batch given up (kept in the write-ahead log when it is on, and written at replay)"
-    );
-    metrics.spans_write_failed.inc_by(span_count as u64);
-    false
 }
