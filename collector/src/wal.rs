@@ -301,7 +301,10 @@ impl Wal {
                     writer.commit(batch);
                 }
                 if !collects.is_empty() {
-                    if collects.iter().any(|(rotate, _)| *rotate)
+                    // Close the active segment when asked to, or when every record in it has been released (an
+                    // idle collector then holds no log at all, and a restart replays nothing).
+                    let released = writer.refs.oldest().is_none_or(|oldest| oldest > writer.seq);
+                    if (released || collects.iter().any(|(rotate, _)| *rotate))
                         && writer.size > 0
                         && let Err(e) = writer.rotate()
                     {
@@ -333,7 +336,8 @@ impl Wal {
         rx.await.map_err(|_| WalError::Closed)?
     }
 
-    /// Deletes every closed segment that is no longer referenced, and waits for it.
+    /// Deletes every closed segment that is no longer referenced (closing the active one first when all its records
+    /// are released), and waits for it.
     pub async fn collect(&self) {
         let (done, rx) = oneshot::channel();
         if self.tx.send(Msg::Collect(done)).await.is_ok() {
@@ -379,6 +383,21 @@ mod tests {
         wal.append(bytes::Bytes::from(b"four".to_vec())).await.expect("append");
         assert!(!segment_path(dir.path(), s1).exists(), "released segment deleted");
         assert!(segment_path(dir.path(), new_seq).exists());
+    }
+
+    #[tokio::test]
+    async fn an_idle_fully_released_log_is_emptied() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (wal, _) = Wal::open(dir.path(), 1 << 30, Arc::new(Metrics::new())).expect("open");
+        let seq = wal.append(bytes::Bytes::from(b"x".to_vec())).await.expect("append");
+        wal.collect().await;
+        assert!(segment_path(dir.path(), seq).exists(), "still referenced");
+        wal.refs().release(seq);
+        wal.collect().await;
+        assert!(!segment_path(dir.path(), seq).exists(), "released and idle: closed and deleted");
+        drop(wal);
+        let (_, replay) = Wal::open(dir.path(), 1 << 30, Arc::new(Metrics::new())).expect("reopen");
+        assert!(replay.is_empty());
     }
 
     #[tokio::test]

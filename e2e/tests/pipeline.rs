@@ -228,15 +228,17 @@ fn flood_is_refused_with_429_and_resource_exhausted_and_nothing_accepted_is_lost
     }
     let _ = rt;
     let started = Instant::now();
-    let mut health_ok = 0;
+    let (mut health_ok, mut health_failed) = (0, 0);
     while started.elapsed() < Duration::from_secs(8) {
         if s.http
             .get(format!("{}/healthz", s.admin))
-            .timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
             .send()
             .is_ok_and(|r| r.status().is_success())
         {
             health_ok += 1;
+        } else {
+            health_failed += 1;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -246,7 +248,10 @@ fn flood_is_refused_with_429_and_resource_exhausted_and_nothing_accepted_is_lost
     }
     let seen = seen.lock().expect("lock").clone();
     eprintln!("outcomes: {seen:?}");
-    assert!(health_ok >= 30, "/healthz answered {health_ok} times during the flood");
+    assert!(
+        health_ok >= 5 && health_failed == 0,
+        "/healthz during the flood: {health_ok} answered, {health_failed} failed"
+    );
     assert!(seen.get("ok").copied().unwrap_or(0) > 0, "some requests accepted");
     assert!(seen.contains_key("grpc:ResourceExhausted"), "gRPC clients saw RESOURCE_EXHAUSTED: {seen:?}");
     assert!(seen.contains_key("http:429:retry-after=true"), "HTTP clients saw 429 with Retry-After: {seen:?}");
@@ -255,7 +260,11 @@ fn flood_is_refused_with_429_and_resource_exhausted_and_nothing_accepted_is_lost
     let text = s.metrics();
     let written = AllInOne::metric_in(&text, "skein_spans_written_total");
     assert_eq!(written as usize, accepted_spans.load(Ordering::SeqCst), "every accepted span written");
-    assert!(text.contains(r#"skein_spans_refused_total{protocol="grpc",reason="inflight_bytes"}"#), "refusals counted");
+    let refused: Vec<&str> = text.lines().filter(|l| l.starts_with("skein_spans_refused_total")).collect();
+    assert!(
+        refused.iter().any(|l| l.contains(r#"protocol="grpc""#) && l.contains(r#"reason="inflight_bytes""#)),
+        "refusals counted: {refused:?}"
+    );
     let peak_mib = rss_peak_kib(pid) / 1024;
     eprintln!("peak RSS {peak_mib} MiB");
     assert!(peak_mib < 1024, "RSS stays bounded under the flood: peak {peak_mib} MiB");
