@@ -390,6 +390,7 @@ impl Inner {
         // Dependency counters: summed within the batch first, then added to what is stored.
         let mut deps: HashMap<(PartitionKey, Vec<u8>), (u64, u64)> = HashMap::new();
         let mut touched: HashMap<PartitionKey, Partition> = HashMap::new();
+        let mut ops_seen: std::collections::HashSet<(PartitionKey, &str, i32, &str)> = std::collections::HashSet::new();
         for c in &batch.chunks {
             let start = PartitionKey { start_secs: self.partition_start(c.start_unix_nanos), important: c.important };
             let p = self.partition(start)?;
@@ -416,6 +417,10 @@ impl Inner {
                 b.insert(&p.index, k, e.encode_value());
             }
             for (service, kind, name) in &c.operations {
+                // Most chunks of a batch repeat the same operations: write each key once per batch.
+                if !ops_seen.insert((start, service.as_str(), kind.0, name.as_str())) {
+                    continue;
+                }
                 b.insert(&p.services, service.as_bytes(), b"");
                 let mut k = service_prefix(service);
                 k.extend_from_slice(&kind.0.to_be_bytes());
