@@ -206,6 +206,7 @@ impl Writer {
 
     /// Writes a batch, retrying; false when storage kept failing (the log segments must then be kept for replay).
     async fn persist(&self, batch: WriteBatch, span_count: usize) -> bool {
+        let batch = Arc::new(batch);
         let n_chunks = batch.chunks.len() as u64;
         if n_chunks == 0 {
             return true;

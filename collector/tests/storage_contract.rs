@@ -60,9 +60,9 @@ async fn contract(store: Arc<dyn TraceStore>, run: u8) {
     let dicts = Dictionaries::new(store.partition_secs());
     // Three traces, two hours apart, so that they land in three time partitions / buckets.
     let traces: Vec<Vec<Span>> = (1..=3).map(|i| trace(run, i, T0 + u64::from(i) * 2 * HOUR)).collect();
-    store.write(batch(&dicts, &traces[..1])).await.expect("write");
+    store.write(batch(&dicts, &traces[..1]).into()).await.expect("write");
     // A later batch reuses dictionary entries written by the first one.
-    store.write(batch(&dicts, &traces[1..])).await.expect("write");
+    store.write(batch(&dicts, &traces[1..]).into()).await.expect("write");
 
     let got = store.get_trace(traces[1][0].trace_id).await.expect("get").expect("found");
     assert_eq!(got, traces[1], "every field round-trips through storage");
@@ -111,8 +111,8 @@ async fn contract(store: Arc<dyn TraceStore>, run: u8) {
 
     // Late chunks merge with what is stored; exact duplicates collapse on read.
     let t = trace(run, 5, T0 + 9 * HOUR);
-    store.write(batch(&dicts, &[vec![t[0].clone()]])).await.expect("write first chunk");
-    store.write(batch(&dicts, std::slice::from_ref(&t))).await.expect("write late chunk");
+    store.write(batch(&dicts, &[vec![t[0].clone()]]).into()).await.expect("write first chunk");
+    store.write(batch(&dicts, std::slice::from_ref(&t)).into()).await.expect("write late chunk");
     assert_eq!(store.get_trace(t[0].trace_id).await.expect("get").expect("found"), t);
     let mut q5 = query("frontend");
     q5.start_min_unix_nanos = T0 + 9 * HOUR;
@@ -121,7 +121,7 @@ async fn contract(store: Arc<dyn TraceStore>, run: u8) {
     // A self-contained block (no shared dictionary) is readable too.
     let t6 = trace(run, 6, T0 + 10 * HOUR);
     let c = prepare_chunk(&t6, &HashMap::new(), None, false).expect("prepare");
-    store.write(WriteBatch { chunks: vec![c] }).await.expect("write");
+    store.write(WriteBatch { chunks: vec![c] }.into()).await.expect("write");
     assert_eq!(store.get_trace(t6[0].trace_id).await.expect("get").expect("found"), t6);
 }
 

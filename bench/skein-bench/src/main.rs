@@ -244,7 +244,7 @@ async fn measure(name: &str, traces: Vec<Vec<Span>>, scylla_plan: bool) -> anyho
             }
         }
         blocks.extend(wb.chunks.iter().map(|c| (c.trace_id, c.span_count)));
-        store.write(wb).await?;
+        store.write(wb.into()).await?;
     }
     store.flush().await?;
     // Decode speed: read every trace back through the store (dictionary lookups included).

@@ -383,7 +383,7 @@ impl Inner {
         Ok(out)
     }
 
-    fn write(&self, batch: WriteBatch) -> StoreResult<()> {
+    fn write(&self, batch: &WriteBatch) -> StoreResult<()> {
         let _writer = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let now = (self.clock)();
         let mut b = self.db.batch().durability(Some(PersistMode::SyncAll));
@@ -647,8 +647,8 @@ impl TraceStore for EmbeddedStore {
         self.inner.partition_secs
     }
 
-    async fn write(&self, batch: WriteBatch) -> StoreResult<()> {
-        self.blocking(move |inner| inner.write(batch)).await
+    async fn write(&self, batch: Arc<WriteBatch>) -> StoreResult<()> {
+        self.blocking(move |inner| inner.write(&batch)).await
     }
 
     async fn get_trace(&self, trace_id: TraceId) -> StoreResult<Option<Vec<Span>>> {

@@ -289,7 +289,7 @@ pub trait TraceStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError`] when the engine fails; nothing of the batch is visible then.
-    async fn write(&self, batch: WriteBatch) -> StoreResult<()>;
+    async fn write(&self, batch: std::sync::Arc<WriteBatch>) -> StoreResult<()>;
 
     /// All spans of a trace, sorted by start time; `None` when no chunk exists.
     ///

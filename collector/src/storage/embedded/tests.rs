@@ -45,7 +45,7 @@ async fn survives_reopen_with_partitions_and_dictionaries() {
     let store = EmbeddedStore::open(&cfg).expect("open");
     let dicts = Dictionaries::new(store.partition_secs());
     let traces: Vec<Vec<Span>> = (1..=3).map(|i| trace(i, T0 + u64::from(i) * 7200 * SEC, i == 2)).collect();
-    store.write(batch(&dicts, &traces)).await.expect("write");
+    store.write(batch(&dicts, &traces).into()).await.expect("write");
     drop(store);
 
     let reopened = EmbeddedStore::open(&cfg).expect("reopen");
@@ -74,9 +74,9 @@ async fn retention_drops_expired_partitions_per_tier() {
     let ordinary = trace(1, T0, false);
     let important = trace(2, T0 + SEC, true);
     let later = trace(3, T0 + 100 * SEC, false);
-    store.write(batch(&dicts, &[ordinary.clone(), important.clone()])).await.expect("write");
+    store.write(batch(&dicts, &[ordinary.clone(), important.clone()]).into()).await.expect("write");
     now.store(T0 + 100 * SEC, Ordering::SeqCst);
-    store.write(batch(&dicts, std::slice::from_ref(&later))).await.expect("write");
+    store.write(batch(&dicts, std::slice::from_ref(&later)).into()).await.expect("write");
     let metrics = Metrics::new();
     export_storage_gauges(&store, &metrics);
     let text = metrics.render();
@@ -115,7 +115,7 @@ async fn old_data_lives_one_retention_period_from_its_write() {
     let store = EmbeddedStore::open_with_clock(&cfg, Arc::new(move || clock_now.load(Ordering::SeqCst))).expect("open");
     let dicts = Dictionaries::new(store.partition_secs());
     // A replayed trace from a day ago is not deleted on arrival (ScyllaDB's TTL counts from the write as well).
-    store.write(batch(&dicts, &[trace(1, T0, false)])).await.expect("write");
+    store.write(batch(&dicts, &[trace(1, T0, false)]).into()).await.expect("write");
     assert!(store.expire().await.expect("expire").is_empty());
     now.store(T0 + 86_400 * SEC + 61 * SEC, Ordering::SeqCst);
     assert_eq!(store.expire().await.expect("expire").len(), 1);
@@ -128,7 +128,7 @@ async fn a_corrupt_block_fails_its_trace_only() {
     let dicts = Dictionaries::new(store.partition_secs());
     let good = trace(1, T0, false);
     let bad = trace(2, T0 + SEC, false);
-    store.write(batch(&dicts, &[good.clone(), bad.clone()])).await.expect("write");
+    store.write(batch(&dicts, &[good.clone(), bad.clone()]).into()).await.expect("write");
     // Overwrite the second trace's block with garbage, as a disk fault would.
     {
         let (_, p) = store.inner.snapshot().into_iter().next().expect("partition");

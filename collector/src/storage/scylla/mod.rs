@@ -503,7 +503,7 @@ impl TraceStore for ScyllaStore {
         BUCKET_SECS
     }
 
-    async fn write(&self, batch: WriteBatch) -> StoreResult<()> {
+    async fn write(&self, batch: std::sync::Arc<WriteBatch>) -> StoreResult<()> {
         let rows = {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             plan_rows(&batch, self.config.retention, self.config.retention_important, &mut cache)
