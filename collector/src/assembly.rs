@@ -464,9 +464,7 @@ impl Assembler {
         }
         let cap = self.kept_cap();
         self.kept.insert(trace_id, cap);
-        let edges =
-            if live.spans.len() > 1 { crate::dependencies::edges(&live.spans, &HashMap::new()) } else { Vec::new() };
-        for e in edges {
+        for e in crate::dependencies::edges(&live.spans, &HashMap::new()) {
             self.metrics
                 .dependency_calls
                 .get_or_create(&EdgeLabels { parent: e.parent, child: e.child })
@@ -499,7 +497,8 @@ pub async fn run(
     if let Err(e) = assembler.set_tail_sampling(tail.borrow_and_update().clone()) {
         tracing::error!(error = %e, "tail sampling disabled: invalid policies");
     }
-    let mut tick_every = (assembler.wait() / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let tick_for = |wait: Duration| (wait / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut tick_every = tick_for(assembler.wait());
     let mut interval = tokio::time::interval(tick_every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watching = true;
@@ -520,7 +519,7 @@ pub async fn run(
                     tracing::error!(error = %e, "new tail-sampling policies rejected; keeping the previous ones");
                 } else {
                     tracing::info!(held = assembler.live_traces(), "tail-sampling policies replaced");
-                    let every = (assembler.wait() / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    let every = tick_for(assembler.wait());
                     if every != tick_every {
                         tick_every = every;
                         interval = tokio::time::interval(every);

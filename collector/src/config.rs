@@ -108,13 +108,19 @@ impl CollectorConfig {
 /// # Errors
 /// Any [`ConfigError`].
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    CollectorConfig::from_yaml(&text, path)?.validate()
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    parse(&bytes, path)
+}
+
+/// Parses and validates configuration file contents.
+fn parse(bytes: &[u8], path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: format!("not UTF-8: {e}") })?;
+    CollectorConfig::from_yaml(text, path)?.validate()
 }
 
 /// Polls `path` every `every` and publishes each changed, valid configuration on the returned channel (which
-/// starts with `initial`). Invalid files are logged, counted in `skein_config_reloads_total{result="rejected"}`
+/// starts with `initial`). Invalid files are logged, counted in `skein_config_reloads_total{reason="rejected"}`
 /// and ignored; the task ends when every receiver is gone.
 pub fn watch(path: PathBuf, initial: Loaded, every: Duration, metrics: Arc<Metrics>) -> watch::Receiver<Arc<Loaded>> {
     let (tx, rx) = watch::channel(Arc::new(initial));
@@ -133,7 +139,11 @@ pub fn watch(path: PathBuf, initial: Loaded, every: Duration, metrics: Arc<Metri
             }
             last = now;
             let result = |r: &str| ReasonLabels { reason: r.to_string() };
-            match load(&path) {
+            let loaded = match &last {
+                Some(bytes) => parse(bytes, &path),
+                None => load(&path),
+            };
+            match loaded {
                 Ok(loaded) => {
                     tracing::info!(path = %path.display(), "configuration reloaded");
                     metrics.config_reloads.get_or_create(&result("applied")).inc();

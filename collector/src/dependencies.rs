@@ -31,6 +31,10 @@ pub struct DependencyEdge {
 /// Parents are looked up in the chunk first, then in `earlier` (span ID → service of spans written in earlier
 /// chunks of the same trace). With several spans sharing an ID (Zipkin shared spans), the first one wins.
 pub fn edges(spans: &[Span], earlier: &HashMap<[u8; 8], String>) -> Vec<DependencyEdge> {
+    if earlier.is_empty() && spans.len() < 2 {
+        // A lone span has no parent to cross a service boundary with.
+        return Vec::new();
+    }
     let mut service_of: HashMap<[u8; 8], &str> = HashMap::with_capacity(spans.len());
     for s in spans {
         service_of.entry(s.span_id.0).or_insert(s.service_name());

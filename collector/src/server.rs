@@ -305,6 +305,7 @@ pub async fn run_server(
         }
         let strategies = Strategies::new(loaded.strategies.clone());
         let (tail_tx, tail_rx) = watch::channel(loaded.config.tail_sampling.clone());
+        // Without a file the sender is dropped here and the assembler keeps its initial policies.
         if let Some(path) = &config.config_file {
             let mut updates = crate::config::watch(path.clone(), loaded.clone(), config.config_reload, metrics.clone());
             let strategies = strategies.clone();
@@ -317,9 +318,6 @@ pub async fn run_server(
                     }
                 }
             });
-        } else {
-            // Keep the sender alive so the assembler's receiver stays open.
-            tokio::spawn(async move { tail_tx.closed().await });
         }
         let (span_tx, span_rx) = mpsc::channel(INGEST_QUEUE_REQUESTS);
         let (chunk_tx, chunk_rx) = mpsc::channel(WRITE_QUEUE_CHUNKS);

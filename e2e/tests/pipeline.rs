@@ -34,10 +34,7 @@ fn request(request_no: u32, traces: u32, spans_per_trace: u32, error_every: u32)
     let t = now_nanos();
     let mut spans = Vec::new();
     for tr in 0..traces {
-        let mut trace_id = [0u8; 16];
-        trace_id[..4].copy_from_slice(&request_no.to_be_bytes());
-        trace_id[4..8].copy_from_slice(&tr.to_be_bytes());
-        trace_id[15] = 1;
+        let trace_id = test_trace_id(request_no, tr);
         for s in 0..spans_per_trace {
             let mut span_id = [0u8; 8];
             span_id[..4].copy_from_slice(&(s + 1).to_be_bytes());
@@ -74,12 +71,17 @@ fn request(request_no: u32, traces: u32, spans_per_trace: u32, error_every: u32)
     }
 }
 
-fn trace_hex(request_no: u32, tr: u32) -> String {
+/// The trace ID of trace `tr` in request `request_no`.
+fn test_trace_id(request_no: u32, tr: u32) -> [u8; 16] {
     let mut trace_id = [0u8; 16];
     trace_id[..4].copy_from_slice(&request_no.to_be_bytes());
     trace_id[4..8].copy_from_slice(&tr.to_be_bytes());
     trace_id[15] = 1;
-    trace_id.iter().map(|b| format!("{b:02x}")).collect()
+    trace_id
+}
+
+fn trace_hex(request_no: u32, tr: u32) -> String {
+    test_trace_id(request_no, tr).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn span_count(s: &AllInOne, trace: &str) -> usize {

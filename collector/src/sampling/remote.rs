@@ -283,6 +283,11 @@ impl Strategies {
     }
 }
 
+/// Counts one remote-sampling request in `skein_sampling_requests_total{protocol,result}`.
+fn count(metrics: &Metrics, protocol: &str, result: &str) {
+    metrics.sampling_requests.get_or_create(&crate::metrics::SamplingLabels::new(protocol, result)).inc();
+}
+
 #[derive(Clone)]
 struct HttpState {
     strategies: Strategies,
@@ -303,10 +308,10 @@ async fn http_get(State(st): State<HttpState>, method: axum::http::Method, RawQu
         .map(|(_, v)| v.into_owned())
         .collect();
     let [service] = services.as_slice() else {
-        st.metrics.sampling_requests.get_or_create(&crate::metrics::SamplingLabels::new("http", "bad_request")).inc();
+        count(&st.metrics, "http", "bad_request");
         return (StatusCode::BAD_REQUEST, "'service' parameter must be provided once").into_response();
     };
-    st.metrics.sampling_requests.get_or_create(&crate::metrics::SamplingLabels::new("http", "ok")).inc();
+    count(&st.metrics, "http", "ok");
     let body = to_json(st.strategies.current().get(service)).to_string();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -338,13 +343,10 @@ impl pb::sampling_manager_server::SamplingManager for SamplingGrpc {
     ) -> Result<tonic::Response<pb::SamplingStrategyResponse>, tonic::Status> {
         let service = request.into_inner().service_name;
         if service.is_empty() {
-            self.metrics
-                .sampling_requests
-                .get_or_create(&crate::metrics::SamplingLabels::new("grpc", "bad_request"))
-                .inc();
+            count(&self.metrics, "grpc", "bad_request");
             return Err(tonic::Status::invalid_argument("serviceName must be set"));
         }
-        self.metrics.sampling_requests.get_or_create(&crate::metrics::SamplingLabels::new("grpc", "ok")).inc();
+        count(&self.metrics, "grpc", "ok");
         Ok(tonic::Response::new(self.strategies.current().get(&service).clone()))
     }
 }

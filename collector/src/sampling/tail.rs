@@ -670,6 +670,12 @@ fn inverted(matched: bool, invert: bool) -> Decision {
     }
 }
 
+/// Upstream's `and` / `drop` rule: true unless a sub-policy says NotSampled or InvertNotSampled (evaluation stops
+/// there).
+fn all_sample(subs: &mut [Policy], t: &TraceView<'_>, now_nanos: u64) -> bool {
+    subs.iter_mut().all(|sub| !matches!(sub.evaluate(t, now_nanos), Decision::NotSampled | Decision::InvertNotSampled))
+}
+
 fn bool_decision(b: bool) -> Decision {
     if b { Decision::Sampled } else { Decision::NotSampled }
 }
@@ -743,12 +749,11 @@ impl Policy {
                     .any(|(k, v)| k.trim() == key && values.contains(v.trim()))
             })),
             Policy::And(subs) => {
-                for sub in subs {
-                    if matches!(sub.evaluate(t, now_nanos), Decision::NotSampled | Decision::InvertNotSampled) {
-                        return Decision::NotSampled;
-                    }
+                if all_sample(subs, t, now_nanos) {
+                    Decision::Sampled
+                } else {
+                    Decision::NotSampled
                 }
-                Decision::Sampled
             }
             Policy::Not(sub) => {
                 if sub.evaluate(t, now_nanos).samples() {
@@ -758,12 +763,11 @@ impl Policy {
                 }
             }
             Policy::Drop(subs) => {
-                for sub in subs {
-                    if matches!(sub.evaluate(t, now_nanos), Decision::NotSampled | Decision::InvertNotSampled) {
-                        return Decision::NotSampled;
-                    }
+                if all_sample(subs, t, now_nanos) {
+                    Decision::Dropped
+                } else {
+                    Decision::NotSampled
                 }
-                Decision::Dropped
             }
             Policy::Composite { max_total, subs, second } => {
                 if *second != now_second {
