@@ -339,7 +339,7 @@ pub async fn run_server(
             .with_wal(wal)
             .with_max_inflight_bytes(config.max_inflight_bytes);
         let grpc = tonic::transport::Server::builder()
-            .add_service(OtlpGrpc::new(ingest.clone()))
+            .add_service(OtlpGrpc::new(ingest.clone()).server())
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
                 wait_for(stop_ingest.clone()),

@@ -5,6 +5,8 @@
 //! Skein's own APIs (query, remote sampling) are added here as `.proto` files built with tonic when the issues
 //! that need them land.
 
+pub mod otlp_grpc;
+pub mod otlp_http;
 pub mod sampling;
 
 /// Jaeger's remote-sampling API (`jaeger.api_v2`, `proto/jaeger/api_v2/sampling.proto`): the

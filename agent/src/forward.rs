@@ -1,0 +1,575 @@
+//! The forwarder: takes batches from the [`Buffer`], splits them by collector (rendezvous hashing by trace ID)
+//! and by size (below the gRPC message limit), and sends them as zstd-compressed OTLP/gRPC exports with retries.
+//!
+//! Retry rules (OTLP spec, "Failures" and "OTLP/gRPC Throttling"): `UNAVAILABLE`, `DEADLINE_EXCEEDED`,
+//! `ABORTED`, `CANCELLED` and transport errors mean the endpoint is unhealthy: retried with exponential backoff
+//! and jitter, then the endpoint's circuit opens and its spans go to their next-choice collector.
+//! `RESOURCE_EXHAUSTED` means the collector is alive but overloaded: the delay it asks for
+//! (`google.rpc.RetryInfo`, a `retry-after` seconds header, or `grpc-retry-pushback-ms`) is honoured, otherwise
+//! backoff; the spans stay with the same collector (moving them would split traces) and go back to the head of the
+//! buffer if it keeps refusing. Any other status is a permanent rejection: the spans are dropped and counted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use skein_proto::otlp_collector_trace::ExportTraceServiceRequest;
+use skein_proto::otlp_trace::{ResourceSpans, ScopeSpans, Span};
+use skein_proto::trace_service_client::TraceServiceClient;
+use tokio::sync::watch;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Channel, ClientTlsConfig};
+use tonic::{Code, Status};
+use tonic_types::StatusExt as _;
+
+use crate::buffer::{Buffer, Entry, Taken};
+use crate::metrics::{Endpoint as EndpointLabel, Metrics, Reason};
+use crate::route::{Breaker, Target, choose, endpoint_key, trace_hash};
+
+/// Forwarder settings (from the command line).
+#[derive(Clone, Debug)]
+pub struct ForwardConfig {
+    /// A batch is sent once it holds this many spans…
+    pub batch_max_spans: u64,
+    /// …or this many bytes…
+    pub batch_max_bytes: usize,
+    /// …or its oldest span has waited this long.
+    pub batch_timeout: Duration,
+    /// Largest export request (uncompressed protobuf bytes) sent to a collector; larger batches are split.
+    pub max_request_bytes: usize,
+    /// Attempts per request before an endpoint counts as unhealthy (1 while probing a tripped endpoint).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with ±50 % jitter.
+    pub backoff_base: Duration,
+    /// Largest retry delay.
+    pub backoff_max: Duration,
+    /// Per-request deadline.
+    pub request_timeout: Duration,
+    /// TLS to the collectors (`None`: plaintext).
+    pub tls: Option<ClientTlsConfig>,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            batch_max_spans: 8192,
+            batch_max_bytes: 4 * 1024 * 1024,
+            batch_timeout: Duration::from_millis(200),
+            max_request_bytes: 4 * 1024 * 1024 - 64 * 1024,
+            max_attempts: 3,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
+            tls: None,
+        }
+    }
+}
+
+struct Endpoint {
+    target: Target,
+    key: u64,
+    breaker: Breaker,
+    client: TraceServiceClient<Channel>,
+}
+
+/// Builds per-endpoint requests from spans in input order, keeping resource and scope grouping and starting a new
+/// request before one would exceed the size limit.
+struct RequestBuilder {
+    done: Vec<ExportTraceServiceRequest>,
+    current: ExportTraceServiceRequest,
+    bytes: usize,
+    last_group: Option<(usize, usize, usize)>,
+}
+
+/// Overhead of a nested message's tag and length prefix, bytes (upper bound).
+const FRAME_BYTES: usize = 6;
+
+impl RequestBuilder {
+    fn new() -> Self {
+        Self { done: Vec::new(), current: ExportTraceServiceRequest::default(), bytes: 0, last_group: None }
+    }
+
+    fn push(&mut self, group: (usize, usize, usize), rs: &ResourceSpans, ss: &ScopeSpans, span: Span, max: usize) {
+        let span_bytes = span.encoded_len() + FRAME_BYTES;
+        if self.bytes > 0 && self.bytes + span_bytes > max {
+            self.done.push(std::mem::take(&mut self.current));
+            self.bytes = 0;
+            self.last_group = None;
+        }
+        if self.last_group.map(|g| (g.0, g.1)) != Some((group.0, group.1)) {
+            let header = ResourceSpans {
+                resource: rs.resource.clone(),
+                scope_spans: Vec::new(),
+                schema_url: rs.schema_url.clone(),
+            };
+            self.bytes += header.encoded_len() + FRAME_BYTES;
+            self.current.resource_spans.push(header);
+            self.last_group = None;
+        }
+        if self.last_group != Some(group) {
+            let header = ScopeSpans { scope: ss.scope.clone(), spans: Vec::new(), schema_url: ss.schema_url.clone() };
+            self.bytes += header.encoded_len() + FRAME_BYTES;
+            if let Some(r) = self.current.resource_spans.last_mut() {
+                r.scope_spans.push(header);
+            }
+        }
+        self.last_group = Some(group);
+        if let Some(s) = self.current.resource_spans.last_mut().and_then(|r| r.scope_spans.last_mut()) {
+            s.spans.push(span);
+        }
+        self.bytes += span_bytes;
+    }
+
+    fn finish(mut self) -> Vec<ExportTraceServiceRequest> {
+        if self.bytes > 0 {
+            self.done.push(self.current);
+        }
+        self.done
+    }
+}
+
+/// Splits requests by destination (`route(trace_id)` gives an index, or `None` to keep the span aside) and by
+/// size (`max_request_bytes`). Returns the requests per destination index, and the spans with no destination as
+/// requests of their own.
+pub fn partition(
+    requests: Vec<ExportTraceServiceRequest>,
+    route: impl Fn(&[u8]) -> Option<usize>,
+    max_request_bytes: usize,
+) -> (BTreeMap<usize, Vec<ExportTraceServiceRequest>>, Vec<ExportTraceServiceRequest>) {
+    let mut builders: BTreeMap<usize, RequestBuilder> = BTreeMap::new();
+    let mut unrouted = RequestBuilder::new();
+    for (q, mut req) in requests.into_iter().enumerate() {
+        for (r, rs) in req.resource_spans.iter_mut().enumerate() {
+            let mut scopes = std::mem::take(&mut rs.scope_spans);
+            for (s, ss) in scopes.iter_mut().enumerate() {
+                for span in std::mem::take(&mut ss.spans) {
+                    let builder = match route(&span.trace_id) {
+                        Some(i) => builders.entry(i).or_insert_with(RequestBuilder::new),
+                        None => &mut unrouted,
+                    };
+                    builder.push((q, r, s), rs, ss, span, max_request_bytes);
+                }
+            }
+        }
+    }
+    (builders.into_iter().map(|(i, b)| (i, b.finish())).collect(), unrouted.finish())
+}
+
+fn span_count(req: &ExportTraceServiceRequest) -> u64 {
+    req.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum()
+}
+
+/// How one endpoint's share of a batch went.
+#[derive(Debug, Default)]
+struct Outcome {
+    delivered_spans: u64,
+    /// The endpoint failed every attempt (unreachable): these go to the next choice.
+    unhealthy: Vec<ExportTraceServiceRequest>,
+    /// The endpoint kept refusing with `RESOURCE_EXHAUSTED`: these go back to the buffer, after `delay`.
+    throttled: Vec<ExportTraceServiceRequest>,
+    delay: Duration,
+}
+
+/// The delay a refusal asks for: `google.rpc.RetryInfo`, else `retry-after` (seconds), else
+/// `grpc-retry-pushback-ms`.
+pub fn requested_delay(status: &Status) -> Option<Duration> {
+    if let Some(d) = status.get_details_retry_info().and_then(|r| r.retry_delay) {
+        return Some(d);
+    }
+    let meta = status.metadata();
+    if let Some(s) = meta.get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok()) {
+        return Some(Duration::from_secs(s));
+    }
+    meta.get("grpc-retry-pushback-ms")
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
+}
+
+/// Exponential backoff with ±50 % jitter: `base × 2^attempt`, capped at `max`.
+pub fn backoff(base: Duration, max: Duration, attempt: u32, jitter_seed: u64) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.min(16)).min(max);
+    // A fraction in [0.5, 1.5) from the seed (not cryptographic; spreads retries of many agents).
+    let frac = 0.5 + (crate::route::weight(jitter_seed, 0x5eed) >> 11) as f64 / (1u64 << 53) as f64;
+    exp.mul_f64(frac).min(max)
+}
+
+fn retry_reason(code: Code) -> &'static str {
+    match code {
+        Code::Unavailable => "unavailable",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::Aborted => "aborted",
+        Code::Cancelled => "cancelled",
+        _ => "other",
+    }
+}
+
+async fn send_share(
+    mut client: TraceServiceClient<Channel>,
+    requests: Vec<ExportTraceServiceRequest>,
+    attempts: u32,
+    config: ForwardConfig,
+    metrics: Arc<Metrics>,
+    seed: u64,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let mut queue = requests.into_iter();
+    while let Some(req) = queue.next() {
+        let spans = span_count(&req);
+        let mut attempt = 0;
+        loop {
+            let mut request = tonic::Request::new(req.clone());
+            request.set_timeout(config.request_timeout);
+            match client.export(request).await {
+                Ok(resp) => {
+                    let rejected = resp.into_inner().partial_success.map_or(0, |p| p.rejected_spans.max(0) as u64);
+                    metrics.drop_spans("rejected_by_collector", rejected);
+                    metrics.export_result("ok");
+                    out.delivered_spans += spans - rejected.min(spans);
+                    break;
+                }
+                Err(status) => {
+                    let code = status.code();
+                    let retryable = matches!(
+                        code,
+                        Code::Unavailable
+                            | Code::DeadlineExceeded
+                            | Code::Aborted
+                            | Code::Cancelled
+                            | Code::ResourceExhausted
+                    );
+                    if !retryable {
+                        tracing::warn!(code = ?code, message = status.message(), spans, "collector rejected spans");
+                        metrics.export_result("rejected");
+                        metrics.drop_spans("rejected_by_collector", spans);
+                        break;
+                    }
+                    metrics.export_result("retryable");
+                    attempt += 1;
+                    let delay = requested_delay(&status).unwrap_or_else(|| {
+                        backoff(
+                            config.backoff_base,
+                            config.backoff_max,
+                            attempt - 1,
+                            seed.wrapping_add(u64::from(attempt)),
+                        )
+                    });
+                    if attempt >= attempts {
+                        let rest = std::iter::once(req).chain(queue);
+                        if code == Code::ResourceExhausted {
+                            out.throttled.extend(rest);
+                            out.delay = delay;
+                        } else {
+                            tracing::debug!(code = ?code, message = status.message(), "collector endpoint unhealthy");
+                            out.unhealthy.extend(rest);
+                        }
+                        return out;
+                    }
+                    metrics.retries.get_or_create(&Reason { reason: retry_reason(code).into() }).inc();
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The forwarding loop and its endpoints.
+pub struct Forwarder {
+    buffer: Arc<Buffer>,
+    metrics: Arc<Metrics>,
+    config: ForwardConfig,
+    targets: watch::Receiver<Vec<Target>>,
+    endpoints: Vec<Endpoint>,
+    seed: u64,
+}
+
+impl Forwarder {
+    /// A forwarder for `buffer` to the collectors published on `targets`.
+    pub fn new(
+        buffer: Arc<Buffer>,
+        metrics: Arc<Metrics>,
+        config: ForwardConfig,
+        targets: watch::Receiver<Vec<Target>>,
+    ) -> Self {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let seed = u64::from(std::process::id()) ^ (now.as_nanos() as u64);
+        Self { buffer, metrics, config, targets, endpoints: Vec::new(), seed }
+    }
+
+    fn refresh_endpoints(&mut self) {
+        if !self.targets.has_changed().unwrap_or(false) && !self.endpoints.is_empty() {
+            return;
+        }
+        let targets = self.targets.borrow_and_update().clone();
+        let mut old: HashMap<_, Endpoint> = self.endpoints.drain(..).map(|e| (e.target.addr, e)).collect();
+        for e in old.values() {
+            if !targets.iter().any(|t| t.addr == e.target.addr) {
+                let _ = self.metrics.endpoint_healthy.remove(&EndpointLabel { endpoint: e.target.addr.to_string() });
+            }
+        }
+        for t in targets {
+            let endpoint = match old.remove(&t.addr) {
+                Some(e) => e,
+                None => match self.connect(&t) {
+                    Ok(client) => Endpoint {
+                        key: endpoint_key(&t.addr),
+                        breaker: Breaker::new(Duration::from_millis(500), Duration::from_secs(30)),
+                        target: t,
+                        client,
+                    },
+                    Err(e) => {
+                        tracing::warn!(endpoint = %t.addr, error = %e, "cannot set up collector endpoint");
+                        continue;
+                    }
+                },
+            };
+            self.endpoints.push(endpoint);
+        }
+        self.metrics.endpoints.set(self.endpoints.len() as i64);
+    }
+
+    fn connect(&self, t: &Target) -> Result<TraceServiceClient<Channel>, String> {
+        let scheme = if self.config.tls.is_some() { "https" } else { "http" };
+        let mut ep = Channel::from_shared(format!("{scheme}://{}", t.addr))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.config.tls {
+            ep = ep.tls_config(tls.clone().domain_name(t.host.clone())).map_err(|e| e.to_string())?;
+        }
+        Ok(TraceServiceClient::new(ep.connect_lazy())
+            .send_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .max_encoding_message_size(usize::MAX)
+            .max_decoding_message_size(4 * 1024 * 1024))
+    }
+
+    fn publish_health(&self, now: Instant) {
+        for e in &self.endpoints {
+            let label = EndpointLabel { endpoint: e.target.addr.to_string() };
+            self.metrics.endpoint_healthy.get_or_create(&label).set(i64::from(e.breaker.available(now)));
+        }
+    }
+
+    /// Sends one taken batch; returns what must go back to the buffer and how long to wait before the next.
+    async fn send(&mut self, entries: &[Entry]) -> (Vec<Entry>, Duration) {
+        let mut pending: Vec<ExportTraceServiceRequest> = Vec::with_capacity(entries.len());
+        for e in entries {
+            match e.decode() {
+                Ok(r) => pending.push(r),
+                Err(err) => {
+                    tracing::warn!(error = %err, "undecodable buffered batch dropped");
+                    self.metrics.drop_spans("spill_corrupt", u64::from(e.spans));
+                }
+            }
+        }
+        let keys: Vec<u64> = self.endpoints.iter().map(|e| e.key).collect();
+        let mut excluded = vec![false; self.endpoints.len()];
+        let mut requeue = Vec::new();
+        let mut wait = Duration::ZERO;
+        let mut delivered_any = false;
+        while !pending.is_empty() {
+            let now = Instant::now();
+            let usable: Vec<bool> =
+                self.endpoints.iter().zip(&excluded).map(|(e, x)| !x && e.breaker.available(now)).collect();
+            let (shares, unrouted) = partition(
+                std::mem::take(&mut pending),
+                |id| {
+                    let h = trace_hash(id);
+                    let chosen = choose(h, &keys, |i| usable[i])?;
+                    if choose(h, &keys, |_| true) != Some(chosen) {
+                        self.metrics.spans_rerouted.inc();
+                    }
+                    Some(chosen)
+                },
+                self.config.max_request_bytes,
+            );
+            requeue.extend(unrouted);
+            let mut tasks = tokio::task::JoinSet::new();
+            for (i, reqs) in shares {
+                let e = &self.endpoints[i];
+                let attempts = if e.breaker.probing() { 1 } else { self.config.max_attempts };
+                self.seed = crate::route::weight(self.seed, i as u64);
+                let fut =
+                    send_share(e.client.clone(), reqs, attempts, self.config.clone(), self.metrics.clone(), self.seed);
+                tasks.spawn(async move { (i, fut.await) });
+            }
+            while let Some(joined) = tasks.join_next().await {
+                let Ok((i, out)) = joined else { continue };
+                self.metrics.spans_forwarded.inc_by(out.delivered_spans);
+                let e = &mut self.endpoints[i];
+                if out.unhealthy.is_empty() {
+                    e.breaker.success();
+                    delivered_any = true;
+                } else {
+                    e.breaker.trip(Instant::now());
+                    excluded[i] = true;
+                    if out.delivered_spans > 0 {
+                        delivered_any = true;
+                    }
+                    tracing::warn!(endpoint = %e.target.addr, "collector endpoint unhealthy; its traces move to the next choice");
+                }
+                pending.extend(out.unhealthy);
+                if !out.throttled.is_empty() {
+                    wait = wait.max(out.delay);
+                    requeue.extend(out.throttled);
+                }
+            }
+        }
+        self.publish_health(Instant::now());
+        if delivered_any {
+            self.buffer.set_spill_mode(false);
+        } else if !requeue.is_empty() && wait.is_zero() {
+            // Nothing reachable: keep everything on disk until a probe succeeds.
+            self.buffer.set_spill_mode(true);
+        }
+        (requeue.iter().map(Entry::encode).collect(), wait)
+    }
+
+    /// Time until some endpoint may be tried again (`None`: one is usable now).
+    fn next_probe(&self, now: Instant) -> Option<Duration> {
+        if self.endpoints.iter().any(|e| e.breaker.available(now)) {
+            return None;
+        }
+        let soonest = self.endpoints.iter().filter_map(|e| e.breaker.open_until()).min();
+        Some(soonest.map_or(Duration::from_millis(500), |t| t.saturating_duration_since(now)))
+    }
+
+    /// Runs until `shutdown` turns true, then flushes for at most `drain` and persists what is left.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if deadline.is_none() && *shutdown.borrow() {
+                deadline = Some(Instant::now() + drain);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            self.refresh_endpoints();
+            let now = Instant::now();
+            if let Some(wait) = self.next_probe(now) {
+                self.publish_health(now);
+                self.buffer.set_spill_mode(true);
+                if deadline.is_some() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.targets.changed() => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let timeout = if deadline.is_some() { Duration::ZERO } else { self.config.batch_timeout };
+            match self.buffer.due_in(self.config.batch_max_spans, self.config.batch_max_bytes, timeout) {
+                None if deadline.is_some() => break,
+                None => {
+                    tokio::select! {
+                        _ = self.buffer.pushed() => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+                Some(d) if !d.is_zero() => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = self.buffer.pushed() => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+                Some(_) => {}
+            }
+            let taken: Taken = self.buffer.take(self.config.batch_max_spans, self.config.batch_max_bytes);
+            let (requeue, wait) = self.send(&taken.entries).await;
+            self.buffer.complete(taken, requeue);
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+        self.buffer.persist();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skein_proto::otlp_resource::Resource;
+
+    fn span(trace: u8, bytes: usize) -> Span {
+        Span { trace_id: vec![trace; 16], span_id: vec![1; 8], name: "x".repeat(bytes), ..Default::default() }
+    }
+
+    fn req(resource: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource { dropped_attributes_count: resource.len() as u32, ..Default::default() }),
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn partition_keeps_resources_and_routes_each_trace_to_one_destination() {
+        let reqs =
+            vec![req("a", (0..10).map(|t| span(t, 10)).collect()), req("bb", (5..15).map(|t| span(t, 10)).collect())];
+        let (shares, unrouted) = partition(reqs, |id| (id[0] != 14).then_some(usize::from(id[0] % 3)), 1 << 20);
+        assert_eq!(span_count(&unrouted[0]), 1);
+        let mut seen = 0;
+        for (dest, reqs) in &shares {
+            assert_eq!(reqs.len(), 1);
+            for rs in &reqs[0].resource_spans {
+                for s in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+                    assert_eq!(usize::from(s.trace_id[0] % 3), *dest);
+                    // Spans keep their resource.
+                    let from_b = rs.resource.as_ref().expect("resource").dropped_attributes_count == 2;
+                    assert!(if s.trace_id[0] < 5 { !from_b } else { true });
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, 19);
+    }
+
+    #[test]
+    fn partition_splits_below_the_size_limit() {
+        let reqs = vec![req("a", (0..100).map(|t| span(t, 1000)).collect())];
+        let (shares, _) = partition(reqs, |_| Some(0), 20_000);
+        let parts = &shares[&0];
+        assert!(parts.len() >= 5, "{} parts", parts.len());
+        assert!(
+            parts.iter().all(|p| p.encoded_len() <= 20_000),
+            "{:?}",
+            parts.iter().map(|p| p.encoded_len()).collect::<Vec<_>>()
+        );
+        assert_eq!(parts.iter().map(span_count).sum::<u64>(), 100);
+        let (one, _) = partition(vec![req("a", vec![span(1, 50_000)])], |_| Some(0), 20_000);
+        assert_eq!(one[&0].len(), 1, "a single oversized span is sent alone");
+    }
+
+    #[test]
+    fn retry_delays_follow_the_collector_then_backoff() {
+        let st = Status::with_error_details(
+            Code::ResourceExhausted,
+            "busy",
+            tonic_types::ErrorDetails::with_retry_info(Some(Duration::from_millis(1500))),
+        );
+        assert_eq!(requested_delay(&st), Some(Duration::from_millis(1500)));
+        let mut st = Status::resource_exhausted("busy");
+        st.metadata_mut().insert("retry-after", "2".parse().expect("ascii"));
+        assert_eq!(requested_delay(&st), Some(Duration::from_secs(2)));
+        assert_eq!(requested_delay(&Status::unavailable("down")), None);
+        let base = Duration::from_millis(100);
+        for attempt in 0..6 {
+            let d = backoff(base, Duration::from_secs(2), attempt, u64::from(attempt) * 77);
+            let nominal = (base * (1 << attempt)).min(Duration::from_secs(2));
+            assert!(d >= nominal / 2 && d <= nominal.mul_f64(1.5).min(Duration::from_secs(2)), "{attempt}: {d:?}");
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The app-facing receivers: OTLP/gRPC (shared [`ExportServer`]) and OTLP/HTTP `POST /v1/traces` (protobuf or
+//! JSON, via [`skein_proto::otlp_http`]). An export call returns as soon as its spans are in the buffer; the
+//! agent never refuses a well-formed request (what the buffer cannot keep is dropped by policy and counted).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use skein_proto::otlp_collector_trace::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use skein_proto::otlp_grpc::{ExportHandler, ExportServer, RawExport};
+use skein_proto::otlp_http::{self, Format, MAX_BODY_BYTES};
+use tonic::Status;
+
+use crate::buffer::{Buffer, Entry};
+use crate::metrics::{Metrics, Protocol};
+use crate::process::Processor;
+
+/// Largest export request accepted from the app (decompressed), bytes.
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+
+/// Accepts export requests from the app into the buffer.
+#[derive(Clone)]
+pub struct Receiver {
+    buffer: Arc<Buffer>,
+    processor: Arc<Processor>,
+    metrics: Arc<Metrics>,
+}
+
+impl Receiver {
+    /// A receiver feeding `buffer` through `processor`.
+    pub fn new(buffer: Arc<Buffer>, processor: Arc<Processor>, metrics: Arc<Metrics>) -> Self {
+        Self { buffer, processor, metrics }
+    }
+
+    /// Processes (sampling, enrichment, redaction) and buffers one request.
+    pub fn accept(&self, mut request: ExportTraceServiceRequest, protocol: &str) -> ExportTraceServiceResponse {
+        let received: u64 =
+            request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum();
+        self.metrics.spans_received.get_or_create(&Protocol { protocol: protocol.to_string() }).inc_by(received);
+        let out = self.processor.process(&mut request);
+        self.metrics.spans_sampled_out.inc_by(out.sampled_out);
+        self.metrics.attributes_redacted.inc_by(out.redacted);
+        if out.spans > 0 {
+            self.buffer.push(Entry::encode(&request));
+        }
+        ExportTraceServiceResponse { partial_success: None }
+    }
+
+    /// The OTLP/gRPC service.
+    pub fn grpc(self) -> ExportServer<Self> {
+        ExportServer::new(self, MAX_REQUEST_BYTES)
+    }
+
+    /// The OTLP/HTTP router (`POST /v1/traces`).
+    pub fn http(self) -> Router {
+        Router::new()
+            .route("/v1/traces", post(http_export))
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .with_state(self)
+    }
+}
+
+impl ExportHandler for Receiver {
+    fn export(
+        &self,
+        request: RawExport,
+    ) -> impl Future<Output = Result<ExportTraceServiceResponse, Status>> + Send + 'static {
+        let response = self.accept(request.request, "grpc");
+        async move { Ok(response) }
+    }
+
+    fn rejected(&self, reason: &str) {
+        self.metrics.reject_request(reason);
+    }
+}
+
+fn respond(status: StatusCode, format: Format, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()))], body).into_response()
+}
+
+async fn http_export(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
+    match otlp_http::decode_request(&headers, &body) {
+        Ok((format, request, _)) => {
+            let response = receiver.accept(request, "http");
+            respond(StatusCode::OK, format, otlp_http::encode(format, &response))
+        }
+        Err(e) => {
+            let reason =
+                if e.status == StatusCode::UNSUPPORTED_MEDIA_TYPE { "unsupported_media_type" } else { "malformed" };
+            receiver.metrics.reject_request(reason);
+            respond(e.status, e.format, e.body())
+        }
+    }
+}
