@@ -194,6 +194,23 @@ pub fn backoff(base: Duration, max: Duration, attempt: u32, jitter_seed: u64) ->
     exp.mul_f64(frac).min(max)
 }
 
+/// Whether a failed export may be retried: the OTLP spec's retryable codes (`CANCELLED`, `DEADLINE_EXCEEDED`,
+/// `ABORTED`, `OUT_OF_RANGE`, `UNAVAILABLE`, `DATA_LOSS`), `RESOURCE_EXHAUSTED` (the collector sheds load with it),
+/// and `UNKNOWN` raised by the client's own transport (a connection reset mid-request: no answer from the server).
+pub fn is_retryable(status: &Status) -> bool {
+    match status.code() {
+        Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unavailable
+        | Code::DataLoss
+        | Code::ResourceExhausted => true,
+        Code::Unknown => std::error::Error::source(status).is_some() || status.message().contains("transport error"),
+        _ => false,
+    }
+}
+
 fn retry_reason(code: Code) -> &'static str {
     match code {
         Code::Unavailable => "unavailable",
@@ -201,6 +218,7 @@ fn retry_reason(code: Code) -> &'static str {
         Code::DeadlineExceeded => "deadline_exceeded",
         Code::Aborted => "aborted",
         Code::Cancelled => "cancelled",
+        Code::Unknown => "transport",
         _ => "other",
     }
 }
@@ -231,14 +249,7 @@ async fn send_share(
                 }
                 Err(status) => {
                     let code = status.code();
-                    let retryable = matches!(
-                        code,
-                        Code::Unavailable
-                            | Code::DeadlineExceeded
-                            | Code::Aborted
-                            | Code::Cancelled
-                            | Code::ResourceExhausted
-                    );
+                    let retryable = is_retryable(&status);
                     if !retryable {
                         tracing::warn!(code = ?code, message = status.message(), spans, "collector rejected spans");
                         metrics.export_result("rejected");
@@ -315,7 +326,7 @@ impl Forwarder {
                 None => match self.connect(&t) {
                     Ok(client) => Endpoint {
                         key: endpoint_key(&t.addr),
-                        breaker: Breaker::new(Duration::from_millis(500), Duration::from_secs(30)),
+                        breaker: Breaker::new(Duration::from_millis(500), Duration::from_secs(5)),
                         target: t,
                         client,
                     },
@@ -565,6 +576,9 @@ mod tests {
         st.metadata_mut().insert("retry-after", "2".parse().expect("ascii"));
         assert_eq!(requested_delay(&st), Some(Duration::from_secs(2)));
         assert_eq!(requested_delay(&Status::unavailable("down")), None);
+        assert!(is_retryable(&Status::unavailable("down")) && is_retryable(&Status::resource_exhausted("busy")));
+        assert!(is_retryable(&Status::unknown("transport error")), "a reset connection is retried");
+        assert!(!is_retryable(&Status::invalid_argument("bad span")) && !is_retryable(&Status::unknown("server said")));
         let base = Duration::from_millis(100);
         for attempt in 0..6 {
             let d = backoff(base, Duration::from_secs(2), attempt, u64::from(attempt) * 77);

@@ -217,7 +217,11 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
         .route("/metrics", get(move || std::future::ready(m.render())))
         .route("/healthz", get(|| std::future::ready("ok")));
     // The admin server stays up until the process exits, so probes and scrapes see the drain.
-    tokio::spawn(serve(admin_l, admin, watch::channel(false).1));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin_l, admin).await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
 
     let (targets_tx, targets_rx) = watch::channel(route::resolve(&names).await);
     tokio::spawn(route::resolve_loop(names, Duration::from_millis(s.dns_refresh_ms.max(100)), targets_tx));

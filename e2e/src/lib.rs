@@ -3,6 +3,8 @@
 //!
 //! The binaries are the ones `cargo test --workspace` builds next to the test executables (`target/<profile>/`).
 
+pub mod otlp;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -14,9 +16,13 @@ use std::time::{Duration, Instant};
 /// # Panics
 /// When the binary has not been built (run `cargo build --workspace --bins` or `cargo test --workspace`).
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile> directory");
-    let path = dir.join(name);
+    let exe = std::env::current_exe().expect("executable path");
+    // Tests run from target/<profile>/deps/, binaries (skein-bench) from target/<profile>/.
+    let here = exe.parent().expect("executable directory");
+    let path = [here.join(name), here.parent().map_or_else(|| here.join(name), |p| p.join(name))]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| here.join(name));
     assert!(path.exists(), "{} not built; run `cargo build --workspace --bins` first", path.display());
     path
 }
@@ -24,6 +30,140 @@ pub fn bin(name: &str) -> PathBuf {
 /// The shared trace datasets (`../shared/trace-data` next to the repository).
 pub fn trace_data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/trace-data")
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; another process could take it, which tests accept).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Current and peak resident set size of a process, KiB (`VmRSS`, `VmHWM`).
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |k: &str| {
+        text.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The value of one metric sample (name with its labels exactly as rendered) in a `/metrics` text, or 0.
+pub fn metric_in(text: &str, sample: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// Polls `cond` every 100 ms until it holds.
+///
+/// # Panics
+/// After `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts a workspace binary with `args`, forwarding its stderr (prefixed) and waiting for its `listening` line.
+fn spawn_listening(name: &str, args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+    let mut child = Command::new(bin(name))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = mpsc::channel();
+    let tag = name.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[{tag}] {line}");
+            if line.contains("listening") {
+                let _ = tx.send(line.clone());
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("{name} did not start listening"));
+    (child, line)
+}
+
+/// A running `skein-agent`; killed on drop unless stopped.
+pub struct Agent {
+    child: Option<Child>,
+    /// OTLP/gRPC address.
+    pub otlp_grpc: String,
+    /// OTLP/HTTP address.
+    pub otlp_http: String,
+    /// Remote-sampling proxy base URL.
+    pub sampling: String,
+    /// Admin base URL.
+    pub admin: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Agent {
+    /// Starts the agent on 127.0.0.1 port 0 (all four listeners) with `args` (`--collector`, `--spill-dir`, …).
+    ///
+    /// # Panics
+    /// When it does not report its listen addresses within 30 s.
+    pub fn start(args: &[&str]) -> Self {
+        let mut all = vec!["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0"];
+        all.extend(["--sampling-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"]);
+        all.extend(args);
+        let (child, line) = spawn_listening("skein-agent", &all, &[("RUST_LOG", "info")]);
+        let get = |k: &str| field(&line, k).unwrap_or_else(|| panic!("no {k} in {line:?}"));
+        Self {
+            child: Some(child),
+            otlp_grpc: get("otlp_grpc"),
+            otlp_http: get("otlp_http"),
+            sampling: format!("http://{}", get("sampling")),
+            admin: format!("http://{}", get("admin")),
+            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+        }
+    }
+
+    /// The admin `/metrics` text.
+    pub fn metrics(&self) -> String {
+        self.http.get(format!("{}/metrics", self.admin)).send().and_then(|r| r.text()).unwrap_or_default()
+    }
+
+    /// One metric sample (see [`metric_in`]).
+    pub fn metric(&self, sample: &str) -> f64 {
+        metric_in(&self.metrics(), sample)
+    }
+
+    /// Waits until nothing is buffered or in flight and `skein_agent_spans_forwarded_total` reaches `spans`.
+    pub fn wait_forwarded(&self, spans: u64, timeout: Duration) {
+        wait_until(&format!("agent forwarded {spans} spans"), timeout, || {
+            let m = self.metrics();
+            metric_in(&m, "skein_agent_spans_forwarded_total") >= spans as f64
+                && metric_in(&m, "skein_agent_buffer_spans{tier=\"memory\"}") == 0.0
+                && metric_in(&m, "skein_agent_buffer_spans{tier=\"disk\"}") == 0.0
+                && metric_in(&m, "skein_agent_inflight_spans") == 0.0
+        });
+    }
+
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Kills the process with SIGKILL and waits for it.
+    pub fn kill(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// A running `skein-all-in-one`; killed on drop unless stopped.
@@ -66,31 +206,24 @@ impl AllInOne {
     /// # Panics
     /// When the process does not report its listen addresses within 30 s or does not turn ready within 60 s.
     pub fn start_with(data_dir: &Path, trace_idle_ms: u64, extra: &[&str]) -> Self {
-        let mut child = Command::new(bin("skein-all-in-one"))
-            .args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0"])
-            .args(["--query-http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-            .args(["--zipkin-addr", "127.0.0.1:0", "--sampling-http-addr", "127.0.0.1:0"])
-            .args(["--sampling-grpc-addr", "127.0.0.1:0"])
-            .args(extra)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--trace-idle-ms", &trace_idle_ms.to_string()])
-            .env("RUST_LOG", "info,lsm_tree=warn,fjall=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start skein-all-in-one");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[skein-all-in-one] {line}");
-                if line.contains("listening") {
-                    let _ = tx.send(line.clone());
-                }
-            }
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("skein-all-in-one did not start listening");
+        let defaults = [
+            "--otlp-grpc-addr",
+            "--otlp-http-addr",
+            "--query-http-addr",
+            "--admin-addr",
+            "--zipkin-addr",
+            "--sampling-http-addr",
+            "--sampling-grpc-addr",
+        ];
+        // Flags given in `extra` (a fixed port, say) replace the port-0 defaults.
+        let ports = defaults.iter().filter(|f| !extra.contains(f)).flat_map(|f| [*f, "127.0.0.1:0"]);
+        let idle = trace_idle_ms.to_string();
+        let data_dir = data_dir.to_str().expect("UTF-8 data dir");
+        let mut args: Vec<&str> = ports.collect();
+        args.extend(extra);
+        args.extend(["--data-dir", data_dir, "--trace-idle-ms", &idle]);
+        let (child, line) =
+            spawn_listening("skein-all-in-one", &args, &[("RUST_LOG", "info,lsm_tree=warn,fjall=warn")]);
         let get = |k: &str| field(&line, k).unwrap_or_else(|| panic!("no {k} in {line:?}"));
         let me = Self {
             child: Some(child),
@@ -124,19 +257,14 @@ impl AllInOne {
         self.http.get(format!("{}/metrics", self.admin)).send().and_then(|r| r.text()).unwrap_or_default()
     }
 
-    /// The value of one unlabelled metric sample in a `/metrics` text, or 0.
-    pub fn metric_in(text: &str, name: &str) -> f64 {
-        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
-    }
-
     /// Waits until no trace is held in the assembler and the written-span count is stable.
     pub fn wait_until_written(&self) {
         let mut last = -1.0;
         self.wait_until("all traces written", Duration::from_secs(120), || {
             let text = self.metrics();
-            let live = Self::metric_in(&text, "skein_live_traces");
-            let pending = Self::metric_in(&text, "skein_pending_chunks");
-            let written = Self::metric_in(&text, "skein_spans_written_total");
+            let live = metric_in(&text, "skein_live_traces");
+            let pending = metric_in(&text, "skein_pending_chunks");
+            let written = metric_in(&text, "skein_spans_written_total");
             let stable = live == 0.0 && pending == 0.0 && written == last;
             last = written;
             if !stable {
@@ -150,12 +278,8 @@ impl AllInOne {
     ///
     /// # Panics
     /// After `timeout`.
-    pub fn wait_until(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    pub fn wait_until(&self, what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+        wait_until(what, timeout, cond);
     }
 
     /// Sends SIGTERM and waits for the exit status.

@@ -11,97 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use skein_e2e::AllInOne;
-use skein_proto::otlp_collector_trace::ExportTraceServiceRequest;
-use skein_proto::otlp_common::{AnyValue, KeyValue, any_value};
-use skein_proto::otlp_resource::Resource;
-use skein_proto::otlp_trace::{ResourceSpans, ScopeSpans, Span, Status};
+use skein_e2e::otlp::{now_nanos, request, span_count, trace_hex};
 use skein_proto::trace_service_client::TraceServiceClient;
-
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
-}
-
-fn kv(key: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
-        key_strindex: 0,
-    }
-}
-
-/// One export request: `traces` traces of `spans_per_trace` spans each, trace IDs derived from `request_no`.
-fn request(request_no: u32, traces: u32, spans_per_trace: u32, error_every: u32) -> ExportTraceServiceRequest {
-    let t = now_nanos();
-    let mut spans = Vec::new();
-    for tr in 0..traces {
-        let trace_id = test_trace_id(request_no, tr);
-        for s in 0..spans_per_trace {
-            let mut span_id = [0u8; 8];
-            span_id[..4].copy_from_slice(&(s + 1).to_be_bytes());
-            span_id[7] = 1;
-            let parent = if s == 0 {
-                Vec::new()
-            } else {
-                let mut p = [0u8; 8];
-                p[..4].copy_from_slice(&1u32.to_be_bytes());
-                p[7] = 1;
-                p.to_vec()
-            };
-            let error = error_every > 0 && tr % error_every == 0 && s == 0;
-            spans.push(Span {
-                trace_id: trace_id.to_vec(),
-                span_id: span_id.to_vec(),
-                parent_span_id: parent,
-                name: format!("op-{}", s % 7),
-                kind: if s == 0 { 2 } else { 3 },
-                start_time_unix_nano: t + u64::from(s) * 1000,
-                end_time_unix_nano: t + u64::from(s) * 1000 + 500_000,
-                attributes: vec![kv("http.route", "/api/items"), kv("payload", &"x".repeat(64))],
-                status: error.then(|| Status { code: 2, message: "boom".into() }),
-                ..Default::default()
-            });
-        }
-    }
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![kv("service.name", "load")], ..Default::default() }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            schema_url: String::new(),
-        }],
-    }
-}
-
-/// The trace ID of trace `tr` in request `request_no`.
-fn test_trace_id(request_no: u32, tr: u32) -> [u8; 16] {
-    let mut trace_id = [0u8; 16];
-    trace_id[..4].copy_from_slice(&request_no.to_be_bytes());
-    trace_id[4..8].copy_from_slice(&tr.to_be_bytes());
-    trace_id[15] = 1;
-    trace_id
-}
-
-fn trace_hex(request_no: u32, tr: u32) -> String {
-    test_trace_id(request_no, tr).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn span_count(s: &AllInOne, trace: &str) -> usize {
-    let (status, body) = s.get(&format!("/api/traces/{trace}"));
-    if status != 200 {
-        return 0;
-    }
-    body["data"][0]["spans"].as_array().map_or(0, Vec::len)
-}
-
-fn rss_peak_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                l.strip_prefix("VmHWM:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-        })
-        .unwrap_or(0)
-}
 
 #[test]
 fn every_acknowledged_span_survives_sigkill_mid_stream() {
@@ -147,7 +58,7 @@ fn every_acknowledged_span_survives_sigkill_mid_stream() {
     assert!(acked.len() >= (REQUESTS / 2) as usize && acked.len() < REQUESTS as usize, "{} acked", acked.len());
 
     let s = AllInOne::start(dir.path(), 300);
-    let replayed = AllInOne::metric_in(&s.metrics(), "skein_wal_replayed_spans_total");
+    let replayed = skein_e2e::metric_in(&s.metrics(), "skein_wal_replayed_spans_total");
     assert!(replayed > 0.0, "the log held unwritten spans at the kill");
     s.wait_until_written();
     let mut missing = Vec::new();
@@ -260,14 +171,14 @@ fn flood_is_refused_with_429_and_resource_exhausted_and_nothing_accepted_is_lost
     assert!(!seen.keys().any(|k| k.contains("error") || k.contains("Internal")), "{seen:?}");
     s.wait_until_written();
     let text = s.metrics();
-    let written = AllInOne::metric_in(&text, "skein_spans_written_total");
+    let written = skein_e2e::metric_in(&text, "skein_spans_written_total");
     assert_eq!(written as usize, accepted_spans.load(Ordering::SeqCst), "every accepted span written");
     let refused: Vec<&str> = text.lines().filter(|l| l.starts_with("skein_spans_refused_total")).collect();
     assert!(
         refused.iter().any(|l| l.contains(r#"protocol="grpc""#) && l.contains(r#"reason="inflight_bytes""#)),
         "refusals counted: {refused:?}"
     );
-    let peak_mib = rss_peak_kib(pid) / 1024;
+    let peak_mib = skein_e2e::rss_kib(pid).1 / 1024;
     eprintln!("peak RSS {peak_mib} MiB");
     assert!(peak_mib < 1024, "RSS stays bounded under the flood: peak {peak_mib} MiB");
 }
@@ -485,7 +396,7 @@ fn sigterm_decides_held_traces_and_empties_the_log() {
         }
     });
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(AllInOne::metric_in(&s.metrics(), "skein_live_traces"), 100.0, "held for decision_wait");
+    assert_eq!(skein_e2e::metric_in(&s.metrics(), "skein_live_traces"), 100.0, "held for decision_wait");
     let started = Instant::now();
     let status = s.terminate();
     assert!(status.success(), "exit status {status:?}");
@@ -493,7 +404,7 @@ fn sigterm_decides_held_traces_and_empties_the_log() {
 
     let s = AllInOne::start_with(dir.path(), 100, &args);
     let text = s.metrics();
-    assert_eq!(AllInOne::metric_in(&text, "skein_wal_replayed_spans_total"), 0.0, "log emptied after the drain");
+    assert_eq!(skein_e2e::metric_in(&text, "skein_wal_replayed_spans_total"), 0.0, "log emptied after the drain");
     for n in 0..10 {
         for tr in 0..10 {
             let want = if tr % 2 == 0 { 5 } else { 0 };

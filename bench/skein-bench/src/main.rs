@@ -10,6 +10,9 @@
 //!   N concurrent OTLP/gRPC clients send 100-span batches to a running collector as fast as it acknowledges them;
 //!   reports spans/s, p50/p99 acknowledgement latency, the server's CPU and peak RSS, and — measured on the same
 //!   machine in the same run — the raw protobuf decode rate of the same batches (the ceiling).
+//! - `skein-bench agent [--spans-per-s 10000] [--batch-spans 100] [--duration-s 60]`: starts a `skein-all-in-one`
+//!   and a `skein-agent` (built next to this binary) and sends a fixed span rate through the agent; reports the
+//!   agent's CPU (% of one core), peak/steady/idle RSS, release binary size and export-call latency.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -44,6 +47,30 @@ enum Cmd {
     Query(QueryArgs),
     /// Ingest throughput of a running collector at saturation.
     Ingest(IngestArgs),
+    /// The agent's footprint (CPU, RSS, binary size) at a fixed span rate; starts its own all-in-one and agent.
+    Agent(AgentArgs),
+}
+
+#[derive(Parser)]
+struct AgentArgs {
+    /// Spans per second sent to the agent.
+    #[arg(long, default_value_t = 10_000)]
+    spans_per_s: u64,
+    /// Spans per export request.
+    #[arg(long, default_value_t = 100)]
+    batch_spans: usize,
+    /// Measured duration, seconds (after a 5 s warm-up).
+    #[arg(long, default_value_t = 60)]
+    duration_s: u64,
+    /// Payload.
+    #[arg(long, value_enum, default_value_t = Payload::Synthetic)]
+    payload: Payload,
+    /// Extra agent flags (repeatable), e.g. `--agent-arg=--batch-timeout-ms=500`.
+    #[arg(long = "agent-arg", allow_hyphen_values = true)]
+    agent_args: Vec<String>,
+    /// JSON report path.
+    #[arg(long, default_value = "agent-report.json")]
+    report: PathBuf,
 }
 
 /// Which spans the ingest benchmark sends.
@@ -817,11 +844,105 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts `skein-all-in-one` and `skein-agent` (the binaries next to this one), sends `spans_per_s` through the
+/// agent in `batch_spans` requests, and samples the agent's CPU ticks and RSS from `/proc`.
+async fn agent(a: AgentArgs) -> anyhow::Result<()> {
+    use skein_e2e::{Agent, AllInOne, bin, metric_in, rss_kib};
+    let dir = tempfile::tempdir()?;
+    let collector = AllInOne::start(&dir.path().join("collector"), 1000);
+    let spill = dir.path().join("spill");
+    let mut args = vec!["--collector".to_string(), collector.otlp_grpc.clone()];
+    args.extend(["--spill-dir".to_string(), spill.to_string_lossy().into_owned()]);
+    args.extend(a.agent_args.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = Agent::start(&args);
+    let pid = agent.pid();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_idle_kib = rss_kib(pid).0;
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", agent.otlp_grpc))?.connect().await?;
+    let mut client = tonic::client::Grpc::new(channel);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    let mut source = Source::new(a.payload, a.batch_spans, 1);
+    let interval = Duration::from_secs_f64(a.batch_spans as f64 / a.spans_per_s.max(1) as f64);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let warmup = Duration::from_secs(5);
+    let measure = Duration::from_secs(a.duration_s);
+    let start = Instant::now();
+    let (mut measured_start, mut ticks0, mut sent) = (None, 0, 0u64);
+    let mut rss_samples = Vec::new();
+    let mut last_sample = Instant::now();
+    let mut latencies = Vec::new();
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        if measured_start.is_none() && now - start >= warmup {
+            measured_start = Some(now);
+            ticks0 = cpu_ticks(pid);
+        }
+        if measured_start.is_some_and(|m| now - m >= measure) {
+            break;
+        }
+        let (body, n) = source.next();
+        client.ready().await?;
+        let t = Instant::now();
+        client.unary(tonic::Request::new(body), path.clone(), RawCodec).await?;
+        if measured_start.is_some() {
+            latencies.push(t.elapsed().as_secs_f64() * 1e3);
+            sent += n as u64;
+            if last_sample.elapsed() >= Duration::from_secs(1) {
+                rss_samples.push(rss_kib(pid).0);
+                last_sample = Instant::now();
+            }
+        }
+    }
+    let elapsed = measured_start.map_or(0.0, |m| m.elapsed().as_secs_f64());
+    let cpu_percent = (cpu_ticks(pid) - ticks0) as f64 / 100.0 / elapsed.max(1e-9) * 100.0;
+    let (_, hwm) = rss_kib(pid);
+    let steady: Vec<u64> = rss_samples[rss_samples.len() / 2..].to_vec();
+    let rss_steady_kib = steady.iter().sum::<u64>() / steady.len().max(1) as u64;
+    latencies.sort_by(f64::total_cmp);
+    let metrics = agent.metrics();
+    let forwarded = metric_in(&metrics, "skein_agent_spans_forwarded_total");
+    let dropped: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("skein_agent_spans_dropped_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    let binary = bin("skein-agent");
+    let report = json!({
+        "spans_per_s": sent as f64 / elapsed.max(1e-9),
+        "cpu_percent": cpu_percent,
+        "rss_bytes_peak": hwm * 1024,
+        "rss_bytes_steady": rss_steady_kib * 1024,
+        "rss_bytes_idle": rss_idle_kib * 1024,
+        "binary_bytes": std::fs::metadata(&binary)?.len(),
+        "binary": binary.display().to_string(),
+        "export_p50_ms": percentile(&latencies, 0.5),
+        "export_p99_ms": percentile(&latencies, 0.99),
+        "spans_forwarded": forwarded,
+        "spans_dropped": dropped,
+        "batch_spans": a.batch_spans,
+        "duration_s": elapsed,
+        "payload": format!("{:?}", a.payload).to_lowercase(),
+        "agent_args": a.agent_args,
+    });
+    drop(agent);
+    drop(collector);
+    std::fs::write(&a.report, serde_json::to_vec_pretty(&report)?)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Storage(a) => storage(a).await,
         Cmd::Query(a) => query(a).await,
         Cmd::Ingest(a) => ingest(a).await,
+        Cmd::Agent(a) => agent(a).await,
     }
 }

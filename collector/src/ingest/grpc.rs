@@ -3,8 +3,8 @@
 
 use skein_proto::otlp_collector_trace::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use skein_proto::otlp_grpc::{ExportHandler, ExportServer, RawExport};
-use tonic_types::StatusExt as _;
 use tonic::{Request, Response, Status};
+use tonic_types::StatusExt as _;
 
 use super::{Ingest, IngestError};
 
