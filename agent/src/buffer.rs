@@ -34,17 +34,20 @@ pub struct Entry {
     pub spans: u32,
     /// Of those, spans with error status.
     pub error_spans: u32,
+    /// Rendezvous key of the collector its spans were routed to when accepted (0: not routed). The forwarder
+    /// sends the payload as is while that collector is usable, and re-routes it otherwise.
+    pub dest: u64,
 }
 
 impl Entry {
-    /// Encodes a request, counting its spans and error spans.
-    pub fn encode(request: &ExportTraceServiceRequest) -> Self {
+    /// Encodes a request routed to `dest`, counting its spans and error spans.
+    pub fn encode(request: &ExportTraceServiceRequest, dest: u64) -> Self {
         let (mut spans, mut error_spans) = (0u32, 0u32);
         for span in request.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
             spans += 1;
             error_spans += u32::from(is_error(span));
         }
-        Self { payload: Bytes::from(request.encode_to_vec()), spans, error_spans }
+        Self { payload: Bytes::from(request.encode_to_vec()), spans, error_spans, dest }
     }
 
     /// Decodes the request.
@@ -71,7 +74,7 @@ impl Entry {
             rs.scope_spans.retain(|s| !s.spans.is_empty());
         }
         req.resource_spans.retain(|r| !r.scope_spans.is_empty());
-        Some(Self::encode(&req))
+        Some(Self::encode(&req, self.dest))
     }
 
     fn mem_bytes(&self) -> usize {
@@ -370,12 +373,15 @@ pub(crate) mod tests {
                 ..Default::default()
             })
             .collect();
-        Entry::encode(&ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-                ..Default::default()
-            }],
-        })
+        Entry::encode(
+            &ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                    ..Default::default()
+                }],
+            },
+            u64::from(id),
+        )
     }
 
     /// The `id` an [`entry`] was built with.

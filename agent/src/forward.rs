@@ -13,10 +13,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use prost::Message as _;
-use skein_proto::otlp_collector_trace::ExportTraceServiceRequest;
+use skein_proto::otlp_collector_trace::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use skein_proto::otlp_grpc::EXPORT_PATH;
 use skein_proto::otlp_trace::{ResourceSpans, ScopeSpans, Span};
-use skein_proto::trace_service_client::TraceServiceClient;
 use tokio::sync::watch;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, ClientTlsConfig};
@@ -25,7 +26,7 @@ use tonic_types::StatusExt as _;
 
 use crate::buffer::{Buffer, Entry, Taken};
 use crate::metrics::{Endpoint as EndpointLabel, Metrics, Reason};
-use crate::route::{Breaker, Target, choose, endpoint_key, trace_hash};
+use crate::route::{Breaker, Routes, Target, choose, trace_hash};
 
 /// Forwarder settings (from the command line).
 #[derive(Clone, Debug)]
@@ -70,7 +71,7 @@ struct Endpoint {
     target: Target,
     key: u64,
     breaker: Breaker,
-    client: TraceServiceClient<Channel>,
+    client: tonic::client::Grpc<Channel>,
 }
 
 /// Builds per-endpoint requests from spans in input order, keeping resource and scope grouping and starting a new
@@ -91,8 +92,9 @@ impl RequestBuilder {
     }
 
     fn push(&mut self, group: (usize, usize, usize), rs: &ResourceSpans, ss: &ScopeSpans, span: Span, max: usize) {
-        let span_bytes = span.encoded_len() + FRAME_BYTES;
-        if self.bytes > 0 && self.bytes + span_bytes > max {
+        let sized = max != usize::MAX;
+        let span_bytes = if sized { span.encoded_len() + FRAME_BYTES } else { 0 };
+        if sized && self.bytes > 0 && self.bytes + span_bytes > max {
             self.done.push(std::mem::take(&mut self.current));
             self.bytes = 0;
             self.last_group = None;
@@ -103,13 +105,13 @@ impl RequestBuilder {
                 scope_spans: Vec::new(),
                 schema_url: rs.schema_url.clone(),
             };
-            self.bytes += header.encoded_len() + FRAME_BYTES;
+            self.bytes += if sized { header.encoded_len() + FRAME_BYTES } else { 0 };
             self.current.resource_spans.push(header);
             self.last_group = None;
         }
         if self.last_group != Some(group) {
             let header = ScopeSpans { scope: ss.scope.clone(), spans: Vec::new(), schema_url: ss.schema_url.clone() };
-            self.bytes += header.encoded_len() + FRAME_BYTES;
+            self.bytes += if sized { header.encoded_len() + FRAME_BYTES } else { 0 };
             if let Some(r) = self.current.resource_spans.last_mut() {
                 r.scope_spans.push(header);
             }
@@ -122,7 +124,7 @@ impl RequestBuilder {
     }
 
     fn finish(mut self) -> Vec<ExportTraceServiceRequest> {
-        if self.bytes > 0 {
+        if !self.current.resource_spans.is_empty() {
             self.done.push(self.current);
         }
         self.done
@@ -130,7 +132,7 @@ impl RequestBuilder {
 }
 
 /// Splits requests by destination (`route(trace_id)` gives an index, or `None` to keep the span aside) and by
-/// size (`max_request_bytes`). Returns the requests per destination index, and the spans with no destination as
+/// size (`max_request_bytes`; `usize::MAX` skips sizing). Returns the requests per destination index, and the spans with no destination as
 /// requests of their own.
 pub fn partition(
     requests: Vec<ExportTraceServiceRequest>,
@@ -156,19 +158,96 @@ pub fn partition(
     (builders.into_iter().map(|(i, b)| (i, b.finish())).collect(), unrouted.finish())
 }
 
-fn span_count(req: &ExportTraceServiceRequest) -> u64 {
-    req.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum()
-}
-
 /// How one endpoint's share of a batch went.
 #[derive(Debug, Default)]
 struct Outcome {
     delivered_spans: u64,
     /// The endpoint failed every attempt (unreachable): these go to the next choice.
-    unhealthy: Vec<ExportTraceServiceRequest>,
+    unhealthy: Vec<Entry>,
     /// The endpoint kept refusing with `RESOURCE_EXHAUSTED`: these go back to the buffer, after `delay`.
-    throttled: Vec<ExportTraceServiceRequest>,
+    throttled: Vec<Entry>,
     delay: Duration,
+}
+
+/// One export request body: buffered payloads concatenated (concatenated protobuf messages merge, so the body is
+/// one `ExportTraceServiceRequest` with every entry's `resource_spans`), and the entries it holds.
+#[derive(Debug)]
+struct Chunk {
+    body: Bytes,
+    spans: u64,
+    entries: Vec<Entry>,
+}
+
+/// Packs entries into request bodies of at most `max_bytes`, without decoding; an entry larger than that on its
+/// own is decoded and split by span.
+fn chunks(entries: Vec<Entry>, max_bytes: usize) -> Vec<Chunk> {
+    let mut out: Vec<Chunk> = Vec::new();
+    let mut body = BytesMut::new();
+    let mut current: Vec<Entry> = Vec::new();
+    let flush = |body: &mut BytesMut, current: &mut Vec<Entry>, out: &mut Vec<Chunk>| {
+        if !current.is_empty() {
+            let spans = current.iter().map(|e| u64::from(e.spans)).sum();
+            out.push(Chunk { body: body.split().freeze(), spans, entries: std::mem::take(current) });
+        }
+    };
+    for e in entries {
+        if e.payload.len() > max_bytes {
+            let Ok(req) = e.decode() else { continue };
+            let (parts, _) = partition(vec![req], |_| Some(0), max_bytes);
+            for part in parts.into_values().flatten() {
+                let piece = Entry::encode(&part, e.dest);
+                out.push(Chunk { body: piece.payload.clone(), spans: u64::from(piece.spans), entries: vec![piece] });
+            }
+            continue;
+        }
+        if body.len() + e.payload.len() > max_bytes {
+            flush(&mut body, &mut current, &mut out);
+        }
+        body.extend_from_slice(&e.payload);
+        current.push(e);
+    }
+    flush(&mut body, &mut current, &mut out);
+    out
+}
+
+/// Sends pre-encoded request bodies and decodes the `ExportTraceServiceResponse`.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        *self
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        *self
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = ExportTraceServiceResponse;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("malformed ExportTraceServiceResponse: {e}")))
+    }
 }
 
 /// The delay a refusal asks for: `google.rpc.RetryInfo`, else `retry-after` (seconds), else
@@ -224,22 +303,27 @@ fn retry_reason(code: Code) -> &'static str {
 }
 
 async fn send_share(
-    mut client: TraceServiceClient<Channel>,
-    requests: Vec<ExportTraceServiceRequest>,
+    mut client: tonic::client::Grpc<Channel>,
+    chunks: Vec<Chunk>,
     attempts: u32,
     config: ForwardConfig,
     metrics: Arc<Metrics>,
     seed: u64,
 ) -> Outcome {
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH);
     let mut out = Outcome::default();
-    let mut queue = requests.into_iter();
-    while let Some(req) = queue.next() {
-        let spans = span_count(&req);
+    let mut queue = chunks.into_iter();
+    while let Some(chunk) = queue.next() {
+        let spans = chunk.spans;
         let mut attempt = 0;
         loop {
-            let mut request = tonic::Request::new(req.clone());
+            let mut request = tonic::Request::new(chunk.body.clone());
             request.set_timeout(config.request_timeout);
-            match client.export(request).await {
+            let result = match client.ready().await {
+                Ok(()) => client.unary(request, path.clone(), RawCodec).await,
+                Err(e) => Err(Status::unavailable(format!("connecting: {e}"))),
+            };
+            match result {
                 Ok(resp) => {
                     let rejected = resp.into_inner().partial_success.map_or(0, |p| p.rejected_spans.max(0) as u64);
                     metrics.drop_spans("rejected_by_collector", rejected);
@@ -249,8 +333,7 @@ async fn send_share(
                 }
                 Err(status) => {
                     let code = status.code();
-                    let retryable = is_retryable(&status);
-                    if !retryable {
+                    if !is_retryable(&status) {
                         tracing::warn!(code = ?code, message = status.message(), spans, "collector rejected spans");
                         metrics.export_result("rejected");
                         metrics.drop_spans("rejected_by_collector", spans);
@@ -267,7 +350,7 @@ async fn send_share(
                         )
                     });
                     if attempt >= attempts {
-                        let rest = std::iter::once(req).chain(queue);
+                        let rest = std::iter::once(chunk).chain(queue).flat_map(|c| c.entries);
                         if code == Code::ResourceExhausted {
                             out.throttled.extend(rest);
                             out.delay = delay;
@@ -291,22 +374,19 @@ pub struct Forwarder {
     buffer: Arc<Buffer>,
     metrics: Arc<Metrics>,
     config: ForwardConfig,
+    routes: Arc<Routes>,
     targets: watch::Receiver<Vec<Target>>,
     endpoints: Vec<Endpoint>,
     seed: u64,
 }
 
 impl Forwarder {
-    /// A forwarder for `buffer` to the collectors published on `targets`.
-    pub fn new(
-        buffer: Arc<Buffer>,
-        metrics: Arc<Metrics>,
-        config: ForwardConfig,
-        targets: watch::Receiver<Vec<Target>>,
-    ) -> Self {
+    /// A forwarder for `buffer` to the collectors of `routes`.
+    pub fn new(buffer: Arc<Buffer>, metrics: Arc<Metrics>, config: ForwardConfig, routes: Arc<Routes>) -> Self {
+        let targets = routes.targets();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let seed = u64::from(std::process::id()) ^ (now.as_nanos() as u64);
-        Self { buffer, metrics, config, targets, endpoints: Vec::new(), seed }
+        Self { buffer, metrics, config, routes, targets, endpoints: Vec::new(), seed }
     }
 
     fn refresh_endpoints(&mut self) {
@@ -325,7 +405,7 @@ impl Forwarder {
                 Some(e) => e,
                 None => match self.connect(&t) {
                     Ok(client) => Endpoint {
-                        key: endpoint_key(&t.addr),
+                        key: t.key,
                         breaker: Breaker::new(Duration::from_millis(500), Duration::from_secs(5)),
                         target: t,
                         client,
@@ -341,7 +421,7 @@ impl Forwarder {
         self.metrics.endpoints.set(self.endpoints.len() as i64);
     }
 
-    fn connect(&self, t: &Target) -> Result<TraceServiceClient<Channel>, String> {
+    fn connect(&self, t: &Target) -> Result<tonic::client::Grpc<Channel>, String> {
         let scheme = if self.config.tls.is_some() { "https" } else { "http" };
         let mut ep = Channel::from_shared(format!("{scheme}://{}", t.addr))
             .map_err(|e| e.to_string())?
@@ -350,7 +430,7 @@ impl Forwarder {
         if let Some(tls) = &self.config.tls {
             ep = ep.tls_config(tls.clone().domain_name(t.host.clone())).map_err(|e| e.to_string())?;
         }
-        Ok(TraceServiceClient::new(ep.connect_lazy())
+        Ok(tonic::client::Grpc::new(ep.connect_lazy())
             .send_compressed(CompressionEncoding::Zstd)
             .accept_compressed(CompressionEncoding::Zstd)
             .max_encoding_message_size(usize::MAX)
@@ -364,47 +444,71 @@ impl Forwarder {
         }
     }
 
-    /// Sends one taken batch; returns what must go back to the buffer and how long to wait before the next.
-    async fn send(&mut self, entries: &[Entry]) -> (Vec<Entry>, Duration) {
-        let mut pending: Vec<ExportTraceServiceRequest> = Vec::with_capacity(entries.len());
+    /// Routes entries whose collector is not usable (or unknown) again, over the usable ones (`usable[i]`);
+    /// returns them grouped by endpoint index, plus what has nowhere to go.
+    fn reroute(&self, entries: Vec<Entry>, usable: &[bool]) -> (BTreeMap<usize, Vec<Entry>>, Vec<Entry>) {
+        let keys: Vec<u64> = self.endpoints.iter().map(|e| e.key).collect();
+        let mut requests = Vec::with_capacity(entries.len());
         for e in entries {
             match e.decode() {
-                Ok(r) => pending.push(r),
+                Ok(r) => requests.push(r),
                 Err(err) => {
                     tracing::warn!(error = %err, "undecodable buffered batch dropped");
                     self.metrics.drop_spans("spill_corrupt", u64::from(e.spans));
                 }
             }
         }
-        let keys: Vec<u64> = self.endpoints.iter().map(|e| e.key).collect();
+        let (shares, unrouted) = partition(requests, |id| choose(trace_hash(id), &keys, |i| usable[i]), usize::MAX);
+        let mut out: BTreeMap<usize, Vec<Entry>> = BTreeMap::new();
+        for (i, reqs) in shares {
+            let moved = out.entry(i).or_default();
+            moved.extend(reqs.iter().map(|r| Entry::encode(r, keys[i])));
+            self.metrics.spans_rerouted.inc_by(moved.iter().map(|e| u64::from(e.spans)).sum());
+        }
+        (out, unrouted.iter().map(|r| Entry::encode(r, 0)).collect())
+    }
+
+    /// Sends one taken batch; returns what must go back to the buffer and how long to wait before the next.
+    async fn send(&mut self, entries: Vec<Entry>) -> (Vec<Entry>, Duration) {
         let mut excluded = vec![false; self.endpoints.len()];
         let mut requeue = Vec::new();
         let mut wait = Duration::ZERO;
         let mut delivered_any = false;
+        let mut pending = entries;
         while !pending.is_empty() {
             let now = Instant::now();
             let usable: Vec<bool> =
                 self.endpoints.iter().zip(&excluded).map(|(e, x)| !x && e.breaker.available(now)).collect();
-            let (shares, unrouted) = partition(
-                std::mem::take(&mut pending),
-                |id| {
-                    let h = trace_hash(id);
-                    let chosen = choose(h, &keys, |i| usable[i])?;
-                    if choose(h, &keys, |_| true) != Some(chosen) {
-                        self.metrics.spans_rerouted.inc();
-                    }
-                    Some(chosen)
-                },
-                self.config.max_request_bytes,
-            );
-            requeue.extend(unrouted);
+            let index: HashMap<u64, usize> = self.endpoints.iter().enumerate().map(|(i, e)| (e.key, i)).collect();
+            let mut shares: BTreeMap<usize, Vec<Entry>> = BTreeMap::new();
+            let mut elsewhere = Vec::new();
+            for e in pending.drain(..) {
+                match index.get(&e.dest).filter(|&&i| usable[i]) {
+                    Some(&i) => shares.entry(i).or_default().push(e),
+                    None => elsewhere.push(e),
+                }
+            }
+            if !elsewhere.is_empty() {
+                let (moved, nowhere) = self.reroute(elsewhere, &usable);
+                for (i, es) in moved {
+                    shares.entry(i).or_default().extend(es);
+                }
+                requeue.extend(nowhere);
+            }
             let mut tasks = tokio::task::JoinSet::new();
-            for (i, reqs) in shares {
+            for (i, es) in shares {
                 let e = &self.endpoints[i];
                 let attempts = if e.breaker.probing() { 1 } else { self.config.max_attempts };
                 self.seed = crate::route::weight(self.seed, i as u64);
-                let fut =
-                    send_share(e.client.clone(), reqs, attempts, self.config.clone(), self.metrics.clone(), self.seed);
+                let chunks = chunks(es, self.config.max_request_bytes);
+                let fut = send_share(
+                    e.client.clone(),
+                    chunks,
+                    attempts,
+                    self.config.clone(),
+                    self.metrics.clone(),
+                    self.seed,
+                );
                 tasks.spawn(async move { (i, fut.await) });
             }
             while let Some(joined) = tasks.join_next().await {
@@ -413,13 +517,13 @@ impl Forwarder {
                 let e = &mut self.endpoints[i];
                 if out.unhealthy.is_empty() {
                     e.breaker.success();
+                    self.routes.set_healthy(e.key, true);
                     delivered_any = true;
                 } else {
                     e.breaker.trip(Instant::now());
+                    self.routes.set_healthy(e.key, false);
                     excluded[i] = true;
-                    if out.delivered_spans > 0 {
-                        delivered_any = true;
-                    }
+                    delivered_any |= out.delivered_spans > 0;
                     tracing::warn!(endpoint = %e.target.addr, "collector endpoint unhealthy; its traces move to the next choice");
                 }
                 pending.extend(out.unhealthy);
@@ -436,7 +540,7 @@ impl Forwarder {
             // Nothing reachable: keep everything on disk until a probe succeeds.
             self.buffer.set_spill_mode(true);
         }
-        (requeue.iter().map(Entry::encode).collect(), wait)
+        (requeue, wait)
     }
 
     /// Time until some endpoint may be tried again (`None`: one is usable now).
@@ -494,7 +598,7 @@ impl Forwarder {
                 Some(_) => {}
             }
             let taken: Taken = self.buffer.take(self.config.batch_max_spans, self.config.batch_max_bytes);
-            let (requeue, wait) = self.send(&taken.entries).await;
+            let (requeue, wait) = self.send(taken.entries.clone()).await;
             self.buffer.complete(taken, requeue);
             if !wait.is_zero() {
                 tokio::select! {
@@ -511,6 +615,30 @@ impl Forwarder {
 mod tests {
     use super::*;
     use skein_proto::otlp_resource::Resource;
+
+    fn span_count(req: &ExportTraceServiceRequest) -> u64 {
+        req.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum()
+    }
+
+    #[test]
+    fn chunks_concatenate_payloads_into_valid_requests_below_the_limit() {
+        let entries: Vec<Entry> =
+            (0..10u8).map(|i| Entry::encode(&req("a", (0..10).map(|t| span(t + i * 10, 100)).collect()), 7)).collect();
+        let size = entries[0].payload.len();
+        let cs = chunks(entries, size * 3 + 1);
+        assert_eq!(cs.len(), 4);
+        for c in &cs {
+            assert!(c.body.len() <= size * 3 + 1);
+            let r = ExportTraceServiceRequest::decode(c.body.clone()).expect("concatenation is a valid request");
+            assert_eq!(span_count(&r), c.spans);
+            assert_eq!(r.resource_spans.len(), c.entries.len());
+        }
+        let big = Entry::encode(&req("a", (0..50).map(|t| span(t, 1000)).collect()), 7);
+        let cs = chunks(vec![big], 10_000);
+        assert!(cs.len() >= 5, "{} chunks", cs.len());
+        assert!(cs.iter().all(|c| c.body.len() <= 10_000 && c.entries[0].dest == 7));
+        assert_eq!(cs.iter().map(|c| c.spans).sum::<u64>(), 50);
+    }
 
     fn span(trace: u8, bytes: usize) -> Span {
         Span { trace_id: vec![trace; 16], span_id: vec![1; 8], name: "x".repeat(bytes), ..Default::default() }

@@ -189,7 +189,9 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
         admin: admin_l.local_addr()?,
     };
 
-    let receiver = Receiver::new(buffer.clone(), processor, metrics.clone());
+    let (targets_tx, targets_rx) = watch::channel(route::resolve(&names).await);
+    let routes = Arc::new(route::Routes::new(targets_rx));
+    let receiver = Receiver::new(buffer.clone(), processor, routes.clone(), metrics.clone());
     let mut servers = Vec::new();
     let grpc = receiver.clone().grpc();
     let mut stop = stop_rx.clone();
@@ -223,7 +225,6 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
         }
     });
 
-    let (targets_tx, targets_rx) = watch::channel(route::resolve(&names).await);
     tokio::spawn(route::resolve_loop(names, Duration::from_millis(s.dns_refresh_ms.max(100)), targets_tx));
     let forward = ForwardConfig {
         batch_max_spans: s.batch_max_spans.max(1),
@@ -233,7 +234,7 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
         tls,
         ..ForwardConfig::default()
     };
-    let forwarder = Forwarder::new(buffer, metrics.clone(), forward, targets_rx);
+    let forwarder = Forwarder::new(buffer, metrics.clone(), forward, routes);
     let forwarder = tokio::spawn(forwarder.run(stop_rx, Duration::from_millis(s.shutdown_timeout_ms)));
     Ok(Running { addrs, metrics, shutdown, forwarder, servers })
 }

@@ -16,8 +16,10 @@ use skein_proto::otlp_http::{self, Format, MAX_BODY_BYTES};
 use tonic::Status;
 
 use crate::buffer::{Buffer, Entry};
+use crate::forward::partition;
 use crate::metrics::{Metrics, Protocol};
 use crate::process::Processor;
+use crate::route::{Routes, choose, trace_hash};
 
 /// Largest export request accepted from the app (decompressed), bytes.
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
@@ -27,16 +29,18 @@ pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 pub struct Receiver {
     buffer: Arc<Buffer>,
     processor: Arc<Processor>,
+    routes: Arc<Routes>,
     metrics: Arc<Metrics>,
 }
 
 impl Receiver {
-    /// A receiver feeding `buffer` through `processor`.
-    pub fn new(buffer: Arc<Buffer>, processor: Arc<Processor>, metrics: Arc<Metrics>) -> Self {
-        Self { buffer, processor, metrics }
+    /// A receiver feeding `buffer` through `processor`, routing spans over `routes`.
+    pub fn new(buffer: Arc<Buffer>, processor: Arc<Processor>, routes: Arc<Routes>, metrics: Arc<Metrics>) -> Self {
+        Self { buffer, processor, routes, metrics }
     }
 
-    /// Processes (sampling, enrichment, redaction) and buffers one request.
+    /// Processes (sampling, enrichment, redaction), routes (each span to its trace's collector: one buffered
+    /// entry per collector, sent later without decoding) and buffers one request.
     pub fn accept(&self, mut request: ExportTraceServiceRequest, protocol: &str) -> ExportTraceServiceResponse {
         let received: u64 =
             request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum();
@@ -44,8 +48,19 @@ impl Receiver {
         let out = self.processor.process(&mut request);
         self.metrics.spans_sampled_out.inc_by(out.sampled_out);
         self.metrics.attributes_redacted.inc_by(out.redacted);
-        if out.spans > 0 {
-            self.buffer.push(Entry::encode(&request));
+        if out.spans == 0 {
+            return ExportTraceServiceResponse { partial_success: None };
+        }
+        let keys = self.routes.usable_keys();
+        if keys.len() <= 1 {
+            self.buffer.push(Entry::encode(&request, keys.first().copied().unwrap_or(0)));
+        } else {
+            let (shares, _) = partition(vec![request], |id| choose(trace_hash(id), &keys, |_| true), usize::MAX);
+            for (i, requests) in shares {
+                for r in requests {
+                    self.buffer.push(Entry::encode(&r, keys[i]));
+                }
+            }
         }
         ExportTraceServiceResponse { partial_success: None }
     }

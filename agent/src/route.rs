@@ -5,7 +5,9 @@
 //! every span of a trace reaches the same collector from every pod; when an endpoint leaves or is unhealthy only
 //! its own traces move, each to its next choice.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -97,6 +99,46 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The host name it was resolved from (TLS server name).
     pub host: String,
+    /// Its rendezvous key ([`endpoint_key`]).
+    pub key: u64,
+}
+
+/// The endpoint set and which endpoints are unhealthy, shared by the receivers (which route each span when it is
+/// accepted) and the forwarder (which sends, and marks endpoints unhealthy or healthy).
+pub struct Routes {
+    targets: watch::Receiver<Vec<Target>>,
+    unhealthy: RwLock<HashSet<u64>>,
+}
+
+impl Routes {
+    /// Routes over the endpoint sets published on `targets`.
+    pub fn new(targets: watch::Receiver<Vec<Target>>) -> Self {
+        Self { targets, unhealthy: RwLock::default() }
+    }
+
+    /// The current endpoint set (a receiver to watch for changes).
+    pub fn targets(&self) -> watch::Receiver<Vec<Target>> {
+        self.targets.clone()
+    }
+
+    /// Keys of the endpoints new spans should go to: the healthy ones, or all when none is healthy (the
+    /// forwarder re-routes when one recovers first).
+    pub fn usable_keys(&self) -> Vec<u64> {
+        let unhealthy = self.unhealthy.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let all: Vec<u64> = self.targets.borrow().iter().map(|t| t.key).collect();
+        let healthy: Vec<u64> = all.iter().copied().filter(|k| !unhealthy.contains(k)).collect();
+        if healthy.is_empty() { all } else { healthy }
+    }
+
+    /// Records an endpoint's health.
+    pub fn set_healthy(&self, key: u64, healthy: bool) {
+        let mut unhealthy = self.unhealthy.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if healthy {
+            unhealthy.remove(&key);
+        } else {
+            unhealthy.insert(key);
+        }
+    }
 }
 
 /// Splits `host:port` (IPv6 as `[addr]:port`).
@@ -115,7 +157,7 @@ pub async fn resolve(names: &[String]) -> Vec<Target> {
     for name in names {
         let Ok((host, _)) = split_host_port(name) else { continue };
         match tokio::net::lookup_host(name.as_str()).await {
-            Ok(addrs) => out.extend(addrs.map(|addr| Target { addr, host: host.clone() })),
+            Ok(addrs) => out.extend(addrs.map(|addr| Target { addr, host: host.clone(), key: endpoint_key(&addr) })),
             Err(e) => tracing::warn!(name = %name, error = %e, "resolving collector endpoint failed"),
         }
     }

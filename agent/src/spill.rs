@@ -2,8 +2,8 @@
 //! restart.
 //!
 //! Layout: `<dir>/<seq:020>.spill`, oldest (lowest sequence number) first. A record is
-//! `len: u32 LE | crc32(payload): u32 LE | spans: u32 LE | error_spans: u32 LE | payload`, the payload an encoded
-//! OTLP `ExportTraceServiceRequest`. A torn or corrupt tail (a crash mid-write) is cut off at the last good record
+//! `len: u32 LE | crc32(payload): u32 LE | spans: u32 LE | error_spans: u32 LE | dest: u64 LE | payload`, the
+//! payload an encoded OTLP `ExportTraceServiceRequest` and `dest` the rendezvous key of its collector. A torn or corrupt tail (a crash mid-write) is cut off at the last good record
 //! on open. Writes go to the page cache without `fsync`: an agent crash (SIGKILL, OOM kill) loses nothing; a power
 //! loss of the node can lose the last seconds, which is the trade a sidecar must make to never slow the app.
 //!
@@ -20,7 +20,7 @@ use bytes::Bytes;
 use crate::buffer::Entry;
 
 /// Bytes of a record header.
-pub const HEADER_BYTES: u64 = 16;
+pub const HEADER_BYTES: u64 = 24;
 const SUFFIX: &str = "spill";
 /// Sequence number of the first segment in a new directory; lower numbers are left for requeued batches.
 const FIRST_SEQ: u64 = 1 << 40;
@@ -63,6 +63,7 @@ fn encode_record(e: &Entry, out: &mut Vec<u8>) {
     out.extend_from_slice(&crc32fast::hash(&e.payload).to_le_bytes());
     out.extend_from_slice(&e.spans.to_le_bytes());
     out.extend_from_slice(&e.error_spans.to_le_bytes());
+    out.extend_from_slice(&e.dest.to_le_bytes());
     out.extend_from_slice(&e.payload);
 }
 
@@ -74,13 +75,14 @@ fn decode_records(data: &Bytes) -> (Vec<Entry>, usize) {
         let word =
             |i: usize| u32::from_le_bytes([data[pos + i], data[pos + i + 1], data[pos + i + 2], data[pos + i + 3]]);
         let (len, crc, spans, error_spans) = (word(0) as usize, word(4), word(8), word(12));
+        let dest = u64::from(word(16)) | (u64::from(word(20)) << 32);
         let start = pos + HEADER_BYTES as usize;
         let Some(end) = start.checked_add(len).filter(|&e| e <= data.len()) else { break };
         let payload = data.slice(start..end);
         if crc32fast::hash(&payload) != crc || error_spans > spans {
             break;
         }
-        entries.push(Entry { payload, spans, error_spans });
+        entries.push(Entry { payload, spans, error_spans, dest });
         pos = end;
     }
     (entries, pos)
@@ -333,6 +335,7 @@ mod tests {
         assert_eq!(s.spans(), 50);
         let (seq, entries) = s.take().expect("read").expect("segment");
         assert_eq!(entries.iter().map(id_of).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+        assert!(entries.iter().all(|e| e.dest == u64::from(id_of(e))), "the destination survives");
         s.ack(seq);
         assert_eq!((s.bytes(), s.spans()), (0, 0));
         assert!(fs::read_dir(dir.path()).expect("dir").next().is_none(), "acked segments are deleted");

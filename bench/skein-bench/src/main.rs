@@ -62,8 +62,8 @@ struct AgentArgs {
     /// Measured duration, seconds (after a 5 s warm-up).
     #[arg(long, default_value_t = 60)]
     duration_s: u64,
-    /// Payload.
-    #[arg(long, value_enum, default_value_t = Payload::Synthetic)]
+    /// Payload (testbed: the OpenTelemetry Collector testbed's spans, as the published sidecar numbers use).
+    #[arg(long, value_enum, default_value_t = Payload::Testbed)]
     payload: Payload,
     /// Extra agent flags (repeatable), e.g. `--agent-arg=--batch-timeout-ms=500`.
     #[arg(long = "agent-arg", allow_hyphen_values = true)]

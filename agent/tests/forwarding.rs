@@ -1,0 +1,213 @@
+//! The agent in-process against a stand-in collector (the shared OTLP export service with scripted answers):
+//! TLS with `--collector-tls-ca`, `RESOURCE_EXHAUSTED` with `RetryInfo`, permanent rejections, and the SIGTERM
+//! drain spilling what it could not send.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser as _;
+use skein_agent::{Running, Settings};
+use skein_proto::otlp_collector_trace::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use skein_proto::otlp_grpc::{ExportHandler, ExportServer, RawExport};
+use skein_proto::otlp_trace::{ResourceSpans, ScopeSpans, Span};
+use skein_proto::trace_service_client::TraceServiceClient;
+use tonic::Status;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+/// How the stand-in collector answers.
+#[derive(Clone, Copy)]
+enum Mode {
+    Accept,
+    /// Refuse the first `n` calls with `RESOURCE_EXHAUSTED` and a `RetryInfo` delay.
+    Throttle {
+        n: u64,
+        delay: Duration,
+    },
+    Reject,
+}
+
+#[derive(Clone)]
+struct StandIn {
+    spans: Arc<AtomicU64>,
+    calls: Arc<Mutex<Vec<Instant>>>,
+    mode: Mode,
+}
+
+impl ExportHandler for StandIn {
+    fn export(
+        &self,
+        request: RawExport,
+    ) -> impl Future<Output = Result<ExportTraceServiceResponse, Status>> + Send + 'static {
+        let call = {
+            let mut calls = self.calls.lock().expect("lock");
+            calls.push(Instant::now());
+            calls.len() as u64
+        };
+        let n: u64 =
+            request.request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum();
+        let result = match self.mode {
+            Mode::Throttle { n: refuse, delay } if call <= refuse => Err(Status::with_error_details(
+                tonic::Code::ResourceExhausted,
+                "busy",
+                ErrorDetails::with_retry_info(Some(delay)),
+            )),
+            Mode::Reject => Err(Status::invalid_argument("span without a name")),
+            _ => {
+                self.spans.fetch_add(n, Ordering::SeqCst);
+                Ok(ExportTraceServiceResponse::default())
+            }
+        };
+        std::future::ready(result)
+    }
+
+    fn rejected(&self, _reason: &str) {}
+}
+
+async fn stand_in(mode: Mode, tls: Option<Identity>) -> (StandIn, SocketAddr) {
+    let handler = StandIn { spans: Arc::default(), calls: Arc::default(), mode };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut server = Server::builder();
+    if let Some(identity) = tls {
+        server = server.tls_config(ServerTlsConfig::new().identity(identity)).expect("server TLS");
+    }
+    let router = server.add_service(ExportServer::new(handler.clone(), 64 << 20));
+    tokio::spawn(router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
+    (handler, addr)
+}
+
+fn settings(collector: &str, extra: &[&str]) -> Settings {
+    let mut args = vec!["skein-agent", "--collector", collector, "--batch-timeout-ms", "20"];
+    for flag in ["--otlp-grpc-addr", "--otlp-http-addr", "--sampling-addr", "--admin-addr"] {
+        args.extend([flag, "127.0.0.1:0"]);
+    }
+    args.extend(extra);
+    Settings::parse_from(args)
+}
+
+fn request(n: u8) -> ExportTraceServiceRequest {
+    let spans = (0..n)
+        .map(|i| Span { trace_id: vec![i; 16], span_id: vec![1; 8], name: format!("op-{i}"), ..Default::default() })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+async fn send(agent: &Running, req: ExportTraceServiceRequest) {
+    let mut client =
+        TraceServiceClient::connect(format!("http://{}", agent.addrs.otlp_grpc)).await.expect("connect to the agent");
+    client.export(req).await.expect("the agent accepts");
+}
+
+fn metric(agent: &Running, sample: &str) -> f64 {
+    agent.metrics.render().lines().find_map(|l| l.strip_prefix(sample)?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn forwards_over_tls_verified_against_the_given_ca() {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().expect("key");
+    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&server_key, &issuer)
+        .expect("cert");
+    let identity = Identity::from_pem(server_cert.pem(), server_key.serialize_pem());
+    let (collector, addr) = stand_in(Mode::Accept, Some(identity)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_cert.pem()).expect("write CA");
+
+    let agent = skein_agent::start(settings(&addr.to_string(), &["--collector-tls-ca", ca.to_str().expect("utf8")]))
+        .await
+        .expect("agent");
+    send(&agent, request(50)).await;
+    eventually("50 spans over TLS", || collector.spans.load(Ordering::SeqCst) == 50).await;
+    agent.stop().await;
+
+    // A CA that did not sign the collector's certificate: nothing is sent, the spans stay buffered.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
+    std::fs::write(&ca, other.cert.pem()).expect("write CA");
+    let agent = skein_agent::start(settings(&addr.to_string(), &["--collector-tls-ca", ca.to_str().expect("utf8")]))
+        .await
+        .expect("agent");
+    send(&agent, request(5)).await;
+    eventually("the endpoint marked unhealthy", || {
+        metric(&agent, &format!("skein_agent_endpoint_healthy{{endpoint=\"{addr}\"}}")) == 0.0
+    })
+    .await;
+    assert_eq!(collector.spans.load(Ordering::SeqCst), 50);
+    assert_eq!(metric(&agent, "skein_agent_spans_forwarded_total"), 0.0);
+}
+
+#[tokio::test]
+async fn resource_exhausted_is_retried_after_the_requested_delay() {
+    let delay = Duration::from_millis(300);
+    let (collector, addr) = stand_in(Mode::Throttle { n: 2, delay }, None).await;
+    let agent = skein_agent::start(settings(&addr.to_string(), &[])).await.expect("agent");
+    send(&agent, request(20)).await;
+    eventually("20 spans after the throttling", || collector.spans.load(Ordering::SeqCst) == 20).await;
+    let calls = collector.calls.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 3);
+    for pair in calls.windows(2) {
+        assert!(pair[1] - pair[0] >= delay, "retried after {:?}, asked for {delay:?}", pair[1] - pair[0]);
+    }
+    assert_eq!(metric(&agent, "skein_agent_retries_total{reason=\"resource_exhausted\"}"), 2.0);
+    assert_eq!(metric(&agent, "skein_agent_spans_forwarded_total"), 20.0);
+    let healthy = metric(&agent, &format!("skein_agent_endpoint_healthy{{endpoint=\"{addr}\"}}"));
+    assert_eq!(healthy, 1.0, "throttling is not a failure");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn permanent_rejections_are_dropped_and_counted_not_retried() {
+    let (collector, addr) = stand_in(Mode::Reject, None).await;
+    let agent = skein_agent::start(settings(&addr.to_string(), &[])).await.expect("agent");
+    send(&agent, request(7)).await;
+    eventually("the rejection counted", || {
+        metric(&agent, "skein_agent_spans_dropped_total{reason=\"rejected_by_collector\"}") == 7.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(collector.calls.lock().expect("lock").len(), 1, "no retry of a permanent rejection");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn stop_spills_what_it_could_not_send_and_the_next_agent_sends_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spill = dir.path().join("spill");
+    let spill_arg = ["--spill-dir", spill.to_str().expect("utf8"), "--shutdown-timeout-ms", "500"];
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let agent = skein_agent::start(settings(&unused.to_string(), &spill_arg)).await.expect("agent");
+    for _ in 0..3 {
+        send(&agent, request(10)).await;
+    }
+    agent.stop().await;
+    assert!(std::fs::read_dir(&spill).expect("spill dir").count() > 0, "segments left on disk");
+
+    let (collector, addr) = stand_in(Mode::Accept, None).await;
+    let agent = skein_agent::start(settings(&addr.to_string(), &spill_arg)).await.expect("agent");
+    eventually("the spilled spans sent", || collector.spans.load(Ordering::SeqCst) == 30).await;
+    agent.stop().await;
+    assert_eq!(std::fs::read_dir(&spill).expect("spill dir").count(), 0, "sent segments are deleted");
+}
