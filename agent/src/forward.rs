@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use prost::Message as _;
 use skein_proto::otlp_collector_trace::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use skein_proto::otlp_grpc::EXPORT_PATH;
@@ -169,44 +169,49 @@ struct Outcome {
     delay: Duration,
 }
 
-/// One export request body: buffered payloads concatenated (concatenated protobuf messages merge, so the body is
-/// one `ExportTraceServiceRequest` with every entry's `resource_spans`), and the entries it holds.
+/// One export request: buffered payloads sent back to back (concatenated protobuf messages merge, so the body is
+/// one `ExportTraceServiceRequest` holding every entry's `resource_spans`), written straight from the entries'
+/// buffers into the gRPC frame.
 #[derive(Debug)]
 struct Chunk {
-    body: Bytes,
     spans: u64,
     entries: Vec<Entry>,
 }
 
-/// Packs entries into request bodies of at most `max_bytes`, without decoding; an entry larger than that on its
-/// own is decoded and split by span.
+impl Chunk {
+    fn new(entries: Vec<Entry>) -> Self {
+        let spans = entries.iter().map(|e| u64::from(e.spans)).sum();
+        Self { spans, entries }
+    }
+
+    fn body(&self) -> Vec<Bytes> {
+        self.entries.iter().map(|e| e.payload.clone()).collect()
+    }
+}
+
+/// Packs entries into requests of at most `max_bytes`, without decoding; an entry larger than that on its own is
+/// decoded and split by span.
 fn chunks(entries: Vec<Entry>, max_bytes: usize) -> Vec<Chunk> {
     let mut out: Vec<Chunk> = Vec::new();
-    let mut body = BytesMut::new();
     let mut current: Vec<Entry> = Vec::new();
-    let flush = |body: &mut BytesMut, current: &mut Vec<Entry>, out: &mut Vec<Chunk>| {
-        if !current.is_empty() {
-            let spans = current.iter().map(|e| u64::from(e.spans)).sum();
-            out.push(Chunk { body: body.split().freeze(), spans, entries: std::mem::take(current) });
-        }
-    };
+    let mut bytes = 0;
     for e in entries {
         if e.payload.len() > max_bytes {
             let Ok(req) = e.decode() else { continue };
             let (parts, _) = partition(vec![req], |_| Some(0), max_bytes);
-            for part in parts.into_values().flatten() {
-                let piece = Entry::encode(&part, e.dest);
-                out.push(Chunk { body: piece.payload.clone(), spans: u64::from(piece.spans), entries: vec![piece] });
-            }
+            out.extend(parts.into_values().flatten().map(|part| Chunk::new(vec![Entry::encode(&part, e.dest)])));
             continue;
         }
-        if body.len() + e.payload.len() > max_bytes {
-            flush(&mut body, &mut current, &mut out);
+        if bytes + e.payload.len() > max_bytes && !current.is_empty() {
+            out.push(Chunk::new(std::mem::take(&mut current)));
+            bytes = 0;
         }
-        body.extend_from_slice(&e.payload);
+        bytes += e.payload.len();
         current.push(e);
     }
-    flush(&mut body, &mut current, &mut out);
+    if !current.is_empty() {
+        out.push(Chunk::new(current));
+    }
     out
 }
 
@@ -215,7 +220,7 @@ fn chunks(entries: Vec<Entry>, max_bytes: usize) -> Vec<Chunk> {
 struct RawCodec;
 
 impl tonic::codec::Codec for RawCodec {
-    type Encode = Bytes;
+    type Encode = Vec<Bytes>;
     type Decode = ExportTraceServiceResponse;
     type Encoder = RawCodec;
     type Decoder = RawCodec;
@@ -230,11 +235,13 @@ impl tonic::codec::Codec for RawCodec {
 }
 
 impl tonic::codec::Encoder for RawCodec {
-    type Item = Bytes;
+    type Item = Vec<Bytes>;
     type Error = Status;
 
-    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
-        bytes::BufMut::put_slice(dst, &item);
+    fn encode(&mut self, item: Vec<Bytes>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
+        for part in item {
+            bytes::BufMut::put_slice(dst, &part);
+        }
         Ok(())
     }
 }
@@ -317,7 +324,7 @@ async fn send_share(
         let spans = chunk.spans;
         let mut attempt = 0;
         loop {
-            let mut request = tonic::Request::new(chunk.body.clone());
+            let mut request = tonic::Request::new(chunk.body());
             request.set_timeout(config.request_timeout);
             let result = match client.ready().await {
                 Ok(()) => client.unary(request, path.clone(), RawCodec).await,
@@ -333,6 +340,12 @@ async fn send_share(
                 }
                 Err(status) => {
                     let code = status.code();
+                    if !is_retryable(&status) && chunk.entries.len() > 1 {
+                        // One malformed app request must not take the rest of the batch with it: resend alone.
+                        let singles: Vec<Chunk> = chunk.entries.into_iter().map(|e| Chunk::new(vec![e])).collect();
+                        queue = singles.into_iter().chain(queue).collect::<Vec<_>>().into_iter();
+                        break;
+                    }
                     if !is_retryable(&status) {
                         tracing::warn!(code = ?code, message = status.message(), spans, "collector rejected spans");
                         metrics.export_result("rejected");
@@ -628,15 +641,16 @@ mod tests {
         let cs = chunks(entries, size * 3 + 1);
         assert_eq!(cs.len(), 4);
         for c in &cs {
-            assert!(c.body.len() <= size * 3 + 1);
-            let r = ExportTraceServiceRequest::decode(c.body.clone()).expect("concatenation is a valid request");
+            let body: Vec<u8> = c.body().concat();
+            assert!(body.len() <= size * 3 + 1);
+            let r = ExportTraceServiceRequest::decode(body.as_slice()).expect("concatenation is a valid request");
             assert_eq!(span_count(&r), c.spans);
             assert_eq!(r.resource_spans.len(), c.entries.len());
         }
         let big = Entry::encode(&req("a", (0..50).map(|t| span(t, 1000)).collect()), 7);
         let cs = chunks(vec![big], 10_000);
         assert!(cs.len() >= 5, "{} chunks", cs.len());
-        assert!(cs.iter().all(|c| c.body.len() <= 10_000 && c.entries[0].dest == 7));
+        assert!(cs.iter().all(|c| c.body().concat().len() <= 10_000 && c.entries[0].dest == 7));
         assert_eq!(cs.iter().map(|c| c.spans).sum::<u64>(), 50);
     }
 

@@ -14,6 +14,7 @@ pub mod receive;
 pub mod route;
 pub mod sampling;
 pub mod spill;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -140,6 +141,10 @@ async fn serve(listener: tokio::net::TcpListener, router: Router, mut stop: watc
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
+    // Small responses must not wait for Nagle's algorithm (40 ms with delayed ACKs).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
         tracing::error!(error = %e, "HTTP server failed");
     }
@@ -196,7 +201,7 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
     let grpc = receiver.clone().grpc();
     let mut stop = stop_rx.clone();
     servers.push(tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_l);
+        let incoming = skein_proto::otlp_grpc::nodelay_incoming(grpc_l);
         let result = tonic::transport::Server::builder()
             .add_service(grpc)
             .serve_with_incoming_shutdown(incoming, async move {

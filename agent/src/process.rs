@@ -47,6 +47,8 @@ pub struct Processed {
 #[derive(Debug, Default)]
 pub struct Processor {
     enrich: Vec<(String, String)>,
+    /// `enrich` as encoded `Resource.attributes` fields, for [`Processor::process_wire`].
+    enrich_fields: Vec<(String, Vec<u8>)>,
     rules: Vec<(Regex, RedactAction)>,
     sampling: Option<HeadSampling>,
 }
@@ -57,7 +59,7 @@ impl Processor {
     /// # Errors
     /// An invalid redaction regex (already checked by [`AgentConfig::parse`]).
     pub fn new(config: &AgentConfig, env: impl Fn(&str) -> Option<String>) -> Result<Self, regex::Error> {
-        let enrich = K8S_ENV
+        let enrich: Vec<(String, String)> = K8S_ENV
             .iter()
             .filter_map(|(var, key)| env(var).filter(|v| !v.is_empty()).map(|v| (key.to_string(), v)))
             .collect();
@@ -67,7 +69,44 @@ impl Processor {
             .map(|r| Ok((Regex::new(&r.key)?, r.action)))
             .collect::<Result<Vec<_>, regex::Error>>()?;
         let sampling = config.head_sampling.clone().filter(|h| h.sampling_percentage < 100.0);
-        Ok(Self { enrich, rules, sampling })
+        let enrich_fields = enrich
+            .iter()
+            .map(|(k, v)| {
+                let kv = KeyValue { key: k.clone(), value: Some(string_value(v.clone())), ..Default::default() };
+                let body = prost::Message::encode_to_vec(&kv);
+                let mut field = vec![0x0a]; // Resource.attributes, field 1, length-delimited
+                prost::encoding::encode_varint(body.len() as u64, &mut field);
+                field.extend_from_slice(&body);
+                (k.clone(), field)
+            })
+            .collect();
+        Ok(Self { enrich, enrich_fields, rules, sampling })
+    }
+
+    /// Whether requests must take the decoded path: redaction rewrites attribute values, which the wire path
+    /// does not reach.
+    pub fn needs_decode(&self) -> bool {
+        !self.rules.is_empty()
+    }
+
+    /// Enrichment, head sampling and routing over `keys` on the encoded request (see [`crate::wire`]); the
+    /// result equals [`Processor::process`] followed by routing.
+    ///
+    /// # Errors
+    /// The envelope is not valid protobuf.
+    pub fn process_wire(
+        &self,
+        raw: &bytes::Bytes,
+        keys: &[u64],
+    ) -> Result<crate::wire::Outcome, crate::wire::WireError> {
+        let h = self.sampling.as_ref();
+        let keep =
+            |id: &[u8]| h.is_none_or(|h| skein_proto::sampling::sampled(&h.hash_salt, id, h.sampling_percentage));
+        let plan = crate::wire::Plan {
+            enrich: &self.enrich_fields,
+            keep: if h.is_some() { Some(&keep as &crate::wire::KeepTrace<'_>) } else { None },
+        };
+        crate::wire::process(raw, &plan, keys)
     }
 
     /// Applies head sampling, enrichment (never overwriting an attribute the SDK set) and redaction in place;

@@ -10,6 +10,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use prost::Message as _;
 use skein_proto::otlp_collector_trace::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use skein_proto::otlp_grpc::{ExportHandler, ExportServer, RawExport};
 use skein_proto::otlp_http::{self, Format, MAX_BODY_BYTES};
@@ -40,7 +41,7 @@ impl Receiver {
     }
 
     /// Processes (sampling, enrichment, redaction), routes (each span to its trace's collector: one buffered
-    /// entry per collector, sent later without decoding) and buffers one request.
+    /// entry per collector, sent later without decoding) and buffers one decoded request.
     pub fn accept(&self, mut request: ExportTraceServiceRequest, protocol: &str) -> ExportTraceServiceResponse {
         let received: u64 =
             request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum();
@@ -65,6 +66,34 @@ impl Receiver {
         ExportTraceServiceResponse { partial_success: None }
     }
 
+    /// [`Receiver::accept`] for an encoded request: on the wire path (no decoding) unless redaction rules
+    /// need the decoded one.
+    ///
+    /// # Errors
+    /// The bytes are not a valid request: a message saying why (answered `INVALID_ARGUMENT` / 400).
+    pub fn accept_raw(&self, raw: Bytes, protocol: &str) -> Result<ExportTraceServiceResponse, String> {
+        let decode = || {
+            ExportTraceServiceRequest::decode(raw.clone())
+                .map_err(|e| format!("malformed OTLP ExportTraceServiceRequest protobuf: {e}"))
+        };
+        if self.processor.needs_decode() {
+            return Ok(self.accept(decode()?, protocol));
+        }
+        let keys = self.routes.usable_keys();
+        let out = match self.processor.process_wire(&raw, &keys) {
+            Ok(out) => out,
+            // Envelopes the wire reader refuses but prost accepts still go through, decoded.
+            Err(e) => return decode().map(|r| self.accept(r, protocol)).map_err(|d| format!("{d} ({e})")),
+        };
+        self.metrics.spans_received.get_or_create(&Protocol { protocol: protocol.to_string() }).inc_by(out.received);
+        self.metrics.spans_sampled_out.inc_by(out.sampled_out);
+        for r in out.routed {
+            let dest = keys.get(r.dest).copied().unwrap_or(0);
+            self.buffer.push(Entry { payload: r.payload, spans: r.spans, error_spans: r.error_spans, dest });
+        }
+        Ok(ExportTraceServiceResponse { partial_success: None })
+    }
+
     /// The OTLP/gRPC service.
     pub fn grpc(self) -> ExportServer<Self> {
         ExportServer::new(self, MAX_REQUEST_BYTES)
@@ -84,8 +113,8 @@ impl ExportHandler for Receiver {
         &self,
         request: RawExport,
     ) -> impl Future<Output = Result<ExportTraceServiceResponse, Status>> + Send + 'static {
-        let response = self.accept(request.request, "grpc");
-        async move { Ok(response) }
+        let response = self.accept_raw(request.raw, "grpc").map_err(Status::invalid_argument);
+        async move { response }
     }
 
     fn rejected(&self, reason: &str) {
@@ -98,11 +127,15 @@ fn respond(status: StatusCode, format: Format, body: Vec<u8>) -> Response {
 }
 
 async fn http_export(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
-    match otlp_http::decode_request(&headers, &body) {
-        Ok((format, request, _)) => {
-            let response = receiver.accept(request, "http");
-            respond(StatusCode::OK, format, otlp_http::encode(format, &response))
-        }
+    let result = otlp_http::read_body(&headers, &body).and_then(|(format, raw)| match format {
+        Format::Protobuf => receiver
+            .accept_raw(Bytes::from(raw), "http")
+            .map(|r| (format, r))
+            .map_err(|message| otlp_http::HttpError { status: StatusCode::BAD_REQUEST, format, message }),
+        Format::Json => otlp_http::decode_json(&raw).map(|req| (format, receiver.accept(req, "http"))),
+    });
+    match result {
+        Ok((format, response)) => respond(StatusCode::OK, format, otlp_http::encode(format, &response)),
         Err(e) => {
             let reason =
                 if e.status == StatusCode::UNSUPPORTED_MEDIA_TYPE { "unsupported_media_type" } else { "malformed" };

@@ -27,6 +27,8 @@ enum Mode {
         delay: Duration,
     },
     Reject,
+    /// Refuse (`INVALID_ARGUMENT`) any request holding a span named `poison`.
+    RejectPoison,
 }
 
 #[derive(Clone)]
@@ -46,8 +48,9 @@ impl ExportHandler for StandIn {
             calls.push(Instant::now());
             calls.len() as u64
         };
-        let n: u64 =
-            request.request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum();
+        let decoded = request.decode().expect("the agent sends valid requests");
+        let n: u64 = decoded.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum();
+        let poisoned = request.raw.windows(6).any(|w| w == b"poison");
         let result = match self.mode {
             Mode::Throttle { n: refuse, delay } if call <= refuse => Err(Status::with_error_details(
                 tonic::Code::ResourceExhausted,
@@ -55,6 +58,7 @@ impl ExportHandler for StandIn {
                 ErrorDetails::with_retry_info(Some(delay)),
             )),
             Mode::Reject => Err(Status::invalid_argument("span without a name")),
+            Mode::RejectPoison if poisoned => Err(Status::invalid_argument("poisoned span")),
             _ => {
                 self.spans.fetch_add(n, Ordering::SeqCst);
                 Ok(ExportTraceServiceResponse::default())
@@ -80,7 +84,10 @@ async fn stand_in(mode: Mode, tls: Option<Identity>) -> (StandIn, SocketAddr) {
 }
 
 fn settings(collector: &str, extra: &[&str]) -> Settings {
-    let mut args = vec!["skein-agent", "--collector", collector, "--batch-timeout-ms", "20"];
+    let mut args = vec!["skein-agent", "--collector", collector];
+    if !extra.contains(&"--batch-timeout-ms") {
+        args.extend(["--batch-timeout-ms", "20"]);
+    }
     for flag in ["--otlp-grpc-addr", "--otlp-http-addr", "--sampling-addr", "--admin-addr"] {
         args.extend([flag, "127.0.0.1:0"]);
     }
@@ -189,6 +196,24 @@ async fn permanent_rejections_are_dropped_and_counted_not_retried() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(collector.calls.lock().expect("lock").len(), 1, "no retry of a permanent rejection");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn one_rejected_request_does_not_take_its_batch_with_it() {
+    let (collector, addr) = stand_in(Mode::RejectPoison, None).await;
+    let agent = skein_agent::start(settings(&addr.to_string(), &["--batch-timeout-ms", "300"])).await.expect("agent");
+    let mut poisoned = request(3);
+    poisoned.resource_spans[0].scope_spans[0].spans[1].name = "poison".into();
+    for r in [request(10), poisoned, request(20)] {
+        send(&agent, r).await;
+    }
+    eventually("the good spans delivered", || collector.spans.load(Ordering::SeqCst) == 30).await;
+    eventually("the bad request counted", || {
+        metric(&agent, "skein_agent_spans_dropped_total{reason=\"rejected_by_collector\"}") == 3.0
+    })
+    .await;
+    assert!(collector.calls.lock().expect("lock").len() >= 4, "the batch was retried one request at a time");
     agent.stop().await;
 }
 

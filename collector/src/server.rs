@@ -273,7 +273,7 @@ pub async fn run_server(
     // Admin and query first: /healthz answers and /readyz says "not ready" while the log replays.
     let mut rest_tasks: Vec<(&str, ServeTask)> = Vec::new();
     if let Some(query_listener) = query_listener {
-        let query_srv = axum::serve(query_listener, query::router(store.clone(), metrics.clone()))
+        let query_srv = axum::serve(nodelay(query_listener), query::router(store.clone(), metrics.clone()))
             .with_graceful_shutdown(wait_for(stop_rest.clone()));
         rest_tasks.push(("query HTTP", tokio::spawn(async move { query_srv.await })));
     }
@@ -341,14 +341,14 @@ pub async fn run_server(
         let grpc = tonic::transport::Server::builder()
             .add_service(OtlpGrpc::new(ingest.clone()).server())
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                skein_proto::otlp_grpc::nodelay_incoming(grpc_listener),
                 wait_for(stop_ingest.clone()),
             );
         ingest_tasks.push(("OTLP gRPC", tokio::spawn(async move { grpc.await.map_err(std::io::Error::other) })));
-        let otlp_http = axum::serve(http_listener, crate::ingest::http::router(ingest.clone()))
+        let otlp_http = axum::serve(nodelay(http_listener), crate::ingest::http::router(ingest.clone()))
             .with_graceful_shutdown(wait_for(stop_ingest.clone()));
         ingest_tasks.push(("OTLP HTTP", tokio::spawn(async move { otlp_http.await })));
-        let zipkin = axum::serve(zipkin_listener, crate::ingest::zipkin::router(ingest))
+        let zipkin = axum::serve(nodelay(zipkin_listener), crate::ingest::zipkin::router(ingest))
             .with_graceful_shutdown(wait_for(stop_ingest.clone()));
         ingest_tasks.push(("Zipkin", tokio::spawn(async move { zipkin.await })));
         let sampling_http = axum::serve(sh, remote::http_router(strategies.clone(), metrics.clone()))
@@ -356,10 +356,7 @@ pub async fn run_server(
         rest_tasks.push(("remote sampling HTTP", tokio::spawn(async move { sampling_http.await })));
         let sampling_grpc = tonic::transport::Server::builder()
             .add_service(SamplingGrpc::new(strategies, metrics.clone()).server())
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(sg),
-                wait_for(stop_rest.clone()),
-            );
+            .serve_with_incoming_shutdown(skein_proto::otlp_grpc::nodelay_incoming(sg), wait_for(stop_rest.clone()));
         rest_tasks.push((
             "remote sampling gRPC",
             tokio::spawn(async move { sampling_grpc.await.map_err(std::io::Error::other) }),
@@ -516,4 +513,14 @@ pub fn init_logging(json: bool) {
     } else {
         builder.with_ansi(false).init();
     }
+}
+
+/// `listener` with `TCP_NODELAY` set on every accepted connection (small responses are not held by Nagle's
+/// algorithm for the peer's delayed ACK).
+fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    })
 }

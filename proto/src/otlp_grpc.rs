@@ -3,8 +3,9 @@
 //!
 //! The service is written out here instead of using the generated `TraceServiceServer` for two reasons: the
 //! generated server decodes with tonic's prost codec, which reports a malformed message as `INTERNAL` (OTLP
-//! clients must not retry malformed data, so this answers `INVALID_ARGUMENT` with prost's message), and the
-//! handler gets the protobuf bytes it was decoded from (the collector writes them to its write-ahead log as is).
+//! clients must not retry malformed data: [`RawExport::decode`] answers `INVALID_ARGUMENT` with prost's message),
+//! and the handler gets the protobuf bytes (the collector writes them to its write-ahead log as is; the agent
+//! routes them without decoding).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,12 +22,34 @@ use crate::otlp_collector_trace::{ExportTraceServiceRequest, ExportTraceServiceR
 /// Full gRPC path of the OTLP trace export method.
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// A decoded request with the protobuf bytes it was decoded from (after decompression).
+/// The accepted connections of `listener` with `TCP_NODELAY` set, for `Server::serve_with_incoming`: a gRPC
+/// response is one small write, and Nagle's algorithm would hold it for the peer's delayed ACK (40 ms).
+pub fn nodelay_incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+        conn.inspect(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    })
+}
+
+/// An export request as received: its protobuf bytes (after decompression), decoded by the handler when it
+/// needs the structs ([`RawExport::decode`]) — the agent routes most requests without decoding them.
 pub struct RawExport {
-    /// The decoded request.
-    pub request: ExportTraceServiceRequest,
-    /// Its protobuf encoding, as received.
+    /// The protobuf encoding, as received.
     pub raw: Bytes,
+}
+
+impl RawExport {
+    /// Decodes the request.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` with prost's message when the bytes are not a valid `ExportTraceServiceRequest`.
+    pub fn decode(&self) -> Result<ExportTraceServiceRequest, Status> {
+        ExportTraceServiceRequest::decode(self.raw.clone())
+            .map_err(|e| Status::invalid_argument(format!("malformed OTLP ExportTraceServiceRequest protobuf: {e}")))
+    }
 }
 
 /// What handles decoded export requests.
@@ -101,7 +124,7 @@ where
                 .apply_compression_config(accept, accept)
                 .apply_max_message_size_config(Some(max), None);
             let response = grpc.unary(ExportMethod(Arc::new(handler.clone())), req).await;
-            // Malformed bodies fail in the codec, before the handler: count them from the trailers-only status.
+            // Malformed bodies are answered INVALID_ARGUMENT (trailers-only): count them from the status.
             if response.headers().get("grpc-status").is_some_and(|v| v.as_bytes() == b"3") {
                 handler.rejected("malformed");
             }
@@ -110,7 +133,7 @@ where
     }
 }
 
-/// Prost encoding with decode errors reported as `INVALID_ARGUMENT`.
+/// Responses encoded with prost; requests passed on as bytes.
 struct OtlpCodec;
 
 impl Codec for OtlpCodec {
@@ -147,8 +170,6 @@ impl Decoder for OtlpDecoder {
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
         let raw = prost::bytes::Buf::copy_to_bytes(src, prost::bytes::Buf::remaining(src));
-        ExportTraceServiceRequest::decode(raw.clone())
-            .map(|request| Some(RawExport { request, raw }))
-            .map_err(|e| Status::invalid_argument(format!("malformed OTLP ExportTraceServiceRequest protobuf: {e}")))
+        Ok(Some(RawExport { raw }))
     }
 }

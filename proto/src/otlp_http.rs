@@ -99,6 +99,33 @@ pub fn format_of(headers: &HeaderMap) -> Result<Format, HttpError> {
     }
 }
 
+/// Reads an export request body: its format and the decompressed bytes.
+///
+/// # Errors
+/// 415 for an unsupported content type, 400 for a bad content encoding.
+pub fn read_body(headers: &HeaderMap, body: &[u8]) -> Result<(Format, Vec<u8>), HttpError> {
+    let format = format_of(headers)?;
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    let raw = decompress(encoding.trim(), body).map_err(|message| HttpError {
+        status: StatusCode::BAD_REQUEST,
+        format,
+        message,
+    })?;
+    Ok((format, raw))
+}
+
+/// Decodes OTLP JSON.
+///
+/// # Errors
+/// 400 with serde's message.
+pub fn decode_json(raw: &[u8]) -> Result<ExportTraceServiceRequest, HttpError> {
+    serde_json::from_slice::<ExportTraceServiceRequest>(raw).map_err(|e| HttpError {
+        status: StatusCode::BAD_REQUEST,
+        format: Format::Json,
+        message: format!("malformed OTLP JSON ExportTraceServiceRequest: {e}"),
+    })
+}
+
 /// Decodes an export request body; returns the format, the request, and for protobuf the decompressed bytes.
 ///
 /// # Errors
@@ -107,22 +134,18 @@ pub fn decode_request(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(Format, ExportTraceServiceRequest, Option<Bytes>), HttpError> {
-    let format = format_of(headers)?;
-    let bad = |message: String| HttpError { status: StatusCode::BAD_REQUEST, format, message };
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
-    let raw = decompress(encoding.trim(), body).map_err(bad)?;
+    let (format, raw) = read_body(headers, body)?;
     match format {
         Format::Protobuf => {
             let raw = Bytes::from(raw);
-            let request = ExportTraceServiceRequest::decode(raw.clone())
-                .map_err(|e| bad(format!("malformed OTLP ExportTraceServiceRequest protobuf: {e}")))?;
+            let request = ExportTraceServiceRequest::decode(raw.clone()).map_err(|e| HttpError {
+                status: StatusCode::BAD_REQUEST,
+                format,
+                message: format!("malformed OTLP ExportTraceServiceRequest protobuf: {e}"),
+            })?;
             Ok((format, request, Some(raw)))
         }
-        Format::Json => {
-            let request = serde_json::from_slice::<ExportTraceServiceRequest>(&raw)
-                .map_err(|e| bad(format!("malformed OTLP JSON ExportTraceServiceRequest: {e}")))?;
-            Ok((format, request, None))
-        }
+        Format::Json => Ok((format, decode_json(&raw)?, None)),
     }
 }
 

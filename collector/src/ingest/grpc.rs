@@ -64,7 +64,10 @@ impl ExportHandler for OtlpGrpc {
         request: RawExport,
     ) -> impl Future<Output = Result<ExportTraceServiceResponse, Status>> + Send + 'static {
         let ingest = self.ingest.clone();
-        async move { Ok(ingest.export(request.request, Some(request.raw), "grpc").await?) }
+        async move {
+            let decoded = request.decode()?;
+            Ok(ingest.export(decoded, Some(request.raw), "grpc").await?)
+        }
     }
 
     fn rejected(&self, reason: &str) {
