@@ -64,8 +64,9 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 }
 
 /// Starts a workspace binary with `args`, forwarding its stderr (prefixed) and waiting for its `listening` line.
-fn spawn_listening(name: &str, args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
-    let mut child = Command::new(bin(name))
+fn spawn_listening(path: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let mut child = Command::new(path)
         .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::null())
@@ -107,10 +108,18 @@ impl Agent {
     /// # Panics
     /// When it does not report its listen addresses within 30 s.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_bin(&bin("skein-agent"), args)
+    }
+
+    /// [`Agent::start`] with the binary at `path` (another build profile, say).
+    ///
+    /// # Panics
+    /// When it does not report its listen addresses within 30 s.
+    pub fn start_bin(path: &Path, args: &[&str]) -> Self {
         let mut all = vec!["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0"];
         all.extend(["--sampling-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"]);
         all.extend(args);
-        let (child, line) = spawn_listening("skein-agent", &all, &[("RUST_LOG", "info")]);
+        let (child, line) = spawn_listening(path, &all, &[("RUST_LOG", "info")]);
         let get = |k: &str| field(&line, k).unwrap_or_else(|| panic!("no {k} in {line:?}"));
         Self {
             child: Some(child),
@@ -223,7 +232,7 @@ impl AllInOne {
         args.extend(extra);
         args.extend(["--data-dir", data_dir, "--trace-idle-ms", &idle]);
         let (child, line) =
-            spawn_listening("skein-all-in-one", &args, &[("RUST_LOG", "info,lsm_tree=warn,fjall=warn")]);
+            spawn_listening(&bin("skein-all-in-one"), &args, &[("RUST_LOG", "info,lsm_tree=warn,fjall=warn")]);
         let get = |k: &str| field(&line, k).unwrap_or_else(|| panic!("no {k} in {line:?}"));
         let me = Self {
             child: Some(child),

@@ -65,6 +65,9 @@ struct AgentArgs {
     /// Payload (testbed: the OpenTelemetry Collector testbed's spans, as the published sidecar numbers use).
     #[arg(long, value_enum, default_value_t = Payload::Testbed)]
     payload: Payload,
+    /// The agent binary (default: `skein-agent` next to this one).
+    #[arg(long)]
+    agent_bin: Option<PathBuf>,
     /// Extra agent flags (repeatable), e.g. `--agent-arg=--batch-timeout-ms=500`.
     #[arg(long = "agent-arg", allow_hyphen_values = true)]
     agent_args: Vec<String>,
@@ -855,7 +858,8 @@ async fn agent(a: AgentArgs) -> anyhow::Result<()> {
     args.extend(["--spill-dir".to_string(), spill.to_string_lossy().into_owned()]);
     args.extend(a.agent_args.iter().cloned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let agent = Agent::start(&args);
+    let binary = a.agent_bin.clone().unwrap_or_else(|| bin("skein-agent"));
+    let agent = Agent::start_bin(&binary, &args);
     let pid = agent.pid();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_idle_kib = rss_kib(pid).0;
@@ -911,8 +915,7 @@ async fn agent(a: AgentArgs) -> anyhow::Result<()> {
         .lines()
         .filter(|l| l.starts_with("skein_agent_spans_dropped_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    let binary = bin("skein-agent");
+        .fold(0.0, |a, b| a + b);
     let report = json!({
         "spans_per_s": sent as f64 / elapsed.max(1e-9),
         "cpu_percent": cpu_percent,
