@@ -306,7 +306,7 @@ impl Buffer {
             Some(spill) => {
                 let spans: u64 = requeue.iter().map(|e| u64::from(e.spans)).sum();
                 match spill.requeue_front(&requeue) {
-                    Ok(_) => {
+                    Ok(()) => {
                         let dropped = spill.enforce_budget().unwrap_or_else(|e| {
                             tracing::warn!(error = %e, "enforcing the spill budget failed");
                             0

@@ -7,7 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// One label `{reason}` / `{protocol}` / `{tier}` / `{endpoint}` / `{result}`, named by the family.
+/// Labels `{reason}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
     /// Why.
@@ -37,7 +37,7 @@ pub struct Endpoint {
 
 /// Labels `{result}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Result_ {
+pub struct ResultLabel {
     /// Outcome.
     pub result: String,
 }
@@ -72,13 +72,13 @@ pub struct Metrics {
     /// Export retries, by reason (`unavailable`, `resource_exhausted`, `deadline_exceeded`, …).
     pub retries: Family<Reason, Counter>,
     /// Export requests sent to collectors, by result (`ok`, `retryable`, `rejected`).
-    pub export_requests: Family<Result_, Counter>,
+    pub export_requests: Family<ResultLabel, Counter>,
     /// Spans moved to another collector because their first choice was unhealthy.
     pub spans_rerouted: Counter,
     /// Attributes masked, hashed or dropped by redaction rules.
     pub attributes_redacted: Counter,
     /// Remote-sampling proxy requests, by result (`ok`, `bad_request`, `unavailable`).
-    pub sampling_requests: Family<Result_, Counter>,
+    pub sampling_requests: Family<ResultLabel, Counter>,
 }
 
 impl Metrics {
@@ -150,12 +150,12 @@ impl Metrics {
 
     /// Counts an export request result.
     pub fn export_result(&self, result: &str) {
-        self.export_requests.get_or_create(&Result_ { result: result.to_string() }).inc();
+        self.export_requests.get_or_create(&ResultLabel { result: result.to_string() }).inc();
     }
 
     /// Counts a remote-sampling proxy request.
     pub fn sampling_result(&self, result: &str) {
-        self.sampling_requests.get_or_create(&Result_ { result: result.to_string() }).inc();
+        self.sampling_requests.get_or_create(&ResultLabel { result: result.to_string() }).inc();
     }
 
     /// The Prometheus text exposition.

@@ -284,14 +284,14 @@ impl Spill {
         }
     }
 
-    /// Writes entries as a new segment at the head of the queue (sent next). Returns spans dropped to stay
-    /// within the budget afterwards.
+    /// Writes entries as a new segment at the head of the queue (sent next); [`Spill::enforce_budget`] then
+    /// brings the queue back within its bound.
     ///
     /// # Errors
     /// Writing the segment failed.
-    pub fn requeue_front(&mut self, entries: &[Entry]) -> io::Result<u64> {
+    pub fn requeue_front(&mut self, entries: &[Entry]) -> io::Result<()> {
         if entries.is_empty() {
-            return Ok(0);
+            return Ok(());
         }
         let seq = self.segments().map(|s| s.seq).min().unwrap_or(self.next_seq) - 1;
         let (bytes, spans, error_spans) = totals(entries);
@@ -300,7 +300,7 @@ impl Spill {
         fs::write(path_of(&self.dir, seq), &buf)?;
         self.total_bytes += bytes;
         self.queued.push_front(Segment { seq, bytes, spans, error_spans });
-        Ok(0)
+        Ok(())
     }
 
     /// Enforces the byte budget by the drop policy (after a requeue). Returns dropped spans.
