@@ -80,8 +80,10 @@ fn nezha_replays_with_duplicates_collapsed_and_matching_counts() {
     assert_eq!(want.unique_spans, 267_785, "SOURCE.md's unique span count");
 
     let dir = tempfile::tempdir().expect("tempdir");
-    // A short idle time makes traces that straddle two files arrive as late chunks, exercising dedup on write.
-    let s = AllInOne::start(dir.path(), 200);
+    // 1 s idle: traces that straddle two files still arrive as late chunks (dedup on write), but a loaded CI
+    // machine no longer splits ordinary traces. Dependency edges between a late chunk and the part already written
+    // are not counted (a known collector gap, see the #5 note), so splitting more traces breaks the edge counts.
+    let s = AllInOne::start(dir.path(), 1000);
     let summary = s.replay(&files);
     assert_eq!(summary["read"], 269_172);
     assert_eq!(summary["accepted"], 269_172);
