@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use skein_e2e::otlp::{now_nanos, request_for};
-use skein_e2e::{Agent, AllInOne, free_port, rss_kib, wait_until};
+use skein_e2e::{Agent, AllInOne, free_port, percentile, rss_kib, wait_until};
 use skein_proto::otlp_collector_trace::ExportTraceServiceRequest;
 use skein_proto::trace_service_client::TraceServiceClient;
 
@@ -53,11 +53,6 @@ async fn send_paced(addr: String, requests: Vec<ExportTraceServiceRequest>, inte
     latencies
 }
 
-fn p99(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(((v.len().max(1) - 1) as f64 * 0.99).round() as usize).copied().unwrap_or(0.0)
-}
-
 fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
@@ -81,9 +76,10 @@ fn collector_outage_of_30s_loses_nothing_and_never_fails_the_app() {
     std::thread::sleep(Duration::from_secs(30));
     assert!(agent.metric("skein_agent_spilled_bytes_total") > 0.0, "the outage spilled to disk");
     let s = AllInOne::start_with(&data, 200, &fixed);
-    let latencies = client.join().expect("every export call succeeded");
+    let mut latencies = client.join().expect("every export call succeeded");
     let n = latencies.len();
-    let p99_ms = p99(latencies);
+    latencies.sort_by(f64::total_cmp);
+    let p99_ms = percentile(&latencies, 0.99);
     eprintln!("export calls: {n}, p99 latency {p99_ms:.2} ms");
     assert!(p99_ms < 250.0, "export calls must not wait for the collector: p99 {p99_ms:.1} ms");
     agent.wait_forwarded(sent, Duration::from_secs(120));

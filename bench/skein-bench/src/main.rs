@@ -29,6 +29,7 @@ use skein_collector::storage::embedded::{EmbeddedConfig, EmbeddedStore};
 use skein_collector::storage::scylla::{Row, WriteCache, plan_rows};
 use skein_collector::storage::{Dictionaries, TraceStore, WriteBatch, prepare_chunk};
 use skein_collector::synthetic::Generator;
+use skein_e2e::{metric_in, percentile, rss_kib};
 use skein_proto::otlp_collector_trace::ExportTraceServiceRequest;
 use skein_proto::otlp_trace::{ResourceSpans, ScopeSpans, TracesData};
 
@@ -444,28 +445,9 @@ async fn storage(a: StorageArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |k: &str| {
-        text.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 async fn written(http: &reqwest::Client, admin: &str) -> anyhow::Result<u64> {
     let text = http.get(format!("{admin}/metrics")).send().await?.text().await?;
-    Ok(text
-        .lines()
-        .find(|l| l.starts_with("skein_spans_written_total"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .unwrap_or(0.0) as u64)
+    Ok(metric_in(&text, "skein_spans_written_total") as u64)
 }
 
 async fn query(a: QueryArgs) -> anyhow::Result<()> {
@@ -850,7 +832,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
 /// Starts `skein-all-in-one` and `skein-agent` (the binaries next to this one), sends `spans_per_s` through the
 /// agent in `batch_spans` requests, and samples the agent's CPU ticks and RSS from `/proc`.
 async fn agent(a: AgentArgs) -> anyhow::Result<()> {
-    use skein_e2e::{Agent, AllInOne, bin, metric_in, rss_kib};
+    use skein_e2e::{Agent, AllInOne, bin};
     let dir = tempfile::tempdir()?;
     let collector = AllInOne::start(&dir.path().join("collector"), 1000);
     let spill = dir.path().join("spill");
