@@ -14,10 +14,11 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// What a redaction rule does to a matching attribute.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RedactAction {
     /// Replace the value with the string `"****"`.
@@ -29,7 +30,7 @@ pub enum RedactAction {
 }
 
 /// One redaction rule: attributes whose key matches `key` get `action`.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RedactionRule {
     /// Regular expression (Rust `regex` syntax) matched against attribute keys (unanchored; use `^…$`).
@@ -41,26 +42,26 @@ pub struct RedactionRule {
 /// Head sampling: keep a trace when the FNV-1a hash of its trace ID is under the threshold for
 /// `sampling_percentage` — the same function and salt as the collector's tail `probabilistic` policy
 /// (`skein_proto::sampling`), so every agent keeps the same traces and traces stay whole across pods.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HeadSampling {
     /// Percentage of traces kept, 0–100.
     pub sampling_percentage: f64,
     /// Hash salt; empty means the OpenTelemetry Collector's default.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash_salt: String,
 }
 
 /// The whole file.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// Redaction rules, applied in order to resource, scope, span, event and link attributes (and nested
     /// key-value lists); the first matching rule wins.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redaction: Vec<RedactionRule>,
     /// Head sampling; absent keeps every trace.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_sampling: Option<HeadSampling>,
 }
 

@@ -204,15 +204,19 @@ pub struct PolicyConfig {
     pub trace_state: Option<TraceStateConfig>,
     /// `and` settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "nested_policy_schema::<AndConfig>")]
     pub and: Option<AndConfig>,
     /// `not` settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "nested_policy_schema::<NotConfig>")]
     pub not: Option<NotConfig>,
     /// `composite` settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "nested_policy_schema::<CompositeConfig>")]
     pub composite: Option<CompositeConfig>,
     /// `drop` settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "nested_policy_schema::<DropConfig>")]
     pub drop: Option<DropConfig>,
 }
 
@@ -344,6 +348,7 @@ pub struct TraceStateConfig {
 #[serde(deny_unknown_fields)]
 pub struct AndConfig {
     /// Sub-policies (no `and`, `composite` or `drop` inside).
+    #[schemars(schema_with = "sub_policies_schema")]
     pub and_sub_policy: Vec<PolicyConfig>,
 }
 
@@ -352,6 +357,7 @@ pub struct AndConfig {
 #[serde(deny_unknown_fields)]
 pub struct NotConfig {
     /// The sub-policy.
+    #[schemars(schema_with = "sub_policy_schema")]
     pub not_sub_policy: Box<PolicyConfig>,
 }
 
@@ -360,6 +366,7 @@ pub struct NotConfig {
 #[serde(deny_unknown_fields)]
 pub struct DropConfig {
     /// Sub-policies.
+    #[schemars(schema_with = "sub_policies_schema")]
     pub drop_sub_policy: Vec<PolicyConfig>,
 }
 
@@ -373,10 +380,49 @@ pub struct CompositeConfig {
     /// Sub-policy names in evaluation order.
     pub policy_order: Vec<String>,
     /// The sub-policies.
+    #[schemars(schema_with = "sub_policies_schema")]
     pub composite_sub_policy: Vec<PolicyConfig>,
     /// Budget shares; a sub-policy without one gets an equal share of the total.
     #[serde(default)]
     pub rate_allocation: Vec<RateAllocation>,
+}
+
+thread_local! {
+    /// Set while a sub-policy's schema is generated, so the schema stays finite and has no `$ref`.
+    static IN_SUB_POLICY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The JSON Schema of one sub-policy: a [`PolicyConfig`] whose own `and`/`not`/`composite`/`drop` blocks are open
+/// objects. Kubernetes CRD schemas allow neither recursion nor `$ref`, so the operator's CRD validates one level of
+/// nesting in the schema and deeper levels when the configuration is loaded ([`TailSampler::new`]).
+fn sub_policy_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    if IN_SUB_POLICY.get() {
+        return open_object_schema();
+    }
+    IN_SUB_POLICY.set(true);
+    let schema = PolicyConfig::json_schema(generator);
+    IN_SUB_POLICY.set(false);
+    schema
+}
+
+/// The JSON Schema of a sub-policy list (see [`sub_policy_schema`]).
+fn sub_policies_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let item = sub_policy_schema(generator);
+    schemars::json_schema!({"type": "array", "items": item})
+}
+
+/// The schema of an optional composite block of a policy: its own schema at the top level, an open object inside a
+/// sub-policy.
+fn nested_policy_schema<T: JsonSchema>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    if IN_SUB_POLICY.get() { open_object_schema() } else { generator.subschema_for::<Option<T>>() }
+}
+
+fn open_object_schema() -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "description": "Checked when the configuration is loaded (nested sub-policies are not described here)."
+    })
 }
 
 /// One `rate_allocation` entry.

@@ -13,7 +13,7 @@ pub const SCHEMA_VERSION: i32 = 1;
 
 /// Keyspace replication.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
 pub enum Replication {
     /// `SimpleStrategy` with one replication factor (single-DC or test clusters).
     Simple {

@@ -1,0 +1,11 @@
+//! `skein-operator`: reconciles `TracingPipeline` objects. See `skein_operator::run`.
+
+use clap::Parser;
+use skein_operator::run::{Args, init_logging, run};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(&args.log_format);
+    run(args).await
+}

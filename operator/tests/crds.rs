@@ -1,0 +1,72 @@
+//! The checked-in CRD manifests must be exactly what the Rust types generate.
+
+use std::path::Path;
+
+#[test]
+fn checked_in_crds_match_the_types() {
+    let generated = skein_operator::crdgen::crd_yaml().expect("generate");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut checked = 0;
+    for dir in ["crds", "charts/skein/crds"] {
+        let path = root.join(dir).join(skein_operator::crdgen::CRD_FILE);
+        if dir != "crds" && !root.join(dir).exists() {
+            continue;
+        }
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            on_disk == generated,
+            "{} is out of date with operator/src/crd.rs; regenerate it with \
+             `cargo run -p skein-operator --bin skein-crdgen {dir}`",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1);
+}
+
+#[test]
+fn crd_is_structural_with_no_refs_and_names_the_resource() {
+    let generated = skein_operator::crdgen::crd_yaml().expect("generate");
+    let crd: serde_json::Value = serde_yaml::from_str(&generated).expect("yaml");
+    assert_eq!(crd["spec"]["group"], "skein.dev");
+    assert_eq!(crd["spec"]["names"]["kind"], "TracingPipeline");
+    assert_eq!(crd["spec"]["names"]["shortNames"][0], "tp");
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(version["subresources"]["status"].is_object());
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(columns, ["Ready", "Collectors", "Storage", "Age"]);
+    // Kubernetes rejects `$ref`, `definitions` and `additionalProperties: false` in CRD schemas.
+    fn walk(v: &serde_json::Value, path: &str) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, child) in m {
+                    assert!(
+                        k != "$ref" && k != "definitions" && k != "$defs",
+                        "{path}.{k} is not allowed in a CRD schema"
+                    );
+                    if k == "additionalProperties" {
+                        assert!(child.is_object(), "{path}.additionalProperties must be a schema");
+                    }
+                    walk(child, &format!("{path}.{k}"));
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().enumerate().for_each(|(i, c)| walk(c, &format!("{path}[{i}]"))),
+            _ => {}
+        }
+    }
+    walk(&version["schema"], "schema");
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    // The collector's own tail-sampling types are embedded, with their OpenTelemetry field names.
+    let policy = &spec["sampling"]["properties"]["tail"]["properties"]["policies"]["items"]["properties"];
+    assert!(policy["probabilistic"]["properties"]["sampling_percentage"].is_object(), "{policy}");
+    assert!(policy["and"]["properties"]["and_sub_policy"]["items"]["properties"]["latency"].is_object());
+    assert!(spec["storage"]["properties"]["scylla"]["properties"]["reclaimPolicy"]["enum"].is_array());
+    assert!(spec["redaction"]["items"]["properties"]["action"]["enum"].is_array());
+}
