@@ -229,14 +229,14 @@ async fn reconcile_inner(tp: &TracingPipeline, ctx: &Context) -> Result<Action> 
     let conditions: Vec<_> = conditions.iter().map(|(t, s, r, m)| (*t, *s, *r, m.as_str())).collect();
     status.conditions = conditions_from(tp, &old, &conditions);
     write_status(tp, ctx, &pipelines, &old, status).await?;
-    Ok(match retry {
+    let delay = match retry {
         Some(delay) => delay,
         None => {
             ctx.succeeded(&key(tp));
             if all_ready { REQUEUE_READY } else { REQUEUE_PROGRESSING }
         }
-    })
-    .map(Action::requeue)
+    };
+    Ok(Action::requeue(delay))
 }
 
 /// A computed condition.
