@@ -692,8 +692,13 @@ impl<'a> Builder<'a> {
         image.clone().unwrap_or_else(|| self.defaults.image.clone())
     }
 
-    fn pod_template(&self, component: &str, container: Value, volumes: Vec<Value>, placed: bool) -> Value {
+    fn pod_template(&self, component: &str, mut container: Value, mut volumes: Vec<Value>, placed: bool) -> Value {
         let c = &self.tp.spec.collector;
+        // The root filesystem is read-only; give the process a scratch /tmp.
+        volumes.push(json!({"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}));
+        if let Some(mounts) = container["volumeMounts"].as_array_mut() {
+            mounts.push(json!({"name": "tmp", "mountPath": "/tmp"}));
+        }
         let mut spec = json!({
             "serviceAccountName": self.names.service_account,
             "automountServiceAccountToken": false,

@@ -141,9 +141,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let duration = args.lease_duration_secs.max(2);
     let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
         .with_namespace(&lease_ns)
-        .with_parameters(
-            LeaseParams::new(identity.clone(), duration, (duration / 3).max(1)).with_field_manager(FIELD_MANAGER),
-        )
+        // Each replica keeps kube-lease-manager's per-identity field manager: server-side apply conflicts between
+        // managers are what stop two replicas from taking the Lease at once.
+        .with_parameters(LeaseParams::new(identity.clone(), duration, (duration / 3).max(1)))
         .build()
         .await?;
     let (mut leader, lease_task) = manager.watch().await;

@@ -45,6 +45,8 @@ fn empty_spec_is_one_hardened_all_in_one_pod_with_a_volume() {
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(sc.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_string()]));
     assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
+    let mounts: Vec<_> = c.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
+    assert!(mounts.contains(&"/tmp") && mounts.contains(&"/var/lib/skein/data"), "writable paths: {mounts:?}");
     let ports: Vec<_> = c.ports.iter().flatten().map(|p| p.container_port).collect();
     assert!(ports.contains(&4317) && ports.contains(&16686) && ports.contains(&14269), "{ports:?}");
     // Queries go to the all-in-one pod.
