@@ -75,6 +75,12 @@ async fn create_applies_every_child_with_server_side_apply_and_reports_condition
     let action = reconcile(Arc::new(tp.clone()), ctx.clone()).await.expect("reconcile");
     assert_eq!(action, Action::requeue(REQUEUE_PROGRESSING), "pods are not ready yet");
     let calls = api.calls();
+    // Idempotent: a second reconcile of the same object sends the same apply bodies.
+    api.clear();
+    reconcile(Arc::new(tp.clone()), ctx.clone()).await.expect("reconcile again");
+    let again = api.calls();
+    let bodies = |calls: &[Call]| applies(calls).iter().map(|c| (c.line(), c.body.clone())).collect::<Vec<_>>();
+    assert_eq!(bodies(&calls), bodies(&again));
     let lines: Vec<String> = applies(&calls).iter().map(|c| c.line()).collect();
     assert_eq!(
         lines,
