@@ -171,9 +171,12 @@ async fn reconcile_inner(tp: &TracingPipeline, ctx: &Context) -> Result<Action> 
 
     let (storage, collector, query, retry) = match &desired.workloads {
         Workloads::Embedded { stateful_set } => {
-            for (kind, name) in scylla_children(&desired.names) {
-                delete_owned(ctx, tp, &ns, kind, &name).await?;
-            }
+            // Leftovers of scylla storage, if the pipeline switched.
+            let names = &desired.names;
+            delete_if_owned::<Deployment>(ctx, tp, &ns, &names.collector).await?;
+            delete_if_owned::<Deployment>(ctx, tp, &ns, &names.query).await?;
+            delete_if_owned::<PodDisruptionBudget>(ctx, tp, &ns, &names.collector).await?;
+            delete_if_owned::<HorizontalPodAutoscaler>(ctx, tp, &ns, &names.collector).await?;
             let applied = apply(&ctx.client, &ns, stateful_set.as_ref()).await?;
             let rollout = statefulset_rollout(&applied);
             status.collectors = Some(rollout.summary());
@@ -181,7 +184,7 @@ async fn reconcile_inner(tp: &TracingPipeline, ctx: &Context) -> Result<Action> 
             (storage, rollout.condition(), rollout.condition(), None)
         }
         Workloads::Scylla { target, collector, query, pdb, hpa } => {
-            delete_owned(ctx, tp, &ns, "StatefulSet", &desired.names.collector).await?;
+            delete_if_owned::<StatefulSet>(ctx, tp, &ns, &desired.names.collector).await?;
             match ensure_storage(ctx, tp, &ns, target, &old).await {
                 Ok(schema) => {
                     status.schema = Some(schema.clone());
@@ -192,7 +195,9 @@ async fn reconcile_inner(tp: &TracingPipeline, ctx: &Context) -> Result<Action> 
                     apply(&ctx.client, &ns, pdb.as_ref()).await?;
                     match hpa {
                         Some(h) => drop(apply(&ctx.client, &ns, h.as_ref()).await?),
-                        None => delete_owned(ctx, tp, &ns, "HorizontalPodAutoscaler", &desired.names.collector).await?,
+                        None => {
+                            delete_if_owned::<HorizontalPodAutoscaler>(ctx, tp, &ns, &desired.names.collector).await?
+                        }
                     }
                     let (c, q) = (deployment_rollout(&c), deployment_rollout(&q));
                     status.collectors = Some(c.summary());
@@ -259,6 +264,21 @@ struct Rollout {
 }
 
 impl Rollout {
+    fn new(
+        desired: Option<i32>,
+        ready: Option<i32>,
+        updated: Option<i32>,
+        observed: Option<i64>,
+        generation: Option<i64>,
+    ) -> Self {
+        Self {
+            desired: desired.unwrap_or(1),
+            ready: ready.unwrap_or(0),
+            updated: updated.unwrap_or(0),
+            observed: observed.is_some() && observed >= generation,
+        }
+    }
+
     fn summary(&self) -> String {
         format!("{}/{}", self.ready, self.desired)
     }
@@ -277,23 +297,15 @@ impl Rollout {
 }
 
 fn deployment_rollout(d: &Deployment) -> Rollout {
-    let status = d.status.clone().unwrap_or_default();
-    Rollout {
-        desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-        ready: status.ready_replicas.unwrap_or(0),
-        updated: status.updated_replicas.unwrap_or(0),
-        observed: status.observed_generation.is_some() && status.observed_generation >= d.metadata.generation,
-    }
+    let s = d.status.clone().unwrap_or_default();
+    let desired = d.spec.as_ref().and_then(|s| s.replicas);
+    Rollout::new(desired, s.ready_replicas, s.updated_replicas, s.observed_generation, d.metadata.generation)
 }
 
-fn statefulset_rollout(s: &StatefulSet) -> Rollout {
-    let status = s.status.clone().unwrap_or_default();
-    Rollout {
-        desired: s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-        ready: status.ready_replicas.unwrap_or(0),
-        updated: status.updated_replicas.unwrap_or(0),
-        observed: status.observed_generation.is_some() && status.observed_generation >= s.metadata.generation,
-    }
+fn statefulset_rollout(set: &StatefulSet) -> Rollout {
+    let s = set.status.clone().unwrap_or_default();
+    let desired = set.spec.as_ref().and_then(|s| s.replicas);
+    Rollout::new(desired, s.ready_replicas, s.updated_replicas, s.observed_generation, set.metadata.generation)
 }
 
 fn endpoints(names: &Names, ns: &str) -> Endpoints {
@@ -304,16 +316,6 @@ fn endpoints(names: &Names, ns: &str) -> Endpoints {
         collector_headless: format!("{}:{}", host(&names.headless), resources::OTLP_GRPC_PORT),
         query: format!("http://{}:{}", host(&names.query), resources::QUERY_HTTP_PORT),
     }
-}
-
-/// Children that exist only with scylla storage.
-fn scylla_children(names: &Names) -> [(&'static str, String); 4] {
-    [
-        ("Deployment", names.collector.clone()),
-        ("Deployment", names.query.clone()),
-        ("PodDisruptionBudget", names.collector.clone()),
-        ("HorizontalPodAutoscaler", names.collector.clone()),
-    ]
 }
 
 /// Server-side applies `obj` (forced, field manager [`FIELD_MANAGER`]) and returns the object the server holds.
@@ -327,17 +329,7 @@ where
     Ok(api.patch(&obj.name_any(), &params, &Patch::Apply(obj)).await?)
 }
 
-/// Deletes `kind/name` if it exists and is controlled by `tp` (never someone else's object of the same name).
-async fn delete_owned(ctx: &Context, tp: &TracingPipeline, ns: &str, kind: &str, name: &str) -> Result<()> {
-    match kind {
-        "Deployment" => delete_if_owned::<Deployment>(ctx, tp, ns, name).await,
-        "StatefulSet" => delete_if_owned::<StatefulSet>(ctx, tp, ns, name).await,
-        "PodDisruptionBudget" => delete_if_owned::<PodDisruptionBudget>(ctx, tp, ns, name).await,
-        "HorizontalPodAutoscaler" => delete_if_owned::<HorizontalPodAutoscaler>(ctx, tp, ns, name).await,
-        _ => Ok(()),
-    }
-}
-
+/// Deletes `name` if it exists and is controlled by `tp` (never someone else's object of the same name).
 async fn delete_if_owned<K>(ctx: &Context, tp: &TracingPipeline, ns: &str, name: &str) -> Result<()>
 where
     K: Resource<Scope = NamespaceResourceScope> + Clone + Debug + DeserializeOwned,

@@ -175,15 +175,22 @@ pub struct FakeSchema {
     pub dropped: Mutex<Vec<String>>,
 }
 
-#[async_trait]
-impl SchemaManager for FakeSchema {
-    async fn ensure(&self, target: &ScyllaTarget, credentials: Option<&Credentials>) -> Result<i32, SchemaError> {
+impl FakeSchema {
+    fn reachable(&self, target: &ScyllaTarget) -> Result<(), SchemaError> {
         if *self.unreachable.lock().expect("lock") {
             return Err(SchemaError::Unreachable {
                 contact_points: target.contact_points.join(","),
                 message: "connection refused".into(),
             });
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SchemaManager for FakeSchema {
+    async fn ensure(&self, target: &ScyllaTarget, credentials: Option<&Credentials>) -> Result<i32, SchemaError> {
+        self.reachable(target)?;
         self.ensured
             .lock()
             .expect("lock")
@@ -192,12 +199,7 @@ impl SchemaManager for FakeSchema {
     }
 
     async fn drop_keyspace(&self, target: &ScyllaTarget, _: Option<&Credentials>) -> Result<(), SchemaError> {
-        if *self.unreachable.lock().expect("lock") {
-            return Err(SchemaError::Unreachable {
-                contact_points: target.contact_points.join(","),
-                message: "connection refused".into(),
-            });
-        }
+        self.reachable(target)?;
         self.dropped.lock().expect("lock").push(target.schema.keyspace.clone());
         Ok(())
     }
