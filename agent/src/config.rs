@@ -39,6 +39,16 @@ pub struct RedactionRule {
     pub action: RedactAction,
 }
 
+impl RedactionRule {
+    /// Checks that `key` compiles as a regular expression (the agent and the operator run this same check).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key and the regex error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        regex::Regex::new(&self.key).map(drop).map_err(|e| ConfigError(format!("redaction key {:?}: {e}", self.key)))
+    }
+}
+
 /// Head sampling: keep a trace when the FNV-1a hash of its trace ID is under the threshold for
 /// `sampling_percentage` — the same function and salt as the collector's tail `probabilistic` policy
 /// (`skein_proto::sampling`), so every agent keeps the same traces and traces stay whole across pods.
@@ -82,7 +92,7 @@ impl AgentConfig {
             serde_yaml::from_str(yaml).map_err(|e| ConfigError(e.to_string()))?
         };
         for rule in &config.redaction {
-            regex::Regex::new(&rule.key).map_err(|e| ConfigError(format!("redaction key {:?}: {e}", rule.key)))?;
+            rule.validate()?;
         }
         if let Some(h) = &config.head_sampling
             && !(0.0..=100.0).contains(&h.sampling_percentage)

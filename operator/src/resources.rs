@@ -19,7 +19,7 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use skein_collector::config::CollectorConfig;
+use skein_collector::config::{CollectorConfig, ConfigError};
 use skein_collector::storage::scylla::{BUCKET_SECS, Replication, SchemaConfig, parse_consistency, validate_keyspace};
 
 use crate::crd::{ReclaimPolicy, ScyllaStorage, TracingPipeline, TracingPipelineSpec};
@@ -171,32 +171,43 @@ pub struct Desired {
     pub workloads: Workloads,
 }
 
-/// Checks a spec and renders the collector configuration (YAML).
+/// Checks the sampling part of a spec with the collector's own validation and renders the collector
+/// configuration (YAML).
 ///
 /// # Errors
-/// [`InvalidSpec`] naming the first field at fault.
+/// [`InvalidSpec`] naming `spec.sampling.tail` or `spec.sampling.head`.
 pub fn render_config(spec: &TracingPipelineSpec) -> Result<String, InvalidSpec> {
     let config =
         CollectorConfig { tail_sampling: spec.sampling.tail.clone(), sampling_strategies: spec.sampling.head.clone() };
-    if let Some(tail) = &config.tail_sampling {
-        skein_collector::sampling::tail::TailSampler::new(tail)
-            .map_err(|e| InvalidSpec::new("InvalidSamplingPolicy", "spec.sampling.tail", e.to_string()))?;
-    }
-    skein_collector::sampling::remote::StrategyTable::new(&config.sampling_strategies.clone().unwrap_or_default())
-        .map_err(|e| InvalidSpec::new("InvalidSamplingPolicy", "spec.sampling.head", e.to_string()))?;
-    serde_yaml::to_string(&config).map_err(|e| InvalidSpec::new("InvalidSpec", "spec.sampling", e.to_string()))
+    let loaded = config.validate().map_err(|e| {
+        let field = match e {
+            ConfigError::Strategy(_) => "spec.sampling.head",
+            _ => "spec.sampling.tail",
+        };
+        InvalidSpec::new("InvalidSamplingPolicy", field, e.to_string())
+    })?;
+    serde_yaml::to_string(&loaded.config).map_err(|e| InvalidSpec::new("InvalidSpec", "spec.sampling", e.to_string()))
+}
+
+/// What [`validate`] computed on the way: the rendered collector configuration and, with scylla storage, the
+/// keyspace target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Validated {
+    /// The collector configuration (YAML).
+    pub config_yaml: String,
+    /// The ScyllaDB target, with `storage.scylla`.
+    pub scylla: Option<ScyllaTarget>,
 }
 
 /// Checks the parts of a spec the API server's schema cannot (regexes, policies, names, combinations).
 ///
 /// # Errors
 /// [`InvalidSpec`] naming the first field at fault.
-pub fn validate(tp: &TracingPipeline) -> Result<(), InvalidSpec> {
+pub fn validate(tp: &TracingPipeline) -> Result<Validated, InvalidSpec> {
     let spec = &tp.spec;
-    render_config(spec)?;
+    let config_yaml = render_config(spec)?;
     for (i, rule) in spec.redaction.iter().enumerate() {
-        regex::Regex::new(&rule.key)
-            .map_err(|e| InvalidSpec::new("InvalidRedaction", format!("spec.redaction[{i}].key"), e.to_string()))?;
+        rule.validate().map_err(|e| InvalidSpec::new("InvalidRedaction", format!("spec.redaction[{i}].key"), e.0))?;
     }
     let storage = &spec.storage;
     match (&storage.embedded, &storage.scylla) {
@@ -215,9 +226,7 @@ pub fn validate(tp: &TracingPipeline) -> Result<(), InvalidSpec> {
                 return Err(InvalidSpec::new("InvalidStorage", "spec.storage.embedded.size", "must not be empty"));
             }
         }
-        (None, Some(s)) => {
-            scylla_target(tp, s)?;
-        }
+        (None, Some(_)) => {}
     }
     if let Some(a) = &spec.collector.autoscaling
         && (a.min_replicas < 1 || a.min_replicas > a.max_replicas)
@@ -245,7 +254,8 @@ pub fn validate(tp: &TracingPipeline) -> Result<(), InvalidSpec> {
             return Err(InvalidSpec::new("InvalidSpec", field, "not an image reference"));
         }
     }
-    Ok(())
+    let scylla = spec.storage.scylla.as_ref().map(|s| scylla_target(tp, s)).transpose()?;
+    Ok(Validated { config_yaml, scylla })
 }
 
 /// The default keyspace of a pipeline: `skein_<namespace>_<name>`, `-` and `.` as `_`, cut to 48 characters.
@@ -328,20 +338,16 @@ pub fn hash(text: &str) -> String {
 /// [`Error::InvalidSpec`] when [`validate`] fails, [`Error::MissingField`] when the object has no uid or
 /// namespace, [`Error::Build`] on a builder bug.
 pub fn desired(tp: &TracingPipeline, defaults: &Defaults) -> Result<Desired> {
-    validate(tp).map_err(Error::InvalidSpec)?;
-    let config_yaml = render_config(&tp.spec).map_err(Error::InvalidSpec)?;
+    let Validated { config_yaml, scylla } = validate(tp).map_err(Error::InvalidSpec)?;
     let b = Builder::new(tp, defaults, &config_yaml)?;
-    let workloads = match &tp.spec.storage.scylla {
-        Some(s) => {
-            let target = scylla_target(tp, s).map_err(Error::InvalidSpec)?;
-            Workloads::Scylla {
-                collector: Box::new(b.collector_deployment(&target)?),
-                query: Box::new(b.query_deployment(&target)?),
-                pdb: Box::new(b.pdb()?),
-                hpa: b.hpa()?.map(Box::new),
-                target,
-            }
-        }
+    let workloads = match scylla {
+        Some(target) => Workloads::Scylla {
+            collector: Box::new(b.collector_deployment(&target)?),
+            query: Box::new(b.query_deployment(&target)?),
+            pdb: Box::new(b.pdb()?),
+            hpa: b.hpa()?.map(Box::new),
+            target,
+        },
         None => Workloads::Embedded { stateful_set: Box::new(b.stateful_set()?) },
     };
     Ok(Desired {
@@ -506,12 +512,10 @@ impl<'a> Builder<'a> {
 
     fn retention_args(&self) -> Vec<String> {
         let r = &self.tp.spec.retention;
-        let mut args = vec![
-            format!("--retention={}", go(r.traces.0)),
-            format!("--retention-important={}", go(r.important_traces.0)),
-        ];
+        let mut args =
+            vec![format!("--retention={}", r.traces), format!("--retention-important={}", r.important_traces)];
         if let Some(l) = r.important_latency {
-            args.push(format!("--important-latency={}", go(l.0)));
+            args.push(format!("--important-latency={l}"));
         }
         args
     }
@@ -773,17 +777,6 @@ fn resources(cpu: &str, memory_request: &str, memory_limit: &str) -> ResourceReq
         ])),
         limits: Some(BTreeMap::from([("memory".into(), Quantity(memory_limit.into()))])),
         ..Default::default()
-    }
-}
-
-/// A Go duration for a flag, from nanoseconds.
-fn go(nanos: u64) -> String {
-    if nanos.is_multiple_of(3_600_000_000_000) {
-        format!("{}h", nanos / 3_600_000_000_000)
-    } else if nanos.is_multiple_of(1_000_000_000) {
-        format!("{}s", nanos / 1_000_000_000)
-    } else {
-        format!("{}ms", nanos / 1_000_000)
     }
 }
 

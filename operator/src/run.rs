@@ -20,6 +20,8 @@ use kube::api::{Api, ListParams};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 use tokio::sync::watch;
 
+use skein_collector::server::shutdown_signal;
+
 use crate::FIELD_MANAGER;
 use crate::controller::{self, Context};
 use crate::crd::TracingPipeline;
@@ -205,38 +207,6 @@ async fn check_ready(client: Client, namespace: Option<String>, ready: Arc<Atomi
             }
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-}
-
-/// Sets up logging (`RUST_LOG`, default `info`).
-pub fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 

@@ -28,19 +28,28 @@ impl GoDuration {
     }
 }
 
+/// The shortest exact Go form: `72h`, `30s`, `500ms` or `1500ns` (what the operator passes as flags, too).
+impl std::fmt::Display for GoDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ns = self.0;
+        const HOUR: u64 = 3_600_000_000_000;
+        if ns == 0 {
+            f.write_str("0s")
+        } else if ns.is_multiple_of(HOUR) {
+            write!(f, "{}h", ns / HOUR)
+        } else if ns.is_multiple_of(1_000_000_000) {
+            write!(f, "{}s", ns / 1_000_000_000)
+        } else if ns.is_multiple_of(1_000_000) {
+            write!(f, "{}ms", ns / 1_000_000)
+        } else {
+            write!(f, "{ns}ns")
+        }
+    }
+}
+
 impl Serialize for GoDuration {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let ns = self.0;
-        let text = if ns == 0 {
-            "0s".to_string()
-        } else if ns.is_multiple_of(1_000_000_000) {
-            format!("{}s", ns / 1_000_000_000)
-        } else if ns.is_multiple_of(1_000_000) {
-            format!("{}ms", ns / 1_000_000)
-        } else {
-            format!("{ns}ns")
-        };
-        s.serialize_str(&text)
+        s.collect_str(self)
     }
 }
 
