@@ -92,8 +92,12 @@ pub struct Settings {
     #[arg(long, env = "SKEIN_COLLECTOR_TLS_CA")]
     pub collector_tls_ca: Option<PathBuf>,
     /// YAML file: redaction rules and head sampling (see `skein_agent::config`).
-    #[arg(long, env = "SKEIN_CONFIG")]
+    #[arg(long, env = "SKEIN_CONFIG", conflicts_with = "config_yaml")]
     pub config: Option<PathBuf>,
+    /// The same YAML inline (the injection webhook passes the pipeline's redaction rules this way, so a pod needs
+    /// no ConfigMap in its own namespace).
+    #[arg(long, env = "SKEIN_CONFIG_YAML")]
+    pub config_yaml: Option<String>,
     /// On SIGTERM, keep sending for at most this long, milliseconds; what is left goes to the spill directory.
     #[arg(long, env = "SKEIN_SHUTDOWN_TIMEOUT_MS", default_value_t = 5_000)]
     pub shutdown_timeout_ms: u64,
@@ -155,9 +159,10 @@ async fn serve(listener: tokio::net::TcpListener, router: Router, mut stop: watc
 /// # Errors
 /// Bad settings (no collectors, unreadable config or CA), an unusable spill directory, or a port in use.
 pub async fn start(s: Settings) -> anyhow::Result<Running> {
-    let config = match &s.config {
-        Some(path) => AgentConfig::load(path)?,
-        None => AgentConfig::default(),
+    let config = match (&s.config, &s.config_yaml) {
+        (Some(path), _) => AgentConfig::load(path)?,
+        (None, Some(yaml)) => AgentConfig::parse(yaml).context("--config-yaml")?,
+        (None, None) => AgentConfig::default(),
     };
     let mut names = s.collectors.clone();
     names.extend(s.collector_dns.clone());

@@ -236,3 +236,25 @@ async fn stop_spills_what_it_could_not_send_and_the_next_agent_sends_it() {
     agent.stop().await;
     assert_eq!(std::fs::read_dir(&spill).expect("spill dir").count(), 0, "sent segments are deleted");
 }
+
+#[tokio::test]
+async fn inline_config_yaml_redacts_and_a_bad_one_refuses_to_start() {
+    use skein_proto::otlp_common::{AnyValue, KeyValue, any_value::Value};
+    let (collector, addr) = stand_in(Mode::Accept, None).await;
+    let yaml = "redaction:\n  - key: \"^password$\"\n    action: drop\n";
+    let agent = skein_agent::start(settings(&addr.to_string(), &["--config-yaml", yaml])).await.expect("agent");
+    let mut req = request(1);
+    req.resource_spans[0].scope_spans[0].spans[0].attributes = vec![KeyValue {
+        key: "password".into(),
+        value: Some(AnyValue { value: Some(Value::StringValue("hunter2".into())) }),
+        ..Default::default()
+    }];
+    send(&agent, req).await;
+    eventually("the span forwarded", || collector.spans.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(metric(&agent, "skein_agent_attributes_redacted_total"), 1.0);
+    agent.stop().await;
+
+    let bad = settings(&addr.to_string(), &["--config-yaml", "redaction:\n  - key: \"(\"\n    action: mask\n"]);
+    let err = skein_agent::start(bad).await.err().expect("an invalid regex is refused");
+    assert!(format!("{err:#}").contains("--config-yaml"), "{err:#}");
+}
