@@ -30,9 +30,9 @@ use serde_json::json;
 use skein_collector::storage::scylla::SCHEMA_VERSION;
 use tracing::{Instrument, field, info_span, instrument};
 
-use crate::crd::{Endpoints, ReclaimPolicy, SchemaStatus, TracingPipeline, TracingPipelineStatus};
+use crate::crd::{ReclaimPolicy, SchemaStatus, TracingPipeline, TracingPipelineStatus};
 use crate::metrics::{Metrics, ResultLabels};
-use crate::resources::{self, Defaults, Names, ScyllaTarget, Workloads};
+use crate::resources::{self, Defaults, ScyllaTarget, Workloads};
 use crate::schema::{Credentials, SchemaError, SchemaManager};
 use crate::{Error, FIELD_MANAGER, FINALIZER, Result};
 
@@ -161,7 +161,7 @@ async fn reconcile_inner(tp: &TracingPipeline, ctx: &Context) -> Result<Action> 
         Err(e) => return Err(e),
     };
     status.config_hash = Some(desired.config_hash.clone());
-    status.endpoints = Some(endpoints(&desired.names, &ns));
+    status.endpoints = Some(resources::endpoints(&desired.names, &ns));
 
     apply(&ctx.client, &ns, &desired.config_map).await?;
     apply(&ctx.client, &ns, &desired.service_account).await?;
@@ -306,16 +306,6 @@ fn statefulset_rollout(set: &StatefulSet) -> Rollout {
     let s = set.status.clone().unwrap_or_default();
     let desired = set.spec.as_ref().and_then(|s| s.replicas);
     Rollout::new(desired, s.ready_replicas, s.updated_replicas, s.observed_generation, set.metadata.generation)
-}
-
-fn endpoints(names: &Names, ns: &str) -> Endpoints {
-    let host = |svc: &str| format!("{svc}.{ns}.svc");
-    Endpoints {
-        otlp_grpc: format!("{}:{}", host(&names.collector), resources::OTLP_GRPC_PORT),
-        otlp_http: format!("http://{}:{}", host(&names.collector), resources::OTLP_HTTP_PORT),
-        collector_headless: format!("{}:{}", host(&names.headless), resources::OTLP_GRPC_PORT),
-        query: format!("http://{}:{}", host(&names.query), resources::QUERY_HTTP_PORT),
-    }
 }
 
 /// Server-side applies `obj` (forced, field manager [`FIELD_MANAGER`]) and returns the object the server holds.

@@ -377,6 +377,9 @@ pub struct Endpoints {
     pub otlp_http: String,
     /// The headless Service agents resolve to route by trace ID, `host:port`.
     pub collector_headless: String,
+    /// Jaeger remote sampling (HTTP `/sampling?service=`), `http://host:port`.
+    #[serde(default)]
+    pub sampling: String,
     /// The query API and UI, `http://host:port`.
     pub query: String,
 }

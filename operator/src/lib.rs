@@ -9,6 +9,7 @@
 pub mod controller;
 pub mod crd;
 pub mod crdgen;
+pub mod inject;
 pub mod metrics;
 pub mod resources;
 pub mod run;

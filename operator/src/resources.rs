@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use skein_collector::config::{CollectorConfig, ConfigError};
 use skein_collector::storage::scylla::{BUCKET_SECS, Replication, SchemaConfig, parse_consistency, validate_keyspace};
 
-use crate::crd::{ReclaimPolicy, ScyllaStorage, TracingPipeline, TracingPipelineSpec};
+use crate::crd::{Endpoints, ReclaimPolicy, ScyllaStorage, TracingPipeline, TracingPipelineSpec};
 use crate::{Error, Result};
 
 /// Pod-template annotation holding the rendered configuration's hash; a new hash rolls the pods.
@@ -36,12 +36,13 @@ pub const OTLP_HTTP_PORT: i32 = 4318;
 /// Query HTTP API and UI.
 pub const QUERY_HTTP_PORT: i32 = 16686;
 const ZIPKIN_PORT: i32 = 9411;
-const SAMPLING_HTTP_PORT: i32 = 5778;
+/// The collectors' Jaeger remote-sampling HTTP port.
+pub const SAMPLING_HTTP_PORT: i32 = 5778;
 const SAMPLING_GRPC_PORT: i32 = 5779;
 const COLLECTOR_ADMIN_PORT: i32 = 14269;
 const QUERY_ADMIN_PORT: i32 = 16687;
 /// Non-root user of every Skein container (the distroless `nonroot` user).
-const RUN_AS_USER: i64 = 65532;
+pub const RUN_AS_USER: i64 = 65532;
 const CONFIG_DIR: &str = "/etc/skein/config";
 const PASSWORD_DIR: &str = "/etc/skein/scylla";
 const DATA_DIR: &str = "/var/lib/skein/data";
@@ -324,6 +325,18 @@ pub fn scylla_target(tp: &TracingPipeline, s: &ScyllaStorage) -> Result<ScyllaTa
 fn with_default_port(contact_point: &str) -> String {
     let has_port = contact_point.rsplit_once(':').is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok());
     if has_port { contact_point.to_string() } else { format!("{contact_point}:9042") }
+}
+
+/// A pipeline's in-cluster endpoints (`<service>.<namespace>.svc`), as reported in its status and given to agents.
+pub fn endpoints(names: &Names, ns: &str) -> Endpoints {
+    let host = |svc: &str| format!("{svc}.{ns}.svc");
+    Endpoints {
+        otlp_grpc: format!("{}:{}", host(&names.collector), OTLP_GRPC_PORT),
+        otlp_http: format!("http://{}:{}", host(&names.collector), OTLP_HTTP_PORT),
+        collector_headless: format!("{}:{}", host(&names.headless), OTLP_GRPC_PORT),
+        sampling: format!("http://{}:{}", host(&names.collector), SAMPLING_HTTP_PORT),
+        query: format!("http://{}:{}", host(&names.query), QUERY_HTTP_PORT),
+    }
 }
 
 /// Hex SHA-256 of `text`, first 16 characters.

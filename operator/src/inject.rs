@@ -1,0 +1,513 @@
+//! Sidecar injection as a pure function: a Pod (as the API server sent it to the webhook), the namespace and the
+//! known pipelines in, a decision and an RFC 6902 JSON Patch out ([`inject`]).
+//!
+//! Rules (the webhook's contract with users):
+//! - injection is asked for by the namespace label `skein.dev/injection: enabled` or the pod annotation
+//!   `skein.dev/inject: "<pipeline>"` (`<name>` in the pod's namespace, or `<namespace>/<name>`; `"true"` picks
+//!   automatically); `skein.dev/inject: "false"` opts a pod out;
+//! - the pipeline is the annotation's, else the namespace's only one; anything else is a skip with a reason;
+//! - a skip never blocks the pod: the patch only adds `skein.dev/injection-status: "skipped: <reason>"`;
+//! - an injected pod carries `skein.dev/injected: "<pipeline>@<agent-config-hash>"` and the labels
+//!   `skein.dev/pipeline` / `skein.dev/pipeline-namespace` (so the operator can count and roll them), and is never
+//!   patched twice;
+//! - the agent is a native sidecar (an init container with `restartPolicy: Always`, Kubernetes ≥ 1.29) or a regular
+//!   container; app containers get the OpenTelemetry SDK environment only where the user has not set it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, Volume};
+use kube::ResourceExt;
+use serde_json::{Value, json};
+
+use crate::crd::TracingPipeline;
+use crate::resources::{self, Defaults, Names};
+
+/// Namespace label that turns injection on for every pod in the namespace (value `enabled`).
+pub const NAMESPACE_LABEL: &str = "skein.dev/injection";
+/// Pod annotation naming the pipeline (`<name>`, `<namespace>/<name>` or `true`), or `false` to opt out.
+pub const INJECT_ANNOTATION: &str = "skein.dev/inject";
+/// Set on injected pods: `<pipeline>@<agent-config-hash>`.
+pub const INJECTED_ANNOTATION: &str = "skein.dev/injected";
+/// Set on pods that asked for injection and did not get it: `skipped: <reason>`.
+pub const STATUS_ANNOTATION: &str = "skein.dev/injection-status";
+/// Label on injected pods: the pipeline's name.
+pub const PIPELINE_LABEL: &str = "skein.dev/pipeline";
+/// Label on injected pods: the pipeline's namespace.
+pub const PIPELINE_NAMESPACE_LABEL: &str = "skein.dev/pipeline-namespace";
+/// Pod-template annotation the operator bumps to roll workloads onto a new agent configuration.
+pub const ROLLOUT_ANNOTATION: &str = "skein.dev/agent-config-hash";
+/// Name of the agent container.
+pub const AGENT_CONTAINER: &str = "skein-agent";
+/// Name of the agent's spill volume (`emptyDir`).
+pub const SPILL_VOLUME: &str = "skein-agent-spill";
+/// Where the spill volume is mounted in the agent.
+pub const SPILL_DIR: &str = "/var/lib/skein-agent/spill";
+/// The agent's admin port (`/healthz`, `/metrics`).
+pub const AGENT_ADMIN_PORT: i32 = 14271;
+/// The agent's remote-sampling port (Jaeger `/sampling?service=`).
+pub const AGENT_SAMPLING_PORT: i32 = 5778;
+/// Agent memory buffer when the pipeline sets none, bytes (the agent's own default).
+pub const DEFAULT_MEMORY_BUFFER_BYTES: i64 = 4 * 1024 * 1024;
+/// Agent spill budget when the pipeline sets none, bytes (the agent's own default).
+pub const DEFAULT_SPILL_MAX_BYTES: i64 = 256 * 1024 * 1024;
+/// Room above the spill budget in the `emptyDir` `sizeLimit`, bytes: the kubelet evicts a pod whose volume
+/// exceeds its limit, and the agent's budget counts segment payloads, not file-system overhead.
+pub const SPILL_HEADROOM_BYTES: i64 = 32 * 1024 * 1024;
+
+/// How the agent is added to pods (`--sidecar-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SidecarMode {
+    /// Native on Kubernetes ≥ 1.29, else a regular container.
+    Auto,
+    /// Always an init container with `restartPolicy: Always`.
+    Native,
+    /// Always a regular container.
+    Container,
+}
+
+impl SidecarMode {
+    /// Whether to inject a native sidecar on a server of `major.minor`.
+    pub fn native(self, major: u32, minor: u32) -> bool {
+        match self {
+            Self::Native => true,
+            Self::Container => false,
+            Self::Auto => (major, minor) >= (1, 29),
+        }
+    }
+}
+
+/// Parses the API server's `/version` `major`/`minor` (some distributions append `+`, e.g. `"29+"`).
+pub fn parse_version(major: &str, minor: &str) -> Option<(u32, u32)> {
+    let digits = |s: &str| s.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok();
+    Some((digits(major)?, digits(minor)?))
+}
+
+/// What the webhook knows when a pod arrives.
+pub struct Env<'a> {
+    /// The pod's namespace (from the admission request; pods created by controllers often have none set yet).
+    pub namespace: &'a str,
+    /// Labels of that namespace.
+    pub namespace_labels: &'a BTreeMap<String, String>,
+    /// Every pipeline the operator watches (any namespace).
+    pub pipelines: &'a [Arc<TracingPipeline>],
+    /// Operator-wide defaults (agent image).
+    pub defaults: &'a Defaults,
+    /// Native sidecar (init container, `restartPolicy: Always`) or regular container.
+    pub native_sidecar: bool,
+}
+
+/// The pipeline a pod was matched with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for PipelineRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The webhook's decision for one pod.
+#[derive(Debug)]
+pub enum Decision {
+    /// Injection was not asked for (or the pod opted out): admit unchanged.
+    NotRequested,
+    /// The pod already has the agent: admit unchanged.
+    AlreadyInjected,
+    /// Admit with the agent.
+    Inject {
+        /// The pipeline.
+        pipeline: PipelineRef,
+        /// Hash of the agent configuration (container and spill volume) the pod gets.
+        hash: String,
+        /// Adds the agent, its volume, the app environment, the annotation and labels.
+        patch: json_patch::Patch,
+    },
+    /// Injection was asked for but cannot happen: admit with only the status annotation, and warn.
+    Skip {
+        /// Why, for the annotation and the Event.
+        reason: String,
+        /// The pipeline the pod asked for, when there was one (the Event goes there, else on the namespace).
+        pipeline: Option<PipelineRef>,
+        /// Adds `skein.dev/injection-status: "skipped: <reason>"`.
+        patch: json_patch::Patch,
+    },
+}
+
+/// The injection patch could not be built (a pod that does not round-trip through the Pod type).
+#[derive(Debug, thiserror::Error)]
+#[error("building the injection patch: {0}")]
+pub struct InjectError(String);
+
+/// Decides what happens to `pod` and builds the patch.
+///
+/// # Errors
+/// [`InjectError`] when the pod or the agent container cannot be serialized (not expected from API-server input).
+pub fn inject(pod: &Pod, env: &Env<'_>) -> Result<Decision, InjectError> {
+    let requested = match pod.annotations().get(INJECT_ANNOTATION).map(|v| v.trim()) {
+        Some("false") => return Ok(Decision::NotRequested),
+        Some("" | "true") => Some(None),
+        Some(name) => Some(Some(name)),
+        None if env.namespace_labels.get(NAMESPACE_LABEL).is_some_and(|v| v == "enabled") => Some(None),
+        None => None,
+    };
+    let Some(asked) = requested else { return Ok(Decision::NotRequested) };
+    if pod.annotations().contains_key(INJECTED_ANNOTATION) || has_agent(pod) {
+        return Ok(Decision::AlreadyInjected);
+    }
+    let tp = match choose(asked, env) {
+        Ok(tp) => tp,
+        Err((reason, pipeline)) => {
+            let mut after = pod.clone();
+            after.annotations_mut().insert(STATUS_ANNOTATION.into(), format!("skipped: {reason}"));
+            return Ok(Decision::Skip { patch: diff(pod, &after)?, reason, pipeline });
+        }
+    };
+    let pipeline = PipelineRef { namespace: tp.namespace().unwrap_or_default(), name: tp.name_any() };
+    let agent = Agent::new(tp, env.defaults)?;
+    let mut after = pod.clone();
+    agent.apply(&mut after, env)?;
+    let shown = if pipeline.namespace == env.namespace { pipeline.name.clone() } else { pipeline.to_string() };
+    after.annotations_mut().insert(INJECTED_ANNOTATION.into(), format!("{shown}@{}", agent.hash));
+    after.labels_mut().insert(PIPELINE_LABEL.into(), pipeline.name.clone());
+    after.labels_mut().insert(PIPELINE_NAMESPACE_LABEL.into(), pipeline.namespace.clone());
+    Ok(Decision::Inject { patch: diff(pod, &after)?, hash: agent.hash, pipeline })
+}
+
+/// The agent-config hash a pod injected from `tp` today would carry (compared with pods' annotations to count
+/// and roll stale sidecars).
+///
+/// # Errors
+/// [`InjectError`] when the container cannot be serialized.
+pub fn agent_hash(tp: &TracingPipeline, defaults: &Defaults) -> Result<String, InjectError> {
+    Ok(Agent::new(tp, defaults)?.hash)
+}
+
+/// The hash part of a pod's `skein.dev/injected` annotation.
+pub fn injected_hash(annotation: &str) -> Option<&str> {
+    annotation.rsplit_once('@').map(|(_, h)| h)
+}
+
+fn has_agent(pod: &Pod) -> bool {
+    let spec = pod.spec.as_ref();
+    let named = |c: &Container| c.name == AGENT_CONTAINER;
+    spec.is_some_and(|s| s.containers.iter().any(named) || s.init_containers.iter().flatten().any(named))
+}
+
+fn diff(before: &Pod, after: &Pod) -> Result<json_patch::Patch, InjectError> {
+    let to_value = |p: &Pod| serde_json::to_value(p).map_err(|e| InjectError(e.to_string()));
+    Ok(json_patch::diff(&to_value(before)?, &to_value(after)?))
+}
+
+type Choice<'a> = Result<&'a TracingPipeline, (String, Option<PipelineRef>)>;
+
+/// The pipeline for a pod: the named one, else the namespace's only one.
+fn choose<'a>(asked: Option<&str>, env: &Env<'a>) -> Choice<'a> {
+    let tp = match asked {
+        Some(name) => {
+            let (namespace, name) = name.split_once('/').unwrap_or((env.namespace, name));
+            let wanted = PipelineRef { namespace: namespace.into(), name: name.into() };
+            let found =
+                env.pipelines.iter().find(|tp| tp.namespace().as_deref() == Some(namespace) && tp.name_any() == name);
+            match found {
+                Some(tp) => tp.as_ref(),
+                None => return Err((format!("TracingPipeline {wanted} not found"), None)),
+            }
+        }
+        None => {
+            let here: Vec<&TracingPipeline> = env
+                .pipelines
+                .iter()
+                .filter(|tp| tp.namespace().as_deref() == Some(env.namespace))
+                .map(|tp| tp.as_ref())
+                .collect();
+            match here.as_slice() {
+                [tp] => *tp,
+                [] => {
+                    return Err((
+                        format!(
+                            "no TracingPipeline in namespace {}; name one with the {INJECT_ANNOTATION} annotation \
+                             (<name> or <namespace>/<name>)",
+                            env.namespace
+                        ),
+                        None,
+                    ));
+                }
+                several => {
+                    let mut names: Vec<String> = several.iter().map(|tp| tp.name_any()).collect();
+                    names.sort();
+                    return Err((
+                        format!(
+                            "{} TracingPipelines in namespace {} ({}); name one with the {INJECT_ANNOTATION} annotation",
+                            several.len(),
+                            env.namespace,
+                            names.join(", ")
+                        ),
+                        None,
+                    ));
+                }
+            }
+        }
+    };
+    let r = PipelineRef { namespace: tp.namespace().unwrap_or_default(), name: tp.name_any() };
+    if tp.metadata.deletion_timestamp.is_some() {
+        return Err((format!("TracingPipeline {r} is being deleted"), Some(r)));
+    }
+    if let Err(why) = ready_for_injection(tp) {
+        return Err((format!("TracingPipeline {r} is not ready: {why}"), Some(r)));
+    }
+    Ok(tp)
+}
+
+/// A pipeline can take agents once the operator has accepted its spec and applied its objects
+/// (`ConfigurationGenerated=True`). Collectors still starting do not stop injection: the agent buffers and spills
+/// until they answer, and a pod created during a collector rollout would otherwise never be traced.
+///
+/// # Errors
+/// Why not: never reconciled, or the spec was refused (the condition's message).
+pub fn ready_for_injection(tp: &TracingPipeline) -> Result<(), String> {
+    let conditions = tp.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    match conditions.iter().find(|c| c.type_ == "ConfigurationGenerated") {
+        Some(c) if c.status == "True" => Ok(()),
+        Some(c) => Err(format!("{}: {}", c.reason, c.message)),
+        None => Err("the operator has not reconciled it yet".into()),
+    }
+}
+
+/// The agent container and spill volume for a pipeline, and their hash.
+struct Agent {
+    container: Container,
+    volume: Option<Volume>,
+    remote_sampling: bool,
+    hash: String,
+}
+
+impl Agent {
+    fn new(tp: &TracingPipeline, defaults: &Defaults) -> Result<Self, InjectError> {
+        let spec = &tp.spec;
+        let ns = tp.namespace().unwrap_or_default();
+        let names = Names::new(&tp.name_any());
+        let endpoints = resources::endpoints(&names, &ns);
+        let memory = spec.agent.memory_buffer_bytes.unwrap_or(DEFAULT_MEMORY_BUFFER_BYTES);
+        let spill = spec.agent.spill_max_bytes.unwrap_or(DEFAULT_SPILL_MAX_BYTES);
+        let mut args = vec![
+            format!("--collector-dns={}", endpoints.collector_headless),
+            format!("--sampling-upstream={}", endpoints.sampling),
+            format!("--memory-max-bytes={memory}"),
+            "--log-format=json".to_string(),
+        ];
+        if spill > 0 {
+            args.push(format!("--spill-dir={SPILL_DIR}"));
+            args.push(format!("--spill-max-bytes={spill}"));
+        }
+        let field = |path: &str| json!({"valueFrom": {"fieldRef": {"fieldPath": path}}});
+        let mut env = vec![
+            json!({"name": "POD_NAME"}),
+            json!({"name": "POD_NAMESPACE"}),
+            json!({"name": "NODE_NAME"}),
+            json!({"name": "POD_UID"}),
+        ];
+        for (e, path) in env.iter_mut().zip(["metadata.name", "metadata.namespace", "spec.nodeName", "metadata.uid"]) {
+            if let (Some(obj), Value::Object(from)) = (e.as_object_mut(), field(path)) {
+                obj.extend(from);
+            }
+        }
+        if !spec.redaction.is_empty() {
+            let config = skein_agent::config::AgentConfig { redaction: spec.redaction.clone(), head_sampling: None };
+            let yaml = serde_yaml::to_string(&config).map_err(|e| InjectError(e.to_string()))?;
+            env.push(json!({"name": "SKEIN_CONFIG_YAML", "value": yaml}));
+        }
+        // Default memory limit: the buffer twice over (encoded batches in flight) plus the process itself.
+        let resources = match &spec.agent.resources {
+            Some(r) => serde_json::to_value(r).map_err(|e| InjectError(e.to_string()))?,
+            None => json!({
+                "requests": {"cpu": "10m", "memory": "16Mi"},
+                "limits": {"memory": format!("{}Mi", 48 + (2 * memory + (1 << 20) - 1) / (1 << 20))},
+            }),
+        };
+        let probe = |period: i32, failures: i32| json!({"httpGet": {"path": "/healthz", "port": AGENT_ADMIN_PORT}, "periodSeconds": period, "failureThreshold": failures});
+        let mut container = json!({
+            "name": AGENT_CONTAINER,
+            "image": spec.agent.image.clone().unwrap_or_else(|| defaults.agent_image.clone()),
+            "args": args,
+            "env": env,
+            "ports": [{"name": "skein-admin", "containerPort": AGENT_ADMIN_PORT}],
+            "resources": resources,
+            "startupProbe": probe(1, 30),
+            "livenessProbe": probe(10, 3),
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": resources::RUN_AS_USER,
+                "runAsGroup": resources::RUN_AS_USER,
+                "allowPrivilegeEscalation": false,
+                "readOnlyRootFilesystem": true,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+        });
+        let volume = (spill > 0).then(|| {
+            container["volumeMounts"] = json!([{"name": SPILL_VOLUME, "mountPath": SPILL_DIR}]);
+            json!({"name": SPILL_VOLUME, "emptyDir": {"sizeLimit": (spill + SPILL_HEADROOM_BYTES).to_string()}})
+        });
+        let remote_sampling = spec.sampling.head.is_some();
+        // Everything a pipeline decides about an injected pod: the agent, its volume, and the app's sampler.
+        let hash = resources::hash(&format!("{container}{}{remote_sampling}", volume.clone().unwrap_or_default()));
+        let build = |e: serde_json::Error| InjectError(e.to_string());
+        Ok(Self {
+            container: serde_json::from_value(container).map_err(build)?,
+            volume: volume.map(serde_json::from_value).transpose().map_err(build)?,
+            remote_sampling,
+            hash,
+        })
+    }
+
+    /// Adds the agent, its volume and the app environment to `pod`.
+    fn apply(&self, pod: &mut Pod, env: &Env<'_>) -> Result<(), InjectError> {
+        let service = service_name(pod);
+        let owner = owner_attribute(pod);
+        let spec = pod.spec.get_or_insert_with(Default::default);
+        for c in &mut spec.containers {
+            app_env(c, env.namespace, &service, owner.as_deref(), self.remote_sampling);
+        }
+        let first_app = spec.containers.first().map(|c| c.name.clone());
+        if env.native_sidecar {
+            let mut agent = self.container.clone();
+            agent.restart_policy = Some("Always".into());
+            // First, so that the app's own init containers can already send spans.
+            spec.init_containers.get_or_insert_with(Vec::new).insert(0, agent);
+        } else {
+            spec.containers.push(self.container.clone());
+        }
+        if let Some(v) = &self.volume {
+            spec.volumes.get_or_insert_with(Vec::new).push(v.clone());
+        }
+        if !env.native_sidecar
+            && let Some(first) = first_app
+        {
+            // `kubectl logs/exec` keep defaulting to the app, not the agent.
+            pod.annotations_mut().entry("kubectl.kubernetes.io/default-container".into()).or_insert(first);
+        }
+        Ok(())
+    }
+}
+
+/// `OTEL_SERVICE_NAME` for a pod: `app.kubernetes.io/name`, else `app`, else the owning workload's name, else the
+/// pod's (generate) name.
+pub fn service_name(pod: &Pod) -> String {
+    let labels = pod.labels();
+    if let Some(n) = labels.get("app.kubernetes.io/name").or_else(|| labels.get("app")) {
+        return n.clone();
+    }
+    if let Some((_, name)) = owner(pod) {
+        return name;
+    }
+    match (&pod.metadata.name, &pod.metadata.generate_name) {
+        (Some(n), _) if !n.is_empty() => n.clone(),
+        (_, Some(g)) => g.trim_end_matches('-').to_string(),
+        _ => "unknown_service".into(),
+    }
+}
+
+/// The workload that owns a pod, as (OpenTelemetry `k8s.*.name` kind, name): a ReplicaSet made by a Deployment is
+/// reported as the Deployment (the ReplicaSet's name minus the `pod-template-hash` suffix).
+fn owner(pod: &Pod) -> Option<(&'static str, String)> {
+    let refs = pod.metadata.owner_references.as_ref()?;
+    let o = refs.iter().find(|o| o.controller == Some(true)).or_else(|| refs.first())?;
+    let kind = match o.kind.as_str() {
+        "ReplicaSet" => {
+            if let Some(hash) = pod.labels().get("pod-template-hash")
+                && let Some(deployment) = o.name.strip_suffix(&format!("-{hash}"))
+            {
+                return Some(("deployment", deployment.to_string()));
+            }
+            "replicaset"
+        }
+        "StatefulSet" => "statefulset",
+        "DaemonSet" => "daemonset",
+        "Job" => "job",
+        _ => return None,
+    };
+    Some((kind, o.name.clone()))
+}
+
+fn owner_attribute(pod: &Pod) -> Option<String> {
+    owner(pod).map(|(kind, name)| format!("k8s.{kind}.name={name}"))
+}
+
+/// Downward-API variables the app's `OTEL_RESOURCE_ATTRIBUTES` refers to (the OpenTelemetry Operator's names).
+const DOWNWARD: [(&str, &str); 3] = [
+    ("OTEL_RESOURCE_ATTRIBUTES_POD_NAME", "metadata.name"),
+    ("OTEL_RESOURCE_ATTRIBUTES_POD_UID", "metadata.uid"),
+    ("OTEL_RESOURCE_ATTRIBUTES_NODE_NAME", "spec.nodeName"),
+];
+
+/// Adds the OpenTelemetry SDK environment to an app container, never overwriting a variable the user set.
+fn app_env(c: &mut Container, namespace: &str, service: &str, owner: Option<&str>, remote_sampling: bool) {
+    let env = c.env.get_or_insert_with(Vec::new);
+    let set = |env: &Vec<EnvVar>, name: &str| env.iter().any(|e| e.name == name);
+    let add = |env: &mut Vec<EnvVar>, name: &str, value: String| {
+        if !set(env, name) {
+            env.push(EnvVar { name: name.into(), value: Some(value), value_from: None });
+        }
+    };
+    if !set(env, "OTEL_RESOURCE_ATTRIBUTES") {
+        for (name, path) in DOWNWARD {
+            if !set(env, name) {
+                env.push(EnvVar {
+                    name: name.into(),
+                    value: None,
+                    value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+                        field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
+                            field_path: path.into(),
+                            api_version: None,
+                        }),
+                        ..Default::default()
+                    }),
+                });
+            }
+        }
+        let mut attrs = vec![
+            format!("k8s.namespace.name={namespace}"),
+            "k8s.pod.name=$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME)".into(),
+            "k8s.pod.uid=$(OTEL_RESOURCE_ATTRIBUTES_POD_UID)".into(),
+            "k8s.node.name=$(OTEL_RESOURCE_ATTRIBUTES_NODE_NAME)".into(),
+            format!("k8s.container.name={}", c.name),
+        ];
+        attrs.extend(owner.map(str::to_string));
+        add(env, "OTEL_RESOURCE_ATTRIBUTES", attrs.join(","));
+    }
+    add(env, "OTEL_SERVICE_NAME", service.to_string());
+    // The agent takes OTLP/gRPC on 4317 and OTLP/HTTP on 4318: follow a protocol the user chose.
+    let http = env
+        .iter()
+        .find(|e| e.name == "OTEL_EXPORTER_OTLP_PROTOCOL")
+        .and_then(|e| e.value.as_deref())
+        .is_some_and(|p| p.starts_with("http"));
+    let port = if http { resources::OTLP_HTTP_PORT } else { resources::OTLP_GRPC_PORT };
+    add(env, "OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://localhost:{port}"));
+    add(env, "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into());
+    add(env, "OTEL_PROPAGATORS", "tracecontext,baggage,b3".into());
+    if remote_sampling && !set(env, "OTEL_TRACES_SAMPLER") {
+        add(env, "OTEL_TRACES_SAMPLER", "parentbased_jaeger_remote".into());
+        add(
+            env,
+            "OTEL_TRACES_SAMPLER_ARG",
+            format!(
+                "endpoint=http://localhost:{AGENT_SAMPLING_PORT},pollingIntervalMs=60000,initialSamplingRate=0.001"
+            ),
+        );
+    }
+}
+
+/// The namespace's label map from a Namespace object (empty when absent).
+pub fn labels_of(ns: Option<&k8s_openapi::api::core::v1::Namespace>) -> BTreeMap<String, String> {
+    ns.and_then(|n| n.metadata.labels.clone()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;
