@@ -149,24 +149,14 @@ pub struct InjectError(String);
 /// # Errors
 /// [`InjectError`] when the pod or the agent container cannot be serialized (not expected from API-server input).
 pub fn inject(pod: &Pod, env: &Env<'_>) -> Result<Decision, InjectError> {
-    let requested = match pod.annotations().get(INJECT_ANNOTATION).map(|v| v.trim()) {
-        Some("false") => return Ok(Decision::NotRequested),
-        Some("" | "true") => Some(None),
-        Some(name) => Some(Some(name)),
-        None if env.namespace_labels.get(NAMESPACE_LABEL).is_some_and(|v| v == "enabled") => Some(None),
-        None => None,
+    let asked = match requested(pod, env) {
+        Request::No => return Ok(Decision::NotRequested),
+        Request::Done => return Ok(Decision::AlreadyInjected),
+        Request::Asked(asked) => asked,
     };
-    let Some(asked) = requested else { return Ok(Decision::NotRequested) };
-    if pod.annotations().contains_key(INJECTED_ANNOTATION) || has_agent(pod) {
-        return Ok(Decision::AlreadyInjected);
-    }
     let tp = match choose(asked, env) {
         Ok(tp) => tp,
-        Err((reason, pipeline)) => {
-            let mut after = pod.clone();
-            after.annotations_mut().insert(STATUS_ANNOTATION.into(), format!("skipped: {reason}"));
-            return Ok(Decision::Skip { patch: diff(pod, &after)?, reason, pipeline });
-        }
+        Err((reason, pipeline)) => return skip(pod, reason, pipeline),
     };
     let pipeline = PipelineRef { namespace: tp.namespace().unwrap_or_default(), name: tp.name_any() };
     let agent = Agent::new(tp, env.defaults)?;
@@ -177,6 +167,48 @@ pub fn inject(pod: &Pod, env: &Env<'_>) -> Result<Decision, InjectError> {
     after.labels_mut().insert(PIPELINE_LABEL.into(), pipeline.name.clone());
     after.labels_mut().insert(PIPELINE_NAMESPACE_LABEL.into(), pipeline.namespace.clone());
     Ok(Decision::Inject { patch: diff(pod, &after)?, hash: agent.hash, pipeline })
+}
+
+/// The answer when the webhook cannot decide (its caches are not filled yet): a pod that asked for injection is
+/// skipped with `reason`, any other is left alone.
+///
+/// # Errors
+/// [`InjectError`] when the pod cannot be serialized.
+pub fn skip_if_requested(pod: &Pod, env: &Env<'_>, reason: &str) -> Result<Decision, InjectError> {
+    match requested(pod, env) {
+        Request::No => Ok(Decision::NotRequested),
+        Request::Done => Ok(Decision::AlreadyInjected),
+        Request::Asked(_) => skip(pod, reason.to_string(), None),
+    }
+}
+
+enum Request<'a> {
+    /// Not asked for, or opted out.
+    No,
+    /// Asked for, and the pod already has the agent.
+    Done,
+    /// Asked for, with the annotation's pipeline name if any.
+    Asked(Option<&'a str>),
+}
+
+fn requested<'a>(pod: &'a Pod, env: &Env<'_>) -> Request<'a> {
+    let asked = match pod.annotations().get(INJECT_ANNOTATION).map(|v| v.trim()) {
+        Some("false") => return Request::No,
+        Some("" | "true") => None,
+        Some(name) => Some(name),
+        None if env.namespace_labels.get(NAMESPACE_LABEL).is_some_and(|v| v == "enabled") => None,
+        None => return Request::No,
+    };
+    if pod.annotations().contains_key(INJECTED_ANNOTATION) || has_agent(pod) {
+        return Request::Done;
+    }
+    Request::Asked(asked)
+}
+
+fn skip(pod: &Pod, reason: String, pipeline: Option<PipelineRef>) -> Result<Decision, InjectError> {
+    let mut after = pod.clone();
+    after.annotations_mut().insert(STATUS_ANNOTATION.into(), format!("skipped: {reason}"));
+    Ok(Decision::Skip { patch: diff(pod, &after)?, reason, pipeline })
 }
 
 /// The agent-config hash a pod injected from `tp` today would carry (compared with pods' annotations to count

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod resources;
 pub mod run;
 pub mod schema;
+pub mod webhook;
 
 #[cfg(test)]
 mod fixtures;

@@ -21,6 +21,15 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+/// Admission webhook labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    /// `mutate-pods` or `validate-tracingpipelines`.
+    pub webhook: &'static str,
+    /// `injected`, `skipped`, `already_injected`, `not_requested`, `allowed`, `denied`, `bad_request`, `error`.
+    pub outcome: &'static str,
+}
+
 /// Every metric of the operator.
 #[derive(Debug)]
 pub struct Metrics {
@@ -32,6 +41,18 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// `skein_operator_leader`: 1 while this replica holds the leader Lease.
     pub leader: Gauge,
+    /// `skein_operator_admissions_total{webhook, outcome}`.
+    pub admissions: Family<AdmissionLabels, Counter>,
+    /// `skein_operator_admission_duration_seconds`: time to answer an admission request (TLS excluded).
+    pub admission_duration: Histogram,
+    /// `skein_operator_events_dropped_total`: Warning Events not published (queue full or API error).
+    pub events_dropped: Counter,
+    /// `skein_operator_agent_rollouts_total`: workloads restarted onto a new agent configuration.
+    pub agent_rollouts: Counter,
+    /// `skein_operator_webhook_certificate_renewals_total`: serving certificates issued.
+    pub certificate_renewals: Counter,
+    /// `skein_operator_webhook_certificate_expiry_timestamp_seconds`: when the served certificate expires.
+    pub certificate_expiry: Gauge,
     registry: Registry,
 }
 
@@ -52,7 +73,49 @@ impl Default for Metrics {
             reconcile_duration.clone(),
         );
         registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
-        Self { reconciles, reconcile_errors, reconcile_duration, leader, registry }
+        let admissions = Family::<AdmissionLabels, Counter>::default();
+        registry.register("admissions", "Admission requests by webhook and outcome", admissions.clone());
+        let admission_duration =
+            Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5]);
+        registry.register_with_unit(
+            "admission_duration",
+            "Time to answer an admission request",
+            Unit::Seconds,
+            admission_duration.clone(),
+        );
+        let events_dropped = Counter::default();
+        registry.register("events_dropped", "Warning Events not published", events_dropped.clone());
+        let agent_rollouts = Counter::default();
+        registry.register(
+            "agent_rollouts",
+            "Workloads restarted onto a new agent configuration",
+            agent_rollouts.clone(),
+        );
+        let certificate_renewals = Counter::default();
+        registry.register(
+            "webhook_certificate_renewals",
+            "Webhook serving certificates issued",
+            certificate_renewals.clone(),
+        );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "webhook_certificate_expiry_timestamp_seconds",
+            "Expiry of the served webhook certificate, Unix seconds",
+            certificate_expiry.clone(),
+        );
+        Self {
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            leader,
+            admissions,
+            admission_duration,
+            events_dropped,
+            agent_rollouts,
+            certificate_renewals,
+            certificate_expiry,
+            registry,
+        }
     }
 }
 
@@ -60,6 +123,11 @@ impl Metrics {
     /// Counts a failure with `cause`.
     pub fn error(&self, cause: &str) {
         self.reconcile_errors.get_or_create(&ErrorLabels { error: cause.to_string() }).inc();
+    }
+
+    /// Counts an admission request.
+    pub fn admission(&self, webhook: &'static str, outcome: &'static str) {
+        self.admissions.get_or_create(&AdmissionLabels { webhook, outcome }).inc();
     }
 
     /// Prometheus text exposition.

@@ -1,0 +1,299 @@
+//! The admission webhooks, served over TLS on 9443 by every operator replica:
+//!
+//! - `POST /mutate-pods` — sidecar injection ([`crate::inject`]); `failurePolicy: Ignore`, so pod creation never
+//!   waits on Skein, and a pod that asked for injection but cannot get it is annotated and a Warning Event recorded;
+//! - `POST /validate-tracingpipelines` — the reconciler's own validation ([`crate::resources::validate`]) at admission,
+//!   so an invalid pipeline is refused with the field's name instead of failing later; `failurePolicy: Fail`.
+//!
+//! Wire format: `admission.k8s.io/v1` `AdmissionReview`. kube 5.0 serializes `AdmissionResponse.patch` as a JSON
+//! array of numbers (kube-rs issue #1781); the API server expects the base64 string Go's `[]byte` encodes to, so
+//! [`review_body`] rewrites it. A body that is not an `AdmissionReview` gets HTTP 400 with the parse error.
+
+pub mod certs;
+pub mod register;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::{DynamicObject, PartialObjectMeta};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::crd::TracingPipeline;
+use crate::inject::{self, Decision, PipelineRef};
+use crate::metrics::Metrics;
+use crate::resources::{self, Defaults};
+
+/// Largest `AdmissionReview` body accepted, bytes (the API server's own request limit is 3 MiB).
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Warning Events waiting to be published; beyond this they are dropped and counted.
+pub const EVENT_QUEUE: usize = 1024;
+/// How long a request waits for the caches to fill after the operator starts.
+pub const CACHE_WAIT: Duration = Duration::from_secs(2);
+
+/// A Warning Event to publish off the request path.
+#[derive(Debug, Clone)]
+pub struct Warning {
+    /// The object the Event is about (the pipeline, else the namespace).
+    pub regarding: ObjectReference,
+    /// Short reason (`InjectionSkipped`).
+    pub reason: &'static str,
+    /// The message.
+    pub note: String,
+}
+
+/// What the handlers share.
+pub struct Webhook {
+    /// Every watched pipeline.
+    pub pipelines: Store<TracingPipeline>,
+    /// Namespace labels.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Images.
+    pub defaults: Defaults,
+    /// Native sidecars (Kubernetes ≥ 1.29 with `--sidecar-mode auto`).
+    pub native_sidecar: bool,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Warning Events for [`publish_warnings`].
+    pub warnings: mpsc::Sender<Warning>,
+}
+
+/// The webhook routes.
+pub fn router(webhook: Arc<Webhook>) -> Router {
+    Router::new()
+        .route("/mutate-pods", post(mutate_pods))
+        .route("/validate-tracingpipelines", post(validate_pipelines))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(webhook)
+}
+
+/// Serializes a review for the API server, the patch as base64 (see the module docs).
+///
+/// # Errors
+/// A JSON error (not expected: every field is plain data).
+pub fn review_body(review: &AdmissionReview<DynamicObject>) -> Result<Vec<u8>, serde_json::Error> {
+    let mut value = serde_json::to_value(review)?;
+    if let Some(patch) = review.response.as_ref().and_then(|r| r.patch.as_ref())
+        && let Some(response) = value.get_mut("response").and_then(Value::as_object_mut)
+    {
+        response.insert("patch".into(), Value::String(base64::engine::general_purpose::STANDARD.encode(patch)));
+    }
+    serde_json::to_vec(&value)
+}
+
+fn respond(review: AdmissionReview<DynamicObject>) -> Response {
+    match review_body(&review) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("serializing the review: {e}")).into_response(),
+    }
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, message).into_response()
+}
+
+/// Parses an `AdmissionReview` with a request, or says why not.
+fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(|e| format!("not an AdmissionReview: {e}"))?;
+    review.try_into().map_err(|e| format!("not an AdmissionReview request: {e}"))
+}
+
+async fn mutate_pods(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let response = match parse(&body) {
+        Ok(req) => {
+            let (response, outcome) = w.mutate(&req).await;
+            w.metrics.admission("mutate-pods", outcome);
+            respond(response.into_review())
+        }
+        Err(e) => {
+            w.metrics.admission("mutate-pods", "bad_request");
+            bad_request(e)
+        }
+    };
+    w.metrics.admission_duration.observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn validate_pipelines(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let response = match parse(&body) {
+        Ok(req) => {
+            let (response, outcome) = validate(&req);
+            w.metrics.admission("validate-tracingpipelines", outcome);
+            respond(response.into_review())
+        }
+        Err(e) => {
+            w.metrics.admission("validate-tracingpipelines", "bad_request");
+            bad_request(e)
+        }
+    };
+    w.metrics.admission_duration.observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The validating webhook's answer for a `TracingPipeline` request, and an outcome label.
+pub fn validate(req: &AdmissionRequest<DynamicObject>) -> (AdmissionResponse, &'static str) {
+    let allowed = AdmissionResponse::from(req);
+    if req.operation == Operation::Delete || req.operation == Operation::Connect {
+        return (allowed, "allowed");
+    }
+    let Some(object) = &req.object else { return (allowed.deny("the request carries no object"), "denied") };
+    let read = |o: &DynamicObject| serde_json::to_value(o).and_then(serde_json::from_value::<TracingPipeline>);
+    let tp = match read(object) {
+        Ok(tp) => tp,
+        Err(e) => return (allowed.deny(format!("spec: {e}")), "denied"),
+    };
+    // Updates that leave the spec alone (finalizers, labels, a deletion in progress) are never refused: a pipeline
+    // accepted by an older operator must stay deletable.
+    if req.operation == Operation::Update {
+        let old = req.old_object.as_ref().and_then(|o| read(o).ok());
+        if tp.metadata.deletion_timestamp.is_some() || old.is_some_and(|old| old.spec == tp.spec) {
+            return (allowed, "allowed");
+        }
+    }
+    match resources::validate(&tp) {
+        Ok(_) => (allowed, "allowed"),
+        Err(e) => (allowed.deny(format!("{}: {}", e.field, e.message)), "denied"),
+    }
+}
+
+impl Webhook {
+    /// The injection answer for a Pod request, and an outcome label for metrics.
+    pub async fn mutate(&self, req: &AdmissionRequest<DynamicObject>) -> (AdmissionResponse, &'static str) {
+        let allowed = AdmissionResponse::from(req);
+        if req.operation != Operation::Create {
+            return (allowed, "not_requested");
+        }
+        let Some(object) = &req.object else { return (allowed, "not_requested") };
+        let pod: Pod = match serde_json::to_value(object).and_then(serde_json::from_value) {
+            Ok(pod) => pod,
+            Err(e) => {
+                let mut r = allowed;
+                r.warnings = Some(vec![format!("skein: pod not injected, it could not be read: {e}")]);
+                return (r, "error");
+            }
+        };
+        let namespace = req.namespace.clone().or_else(|| pod.namespace()).unwrap_or_default();
+        let synced = tokio::time::timeout(CACHE_WAIT, async {
+            let _ = self.pipelines.wait_until_ready().await;
+            let _ = self.namespaces.wait_until_ready().await;
+        })
+        .await
+        .is_ok();
+        let labels: BTreeMap<String, String> = self
+            .namespaces
+            .get(&ObjectRef::new(&namespace))
+            .and_then(|ns| ns.metadata.labels.clone())
+            .unwrap_or_default();
+        let pipelines = self.pipelines.state();
+        let env = inject::Env {
+            namespace: &namespace,
+            namespace_labels: &labels,
+            pipelines: &pipelines,
+            defaults: &self.defaults,
+            native_sidecar: self.native_sidecar,
+        };
+        let decision = if synced {
+            inject::inject(&pod, &env)
+        } else {
+            // Never guess from an empty cache: say so on the pod.
+            inject::skip_if_requested(&pod, &env, "the operator is starting and has not read the pipelines yet")
+        };
+        let pod_name = pod.metadata.name.clone().or(pod.metadata.generate_name.clone()).unwrap_or_default();
+        match decision {
+            Ok(Decision::NotRequested) => (allowed, "not_requested"),
+            Ok(Decision::AlreadyInjected) => (allowed, "already_injected"),
+            Ok(Decision::Inject { patch, pipeline, hash }) => match allowed.with_patch(patch) {
+                Ok(r) => {
+                    tracing::debug!(pod = %pod_name, namespace = %namespace, %pipeline, %hash, "injected the agent");
+                    (r, "injected")
+                }
+                Err(e) => (AdmissionResponse::from(req).deny(format!("skein: {e}")), "error"),
+            },
+            Ok(Decision::Skip { reason, pipeline, patch }) => {
+                tracing::info!(pod = %pod_name, namespace = %namespace, %reason, "injection skipped");
+                if req.dry_run {
+                    // `sideEffects: NoneOnDryRun`: no Event for a dry run.
+                } else {
+                    self.warn(&namespace, &pod_name, pipeline.as_ref(), &reason);
+                }
+                match allowed.with_patch(patch) {
+                    Ok(r) => (r, "skipped"),
+                    Err(e) => (AdmissionResponse::from(req).deny(format!("skein: {e}")), "error"),
+                }
+            }
+            Err(e) => {
+                let mut r = allowed;
+                r.warnings = Some(vec![format!("skein: pod not injected: {e}")]);
+                (r, "error")
+            }
+        }
+    }
+
+    /// Queues a Warning Event on the pipeline (or the pod's namespace); a full queue drops it and counts it.
+    fn warn(&self, namespace: &str, pod: &str, pipeline: Option<&PipelineRef>, reason: &str) {
+        let regarding = match pipeline.and_then(|p| self.pipelines.get(&ObjectRef::new(&p.name).within(&p.namespace))) {
+            Some(tp) => tp.object_ref(&()),
+            None => ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Namespace".into()),
+                name: Some(namespace.to_string()),
+                ..Default::default()
+            },
+        };
+        let note = format!("pod {namespace}/{pod} asked for the Skein agent and was admitted without it: {reason}");
+        if self.warnings.try_send(Warning { regarding, reason: "InjectionSkipped", note }).is_err() {
+            self.metrics.events_dropped.inc();
+        }
+    }
+}
+
+/// Serves `router` over TLS on `listener` until `handle` shuts it down; `tls` can be reloaded while serving (a
+/// renewed certificate applies to new connections).
+///
+/// # Errors
+/// The listener cannot be used, or the server fails.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    tls: axum_server::tls_rustls::RustlsConfig,
+    router: Router,
+    handle: axum_server::Handle<std::net::SocketAddr>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    axum_server::from_tcp_rustls(listener, tls)?.handle(handle).serve(router.into_make_service()).await
+}
+
+/// Publishes queued Warning Events until the queue closes (a failed publish is logged and counted).
+pub async fn publish_warnings(recorder: Recorder, mut rx: mpsc::Receiver<Warning>, metrics: Arc<Metrics>) {
+    while let Some(w) = rx.recv().await {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: w.reason.into(),
+            note: Some(w.note),
+            action: "Inject".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &w.regarding).await {
+            metrics.events_dropped.inc();
+            tracing::warn!(error = %e, "cannot publish the injection Event");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
