@@ -352,6 +352,21 @@ pub struct TracingPipelineStatus {
     /// Where to send spans and queries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Endpoints>,
+    /// Pods running this pipeline's agent (written by the operator's agent tracker, not the reconciler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<AgentsStatus>,
+}
+
+/// Injected agents.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentsStatus {
+    /// Pods with this pipeline's agent.
+    pub injected: i32,
+    /// Of those, pods whose agent configuration is older than the pipeline's (`skein.dev/injected` hash differs).
+    pub stale: i32,
+    /// The agent-config hash a pod injected now gets.
+    pub config_hash: String,
 }
 
 /// The schema the operator applied.

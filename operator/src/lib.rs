@@ -6,6 +6,7 @@
 //! ([`schema`]), and reports what it saw in the object's status. [`run`] wires it up with leader election, metrics
 //! and health endpoints ([`metrics`]).
 
+pub mod agents;
 pub mod controller;
 pub mod crd;
 pub mod crdgen;

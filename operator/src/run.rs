@@ -1,7 +1,8 @@
 //! The `skein-operator` process: flags, logging, the health/metrics server, leader election on a `Lease`, and the
 //! controller, shut down gracefully on SIGTERM/SIGINT.
 //!
-//! Every replica serves `/healthz`, `/readyz` and `/metrics`; only the replica holding the Lease reconciles. A
+//! Every replica serves `/healthz`, `/readyz` and `/metrics` and the admission webhooks; only the replica holding
+//! the Lease reconciles and tracks injected agents. A
 //! replica that loses the Lease exits (as controller-runtime does) so that it never reconciles alongside the new
 //! leader; Kubernetes restarts it as a standby.
 
@@ -22,15 +23,29 @@ use tokio::sync::watch;
 
 use skein_collector::server::shutdown_signal;
 
+use axum_server::tls_rustls::RustlsConfig;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::mpsc;
+
 use crate::FIELD_MANAGER;
+use crate::agents;
 use crate::controller::{self, Context};
 use crate::crd::TracingPipeline;
+use crate::inject::{SidecarMode, parse_version};
 use crate::metrics::Metrics;
 use crate::resources::Defaults;
 use crate::schema::Scylla;
+use crate::webhook::certs::{self, CertSettings};
+use crate::webhook::register::{self, CertSource, Registration, Target};
+use crate::webhook::{self, Webhook};
 
 /// `skein-operator` flags.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(name = "skein-operator", version, about = "Reconciles TracingPipeline objects into Skein backends")]
 pub struct Args {
     /// Watch only this namespace (default: all namespaces).
@@ -61,6 +76,176 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "SKEIN_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// Serve the admission webhooks (injection and pipeline validation) on `--webhook-addr`.
+    #[arg(long, env = "SKEIN_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub webhook: bool,
+    /// Webhook listen address (TLS).
+    #[arg(long, env = "SKEIN_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
+    pub webhook_addr: SocketAddr,
+    /// Register the webhooks by URL instead of by Service (out-of-cluster runs and tests), e.g.
+    /// `https://127.0.0.1:9443`; the certificate is issued for its host.
+    #[arg(long, env = "SKEIN_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// The Service in front of the operator's webhook port (in the operator's namespace).
+    #[arg(long, env = "SKEIN_WEBHOOK_SERVICE", default_value = "skein-operator-webhook")]
+    pub webhook_service: String,
+    /// Port of that Service.
+    #[arg(long, env = "SKEIN_WEBHOOK_SERVICE_PORT", default_value_t = 443)]
+    pub webhook_service_port: i32,
+    /// Name of the MutatingWebhookConfiguration and ValidatingWebhookConfiguration the operator applies.
+    #[arg(long, env = "SKEIN_WEBHOOK_CONFIG_NAME", default_value = "skein-operator")]
+    pub webhook_config_name: String,
+    /// Apply the webhook configurations (off when another tool manages them and their `caBundle`).
+    #[arg(long, env = "SKEIN_WEBHOOK_REGISTER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub webhook_register: bool,
+    /// Secret (in the operator's namespace) holding the self-managed CA and serving certificate.
+    #[arg(long, env = "SKEIN_WEBHOOK_SECRET", default_value = "skein-operator-webhook-tls")]
+    pub webhook_secret: String,
+    /// Serve user-provided certificates instead: a directory with `tls.crt`, `tls.key` and optionally `ca.crt`
+    /// (the caBundle applied to the configurations), re-read every minute.
+    #[arg(long, env = "SKEIN_WEBHOOK_CERT_DIR")]
+    pub webhook_cert_dir: Option<std::path::PathBuf>,
+    /// Lifetime of self-managed serving certificates, seconds (renewed with a third left; the CA lives 10 years).
+    #[arg(long, env = "SKEIN_WEBHOOK_CERT_LIFETIME_SECS", default_value_t = 365 * 24 * 3600)]
+    pub webhook_cert_lifetime_secs: i64,
+    /// How the agent is injected: `native` sidecar (init container with `restartPolicy: Always`), regular
+    /// `container`, or `auto` (native on Kubernetes ≥ 1.29).
+    #[arg(long, env = "SKEIN_SIDECAR_MODE", value_enum, default_value_t = SidecarMode::Auto)]
+    pub sidecar_mode: SidecarMode,
+    /// How often injected pods are counted into `status.agents` (and stale workloads rolled), seconds.
+    #[arg(long, env = "SKEIN_AGENT_STATUS_INTERVAL_SECS", default_value_t = 15)]
+    pub agent_status_interval_secs: u64,
+}
+
+/// CA lifetime of self-managed webhook certificates, seconds.
+pub const CA_LIFETIME_SECS: i64 = 10 * 365 * 24 * 3600;
+
+/// Starts the webhook server on every replica: certificates (issued or read), registrations, caches of pipelines
+/// and namespace labels, the Event publisher. Returns once serving; upkeep continues until `stop`.
+///
+/// # Errors
+/// The listen address cannot be bound, or the certificate cannot be served.
+async fn start_webhook(
+    client: Client,
+    args: &Args,
+    operator_ns: &str,
+    pipelines: Store<TracingPipeline>,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let target = match &args.webhook_url {
+        Some(url) => Target::Url(url.clone()),
+        None => Target::Service {
+            namespace: operator_ns.to_string(),
+            name: args.webhook_service.clone(),
+            port: args.webhook_service_port,
+        },
+    };
+    let source = match &args.webhook_cert_dir {
+        Some(dir) => CertSource::Dir(dir.clone()),
+        None => CertSource::Managed {
+            namespace: operator_ns.to_string(),
+            name: args.webhook_secret.clone(),
+            settings: CertSettings {
+                names: target.cert_names(),
+                lifetime_secs: args.webhook_cert_lifetime_secs.max(3),
+                ca_lifetime_secs: CA_LIFETIME_SECS,
+            },
+        },
+    };
+    let interval = match &source {
+        CertSource::Managed { settings, .. } => register::check_interval(settings.lifetime_secs),
+        CertSource::Dir(_) => Duration::from_secs(60),
+    };
+    let registration =
+        Registration { config_name: args.webhook_config_name.clone(), target, register: args.webhook_register };
+    let listener = std::net::TcpListener::bind(args.webhook_addr)?;
+    let bundle = loop {
+        match register::current(&client, &source, &metrics).await {
+            Ok(bundle) => break bundle,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot set up the webhook certificate yet; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    };
+    metrics.certificate_expiry.set(bundle.not_after);
+    let tls = RustlsConfig::from_config(certs::server_config(&bundle)?);
+    let keep_tls = tls.clone();
+    let native_sidecar = match client.apiserver_version().await {
+        Ok(v) => match parse_version(&v.major, &v.minor) {
+            Some((major, minor)) => args.sidecar_mode.native(major, minor),
+            None => args.sidecar_mode == SidecarMode::Native,
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the server version; injecting regular containers unless --sidecar-mode native");
+            args.sidecar_mode == SidecarMode::Native
+        }
+    };
+    let (namespaces, writer) = reflector::store();
+    let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+    tokio::spawn(reflector::reflector(writer, watcher(ns_api, watcher::Config::default()).default_backoff()).for_each(
+        |e| async move {
+            if let Err(e) = e {
+                tracing::debug!(error = %e, "namespace watch");
+            }
+        },
+    ));
+    let (warnings, rx) = mpsc::channel(webhook::EVENT_QUEUE);
+    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+    tokio::spawn(webhook::publish_warnings(Recorder::new(client.clone(), reporter), rx, metrics.clone()));
+    let hook = Arc::new(Webhook {
+        pipelines,
+        namespaces,
+        defaults: Defaults { image: args.image.clone(), agent_image: args.agent_image.clone() },
+        native_sidecar,
+        metrics: metrics.clone(),
+        warnings,
+    });
+    let handle = axum_server::Handle::new();
+    {
+        let handle = handle.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        });
+    }
+    tracing::info!(addr = %args.webhook_addr, native_sidecar, "serving the admission webhooks");
+    let server = tokio::spawn(async move {
+        if let Err(e) = webhook::serve(listener, tls, webhook::router(hook), handle).await {
+            tracing::error!(error = %e, "webhook server failed");
+        }
+    });
+    // Registered only once the server answers, so the API server never calls a webhook that is not there yet.
+    loop {
+        match register::register(&client, &registration, &bundle).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot register the webhooks yet; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+    tokio::spawn(register::keep_certificates(client, source, registration, keep_tls, bundle, metrics, interval, stop));
+    Ok(server)
+}
+
+/// A cache of every watched pipeline, shared by the webhook and the agent tracker.
+fn pipeline_cache(client: &Client, namespace: &Option<String>) -> Store<TracingPipeline> {
+    let api: Api<TracingPipeline> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (store, writer) = reflector::store();
+    tokio::spawn(reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff()).for_each(
+        |e| async move {
+            if let Err(e) = e {
+                tracing::debug!(error = %e, "pipeline watch");
+            }
+        },
+    ));
+    store
 }
 
 #[derive(Clone)]
@@ -119,26 +304,50 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
 
     let defaults = Defaults { image: args.image.clone(), agent_image: args.agent_image.clone() };
-    let ctx = Arc::new(Context::new(client.clone(), defaults, Arc::new(Scylla::default()), metrics.clone()));
-    let stopped = {
-        let mut stop = stop_rx.clone();
+    let ctx = Arc::new(Context::new(client.clone(), defaults.clone(), Arc::new(Scylla::default()), metrics.clone()));
+    let stopped = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let operator_ns = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| client.default_namespace().to_string());
+    let pipelines = pipeline_cache(&client, &args.watch_namespace);
+    let webhook = if args.webhook {
+        let (client, pipelines, metrics, stop) = (client.clone(), pipelines.clone(), metrics.clone(), stop_rx.clone());
+        let (args_ns, hook_args) = (operator_ns.clone(), args.clone());
+        Some(tokio::spawn(async move {
+            match start_webhook(client, &hook_args, &args_ns, pipelines, metrics, stop).await {
+                Ok(server) => {
+                    let _ = server.await;
+                }
+                Err(e) => tracing::error!(error = %e, "the admission webhooks could not start"),
+            }
+        }))
+    } else {
+        None
+    };
+    let agent_interval = Duration::from_secs(args.agent_status_interval_secs.max(1));
+    let work = {
+        let (ctx, ns, stop) = (ctx.clone(), args.watch_namespace.clone(), stop_rx.clone());
+        let (client, pipelines, defaults, metrics) =
+            (client.clone(), pipelines.clone(), defaults.clone(), metrics.clone());
         async move {
-            let _ = stop.wait_for(|s| *s).await;
+            tokio::join!(
+                controller::run(ctx, ns, stopped(stop.clone())),
+                agents::run(client, pipelines, defaults, metrics, agent_interval, stopped(stop)),
+            );
         }
     };
 
     if !args.leader_election {
         metrics.leader.set(1);
-        controller::run(ctx, args.watch_namespace.clone(), stopped).await;
+        work.await;
         let _ = server.await;
+        if let Some(w) = webhook {
+            let _ = w.await;
+        }
         return Ok(());
     }
 
-    let lease_ns = args
-        .lease_namespace
-        .clone()
-        .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .unwrap_or_else(|| client.default_namespace().to_string());
+    let lease_ns = args.lease_namespace.clone().unwrap_or_else(|| operator_ns.clone());
     let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{FIELD_MANAGER}-{}", std::process::id()));
     let duration = args.lease_duration_secs.max(2);
     let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
@@ -175,7 +384,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     tokio::select! {
-        _ = controller::run(ctx, args.watch_namespace.clone(), stopped) => {
+        _ = work => {
             // Graceful shutdown: give the Lease up so a standby takes over at once.
             metrics.leader.set(0);
             let manager = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
@@ -183,6 +392,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 let _ = manager.release().await;
             }
             let _ = server.await;
+            if let Some(w) = webhook {
+                let _ = w.await;
+            }
             Ok(())
         }
         _leader = lost => {
@@ -214,6 +426,30 @@ async fn check_ready(client: Client, namespace: Option<String>, ready: Arc<Atomi
 mod tests {
     use super::*;
     use tower::ServiceExt;
+
+    #[test]
+    fn flags_parse_with_their_defaults() {
+        use clap::CommandFactory as _;
+        Args::command().debug_assert();
+        let a = Args::try_parse_from(["skein-operator"]).expect("defaults");
+        assert!(a.webhook && a.webhook_register);
+        assert_eq!(a.webhook_addr.port(), 9443);
+        assert_eq!(a.sidecar_mode, SidecarMode::Auto);
+        let a = Args::try_parse_from([
+            "skein-operator",
+            "--webhook-url",
+            "https://127.0.0.1:9443",
+            "--sidecar-mode",
+            "container",
+            "--webhook",
+            "false",
+        ])
+        .expect("flags");
+        assert_eq!(a.webhook_url.as_deref(), Some("https://127.0.0.1:9443"));
+        assert_eq!(a.sidecar_mode, SidecarMode::Container);
+        assert!(!a.webhook);
+        assert!(Args::try_parse_from(["skein-operator", "--sidecar-mode", "sometimes"]).is_err());
+    }
 
     #[tokio::test]
     async fn health_routes_answer() {

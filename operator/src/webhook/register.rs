@@ -262,7 +262,32 @@ pub struct Registration {
     pub register: bool,
 }
 
-/// One pass: the current certificate (renewed if due), and the configurations applied with its CA bundle.
+/// The certificate to serve now: from the Secret (renewed if due) or the user's directory.
+///
+/// # Errors
+/// Any API or certificate failure.
+pub async fn current(client: &Client, source: &CertSource, metrics: &Metrics) -> Result<CertBundle, RegisterError> {
+    Ok(match source {
+        CertSource::Managed { namespace, name, settings } => {
+            ensure_secret(&Api::namespaced(client.clone(), namespace), name, settings, metrics).await?
+        }
+        CertSource::Dir(dir) => certs::from_dir(dir)?,
+    })
+}
+
+/// Applies the configurations with `bundle`'s CA (when registration is on and there is a CA to trust).
+///
+/// # Errors
+/// [`RegisterError::Kube`] when the API server refuses.
+pub async fn register(client: &Client, registration: &Registration, bundle: &CertBundle) -> Result<(), RegisterError> {
+    if registration.register && !bundle.ca_bundle_pem.is_empty() {
+        apply_configurations(client, &registration.config_name, &registration.target, &bundle.ca_bundle_pem).await?;
+    }
+    Ok(())
+}
+
+/// One pass: the current certificate (renewed if due), and the configurations applied with its CA bundle (which
+/// also repairs a configuration deleted or edited by hand).
 ///
 /// # Errors
 /// Any API or certificate failure.
@@ -272,15 +297,8 @@ pub async fn refresh(
     registration: &Registration,
     metrics: &Metrics,
 ) -> Result<CertBundle, RegisterError> {
-    let bundle = match source {
-        CertSource::Managed { namespace, name, settings } => {
-            ensure_secret(&Api::namespaced(client.clone(), namespace), name, settings, metrics).await?
-        }
-        CertSource::Dir(dir) => certs::from_dir(dir)?,
-    };
-    if registration.register && !bundle.ca_bundle_pem.is_empty() {
-        apply_configurations(client, &registration.config_name, &registration.target, &bundle.ca_bundle_pem).await?;
-    }
+    let bundle = current(client, source, metrics).await?;
+    register(client, registration, &bundle).await?;
     Ok(bundle)
 }
 
