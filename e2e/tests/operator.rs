@@ -105,6 +105,10 @@ async fn operator_reconciles_pipelines_on_a_real_api_server() {
                 &ns,
                 "--metrics-addr",
                 &format!("127.0.0.1:{metrics_port}"),
+                // Step 4 stores an invalid spec to see the reconciler refuse it; the admission webhooks (which would
+                // refuse it first) have their own test, `webhook.rs`.
+                "--webhook",
+                "false",
             ])
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::inherit())

@@ -289,8 +289,10 @@ mod tests {
         tps.apply_watcher_event(&watcher::Event::Apply(tp));
         let mut pods: Writer<PartialObjectMeta<Pod>> = Writer::default();
         for (name, h) in [("a", hash.as_str()), ("b", "0ld0ld0ld0ld0ld0")] {
-            let mut meta = PartialObjectMeta::<Pod>::default();
-            meta.metadata = pod(name, h, Some(("ReplicaSet", "web-1")));
+            let meta = PartialObjectMeta::<Pod> {
+                metadata: pod(name, h, Some(("ReplicaSet", "web-1"))),
+                ..Default::default()
+            };
             pods.apply_watcher_event(&watcher::Event::Apply(meta));
         }
         let metrics = Metrics::default();

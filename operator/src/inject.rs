@@ -161,12 +161,18 @@ pub fn inject(pod: &Pod, env: &Env<'_>) -> Result<Decision, InjectError> {
     let pipeline = PipelineRef { namespace: tp.namespace().unwrap_or_default(), name: tp.name_any() };
     let agent = Agent::new(tp, env.defaults)?;
     let mut after = pod.clone();
-    agent.apply(&mut after, env)?;
+    agent.apply(&mut after, env);
     let shown = if pipeline.namespace == env.namespace { pipeline.name.clone() } else { pipeline.to_string() };
     after.annotations_mut().insert(INJECTED_ANNOTATION.into(), format!("{shown}@{}", agent.hash));
     after.labels_mut().insert(PIPELINE_LABEL.into(), pipeline.name.clone());
     after.labels_mut().insert(PIPELINE_NAMESPACE_LABEL.into(), pipeline.namespace.clone());
-    Ok(Decision::Inject { patch: diff(pod, &after)?, hash: agent.hash, pipeline })
+    // Everything but the agent container is an addition at the end of a list or a new key, which `diff` turns into
+    // plain `add` operations. The agent is inserted by an explicit `add` at its index: a diff would rewrite the
+    // shifted init containers field by field, and keep fields of the pod's own JSON that the Pod type does not
+    // know (a newer server's) on the wrong container.
+    let mut patch = diff(pod, &after)?;
+    patch.0.push(agent.insert_op(pod, env.native_sidecar)?);
+    Ok(Decision::Inject { patch, hash: agent.hash, pipeline })
 }
 
 /// The answer when the webhook cannot decide (its caches are not filled yet): a pod that asked for injection is
@@ -337,18 +343,22 @@ impl Agent {
             args.push(format!("--spill-dir={SPILL_DIR}"));
             args.push(format!("--spill-max-bytes={spill}"));
         }
-        let field = |path: &str| json!({"valueFrom": {"fieldRef": {"fieldPath": path}}});
-        let mut env = vec![
-            json!({"name": "POD_NAME"}),
-            json!({"name": "POD_NAMESPACE"}),
-            json!({"name": "NODE_NAME"}),
-            json!({"name": "POD_UID"}),
-        ];
-        for (e, path) in env.iter_mut().zip(["metadata.name", "metadata.namespace", "spec.nodeName", "metadata.uid"]) {
-            if let (Some(obj), Value::Object(from)) = (e.as_object_mut(), field(path)) {
-                obj.extend(from);
-            }
-        }
+        // The downward-API variables the agent reads to fill `k8s.*` resource attributes the SDK left out.
+        let mut env: Vec<Value> = skein_agent::process::K8S_ENV
+            .iter()
+            .filter_map(|(name, _)| {
+                let path = match *name {
+                    "K8S_POD_NAME" => "metadata.name",
+                    "K8S_NAMESPACE" => "metadata.namespace",
+                    "K8S_NODE_NAME" => "spec.nodeName",
+                    "K8S_POD_UID" => "metadata.uid",
+                    "K8S_POD_IP" => "status.podIP",
+                    // The agent's own container name would be wrong for the app's spans.
+                    _ => return None,
+                };
+                Some(json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}))
+            })
+            .collect();
         if !spec.redaction.is_empty() {
             let config = skein_agent::config::AgentConfig { redaction: spec.redaction.clone(), head_sampling: None };
             let yaml = serde_yaml::to_string(&config).map_err(|e| InjectError(e.to_string()))?;
@@ -398,33 +408,43 @@ impl Agent {
         })
     }
 
-    /// Adds the agent, its volume and the app environment to `pod`.
-    fn apply(&self, pod: &mut Pod, env: &Env<'_>) -> Result<(), InjectError> {
+    /// Adds the agent's volume and the app environment to `pod` (the container itself: [`Agent::insert_op`]).
+    fn apply(&self, pod: &mut Pod, env: &Env<'_>) {
         let service = service_name(pod);
         let owner = owner_attribute(pod);
         let spec = pod.spec.get_or_insert_with(Default::default);
         for c in &mut spec.containers {
             app_env(c, env.namespace, &service, owner.as_deref(), self.remote_sampling);
         }
-        let first_app = spec.containers.first().map(|c| c.name.clone());
-        if env.native_sidecar {
-            let mut agent = self.container.clone();
-            agent.restart_policy = Some("Always".into());
-            // First, so that the app's own init containers can already send spans.
-            spec.init_containers.get_or_insert_with(Vec::new).insert(0, agent);
-        } else {
-            spec.containers.push(self.container.clone());
-        }
         if let Some(v) = &self.volume {
             spec.volumes.get_or_insert_with(Vec::new).push(v.clone());
         }
+        let first_app = spec.containers.first().map(|c| c.name.clone());
         if !env.native_sidecar
             && let Some(first) = first_app
         {
             // `kubectl logs/exec` keep defaulting to the app, not the agent.
             pod.annotations_mut().entry("kubectl.kubernetes.io/default-container".into()).or_insert(first);
         }
-        Ok(())
+    }
+
+    /// The JSON Patch operation adding the agent: first init container (native sidecar, so that the app's own init
+    /// containers can already send spans), or last container.
+    fn insert_op(&self, pod: &Pod, native: bool) -> Result<json_patch::PatchOperation, InjectError> {
+        use json_patch::jsonptr::PointerBuf;
+        let mut container = self.container.clone();
+        let (path, value) = if native {
+            container.restart_policy = Some("Always".into());
+            let value = serde_json::to_value(&container).map_err(|e| InjectError(e.to_string()))?;
+            match pod.spec.as_ref().and_then(|s| s.init_containers.as_ref()) {
+                Some(_) => (PointerBuf::from_tokens(["spec", "initContainers", "0"]), value),
+                None => (PointerBuf::from_tokens(["spec", "initContainers"]), Value::Array(vec![value])),
+            }
+        } else {
+            let value = serde_json::to_value(&container).map_err(|e| InjectError(e.to_string()))?;
+            (PointerBuf::from_tokens(["spec", "containers", "-"]), value)
+        };
+        Ok(json_patch::PatchOperation::Add(json_patch::AddOperation { path, value }))
     }
 }
 

@@ -41,7 +41,7 @@ use crate::metrics::Metrics;
 use crate::resources::Defaults;
 use crate::schema::Scylla;
 use crate::webhook::certs::{self, CertSettings};
-use crate::webhook::register::{self, CertSource, Registration, Target};
+use crate::webhook::register::{self, CertSource, Registration, Target, Upkeep};
 use crate::webhook::{self, Webhook};
 
 /// `skein-operator` flags.
@@ -227,7 +227,8 @@ async fn start_webhook(
             }
         }
     }
-    tokio::spawn(register::keep_certificates(client, source, registration, keep_tls, bundle, metrics, interval, stop));
+    let upkeep = Upkeep { source, registration, interval };
+    tokio::spawn(register::keep_certificates(client, upkeep, keep_tls, bundle, metrics, stop));
     Ok(server)
 }
 

@@ -71,6 +71,27 @@ pub struct Webhook {
     pub warnings: mpsc::Sender<Warning>,
 }
 
+/// Caches holding fixed objects instead of watches (tests and benchmarks), both marked synced.
+pub fn fixed_caches(
+    pipelines: Vec<TracingPipeline>,
+    namespaces: Vec<PartialObjectMeta<Namespace>>,
+) -> (Store<TracingPipeline>, Store<PartialObjectMeta<Namespace>>) {
+    fn fill<K>(objects: Vec<K>) -> Store<K>
+    where
+        K: kube::runtime::reflector::Lookup + Clone + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+    {
+        let mut writer = kube::runtime::reflector::store::Writer::default();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+        for o in objects {
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(o));
+        }
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        writer.as_reader()
+    }
+    (fill(pipelines), fill(namespaces))
+}
+
 /// The webhook routes.
 pub fn router(webhook: Arc<Webhook>) -> Router {
     Router::new()

@@ -13,6 +13,10 @@
 //! - `skein-bench agent [--spans-per-s 10000] [--batch-spans 100] [--duration-s 60]`: starts a `skein-all-in-one`
 //!   and a `skein-agent` (built next to this binary) and sends a fixed span rate through the agent; reports the
 //!   agent's CPU (% of one core), peak/steady/idle RSS, release binary size and export-call latency.
+//! - `skein-bench admission [--requests 20000] [--connections 4]`: the operator's admission webhook served over TLS
+//!   in process (the real router, certificates and caches), called like the API server does: `AdmissionReview` v1
+//!   pod creations over keep-alive HTTPS connections, half injected and half skipped; reports p50/p99/max latency
+//!   per request and per new connection (handshake included).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -50,6 +54,24 @@ enum Cmd {
     Ingest(IngestArgs),
     /// The agent's footprint (CPU, RSS, binary size) at a fixed span rate; starts its own all-in-one and agent.
     Agent(AgentArgs),
+    /// Admission webhook latency (pod injection) over TLS.
+    Admission(AdmissionArgs),
+}
+
+#[derive(Parser)]
+struct AdmissionArgs {
+    /// Requests sent over the keep-alive connections (after 1,000 warm-up requests).
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+    /// Concurrent keep-alive connections (the API server keeps a small pool per webhook).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Requests that each open a new TLS connection (handshake included).
+    #[arg(long, default_value_t = 500)]
+    new_connections: usize,
+    /// JSON report path.
+    #[arg(long, default_value = "admission-report.json")]
+    report: PathBuf,
 }
 
 #[derive(Parser)]
@@ -922,6 +944,148 @@ async fn agent(a: AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An `AdmissionReview` v1 for a Deployment's pod, as the API server sends it; `inject` names the pipeline.
+fn pod_review(i: usize, inject: &str) -> Vec<u8> {
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "checkout-7d4b9c8f6-", "namespace": "shop", "annotations": {"skein.dev/inject": inject},
+                     "labels": {"app.kubernetes.io/name": "checkout", "pod-template-hash": "7d4b9c8f6"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "checkout-7d4b9c8f6",
+                                          "uid": "8f0e4c1a-0d7b-4f5e-9a53-0c3c1d2e4f5a", "controller": true}]},
+        "spec": {"containers": [{"name": "app", "image": "registry.example.com/checkout:1.4.2",
+                                 "env": [{"name": "LOG_LEVEL", "value": "info"}],
+                                 "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                                 "terminationMessagePath": "/dev/termination-log", "imagePullPolicy": "IfNotPresent"}],
+                 "restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "serviceAccountName": "default"}
+    });
+    serde_json::to_vec(&json!({
+        "kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
+        "request": {"uid": format!("00000000-0000-0000-0000-{i:012}"),
+                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "resource": {"group": "", "version": "v1", "resource": "pods"},
+                    "namespace": "shop", "operation": "CREATE",
+                    "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+                    "object": pod, "oldObject": null, "dryRun": false}
+    }))
+    .unwrap_or_default()
+}
+
+type AdmissionSender = hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>;
+
+async fn admission_connect(
+    addr: std::net::SocketAddr,
+    tls: &tokio_rustls::TlsConnector,
+) -> anyhow::Result<AdmissionSender> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+    let stream = tls.connect(name, tcp).await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// One admission call; checks the answer carries the review's uid.
+async fn admission_call(sender: &mut AdmissionSender, body: Vec<u8>) -> anyhow::Result<()> {
+    use http_body_util::BodyExt as _;
+    let req = hyper::Request::post("/mutate-pods")
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))?;
+    let resp = sender.send_request(req).await?;
+    anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let review: serde_json::Value = serde_json::from_slice(&bytes)?;
+    anyhow::ensure!(review["response"]["patch"].is_string(), "no base64 patch: {review}");
+    Ok(())
+}
+
+async fn admission(a: AdmissionArgs) -> anyhow::Result<()> {
+    use skein_operator::webhook::{self, certs};
+    let names = vec!["127.0.0.1".to_string()];
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let bundle = certs::issue(&certs::CertSettings { names, lifetime_secs: 3600, ca_lifetime_secs: 86400 }, None, now)?;
+    let tp: skein_operator::crd::TracingPipeline = serde_json::from_value(json!({
+        "apiVersion": "skein.dev/v1alpha1", "kind": "TracingPipeline",
+        "metadata": {"name": "prod", "namespace": "shop", "uid": "u", "generation": 1},
+        "spec": {"sampling": {"head": {"default_strategy": {"type": "probabilistic", "param": 0.1}}},
+                 "redaction": [{"key": "(?i)^authorization$", "action": "mask"}]},
+        "status": {"conditions": [{"type": "ConfigurationGenerated", "status": "True", "reason": "Generated",
+                                   "message": "ok", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    }))?;
+    let ns = serde_json::from_value(json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                                           "metadata": {"name": "shop"}}))?;
+    let (pipelines, namespaces) = webhook::fixed_caches(vec![tp], vec![ns]);
+    let (warnings, mut rx) = tokio::sync::mpsc::channel(webhook::EVENT_QUEUE);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let metrics = std::sync::Arc::new(skein_operator::metrics::Metrics::default());
+    let hook = std::sync::Arc::new(webhook::Webhook {
+        pipelines,
+        namespaces,
+        defaults: skein_operator::resources::Defaults::default(),
+        native_sidecar: true,
+        metrics: metrics.clone(),
+        warnings,
+    });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(certs::server_config(&bundle)?);
+    tokio::spawn(webhook::serve(listener, tls, webhook::router(hook), axum_server::Handle::new()));
+    let connector = tokio_rustls::TlsConnector::from(certs::client_config(&bundle.ca_bundle_pem)?);
+
+    // Half the pods name the pipeline (injected), half a missing one (skipped with the status annotation).
+    let body = |i: usize| pod_review(i, if i.is_multiple_of(2) { "prod" } else { "missing" });
+    let per_conn = a.requests.div_ceil(a.connections.max(1));
+    let mut tasks = Vec::new();
+    for c in 0..a.connections.max(1) {
+        let mut sender = admission_connect(addr, &connector).await?;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..1000 / a.connections.max(1) {
+                admission_call(&mut sender, body(i)).await?;
+            }
+            let mut latencies = Vec::with_capacity(per_conn);
+            for i in 0..per_conn {
+                let payload = body(c * per_conn + i);
+                let started = Instant::now();
+                admission_call(&mut sender, payload).await?;
+                latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let started = Instant::now();
+    let mut keepalive = Vec::new();
+    for t in tasks {
+        keepalive.extend(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut fresh = Vec::with_capacity(a.new_connections);
+    for i in 0..a.new_connections {
+        let started = Instant::now();
+        let mut sender = admission_connect(addr, &connector).await?;
+        admission_call(&mut sender, body(i)).await?;
+        fresh.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    keepalive.sort_by(f64::total_cmp);
+    fresh.sort_by(f64::total_cmp);
+    let max = |v: &[f64]| v.last().copied().unwrap_or_default();
+    let report = json!({
+        "requests": keepalive.len(),
+        "connections": a.connections,
+        "requests_per_s": keepalive.len() as f64 / elapsed.max(1e-9),
+        "keepalive_p50_ms": percentile(&keepalive, 0.5),
+        "keepalive_p99_ms": percentile(&keepalive, 0.99),
+        "keepalive_max_ms": max(&keepalive),
+        "new_connection_requests": fresh.len(),
+        "new_connection_p50_ms": percentile(&fresh, 0.5),
+        "new_connection_p99_ms": percentile(&fresh, 0.99),
+        "server_side_counts": metrics.render().lines().filter(|l| l.starts_with("skein_operator_admissions_total")).collect::<Vec<_>>(),
+        "request_bytes": body(0).len(),
+    });
+    std::fs::write(&a.report, serde_json::to_vec_pretty(&report)?)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
@@ -929,5 +1093,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Query(a) => query(a).await,
         Cmd::Ingest(a) => ingest(a).await,
         Cmd::Agent(a) => agent(a).await,
+        Cmd::Admission(a) => admission(a).await,
     }
 }

@@ -74,7 +74,10 @@ fn configured_pod() -> Value {
             "annotations": {"skein.dev/inject": "tracing/prod"}
         },
         "spec": {
-            "initContainers": [{"name": "migrate", "image": "registry.example.com/migrate:2", "args": ["up"]}],
+            // `resizePolicy`-style fields a newer API server may send are unknown to the Pod type: they must stay
+            // on their own container.
+            "initContainers": [{"name": "migrate", "image": "registry.example.com/migrate:2", "args": ["up"],
+                                "futureField": {"enabled": true}}],
             "containers": [
                 {"name": "worker", "image": "registry.example.com/worker:2", "env": [
                     {"name": "OTEL_SERVICE_NAME", "value": "billing-worker"},
@@ -191,9 +194,16 @@ fn a_deployment_pod_gets_a_native_sidecar_and_the_sdk_environment() {
         assert!(args.contains(&want), "{want} in {args:?}");
     }
     let agent_env = env_of(agent);
-    assert_eq!(agent_env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
-    assert_eq!(agent_env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
-    assert_eq!(agent_env["POD_UID"]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.uid");
+    for (name, path) in [
+        ("K8S_POD_NAME", "metadata.name"),
+        ("K8S_NAMESPACE", "metadata.namespace"),
+        ("K8S_NODE_NAME", "spec.nodeName"),
+        ("K8S_POD_UID", "metadata.uid"),
+        ("K8S_POD_IP", "status.podIP"),
+    ] {
+        assert_eq!(agent_env[name]["valueFrom"]["fieldRef"]["fieldPath"], path, "{name}");
+    }
+    assert!(!agent_env.contains_key("K8S_CONTAINER_NAME"), "the agent's own name would mislabel the app's spans");
     let config =
         skein_agent::config::AgentConfig::parse(&value(&agent_env, "SKEIN_CONFIG_YAML")).expect("agent config");
     assert_eq!(config.redaction.len(), 1);
@@ -253,14 +263,17 @@ fn user_settings_and_init_containers_are_kept() {
     let inits = pod["spec"]["initContainers"].as_array().expect("init containers");
     assert_eq!(inits.iter().map(|c| c["name"].as_str().unwrap_or("")).collect::<Vec<_>>(), ["skein-agent", "migrate"]);
     assert!(env_of(&inits[1]).is_empty(), "init containers are not given the SDK environment");
-    assert!(env_of(&inits[0]).get("SKEIN_CONFIG_YAML").is_none(), "no redaction rules: no config");
+    assert_eq!(inits[1]["futureField"]["enabled"], true, "unknown fields stay with their container");
+    assert_eq!(inits[1]["args"], json!(["up"]));
+    assert!(inits[0].get("futureField").is_none());
+    assert!(!env_of(&inits[0]).contains_key("SKEIN_CONFIG_YAML"), "no redaction rules: no config");
 
     let worker = env_of(&pod["spec"]["containers"][0]);
     assert_eq!(value(&worker, "OTEL_SERVICE_NAME"), "billing-worker", "never overwritten");
     assert_eq!(value(&worker, "OTEL_EXPORTER_OTLP_PROTOCOL"), "http/protobuf");
     assert_eq!(value(&worker, "OTEL_EXPORTER_OTLP_ENDPOINT"), "http://localhost:4318", "follows the user's protocol");
     assert_eq!(value(&worker, "OTEL_TRACES_SAMPLER"), "always_on");
-    assert!(worker.get("OTEL_TRACES_SAMPLER_ARG").is_none());
+    assert!(!worker.contains_key("OTEL_TRACES_SAMPLER_ARG"));
     assert_eq!(worker["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"], "db");
     let names: Vec<&str> = pod["spec"]["containers"][0]["env"]
         .as_array()
@@ -276,7 +289,7 @@ fn user_settings_and_init_containers_are_kept() {
     let exporter = env_of(&pod["spec"]["containers"][1]);
     assert_eq!(value(&exporter, "OTEL_SERVICE_NAME"), "worker", "from app.kubernetes.io/name");
     assert!(value(&exporter, "OTEL_RESOURCE_ATTRIBUTES").contains("k8s.container.name=metrics"));
-    assert!(exporter.get("OTEL_TRACES_SAMPLER").is_none(), "no remote head sampling in this pipeline");
+    assert!(!exporter.contains_key("OTEL_TRACES_SAMPLER"), "no remote head sampling in this pipeline");
 
     assert_eq!(pod["metadata"]["annotations"][INJECTED_ANNOTATION], format!("tracing/prod@{hash}"));
     assert_eq!(pod["metadata"]["labels"][PIPELINE_NAMESPACE_LABEL], "tracing");

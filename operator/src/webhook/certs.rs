@@ -178,6 +178,27 @@ pub fn server_config(bundle: &CertBundle) -> Result<Arc<ServerConfig>, CertError
     Ok(Arc::new(config))
 }
 
+/// A `rustls` client configuration (ring provider) trusting only the CAs in `ca_bundle_pem` — what the API server
+/// does with a webhook's `caBundle`; for tests, benchmarks and tools that call the webhook.
+///
+/// # Errors
+/// [`CertError::Pem`] when the bundle holds no readable certificate.
+pub fn client_config(ca_bundle_pem: &str) -> Result<Arc<rustls::ClientConfig>, CertError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_bundle_pem.as_bytes()) {
+        let cert = cert.map_err(|e| CertError::Pem(format!("CA bundle: {e}")))?;
+        roots.add(cert).map_err(|e| CertError::Pem(format!("CA bundle: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(CertError::Pem("no certificate in the CA bundle".into()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// The Secret data and annotations holding `bundle`.
 pub fn to_secret(bundle: &CertBundle) -> (BTreeMap<String, ByteString>, BTreeMap<String, String>) {
     let mut data = BTreeMap::from([

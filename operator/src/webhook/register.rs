@@ -302,18 +302,28 @@ pub async fn refresh(
     Ok(bundle)
 }
 
-/// Keeps the served certificate and the registrations current until `shutdown`: every `interval`, [`refresh`],
-/// and reload the TLS configuration of the running server when the certificate changed.
+/// What [`keep_certificates`] maintains.
+#[derive(Clone, Debug)]
+pub struct Upkeep {
+    /// Where the certificate comes from.
+    pub source: CertSource,
+    /// The configurations to keep applied.
+    pub registration: Registration,
+    /// Time between passes ([`check_interval`]).
+    pub interval: Duration,
+}
+
+/// Keeps the served certificate and the registrations current until `shutdown`: every `upkeep.interval`,
+/// [`refresh`], and reload the TLS configuration of the running server when the certificate changed.
 pub async fn keep_certificates(
     client: Client,
-    source: CertSource,
-    registration: Registration,
+    upkeep: Upkeep,
     tls: RustlsConfig,
     mut served: CertBundle,
     metrics: Arc<Metrics>,
-    interval: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let Upkeep { source, registration, interval } = upkeep;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

@@ -9,9 +9,6 @@ use axum::http::Request;
 use axum_server::tls_rustls::RustlsConfig;
 use http_body_util::{BodyExt, Full};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::runtime::reflector::store::Writer;
-use kube::runtime::watcher;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -93,26 +90,12 @@ struct Harness {
 }
 
 fn harness(pipelines: Vec<TracingPipeline>, namespace_labels: Value) -> Harness {
-    let mut tp_writer: Writer<TracingPipeline> = Writer::default();
-    let pipelines_store = tp_writer.as_reader();
-    tp_writer.apply_watcher_event(&watcher::Event::Init);
-    for tp in pipelines {
-        tp_writer.apply_watcher_event(&watcher::Event::InitApply(tp));
-    }
-    tp_writer.apply_watcher_event(&watcher::Event::InitDone);
-    let mut ns_writer: Writer<PartialObjectMeta<Namespace>> = Writer::default();
-    let namespaces = ns_writer.as_reader();
     let ns: PartialObjectMeta<Namespace> = serde_json::from_value(json!({
         "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
         "metadata": {"name": "tracing", "labels": namespace_labels}
     }))
     .expect("namespace metadata");
-    ns_writer.apply_watcher_event(&watcher::Event::Init);
-    ns_writer.apply_watcher_event(&watcher::Event::InitApply(ns));
-    ns_writer.apply_watcher_event(&watcher::Event::InitDone);
-    // The writers must outlive the test's requests: a dropped writer un-readies nothing, but keep them anyway.
-    std::mem::forget(tp_writer);
-    std::mem::forget(ns_writer);
+    let (pipelines_store, namespaces) = fixed_caches(pipelines, vec![ns]);
     let (tx, warnings) = mpsc::channel(4);
     let metrics = Arc::new(Metrics::default());
     let webhook = Arc::new(Webhook {
@@ -326,18 +309,10 @@ fn settings(lifetime_secs: i64, ca_lifetime_secs: i64) -> CertSettings {
 /// POSTs `body` over TLS trusting only `ca_pem`; returns the status, the raw response body and the served
 /// certificate.
 async fn post_tls(addr: SocketAddr, ca_pem: &str, path: &str, body: String) -> (u16, Vec<u8>, CertificateDer<'static>) {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.expect("ca pem")).expect("root");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = certs::client_config(ca_pem).expect("client config");
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = ServerName::try_from("127.0.0.1").expect("name");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("TLS handshake");
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.expect("TLS handshake");
     let served = tls.get_ref().1.peer_certificates().expect("peer certificates")[0].clone().into_owned();
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.expect("http");
@@ -379,16 +354,9 @@ async fn over_tls_a_client_trusting_the_generated_ca_gets_the_raw_base64_patch()
     // A client trusting another CA fails the handshake.
     let other = certs::issue(&settings(3600, 86400), None, register_now()).expect("issue");
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(other.ca_bundle_pem.as_bytes()).expect("pem")).expect("root");
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let refused = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("127.0.0.1").expect("name"), tcp)
-        .await;
+    let config = certs::client_config(&other.ca_bundle_pem).expect("client config");
+    let refused =
+        tokio_rustls::TlsConnector::from(config).connect(ServerName::try_from("127.0.0.1").expect("name"), tcp).await;
     assert!(refused.is_err(), "the served certificate chains to the generated CA only");
 }
 
