@@ -249,24 +249,36 @@ fn pipeline_cache(client: &Client, namespace: &Option<String>) -> Store<TracingP
     store
 }
 
+/// What `/readyz` reports on.
+#[derive(Clone, Default)]
+struct Readiness {
+    /// A TracingPipeline list succeeded.
+    api: Arc<AtomicBool>,
+    /// The webhooks are served and registered (or turned off).
+    webhook: Arc<AtomicBool>,
+}
+
 #[derive(Clone)]
 struct Health {
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    ready: Readiness,
 }
 
-/// The health and metrics routes: `/healthz` (the process is up), `/readyz` (the API server answered and the
-/// CRD is installed), `/metrics`.
-fn health_router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
+/// The health and metrics routes: `/healthz` (the process is up), `/readyz` (the API server answered, the CRD is
+/// installed, and the webhooks are served — the webhook Service only sends admission requests to ready pods),
+/// `/metrics`.
+fn health_router(metrics: Arc<Metrics>, ready: Readiness) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(|State(h): State<Health>| async move {
-                if h.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ready")
-                } else {
+                if !h.ready.api.load(Ordering::Relaxed) {
                     (StatusCode::SERVICE_UNAVAILABLE, "the API server or the TracingPipeline CRD is not reachable yet")
+                } else if !h.ready.webhook.load(Ordering::Relaxed) {
+                    (StatusCode::SERVICE_UNAVAILABLE, "the admission webhooks are not served yet")
+                } else {
+                    (StatusCode::OK, "ready")
                 }
             }),
         )
@@ -281,7 +293,8 @@ fn health_router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
+    let ready = Readiness::default();
+    ready.webhook.store(!args.webhook, Ordering::Relaxed);
     let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -297,7 +310,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         })
     };
-    tokio::spawn(check_ready(client.clone(), args.watch_namespace.clone(), ready.clone()));
+    tokio::spawn(check_ready(client.clone(), args.watch_namespace.clone(), ready.api.clone()));
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
@@ -313,10 +326,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let pipelines = pipeline_cache(&client, &args.watch_namespace);
     let webhook = if args.webhook {
         let (client, pipelines, metrics, stop) = (client.clone(), pipelines.clone(), metrics.clone(), stop_rx.clone());
-        let (args_ns, hook_args) = (operator_ns.clone(), args.clone());
+        let (args_ns, hook_args, serving) = (operator_ns.clone(), args.clone(), ready.webhook.clone());
         Some(tokio::spawn(async move {
             match start_webhook(client, &hook_args, &args_ns, pipelines, metrics, stop).await {
                 Ok(server) => {
+                    serving.store(true, Ordering::Relaxed);
                     let _ = server.await;
                 }
                 Err(e) => tracing::error!(error = %e, "the admission webhooks could not start"),
@@ -454,7 +468,7 @@ mod tests {
 
     #[tokio::test]
     async fn health_routes_answer() {
-        let ready = Arc::new(AtomicBool::new(false));
+        let ready = Readiness::default();
         let metrics = Arc::new(Metrics::default());
         metrics.error("ScyllaUnreachable");
         let router = health_router(metrics, ready.clone());
@@ -463,7 +477,10 @@ mod tests {
         assert_eq!(r.status(), StatusCode::OK);
         let r = router.clone().oneshot(get("/readyz")).await.expect("readyz");
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        ready.store(true, Ordering::Relaxed);
+        ready.api.store(true, Ordering::Relaxed);
+        let r = router.clone().oneshot(get("/readyz")).await.expect("readyz");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "the webhooks are not served yet");
+        ready.webhook.store(true, Ordering::Relaxed);
         let r = router.clone().oneshot(get("/readyz")).await.expect("readyz");
         assert_eq!(r.status(), StatusCode::OK);
         let r = router.oneshot(get("/metrics")).await.expect("metrics");
