@@ -4,44 +4,20 @@
 //! owner references, hashes and conditions, never running pods. The operator runs out of cluster as the real
 //! `skein-operator` binary, watching one fresh namespace, with leader election on a Lease in that namespace.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 use skein_operator::crd::TracingPipeline;
 
-const MANAGER: &str = "skein-e2e";
-
-struct Operator(Child);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Polls `check` every 250 ms until it returns `Some`, or panics naming `what` after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
+use common::{MANAGER, Operator, eventually, pipeline};
 
 fn condition(tp: &TracingPipeline, type_: &str) -> Option<(String, String, String)> {
     let c = tp.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
@@ -55,38 +31,14 @@ fn owned_by(meta: &kube::api::ObjectMeta, owner: &TracingPipeline) -> bool {
         .any(|o| o.kind == "TracingPipeline" && Some(&o.uid) == owner.uid().as_ref() && o.controller == Some(true))
 }
 
-fn pipeline(name: &str, spec: serde_json::Value) -> serde_json::Value {
-    json!({"apiVersion": "skein.dev/v1alpha1", "kind": "TracingPipeline", "metadata": {"name": name}, "spec": spec})
-}
-
 fn sts_hash(s: &StatefulSet) -> Option<String> {
     s.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get("skein.dev/config-hash").cloned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_reconciles_pipelines_on_a_real_api_server() {
-    if std::env::var_os("KUBECONFIG").is_none() {
-        eprintln!(
-            "skipping operator cluster test: KUBECONFIG is not set (point it at a Kubernetes API server to run it)"
-        );
-        return;
-    }
-    let client = Client::try_default().await.expect("a client from KUBECONFIG");
+    let Some(client) = common::cluster("the operator cluster test").await else { return };
     let apply = PatchParams::apply(MANAGER).force();
-
-    // Install the CRD exactly as generated and wait until it is served.
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch("tracingpipelines.skein.dev", &apply, &Patch::Apply(TracingPipeline::crd())).await.expect("apply CRD");
-    eventually("the CRD to be Established", Duration::from_secs(60), || {
-        let crds = crds.clone();
-        async move {
-            let crd = crds.get("tracingpipelines.skein.dev").await.ok()?;
-            let established =
-                crd.status?.conditions?.into_iter().any(|c| c.type_ == "Established" && c.status == "True");
-            established.then_some(())
-        }
-    })
-    .await;
 
     let ns = format!("skein-e2e-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());

@@ -6,29 +6,21 @@
 //! needs (the webhook runs when the pod is created). Its own test binary, so it never runs beside `operator.rs`:
 //! the validating webhook applies to every `TracingPipeline` in the cluster while it is registered.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use skein_operator::crd::TracingPipeline;
 
-const MANAGER: &str = "skein-e2e";
-
-struct Operator(Child);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{MANAGER, Operator, eventually, pipeline};
 
 /// Deletes the cluster-scoped webhook configurations and the namespace even when an assertion fails: a left-over
 /// validating webhook with `failurePolicy: Fail` would refuse every later `TracingPipeline` in the cluster.
@@ -54,25 +46,6 @@ impl Drop for Cleanup {
     }
 }
 
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-fn pipeline(name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "skein.dev/v1alpha1", "kind": "TracingPipeline", "metadata": {"name": name}, "spec": spec})
-}
-
 fn pod(name: &str, annotations: Value) -> Pod {
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -96,24 +69,8 @@ fn env(pod: &Pod, container: &str, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_inject_skip_and_validate_on_a_real_api_server() {
-    if std::env::var_os("KUBECONFIG").is_none() {
-        eprintln!(
-            "skipping webhook cluster test: KUBECONFIG is not set (point it at a Kubernetes API server to run it)"
-        );
-        return;
-    }
-    let client = Client::try_default().await.expect("a client from KUBECONFIG");
+    let Some(client) = common::cluster("the webhook cluster test").await else { return };
     let apply = PatchParams::apply(MANAGER).force();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch("tracingpipelines.skein.dev", &apply, &Patch::Apply(TracingPipeline::crd())).await.expect("apply CRD");
-    eventually("the CRD to be Established", Duration::from_secs(60), || {
-        let crds = crds.clone();
-        async move {
-            let crd = crds.get("tracingpipelines.skein.dev").await.ok()?;
-            crd.status?.conditions?.into_iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
-        }
-    })
-    .await;
 
     let id = std::process::id();
     let ns = format!("skein-webhook-e2e-{id}");

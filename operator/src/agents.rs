@@ -102,8 +102,6 @@ fn template_hash(meta: Option<&ObjectMeta>) -> Option<&str> {
 /// # Errors
 /// Kubernetes API failures (RBAC: `get` ReplicaSets; `get`, `patch` Deployments, StatefulSets, DaemonSets).
 pub async fn roll(client: &Client, owner: &Owner, hash: &str) -> kube::Result<bool> {
-    let pp = PatchParams::default();
-    let patch = Patch::Merge(rollout_patch(hash));
     match owner {
         Owner::ReplicaSet(ns, name) => {
             let Some(rs) = Api::<ReplicaSet>::namespaced(client.clone(), ns).get_opt(name).await? else {
@@ -113,30 +111,34 @@ pub async fn roll(client: &Client, owner: &Owner, hash: &str) -> kube::Result<bo
                 rs.owner_references().iter().find(|o| o.controller == Some(true) && o.kind == "Deployment");
             let Some(d) = deployment else { return Ok(false) };
             let api = Api::<Deployment>::namespaced(client.clone(), ns);
-            let Some(current) = api.get_opt(&d.name).await? else { return Ok(false) };
-            let template = current.spec.as_ref().and_then(|s| s.template.metadata.as_ref());
-            if template_hash(template) == Some(hash) {
-                return Ok(false);
-            }
-            api.patch(&d.name, &pp, &patch).await?;
+            roll_template(&api, &d.name, hash, |d| d.spec.as_ref().and_then(|s| s.template.metadata.as_ref())).await
         }
         Owner::StatefulSet(ns, name) => {
             let api = Api::<StatefulSet>::namespaced(client.clone(), ns);
-            let Some(current) = api.get_opt(name).await? else { return Ok(false) };
-            if template_hash(current.spec.as_ref().and_then(|s| s.template.metadata.as_ref())) == Some(hash) {
-                return Ok(false);
-            }
-            api.patch(name, &pp, &patch).await?;
+            roll_template(&api, name, hash, |s| s.spec.as_ref().and_then(|s| s.template.metadata.as_ref())).await
         }
         Owner::DaemonSet(ns, name) => {
             let api = Api::<DaemonSet>::namespaced(client.clone(), ns);
-            let Some(current) = api.get_opt(name).await? else { return Ok(false) };
-            if template_hash(current.spec.as_ref().and_then(|s| s.template.metadata.as_ref())) == Some(hash) {
-                return Ok(false);
-            }
-            api.patch(name, &pp, &patch).await?;
+            roll_template(&api, name, hash, |d| d.spec.as_ref().and_then(|s| s.template.metadata.as_ref())).await
         }
     }
+}
+
+/// Patches workload `name` onto `hash` unless `template` (its pod-template metadata) already carries it.
+async fn roll_template<K>(
+    api: &Api<K>,
+    name: &str,
+    hash: &str,
+    template: impl Fn(&K) -> Option<&ObjectMeta>,
+) -> kube::Result<bool>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(current) = api.get_opt(name).await? else { return Ok(false) };
+    if template_hash(template(&current)) == Some(hash) {
+        return Ok(false);
+    }
+    api.patch(name, &PatchParams::default(), &Patch::Merge(rollout_patch(hash))).await?;
     Ok(true)
 }
 

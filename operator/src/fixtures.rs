@@ -27,6 +27,22 @@ pub fn pipeline(name: &str, spec: TracingPipelineSpec) -> TracingPipeline {
     tp
 }
 
+/// `tp` as the reconciler leaves an accepted pipeline: `ConfigurationGenerated=True` (ready for injection).
+pub fn configured(mut tp: TracingPipeline) -> TracingPipeline {
+    tp.status = Some(crate::crd::TracingPipelineStatus {
+        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "ConfigurationGenerated".into(),
+            status: "True".into(),
+            reason: "Generated".into(),
+            message: "ok".into(),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+            observed_generation: Some(1),
+        }],
+        ..Default::default()
+    });
+    tp
+}
+
 /// A pipeline from YAML `spec` text, read as the API server's JSON would be (externally tagged enums as maps).
 pub fn pipeline_yaml(name: &str, spec_yaml: &str) -> TracingPipeline {
     let json: Value = serde_yaml::from_str(spec_yaml).expect("spec yaml");

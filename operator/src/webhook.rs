@@ -135,36 +135,16 @@ fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
 
 async fn mutate_pods(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
     let started = Instant::now();
-    let response = match parse(&body) {
-        Ok(req) => {
-            let (response, outcome) = w.mutate(&req).await;
-            w.metrics.admission("mutate-pods", outcome);
-            respond(response.into_review())
-        }
-        Err(e) => {
-            w.metrics.admission("mutate-pods", "bad_request");
-            bad_request(e)
-        }
+    let answer = match parse(&body) {
+        Ok(req) => Ok(w.mutate(&req).await),
+        Err(e) => Err(e),
     };
-    w.metrics.admission_duration.observe(started.elapsed().as_secs_f64());
-    response
+    w.finish("mutate-pods", started, answer)
 }
 
 async fn validate_pipelines(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
     let started = Instant::now();
-    let response = match parse(&body) {
-        Ok(req) => {
-            let (response, outcome) = validate(&req);
-            w.metrics.admission("validate-tracingpipelines", outcome);
-            respond(response.into_review())
-        }
-        Err(e) => {
-            w.metrics.admission("validate-tracingpipelines", "bad_request");
-            bad_request(e)
-        }
-    };
-    w.metrics.admission_duration.observe(started.elapsed().as_secs_f64());
-    response
+    w.finish("validate-tracingpipelines", started, parse(&body).map(|req| validate(&req)))
 }
 
 /// The validating webhook's answer for a `TracingPipeline` request, and an outcome label.
@@ -194,6 +174,27 @@ pub fn validate(req: &AdmissionRequest<DynamicObject>) -> (AdmissionResponse, &'
 }
 
 impl Webhook {
+    /// Counts and times an answer and turns it into the HTTP response (400 for a body that is not a review).
+    fn finish(
+        &self,
+        webhook: &'static str,
+        started: Instant,
+        answer: Result<(AdmissionResponse, &'static str), String>,
+    ) -> Response {
+        let response = match answer {
+            Ok((response, outcome)) => {
+                self.metrics.admission(webhook, outcome);
+                respond(response.into_review())
+            }
+            Err(e) => {
+                self.metrics.admission(webhook, "bad_request");
+                bad_request(e)
+            }
+        };
+        self.metrics.admission_duration.observe(started.elapsed().as_secs_f64());
+        response
+    }
+
     /// The injection answer for a Pod request, and an outcome label for metrics.
     pub async fn mutate(&self, req: &AdmissionRequest<DynamicObject>) -> (AdmissionResponse, &'static str) {
         let allowed = AdmissionResponse::from(req);

@@ -4,12 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::crd::TracingPipelineStatus;
-use crate::fixtures::{pipeline, pipeline_yaml};
+use crate::fixtures::{configured, pipeline, pipeline_yaml};
 
 /// A pod as the ReplicaSet controller of Deployment `checkout` creates it: `generateName`, owner reference,
 /// `pod-template-hash`, no name yet, defaults filled in, a projected service-account token volume.
@@ -91,19 +89,8 @@ fn configured_pod() -> Value {
     })
 }
 
-fn ready(mut tp: TracingPipeline) -> Arc<TracingPipeline> {
-    tp.status = Some(TracingPipelineStatus {
-        conditions: vec![Condition {
-            type_: "ConfigurationGenerated".into(),
-            status: "True".into(),
-            reason: "Generated".into(),
-            message: "ok".into(),
-            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
-            observed_generation: Some(1),
-        }],
-        ..Default::default()
-    });
-    Arc::new(tp)
+fn ready(tp: TracingPipeline) -> Arc<TracingPipeline> {
+    Arc::new(configured(tp))
 }
 
 fn in_namespace(ns: &str, tp: TracingPipeline) -> TracingPipeline {

@@ -8,7 +8,6 @@ use axum::body::Body;
 use axum::http::Request;
 use axum_server::tls_rustls::RustlsConfig;
 use http_body_util::{BodyExt, Full};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -16,25 +15,9 @@ use tower::ServiceExt;
 use super::certs::{self, CertSettings};
 use super::register::{self, Target};
 use super::*;
-use crate::crd::TracingPipelineStatus;
-use crate::fixtures::pipeline_yaml;
+use crate::fixtures::{configured, pipeline_yaml};
 
 const UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
-
-fn configured(mut tp: TracingPipeline) -> TracingPipeline {
-    tp.status = Some(TracingPipelineStatus {
-        conditions: vec![Condition {
-            type_: "ConfigurationGenerated".into(),
-            status: "True".into(),
-            reason: "Generated".into(),
-            message: "ok".into(),
-            last_transition_time: Time(Default::default()),
-            observed_generation: Some(1),
-        }],
-        ..Default::default()
-    });
-    tp
-}
 
 fn pod(annotations: Value) -> Value {
     json!({

@@ -1,0 +1,71 @@
+//! Helpers shared by the cluster tests (`operator.rs`, `webhook.rs`).
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, CustomResourceExt};
+use serde_json::{Value, json};
+use skein_operator::crd::TracingPipeline;
+
+/// Field manager of the tests' own server-side applies.
+pub const MANAGER: &str = "skein-e2e";
+
+/// The operator process, killed when dropped.
+pub struct Operator(pub Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A client for the cluster in `KUBECONFIG` with the CRD installed, or `None` (and a message saying why `test` is
+/// skipped) when it is unset.
+pub async fn cluster(test: &str) -> Option<Client> {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        eprintln!("skipping {test}: KUBECONFIG is not set (point it at a Kubernetes API server to run it)");
+        return None;
+    }
+    let client = Client::try_default().await.expect("a client from KUBECONFIG");
+    install_crd(&client).await;
+    Some(client)
+}
+
+/// Applies the CRD exactly as generated and waits until the API server serves it.
+async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let apply = PatchParams::apply(MANAGER).force();
+    crds.patch("tracingpipelines.skein.dev", &apply, &Patch::Apply(TracingPipeline::crd())).await.expect("apply CRD");
+    eventually("the CRD to be Established", Duration::from_secs(60), || {
+        let crds = crds.clone();
+        async move {
+            let crd = crds.get("tracingpipelines.skein.dev").await.ok()?;
+            crd.status?.conditions?.into_iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+        }
+    })
+    .await;
+}
+
+/// A `TracingPipeline` manifest for server-side apply.
+pub fn pipeline(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "skein.dev/v1alpha1", "kind": "TracingPipeline", "metadata": {"name": name}, "spec": spec})
+}
