@@ -164,8 +164,12 @@ pub fn inject(pod: &Pod, env: &Env<'_>) -> Result<Decision, InjectError> {
     agent.apply(&mut after, env);
     let shown = if pipeline.namespace == env.namespace { pipeline.name.clone() } else { pipeline.to_string() };
     after.annotations_mut().insert(INJECTED_ANNOTATION.into(), format!("{shown}@{}", agent.hash));
-    after.labels_mut().insert(PIPELINE_LABEL.into(), pipeline.name.clone());
-    after.labels_mut().insert(PIPELINE_NAMESPACE_LABEL.into(), pipeline.namespace.clone());
+    // Label values stop at 63 characters; a longer pipeline name (its Services could not exist either) must not
+    // make the API server refuse the pod, so such a pod is injected but not counted.
+    if pipeline.name.len() <= 63 {
+        after.labels_mut().insert(PIPELINE_LABEL.into(), pipeline.name.clone());
+        after.labels_mut().insert(PIPELINE_NAMESPACE_LABEL.into(), pipeline.namespace.clone());
+    }
     // Everything but the agent container is an addition at the end of a list or a new key, which `diff` turns into
     // plain `add` operations. The agent is inserted by an explicit `add` at its index: a diff would rewrite the
     // shifted init containers field by field, and keep fields of the pod's own JSON that the Pod type does not

@@ -410,3 +410,19 @@ fn the_agent_hash_follows_agent_settings_only() {
     assert_ne!(agent_hash(&local, &d).expect("hash"), h, "the apps' sampler changes");
     assert_eq!(injected_hash(&format!("tracing/prod@{h}")), Some(h.as_str()));
 }
+
+#[test]
+fn a_pipeline_name_too_long_for_a_label_value_never_invalidates_the_pod() {
+    let long = "p".repeat(70);
+    let case = Case {
+        namespace: "shop",
+        labels: enabled(),
+        pipelines: vec![ready(in_namespace("shop", pipeline(&long, Default::default())))],
+        native: true,
+    };
+    let raw = deployment_pod();
+    let Decision::Inject { patch, .. } = case.run(&raw) else { panic!("expected injection") };
+    let pod = apply(&raw, &patch);
+    assert!(pod["metadata"]["labels"].get(PIPELINE_LABEL).is_none(), "label values stop at 63 characters");
+    assert_eq!(pod["spec"]["initContainers"][0]["name"], AGENT_CONTAINER);
+}
