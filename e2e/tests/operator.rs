@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -48,26 +47,10 @@ async fn operator_reconciles_pipelines_on_a_real_api_server() {
         .expect("create namespace");
 
     let metrics_port = skein_e2e::free_port();
-    let _operator = Operator(
-        Command::new(skein_e2e::bin("skein-operator"))
-            .args([
-                "--watch-namespace",
-                &ns,
-                "--lease-namespace",
-                &ns,
-                "--metrics-addr",
-                &format!("127.0.0.1:{metrics_port}"),
-                // Step 4 stores an invalid spec to see the reconciler refuse it; the admission webhooks (which would
-                // refuse it first) have their own test, `webhook.rs`.
-                "--webhook",
-                "false",
-            ])
-            .env("RUST_LOG", "info,kube=warn")
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start skein-operator (cargo build --workspace --bins first)"),
-    );
+    // Step 4 stores an invalid spec to see the reconciler refuse it; the admission webhooks (which would refuse it
+    // first) have their own test, `webhook.rs`.
+    let _operator = Operator::start(&ns, metrics_port, &["--webhook", "false"]);
+
     let pipelines: Api<TracingPipeline> = Api::namespaced(client.clone(), &ns);
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     eventually("the operator to take the leader Lease", Duration::from_secs(60), || {

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
@@ -82,32 +81,22 @@ async fn webhooks_inject_skip_and_validate_on_a_real_api_server() {
 
     let port = skein_e2e::free_port();
     let metrics_port = skein_e2e::free_port();
-    let _operator = Operator(
-        Command::new(skein_e2e::bin("skein-operator"))
-            .args([
-                "--watch-namespace",
-                &ns,
-                "--lease-namespace",
-                &ns,
-                "--metrics-addr",
-                &format!("127.0.0.1:{metrics_port}"),
-                "--webhook-addr",
-                &format!("127.0.0.1:{port}"),
-                "--webhook-url",
-                &format!("https://127.0.0.1:{port}"),
-                "--webhook-config-name",
-                &config_name,
-                "--agent-status-interval-secs",
-                "1",
-            ])
-            // The certificate Secret goes in the test's namespace.
-            .env("POD_NAMESPACE", &ns)
-            .env("RUST_LOG", "info,kube=warn")
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start skein-operator (cargo build --workspace --bins first)"),
+    let (addr, url) = (format!("127.0.0.1:{port}"), format!("https://127.0.0.1:{port}"));
+    let _operator = Operator::start(
+        &ns,
+        metrics_port,
+        &[
+            "--webhook-addr",
+            &addr,
+            "--webhook-url",
+            &url,
+            "--webhook-config-name",
+            &config_name,
+            "--agent-status-interval-secs",
+            "1",
+        ],
     );
+
     let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     let registered = eventually("the webhooks to be registered with a caBundle", Duration::from_secs(60), || {

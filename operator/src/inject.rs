@@ -560,10 +560,5 @@ fn app_env(c: &mut Container, namespace: &str, service: &str, owner: Option<&str
     }
 }
 
-/// The namespace's label map from a Namespace object (empty when absent).
-pub fn labels_of(ns: Option<&k8s_openapi::api::core::v1::Namespace>) -> BTreeMap<String, String> {
-    ns.and_then(|n| n.metadata.labels.clone()).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests;

@@ -117,6 +117,13 @@ pub struct Args {
     pub agent_status_interval_secs: u64,
 }
 
+impl Args {
+    /// The operator-wide defaults these flags set.
+    pub fn defaults(&self) -> Defaults {
+        Defaults { image: self.image.clone(), agent_image: self.agent_image.clone() }
+    }
+}
+
 /// CA lifetime of self-managed webhook certificates, seconds.
 pub const CA_LIFETIME_SECS: i64 = 10 * 365 * 24 * 3600;
 
@@ -182,22 +189,14 @@ async fn start_webhook(
             args.sidecar_mode == SidecarMode::Native
         }
     };
-    let (namespaces, writer) = reflector::store();
-    let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
-    tokio::spawn(reflector::reflector(writer, watcher(ns_api, watcher::Config::default()).default_backoff()).for_each(
-        |e| async move {
-            if let Err(e) = e {
-                tracing::debug!(error = %e, "namespace watch");
-            }
-        },
-    ));
+    let namespaces = cache(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), "namespace");
     let (warnings, rx) = mpsc::channel(webhook::EVENT_QUEUE);
     let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
     tokio::spawn(webhook::publish_warnings(Recorder::new(client.clone(), reporter), rx, metrics.clone()));
     let hook = Arc::new(Webhook {
         pipelines,
         namespaces,
-        defaults: Defaults { image: args.image.clone(), agent_image: args.agent_image.clone() },
+        defaults: args.defaults(),
         native_sidecar,
         metrics: metrics.clone(),
         warnings,
@@ -232,17 +231,17 @@ async fn start_webhook(
     Ok(server)
 }
 
-/// A cache of every watched pipeline, shared by the webhook and the agent tracker.
-fn pipeline_cache(client: &Client, namespace: &Option<String>) -> Store<TracingPipeline> {
-    let api: Api<TracingPipeline> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+/// A store kept current by a watch of `api` (with backoff) in a background task; `what` names it in logs.
+fn cache<K>(api: Api<K>, what: &'static str) -> Store<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     let (store, writer) = reflector::store();
     tokio::spawn(reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff()).for_each(
-        |e| async move {
+        move |e| async move {
             if let Err(e) = e {
-                tracing::debug!(error = %e, "pipeline watch");
+                tracing::debug!(error = %e, what, "watch");
             }
         },
     ));
@@ -317,13 +316,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
-    let defaults = Defaults { image: args.image.clone(), agent_image: args.agent_image.clone() };
+    let defaults = args.defaults();
     let ctx = Arc::new(Context::new(client.clone(), defaults.clone(), Arc::new(Scylla::default()), metrics.clone()));
     let stopped = |mut stop: watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|s| *s).await;
     };
     let operator_ns = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| client.default_namespace().to_string());
-    let pipelines = pipeline_cache(&client, &args.watch_namespace);
+    // Every watched pipeline, shared by the webhook and the agent tracker.
+    let pipelines = cache::<TracingPipeline>(
+        match &args.watch_namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        },
+        "pipeline",
+    );
     let webhook = if args.webhook {
         let (client, pipelines, metrics, stop) = (client.clone(), pipelines.clone(), metrics.clone(), stop_rx.clone());
         let (args_ns, hook_args, serving) = (operator_ns.clone(), args.clone(), ready.webhook.clone());

@@ -22,6 +22,25 @@ impl Drop for Operator {
     }
 }
 
+impl Operator {
+    /// Starts the real `skein-operator` watching namespace `ns` (its Lease and, via `POD_NAMESPACE`, its webhook
+    /// Secret live there too), metrics on `127.0.0.1:metrics_port`, plus `extra` flags.
+    pub fn start(ns: &str, metrics_port: u16, extra: &[&str]) -> Self {
+        let metrics = format!("127.0.0.1:{metrics_port}");
+        Self(
+            std::process::Command::new(skein_e2e::bin("skein-operator"))
+                .args(["--watch-namespace", ns, "--lease-namespace", ns, "--metrics-addr", &metrics])
+                .args(extra)
+                .env("POD_NAMESPACE", ns)
+                .env("RUST_LOG", "info,kube=warn")
+                .stdout(std::process::Stdio::inherit())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .expect("start skein-operator (cargo build --workspace --bins first)"),
+        )
+    }
+}
+
 /// Polls `check` every 250 ms until it returns `Some`, or panics naming `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
