@@ -223,13 +223,17 @@ async fn stop_spills_what_it_could_not_send_and_the_next_agent_sends_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spill = dir.path().join("spill");
     let spill_arg = ["--spill-dir", spill.to_str().expect("utf8"), "--shutdown-timeout-ms", "500"];
-    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    // Bound but never listening: connections are refused, and no other test's listener can take the port.
+    let refusing = tokio::net::TcpSocket::new_v4().expect("socket");
+    refusing.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let unused = refusing.local_addr().expect("addr");
     let agent = skein_agent::start(settings(&unused.to_string(), &spill_arg)).await.expect("agent");
     for _ in 0..3 {
         send(&agent, request(10)).await;
     }
     agent.stop().await;
     assert!(std::fs::read_dir(&spill).expect("spill dir").count() > 0, "segments left on disk");
+    drop(refusing);
 
     let (collector, addr) = stand_in(Mode::Accept, None).await;
     let agent = skein_agent::start(settings(&addr.to_string(), &spill_arg)).await.expect("agent");

@@ -32,9 +32,33 @@ pub fn trace_data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/trace-data")
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; another process could take it, which tests accept).
+/// A free TCP port on 127.0.0.1 for a listener that must keep its address across restarts.
+///
+/// The port comes from below the kernel's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`), so no
+/// port-0 listener and no outgoing connection of a concurrently running test can take it between this call and the
+/// bind, nor while its process is down for a restart. Each call in a process moves on to the next candidate; the
+/// start is spread by PID so test binaries do not pick the same ports.
+///
+/// # Panics
+/// When no port in the range below the ephemeral one can be bound.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    // Candidates: [10000, low) — or [1024, low) on a machine whose ephemeral range starts below 10000.
+    let base = if low > 11000 { 10000 } else { 1024 };
+    let span = low.saturating_sub(base).max(1);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Ok(port) = u16::try_from(base + (start + i * 131) % span) else { continue };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in [{base}, {low})")
 }
 
 /// Current and peak resident set size of a process, KiB (`VmRSS`, `VmHWM`).
