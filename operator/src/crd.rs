@@ -90,7 +90,8 @@ pub struct CollectorSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub replicas: Option<i32>,
-    /// Container image (default: the operator's `--image`).
+    /// Container image: with ScyllaDB storage a `skein-collector` image (default: the operator's
+    /// `--collector-image`), with embedded storage a `skein-all-in-one` image (default: `--all-in-one-image`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// CPU and memory requests and limits (default: requests 250m CPU / 256Mi, limit 1Gi).
@@ -161,7 +162,7 @@ pub struct QuerySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub replicas: Option<i32>,
-    /// Container image (default: the operator's `--image`).
+    /// `skein-query` container image (default: the operator's `--query-image`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// CPU and memory requests and limits (default: requests 100m CPU / 128Mi, limit 512Mi).
@@ -179,7 +180,8 @@ pub struct AgentSpec {
     /// Container image (default: the operator's `--agent-image`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// CPU and memory requests and limits (default: requests 10m CPU / 16Mi, limit 64Mi).
+    /// CPU and memory requests and limits (default: the operator's `--agent-resources`, else requests 10m CPU /
+    /// 16Mi and a memory limit of 48 MiB plus twice `memoryBufferBytes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// In-memory buffer before spilling to disk, bytes (the agent's `--memory-max-bytes`, default 4 MiB).

@@ -369,7 +369,7 @@ impl Agent {
             env.push(json!({"name": "SKEIN_CONFIG_YAML", "value": yaml}));
         }
         // Default memory limit: the buffer twice over (encoded batches in flight) plus the process itself.
-        let resources = match &spec.agent.resources {
+        let resources = match spec.agent.resources.as_ref().or(defaults.agent_resources.as_ref()) {
             Some(r) => serde_json::to_value(r).map_err(|e| InjectError(e.to_string()))?,
             None => json!({
                 "requests": {"cpu": "10m", "memory": "16Mi"},

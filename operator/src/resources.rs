@@ -48,21 +48,35 @@ const PASSWORD_DIR: &str = "/etc/skein/scylla";
 const DATA_DIR: &str = "/var/lib/skein/data";
 const WAL_DIR: &str = "/var/lib/skein/wal";
 
-/// Operator-wide defaults (flags of `skein-operator`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Operator-wide defaults (flags of `skein-operator`): one image per binary, as `docker/<binary>.Dockerfile`
+/// builds them.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Defaults {
-    /// Image with `skein-collector`, `skein-query` and `skein-all-in-one`.
-    pub image: String,
+    /// Image with `skein-collector` (ScyllaDB pipelines' collectors).
+    pub collector_image: String,
+    /// Image with `skein-query` (ScyllaDB pipelines' query service).
+    pub query_image: String,
+    /// Image with `skein-all-in-one` (embedded-storage pipelines).
+    pub all_in_one_image: String,
     /// Image of the sidecar agent.
     pub agent_image: String,
+    /// Resources of injected agents whose pipeline sets none (`None`: requests 10m CPU / 16Mi and a memory limit
+    /// of 48 MiB plus twice the pipeline's memory buffer).
+    pub agent_resources: Option<ResourceRequirements>,
 }
+
+/// Registry and repository prefix of Skein's released images.
+pub const IMAGE_REPOSITORY: &str = "ghcr.io/skein-dev";
 
 impl Default for Defaults {
     fn default() -> Self {
-        let v = env!("CARGO_PKG_VERSION");
+        let image = |binary: &str| format!("{IMAGE_REPOSITORY}/{binary}:{}", env!("CARGO_PKG_VERSION"));
         Self {
-            image: format!("ghcr.io/skein-dev/skein:{v}"),
-            agent_image: format!("ghcr.io/skein-dev/skein-agent:{v}"),
+            collector_image: image("skein-collector"),
+            query_image: image("skein-query"),
+            all_in_one_image: image("skein-all-in-one"),
+            agent_image: image("skein-agent"),
+            agent_resources: None,
         }
     }
 }
@@ -601,7 +615,7 @@ impl<'a> Builder<'a> {
         mounts.push(json!({"name": "wal", "mountPath": WAL_DIR}));
         let container = container(
             "collector",
-            &self.image(&c.image),
+            &Self::image(&c.image, &self.defaults.collector_image),
             "skein-collector",
             args,
             self.collector_ports(),
@@ -632,7 +646,7 @@ impl<'a> Builder<'a> {
         ]);
         let container = container(
             "query",
-            &self.image(&q.image),
+            &Self::image(&q.image, &self.defaults.query_image),
             "skein-query",
             args,
             ports,
@@ -673,7 +687,7 @@ impl<'a> Builder<'a> {
         ];
         let container = container(
             "all-in-one",
-            &self.image(&c.image),
+            &Self::image(&c.image, &self.defaults.all_in_one_image),
             "skein-all-in-one",
             args,
             ports,
@@ -705,8 +719,8 @@ impl<'a> Builder<'a> {
         )
     }
 
-    fn image(&self, image: &Option<String>) -> String {
-        image.clone().unwrap_or_else(|| self.defaults.image.clone())
+    fn image(image: &Option<String>, default: &str) -> String {
+        image.clone().unwrap_or_else(|| default.to_string())
     }
 
     fn pod_template(&self, component: &str, mut container: Value, mut volumes: Vec<Value>, placed: bool) -> Value {

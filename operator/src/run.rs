@@ -25,7 +25,7 @@ use skein_collector::server::shutdown_signal;
 
 use axum_server::tls_rustls::RustlsConfig;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, ResourceRequirements};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -54,12 +54,23 @@ pub struct Args {
     /// Listen address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "SKEIN_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
-    /// Backend image (skein-collector, skein-query, skein-all-in-one) for pipelines that do not set one.
-    #[arg(long, env = "SKEIN_IMAGE", default_value_t = Defaults::default().image)]
-    pub image: String,
+    /// `skein-collector` image for ScyllaDB pipelines that do not set `spec.collector.image`.
+    #[arg(long, env = "SKEIN_COLLECTOR_IMAGE", default_value_t = Defaults::default().collector_image)]
+    pub collector_image: String,
+    /// `skein-query` image for ScyllaDB pipelines that do not set `spec.query.image`.
+    #[arg(long, env = "SKEIN_QUERY_IMAGE", default_value_t = Defaults::default().query_image)]
+    pub query_image: String,
+    /// `skein-all-in-one` image for embedded-storage pipelines that do not set `spec.collector.image`.
+    #[arg(long, env = "SKEIN_ALL_IN_ONE_IMAGE", default_value_t = Defaults::default().all_in_one_image)]
+    pub all_in_one_image: String,
     /// Agent image for pipelines that do not set one.
     #[arg(long, env = "SKEIN_AGENT_IMAGE", default_value_t = Defaults::default().agent_image)]
     pub agent_image: String,
+    /// Resources of injected agents for pipelines that set none, as Kubernetes `ResourceRequirements` JSON, e.g.
+    /// `{"requests":{"cpu":"10m","memory":"16Mi"},"limits":{"memory":"64Mi"}}` (default: requests 10m CPU / 16Mi
+    /// and a memory limit of 48 MiB plus twice the pipeline's memory buffer).
+    #[arg(long, env = "SKEIN_AGENT_RESOURCES", value_parser = parse_resources)]
+    pub agent_resources: Option<ResourceRequirements>,
     /// Elect a leader on a Lease so several replicas are safe; off only for a single replica run by hand.
     #[arg(long, env = "SKEIN_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
@@ -95,9 +106,10 @@ pub struct Args {
     /// Name of the MutatingWebhookConfiguration and ValidatingWebhookConfiguration the operator applies.
     #[arg(long, env = "SKEIN_WEBHOOK_CONFIG_NAME", default_value = "skein-operator")]
     pub webhook_config_name: String,
-    /// Apply the webhook configurations (off when another tool manages them and their `caBundle`).
-    #[arg(long, env = "SKEIN_WEBHOOK_REGISTER", default_value_t = true, action = clap::ArgAction::Set)]
-    pub webhook_register: bool,
+    /// What the operator writes into the webhook configurations: `apply` them whole, only their `ca-bundle`
+    /// (the Helm chart creates them), or nothing (`off`: another tool manages them and their `caBundle`).
+    #[arg(long, env = "SKEIN_WEBHOOK_REGISTRATION", value_enum, default_value_t = register::Mode::Apply)]
+    pub webhook_registration: register::Mode,
     /// Secret (in the operator's namespace) holding the self-managed CA and serving certificate.
     #[arg(long, env = "SKEIN_WEBHOOK_SECRET", default_value = "skein-operator-webhook-tls")]
     pub webhook_secret: String,
@@ -120,8 +132,23 @@ pub struct Args {
 impl Args {
     /// The operator-wide defaults these flags set.
     pub fn defaults(&self) -> Defaults {
-        Defaults { image: self.image.clone(), agent_image: self.agent_image.clone() }
+        Defaults {
+            collector_image: self.collector_image.clone(),
+            query_image: self.query_image.clone(),
+            all_in_one_image: self.all_in_one_image.clone(),
+            agent_image: self.agent_image.clone(),
+            agent_resources: self.agent_resources.clone(),
+        }
     }
+}
+
+/// Parses `--agent-resources`: Kubernetes `ResourceRequirements` as JSON (YAML flow style works too).
+///
+/// # Errors
+/// Text that is not a `ResourceRequirements` object, with the parser's message.
+fn parse_resources(text: &str) -> Result<ResourceRequirements, String> {
+    serde_yaml::from_str(text)
+        .map_err(|e| format!("not a ResourceRequirements object ({{\"requests\":{{...}},\"limits\":{{...}}}}): {e}"))
 }
 
 /// CA lifetime of self-managed webhook certificates, seconds.
@@ -165,7 +192,7 @@ async fn start_webhook(
         CertSource::Dir(_) => Duration::from_secs(60),
     };
     let registration =
-        Registration { config_name: args.webhook_config_name.clone(), target, register: args.webhook_register };
+        Registration { config_name: args.webhook_config_name.clone(), target, mode: args.webhook_registration };
     let listener = std::net::TcpListener::bind(args.webhook_addr)?;
     let bundle = loop {
         match register::current(&client, &source, &metrics).await {
@@ -453,7 +480,8 @@ mod tests {
         use clap::CommandFactory as _;
         Args::command().debug_assert();
         let a = Args::try_parse_from(["skein-operator"]).expect("defaults");
-        assert!(a.webhook && a.webhook_register);
+        assert!(a.webhook);
+        assert_eq!(a.webhook_registration, register::Mode::Apply);
         assert_eq!(a.webhook_addr.port(), 9443);
         assert_eq!(a.sidecar_mode, SidecarMode::Auto);
         let a = Args::try_parse_from([
@@ -470,6 +498,17 @@ mod tests {
         assert_eq!(a.sidecar_mode, SidecarMode::Container);
         assert!(!a.webhook);
         assert!(Args::try_parse_from(["skein-operator", "--sidecar-mode", "sometimes"]).is_err());
+        let a = Args::try_parse_from([
+            "skein-operator",
+            "--webhook-registration=ca-bundle",
+            r#"--agent-resources={"requests":{"cpu":"20m"},"limits":{"memory":"64Mi"}}"#,
+        ])
+        .expect("flags");
+        assert_eq!(a.webhook_registration, register::Mode::CaBundle);
+        let limits = a.defaults().agent_resources.and_then(|r| r.limits).expect("limits");
+        assert_eq!(limits["memory"].0, "64Mi");
+        let err = Args::try_parse_from(["skein-operator", "--agent-resources=[1]"]).expect_err("not an object");
+        assert!(err.to_string().contains("ResourceRequirements"), "{err}");
     }
 
     #[tokio::test]

@@ -409,6 +409,15 @@ fn the_agent_hash_follows_agent_settings_only() {
     local.spec.sampling.head = None;
     assert_ne!(agent_hash(&local, &d).expect("hash"), h, "the apps' sampler changes");
     assert_eq!(injected_hash(&format!("tracing/prod@{h}")), Some(h.as_str()));
+
+    // The operator's default agent resources reach agents of pipelines that set none, and only those.
+    let limited: k8s_openapi::api::core::v1::ResourceRequirements =
+        serde_json::from_value(json!({"limits": {"memory": "64Mi"}})).expect("resources");
+    let with_default = Defaults { agent_resources: Some(limited.clone()), ..Defaults::default() };
+    assert_ne!(agent_hash(&base, &with_default).expect("hash"), h);
+    let mut own = (*base).clone();
+    own.spec.agent.resources = Some(serde_json::from_value(json!({"limits": {"memory": "1Gi"}})).expect("resources"));
+    assert_eq!(agent_hash(&own, &with_default).expect("hash"), agent_hash(&own, &d).expect("hash"));
 }
 
 #[test]

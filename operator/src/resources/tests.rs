@@ -38,7 +38,7 @@ fn empty_spec_is_one_hardened_all_in_one_pod_with_a_volume() {
     for a in ["--storage=embedded", "--data-dir=/var/lib/skein/data", "--retention=72h", "--retention-important=336h"] {
         assert!(args.contains(&a.to_string()), "{a} in {args:?}");
     }
-    assert_eq!(c.image.as_deref(), Some(Defaults::default().image.as_str()));
+    assert_eq!(c.image.as_deref(), Some(Defaults::default().all_in_one_image.as_str()));
     let sc = c.security_context.as_ref().expect("securityContext");
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.run_as_non_root, Some(true));

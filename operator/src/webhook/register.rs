@@ -251,6 +251,20 @@ pub enum CertSource {
     Dir(PathBuf),
 }
 
+/// Who owns the webhook configurations, and so what the operator writes into them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// The operator server-side applies both configurations whole ([`mutating`], [`validating`]): out-of-cluster
+    /// runs, tests, installs without the Helm chart.
+    Apply,
+    /// Another tool (the Helm chart) creates the configurations with its own rules, selectors and failure policies;
+    /// the operator only patches `caBundle` into the webhooks named [`MUTATE_NAME`] and [`VALIDATE_NAME`], as
+    /// cert-manager's CA injector does.
+    CaBundle,
+    /// The operator writes nothing; the configurations and their `caBundle` are someone else's.
+    Off,
+}
+
 /// Registration settings for [`keep_certificates`].
 #[derive(Clone, Debug)]
 pub struct Registration {
@@ -258,8 +272,8 @@ pub struct Registration {
     pub config_name: String,
     /// How the API server reaches the webhooks.
     pub target: Target,
-    /// Apply the configurations (off when something else, e.g. a Helm chart, manages them).
-    pub register: bool,
+    /// What the operator writes into the configurations.
+    pub mode: Mode,
 }
 
 /// The certificate to serve now: from the Secret (renewed if due) or the user's directory.
@@ -275,15 +289,41 @@ pub async fn current(client: &Client, source: &CertSource, metrics: &Metrics) ->
     })
 }
 
-/// Applies the configurations with `bundle`'s CA (when registration is on and there is a CA to trust).
+/// The strategic merge patch that sets `caBundle` (PEM, base64-encoded on the wire) in the webhook `name` of a
+/// Mutating- or ValidatingWebhookConfiguration, leaving every other field and webhook as it is (`webhooks` merges
+/// on `name`).
+pub fn ca_bundle_patch(name: &str, ca_bundle_pem: &str) -> serde_json::Value {
+    let ca = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, ca_bundle_pem);
+    json!({"webhooks": [{"name": name, "clientConfig": {"caBundle": ca}}]})
+}
+
+/// Patches `caBundle` into configurations created by someone else (the Helm chart).
+///
+/// # Errors
+/// [`RegisterError::Kube`]: 404 while the configurations do not exist yet, 403 without `patch` on them.
+pub async fn patch_ca_bundles(client: &Client, name: &str, ca_bundle_pem: &str) -> Result<(), RegisterError> {
+    let pp = PatchParams::default();
+    let m: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    m.patch(name, &pp, &Patch::Strategic(ca_bundle_patch(MUTATE_NAME, ca_bundle_pem))).await?;
+    let v: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    v.patch(name, &pp, &Patch::Strategic(ca_bundle_patch(VALIDATE_NAME, ca_bundle_pem))).await?;
+    Ok(())
+}
+
+/// Writes `bundle`'s CA into the configurations as `registration.mode` says (nothing when there is no CA to trust).
 ///
 /// # Errors
 /// [`RegisterError::Kube`] when the API server refuses.
 pub async fn register(client: &Client, registration: &Registration, bundle: &CertBundle) -> Result<(), RegisterError> {
-    if registration.register && !bundle.ca_bundle_pem.is_empty() {
-        apply_configurations(client, &registration.config_name, &registration.target, &bundle.ca_bundle_pem).await?;
+    if bundle.ca_bundle_pem.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let (name, ca) = (&registration.config_name, &bundle.ca_bundle_pem);
+    match registration.mode {
+        Mode::Apply => apply_configurations(client, name, &registration.target, ca).await,
+        Mode::CaBundle => patch_ca_bundles(client, name, ca).await,
+        Mode::Off => Ok(()),
+    }
 }
 
 /// One pass: the current certificate (renewed if due), and the configurations applied with its CA bundle (which

@@ -285,6 +285,53 @@ fn webhook_configurations_have_the_promised_policies() {
     assert_eq!(service.cert_names()[0], "skein-operator-webhook.skein-system.svc");
 }
 
+#[tokio::test]
+async fn each_registration_mode_writes_only_what_it_owns() {
+    use crate::fixtures::{MockApi, World};
+    use register::{Mode, Registration};
+    let bundle = certs::issue(&settings(3600, 7200), None, register_now()).expect("issue");
+    let ca = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &bundle.ca_bundle_pem);
+    let base = "/apis/admissionregistration.k8s.io/v1";
+    let target = Target::Url("https://127.0.0.1:9443".into());
+    let registration = |mode| Registration { config_name: "skein".into(), target: target.clone(), mode };
+
+    // The Helm chart's mode: a strategic merge patch of caBundle alone, in the webhook with Skein's name.
+    let mut world = World::default();
+    for kind in ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"] {
+        world.objects.insert(format!("{base}/{kind}/skein"), json!({"metadata": {"name": "skein"}}));
+    }
+    let (client, api) = MockApi::start(world);
+    register::register(&client, &registration(Mode::CaBundle), &bundle).await.expect("patched");
+    let calls = api.calls();
+    let lines: Vec<_> = calls.iter().map(|c| c.line()).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("PATCH {base}/mutatingwebhookconfigurations/skein"),
+            format!("PATCH {base}/validatingwebhookconfigurations/skein")
+        ]
+    );
+    assert!(!calls[0].query.contains("fieldManager"), "not an apply: the chart keeps its fields");
+    assert_eq!(calls[0].body, json!({"webhooks": [{"name": "inject.skein.dev", "clientConfig": {"caBundle": ca}}]}));
+    assert_eq!(calls[1].body["webhooks"][0]["name"], "validate.tracingpipelines.skein.dev");
+    assert_eq!(calls[1].body["webhooks"][0].as_object().map(|o| o.len()), Some(2), "name and clientConfig only");
+
+    // Not installed yet: an error to retry on, never a create.
+    let (client, api) = MockApi::start(World::default());
+    assert!(register::register(&client, &registration(Mode::CaBundle), &bundle).await.is_err());
+    assert!(api.calls().iter().all(|c| c.method == "PATCH"));
+
+    // `apply`: both configurations whole, server-side applied; `off`: nothing at all.
+    let (client, api) = MockApi::start(World::default());
+    register::register(&client, &registration(Mode::Apply), &bundle).await.expect("applied");
+    let calls = api.calls();
+    assert_eq!(calls.len(), 2);
+    assert!(calls.iter().all(|c| c.query.contains("fieldManager=skein-operator") && c.body["kind"].is_string()));
+    let (client, api) = MockApi::start(World::default());
+    register::register(&client, &registration(Mode::Off), &bundle).await.expect("nothing to do");
+    assert!(api.calls().is_empty());
+}
+
 fn settings(lifetime_secs: i64, ca_lifetime_secs: i64) -> CertSettings {
     CertSettings { names: vec!["127.0.0.1".into(), "localhost".into()], lifetime_secs, ca_lifetime_secs }
 }
