@@ -31,16 +31,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: skein
-app.kubernetes.io/component: operator
 {{- with .Values.commonLabels }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
 
-{{/* Labels that select the operator pods (stable across upgrades). */}}
+{{/* Labels that select the operator pods (stable across upgrades). The component keeps them apart from the
+pods of a pipeline that happens to share the release's name (those carry component collector or query). */}}
 {{- define "skein.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "skein.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
 {{- end -}}
 
 {{- define "skein.serviceAccountName" -}}

@@ -1,4 +1,7 @@
-//! Helpers shared by the cluster tests (`operator.rs`, `webhook.rs`).
+//! Helpers shared by the cluster tests (`operator.rs`, `webhook.rs`, `chart.rs`).
+
+// Each test binary compiles this module and uses a part of it.
+#![allow(dead_code)]
 
 use std::process::Child;
 use std::time::{Duration, Instant};
