@@ -84,9 +84,8 @@ where
     api.get_opt(name).await.expect("get")
 }
 
-/// A kubeconfig that is `KUBECONFIG`'s, acting as the chart's ServiceAccount (`as`, `as-groups`).
-fn impersonating(dir: &Path, namespace: &str) -> PathBuf {
-    let mut config = kube::config::Kubeconfig::read().expect("read KUBECONFIG");
+/// `config` acting as the chart's ServiceAccount (`as`, `as-groups`), written to `dir`.
+fn impersonating(mut config: kube::config::Kubeconfig, dir: &Path, namespace: &str) -> PathBuf {
     for user in &mut config.auth_infos {
         if let Some(auth) = user.auth_info.as_mut() {
             auth.impersonate = Some(format!("system:serviceaccount:{namespace}:{OPERATOR}"));
@@ -182,7 +181,7 @@ async fn the_chart_installs_a_working_operator_with_its_rbac_and_uninstalls_clea
             _ => a.clone(),
         })
         .collect();
-    let kubeconfig = impersonating(tmp.path(), &ns);
+    let kubeconfig = impersonating(kube::config::Kubeconfig::read().expect("read KUBECONFIG"), tmp.path(), &ns);
     let mut operator = common::Operator(
         Command::new(skein_e2e::bin("skein-operator"))
             .args(&run_args)
@@ -268,4 +267,29 @@ async fn the_chart_installs_a_working_operator_with_its_rbac_and_uninstalls_clea
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_impersonating_kubeconfig_keeps_the_credentials_and_acts_as_the_service_account() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::write(tmp.path().join("ca.crt"), "not read here").expect("ca");
+    let original = tmp.path().join("config");
+    std::fs::write(
+        &original,
+        "apiVersion: v1\nkind: Config\ncurrent-context: admin\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:6443', certificate-authority: ca.crt}\ncontexts:\n- name: admin\n  context: {cluster: c, user: admin}\nusers:\n- name: admin\n  user: {token: s3cret}\n",
+    )
+    .expect("kubeconfig");
+    let path = impersonating(kube::config::Kubeconfig::read_from(&original).expect("read"), tmp.path(), "ns1");
+    let written = kube::config::Kubeconfig::read_from(&path).expect("read back");
+    let auth = written.auth_infos[0].auth_info.clone().expect("user");
+    assert_eq!(auth.impersonate.as_deref(), Some("system:serviceaccount:ns1:skein-e2e-operator"));
+    assert!(auth.impersonate_groups.unwrap_or_default().contains(&"system:serviceaccounts:ns1".to_string()));
+    let config = kube::Config::from_custom_kubeconfig(written, &kube::config::KubeConfigOptions::default())
+        .await
+        .expect("a usable config");
+    assert_eq!(config.auth_info.impersonate.as_deref(), Some("system:serviceaccount:ns1:skein-e2e-operator"));
+    // The relative CA path was made absolute, so the copy works from another directory.
+    let text = std::fs::read_to_string(&path).expect("written");
+    let ca = tmp.path().join("ca.crt");
+    assert!(text.contains(&format!("certificate-authority: {}", ca.display())), "{text}");
 }
