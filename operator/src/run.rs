@@ -103,7 +103,8 @@ pub struct Args {
     /// Port of that Service.
     #[arg(long, env = "SKEIN_WEBHOOK_SERVICE_PORT", default_value_t = 443)]
     pub webhook_service_port: i32,
-    /// Name of the MutatingWebhookConfiguration and ValidatingWebhookConfiguration the operator applies.
+    /// Name of the MutatingWebhookConfiguration and ValidatingWebhookConfiguration (applied by the operator, or
+    /// created by the Helm chart and only given their `caBundle`).
     #[arg(long, env = "SKEIN_WEBHOOK_CONFIG_NAME", default_value = "skein-operator")]
     pub webhook_config_name: String,
     /// What the operator writes into the webhook configurations: `apply` them whole, only their `ca-bundle`
