@@ -7,6 +7,7 @@
 //! `/api/v3/operations?service=&spanKind=`. Responses use Jaeger's envelope `{data,total,limit,offset,errors}`;
 //! errors repeat the HTTP status in `errors[0].code`.
 
+pub mod analysis;
 pub mod jaeger;
 pub mod params;
 
