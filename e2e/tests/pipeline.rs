@@ -412,3 +412,58 @@ fn sigterm_decides_held_traces_and_empties_the_log() {
         }
     }
 }
+
+#[test]
+fn trace_analysis_adjusts_skew_finds_the_critical_path_and_missing_parents_over_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = AllInOne::start(dir.path(), 100);
+    let t = now_nanos() / 1000;
+    // frontend 0..100 ms; backend's clock is 10 ms behind, so its child appears to start before its parent;
+    // the worker span's parent never arrived.
+    let spans = json!([
+      {"traceId": "00000000000000000000000000abcdef", "id": "0000000000000001", "name": "GET /checkout", "kind": "SERVER",
+       "timestamp": t, "duration": 100000, "localEndpoint": {"serviceName": "frontend"}},
+      {"traceId": "00000000000000000000000000abcdef", "parentId": "0000000000000001", "id": "0000000000000002",
+       "name": "charge", "kind": "SERVER", "timestamp": t - 10000, "duration": 60000, "localEndpoint": {"serviceName": "backend"}},
+      {"traceId": "00000000000000000000000000abcdef", "parentId": "00000000000000ff", "id": "0000000000000003",
+       "name": "job", "timestamp": t + 20000, "duration": 5000, "localEndpoint": {"serviceName": "worker"}}
+    ]);
+    let r = s.http.post(format!("{}/api/v2/spans", s.zipkin)).json(&spans).send().expect("post");
+    assert_eq!(r.status().as_u16(), 202);
+    s.wait_until_written();
+
+    let path = "/api/traces/abcdef";
+    let (_, plain) = s.get(path);
+    let (status, adjusted) = s.get(&format!("{path}?adjust=skew"));
+    assert_eq!(status, 200, "{adjusted}");
+    let span = |body: &Value, id: &str| {
+        body["data"][0]["spans"].as_array().expect("spans").iter().find(|s| s["spanID"] == id).cloned().expect("span")
+    };
+    let (before, after) = (span(&plain, "0000000000000002"), span(&adjusted, "0000000000000002"));
+    assert_eq!(after["startTime"].as_u64().expect("start") - before["startTime"].as_u64().expect("start"), 10_000);
+    assert!(before["warnings"].is_null(), "no adjustment unless asked for");
+    let warning = after["warnings"][0].as_str().expect("a warning on the moved span");
+    assert!(warning.contains("+10ms"), "{warning}");
+
+    let (status, analysis) = s.get(&format!("{path}/analysis"));
+    assert_eq!(status, 200, "{analysis}");
+    let a = &analysis["data"];
+    assert_eq!(a["traceID"], "0000000000abcdef", "Jaeger's 16-character form for a 64-bit ID");
+    assert_eq!(a["summary"]["services"], json!(["backend", "frontend", "worker"]));
+    assert_eq!(a["summary"]["spanCount"], 3);
+    assert_eq!(a["adjustments"][0]["offsetNanos"], 10_000_000);
+    assert_eq!(a["placeholders"][0]["spanId"], "00000000000000ff");
+    assert_eq!(a["placeholders"][0]["children"], json!(["0000000000000003"]));
+    let path_ids: Vec<&str> =
+        a["criticalPath"].as_array().expect("path").iter().filter_map(|c| c["spanId"].as_str()).collect();
+    assert_eq!(path_ids, ["0000000000000001", "0000000000000002"]);
+    let self_nanos: u64 =
+        a["criticalPath"].as_array().expect("path").iter().filter_map(|c| c["selfTimeNanos"].as_u64()).sum();
+    assert_eq!(self_nanos, 100_000_000, "the root's 100 ms: 60 ms in backend, 40 ms in the root itself");
+
+    let (status, body) = s.get(&format!("{path}/analysis?adjust=sideways"));
+    assert_eq!(status, 400);
+    assert!(body["errors"][0]["msg"].as_str().unwrap_or("").contains("sideways"), "{body}");
+    let (status, _) = s.get("/api/traces/0123456789abcdef/analysis");
+    assert_eq!(status, 404);
+}

@@ -3,7 +3,8 @@
 //! Routes (REFERENCE §1–2): `GET /api/services`, `/api/services/{service}/operations`,
 //! `/api/operations?service=&spanKind=`, `/api/traces?service=&operation=&tag=&tags=&minDuration=&maxDuration=
 //! &start=&end=&limit=&lookback=` (and multi-get with `traceID=`), `/api/traces/{traceID}`,
-//! `/api/dependencies?endTs=&lookback=`; `GET /api/v3/traces/{traceID}`, `/api/v3/services`,
+//! `/api/traces/{traceID}/analysis` (critical path, skew, missing parents, summary: [`analysis`]; `?adjust=skew` on
+//! the trace itself), `/api/dependencies?endTs=&lookback=`; `GET /api/v3/traces/{traceID}`, `/api/v3/services`,
 //! `/api/v3/operations?service=&spanKind=`. Responses use Jaeger's envelope `{data,total,limit,offset,errors}`;
 //! errors repeat the HTTP status in `errors[0].code`.
 
@@ -105,6 +106,7 @@ pub fn router(store: Store, metrics: Arc<Metrics>) -> Router {
         .route("/api/operations", get(operations))
         .route("/api/traces", get(find_traces))
         .route("/api/traces/{trace_id}", get(get_trace))
+        .route("/api/traces/{trace_id}/analysis", get(get_analysis))
         .route("/api/dependencies", get(dependencies))
         .route("/api/v3/traces/{trace_id}", get(v3_get_trace))
         .route("/api/v3/services", get(v3_services))
@@ -156,16 +158,72 @@ fn parse_trace_id(s: &str) -> Result<TraceId, ApiError> {
     TraceId::from_hex(s).map_err(ApiError::bad_request)
 }
 
+/// Parses `adjust=`: a comma-separated list of adjustments (`skew`), or `none`. `default` applies when absent.
+///
+/// # Errors
+/// An unknown adjustment, naming the supported ones.
+fn skew_wanted(p: &params::Pairs, default: bool) -> Result<bool, ApiError> {
+    let Some(value) = params::get(p, "adjust") else { return Ok(default) };
+    let mut skew = false;
+    for a in value.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        match a {
+            "skew" => skew = true,
+            "none" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "adjust: unknown adjustment {other:?} (supported: skew, none)"
+                )));
+            }
+        }
+    }
+    Ok(skew)
+}
+
+/// `GET /api/traces/{id}[?adjust=skew]`: the trace in Jaeger's JSON; with `adjust=skew`, clock skew adjusted
+/// ([`analysis::adjust_skew`]) and each moved span carrying a warning with its offset and original start.
 async fn get_trace(
     State(store): State<Store>,
     axum::Extension(metrics): Meters,
     Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let trace_id = parse_trace_id(&id)?;
+    let skew = skew_wanted(&params::pairs(raw.as_deref()), false)?;
     match read_trace(&store, &metrics, trace_id).await? {
-        Some(spans) => Ok(envelope(json!([jaeger::trace(&spans)]), 0)),
+        Some(mut spans) => {
+            if skew {
+                analysis::adjust_skew(&mut spans);
+            }
+            Ok(envelope(json!([jaeger::trace(&spans)]), 0))
+        }
         None => Err(ApiError::not_found("trace not found")),
     }
+}
+
+/// `GET /api/traces/{id}/analysis[?adjust=none]`: [`analysis::Analysis`] in Jaeger's envelope — summary, critical
+/// path with self times, missing-parent placeholders, warnings — computed on skew-adjusted times unless
+/// `adjust=none` (the adjustments are listed).
+async fn get_analysis(
+    State(store): State<Store>,
+    axum::Extension(metrics): Meters,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let trace_id = parse_trace_id(&id)?;
+    let skew = skew_wanted(&params::pairs(raw.as_deref()), true)?;
+    let Some(mut spans) = read_trace(&store, &metrics, trace_id).await? else {
+        return Err(ApiError::not_found("trace not found"));
+    };
+    // Deep and wide traces take a while to analyze: off the async workers.
+    let analysis = tokio::task::spawn_blocking(move || {
+        let adjustments = if skew { analysis::adjust_skew(&mut spans) } else { Vec::new() };
+        analysis::analyze(&spans, adjustments)
+    })
+    .await
+    .map_err(|e| ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: format!("analysis failed: {e}") })?;
+    let mut data = json!(analysis);
+    data["traceID"] = json!(jaeger::trace_id_text(&trace_id));
+    Ok(envelope(data, 0))
 }
 
 async fn find_traces(
