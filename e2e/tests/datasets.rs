@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use skein_e2e::{AllInOne, trace_data};
 
 fn nezha_files() -> Vec<PathBuf> {
@@ -184,4 +184,49 @@ fn hotrod_otlp_in_api_v3_out_is_lossless() {
     }
     let (status, body) = s.get("/api/v3/traces/00000000000000000000000000000001");
     assert_eq!(status, 404, "{body}");
+    assert_eq!(body, json!({"error": {"httpCode": 404, "message": "trace not found"}}));
+
+    // Search (camelCase and snake_case parameters), summaries, services and operations, as Jaeger's gateway.
+    let window = "query.startTimeMin=2026-06-21T10:00:00Z&query.startTimeMax=2026-06-21T11:00:00Z";
+    for search in [
+        format!("query.serviceName=frontend&{window}"),
+        format!(
+            "query.service_name=frontend&query.start_time_min=2026-06-21T10:00:00Z&query.start_time_max=2026-06-21T11:00:00Z&query.num_traces=5"
+        ),
+        format!("query.serviceName=redis-manual&{window}&query.durationMin=1us"),
+    ] {
+        let (status, body) = s.get(&format!("/api/v3/traces?{search}"));
+        assert_eq!(status, 200, "{search}: {body}");
+        assert_eq!(normalise(&body["result"]).len(), 40, "{search}: the whole trace, as OTLP JSON");
+    }
+    let (status, body) = s.get(&format!("/api/v3/trace-summaries?query.serviceName=frontend&{window}"));
+    assert_eq!(status, 200, "{body}");
+    let summary = &body["summaries"][0];
+    assert_eq!(summary["traceId"], "2ea75461946a7dd10f2c15ab36a076cb");
+    assert_eq!(
+        (summary["rootServiceName"].clone(), summary["rootOperationName"].clone()),
+        (json!("frontend"), json!("GET /dispatch"))
+    );
+    assert_eq!(summary["spanCount"], 40);
+    assert_eq!(summary["minStartTimeUnixNano"], "1782036644630407050");
+    let per_service: u64 =
+        summary["services"].as_array().expect("services").iter().filter_map(|s| s["spanCount"].as_u64()).sum();
+    assert_eq!(per_service, 40);
+    // No match: 404 "No traces found" (not the classic API's empty 200); bad parameters: 400 naming them.
+    let (status, body) = s.get(&format!("/api/v3/traces?query.serviceName=frontend&{window}&query.durationMin=1h"));
+    assert_eq!((status, body), (404, json!({"error": {"httpCode": 404, "message": "No traces found"}})));
+    let (status, body) = s.get("/api/v3/traces?query.serviceName=frontend");
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("query.startTimeMin"), "{body}");
+    let (status, body) = s.get(&format!("/api/v3/traces?query.serviceName=frontend&{window}&query.attributes=nope"));
+    assert_eq!((status, body["error"]["httpCode"].clone()), (400, json!(400)));
+    let (_, body) = s.get("/api/v3/services");
+    assert_eq!(body["services"], json!(["customer", "driver", "frontend", "mysql", "redis-manual", "route"]));
+    let (_, all) = s.get("/api/v3/operations?service=frontend");
+    let (_, servers) = s.get("/api/v3/operations?service=frontend&span_kind=server");
+    let (_, servers_camel) = s.get("/api/v3/operations?service=frontend&spanKind=server");
+    assert_eq!(servers, servers_camel);
+    let names = |b: &Value| b["operations"].as_array().expect("operations").len();
+    assert!(names(&servers) >= 1 && names(&servers) < names(&all), "{servers} vs {all}");
+    assert!(servers["operations"].as_array().expect("ops").iter().all(|o| o["spanKind"] == "server"));
 }

@@ -1,12 +1,14 @@
-//! The query service: Jaeger's classic JSON API and api_v3's HTTP trace lookup, over any [`TraceStore`].
+//! The query service: Jaeger's classic JSON API and api_v3 over HTTP, over any [`TraceStore`].
 //!
 //! Routes (REFERENCE §1–2): `GET /api/services`, `/api/services/{service}/operations`,
 //! `/api/operations?service=&spanKind=`, `/api/traces?service=&operation=&tag=&tags=&minDuration=&maxDuration=
 //! &start=&end=&limit=&lookback=` (and multi-get with `traceID=`), `/api/traces/{traceID}`,
 //! `/api/traces/{traceID}/analysis` (critical path, skew, missing parents, summary: [`analysis`]; `?adjust=skew` on
-//! the trace itself), `/api/dependencies?endTs=&lookback=`; `GET /api/v3/traces/{traceID}`, `/api/v3/services`,
-//! `/api/v3/operations?service=&spanKind=`. Responses use Jaeger's envelope `{data,total,limit,offset,errors}`;
-//! errors repeat the HTTP status in `errors[0].code`.
+//! the trace itself), `/api/dependencies?endTs=&lookback=`. api_v3: `GET /api/v3/traces/{traceID}`,
+//! `/api/v3/traces?query.serviceName=&…` (search, [`params::v3_trace_query`]), `/api/v3/trace-summaries?…`,
+//! `/api/v3/services`, `/api/v3/operations?service=&spanKind=` (or `span_kind`). Classic responses use Jaeger's
+//! envelope `{data,total,limit,offset,errors}` and errors repeat the HTTP status in `errors[0].code`; api_v3
+//! answers `{"result": TracesData}` and errors as `{"error": {"httpCode", "message"}}`, an empty search as 404.
 
 pub mod analysis;
 pub mod jaeger;
@@ -109,6 +111,8 @@ pub fn router(store: Store, metrics: Arc<Metrics>) -> Router {
         .route("/api/traces/{trace_id}/analysis", get(get_analysis))
         .route("/api/dependencies", get(dependencies))
         .route("/api/v3/traces/{trace_id}", get(v3_get_trace))
+        .route("/api/v3/traces", get(v3_find_traces))
+        .route("/api/v3/trace-summaries", get(v3_trace_summaries))
         .route("/api/v3/services", get(v3_services))
         .route("/api/v3/operations", get(v3_operations))
         .layer(axum::Extension(metrics))
@@ -147,7 +151,8 @@ fn span_kind_param(p: &params::Pairs, key: &str) -> Result<Option<SpanKind>, Api
 async fn operations(State(store): State<Store>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let p = params::pairs(raw.as_deref());
     let service = params::get(&p, "service").ok_or_else(|| ApiError::bad_request("parameter 'service' is required"))?;
-    let kind = span_kind_param(&p, "spanKind")?;
+    let kind_key = if params::get(&p, "spanKind").is_some() { "spanKind" } else { "span_kind" };
+    let kind = span_kind_param(&p, kind_key)?;
     let ops = store.operations(service, kind).await?;
     let data: Vec<Json> = ops.iter().map(|o| json!({ "name": o.name, "spanKind": o.kind.jaeger_name() })).collect();
     let n = data.len();
@@ -303,6 +308,89 @@ async fn v3_get_trace(
     }
 }
 
+/// Runs an api_v3 search: the parameters' 400, the store's error, or the traces found (corrupt ones logged and
+/// left out, as the classic search does).
+async fn v3_search(
+    store: &Store,
+    metrics: &Metrics,
+    raw: Option<&str>,
+) -> Result<Vec<Vec<crate::model::Span>>, Response> {
+    let query = params::v3_trace_query(&params::pairs(raw)).map_err(|e| v3_error(StatusCode::BAD_REQUEST, &e))?;
+    let found = store.find_traces(query).await.map_err(|e| {
+        let e = ApiError::from(e);
+        v3_error(e.status, &e.message)
+    })?;
+    for (trace_id, e) in &found.corrupt {
+        metrics.blocks_corrupt.inc();
+        tracing::error!(%trace_id, error = %e, "stored trace block is corrupt; left out of search results");
+    }
+    if found.traces.is_empty() {
+        // api_v3 answers an empty search with 404, unlike the classic API (Jaeger PR #9260).
+        return Err(v3_error(StatusCode::NOT_FOUND, "No traces found"));
+    }
+    Ok(found.traces)
+}
+
+/// `GET /api/v3/traces?query.serviceName=&…`: every trace found, as one OTLP `TracesData` in `result`.
+async fn v3_find_traces(
+    State(store): State<Store>,
+    axum::Extension(metrics): Meters,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    match v3_search(&store, &metrics, raw.as_deref()).await {
+        Ok(traces) => {
+            let resource_spans = traces.iter().flat_map(|t| to_otlp(t)).collect();
+            axum::Json(json!({ "result": TracesData { resource_spans } })).into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+/// One trace's api_v3 summary (`FindTraceSummaries`): root service and operation, time range, span and error
+/// counts, per-service counts (in order of first appearance).
+fn v3_summary(spans: &[crate::model::Span]) -> Json {
+    let root = spans.iter().filter(|s| s.parent_id().is_none()).min_by_key(|s| s.start_unix_nanos).or(spans.first());
+    let mut services: Vec<(String, u64, u64)> = Vec::new();
+    for s in spans {
+        let name = s.service_name();
+        let at = match services.iter().position(|(n, _, _)| n == name) {
+            Some(i) => i,
+            None => {
+                services.push((name.to_string(), 0, 0));
+                services.len() - 1
+            }
+        };
+        services[at].1 += 1;
+        services[at].2 += u64::from(s.is_error());
+    }
+    let start = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
+    let end = spans.iter().map(|s| s.end_unix_nanos).max().unwrap_or(0);
+    json!({
+        "traceId": root.map(|s| s.trace_id.to_hex()).unwrap_or_default(),
+        "rootServiceName": root.map(|s| s.service_name()).unwrap_or_default(),
+        "rootOperationName": root.map(|s| s.name.as_str()).unwrap_or_default(),
+        "minStartTimeUnixNano": start.to_string(),
+        "maxEndTimeUnixNano": end.to_string(),
+        "spanCount": spans.len(),
+        "errorSpanCount": spans.iter().filter(|s| s.is_error()).count(),
+        "services": services.iter().map(|(name, n, e)| json!({"name": name, "spanCount": n, "errorSpanCount": e})).collect::<Vec<_>>(),
+    })
+}
+
+/// `GET /api/v3/trace-summaries?query.serviceName=&…`: the same search, one summary per trace.
+async fn v3_trace_summaries(
+    State(store): State<Store>,
+    axum::Extension(metrics): Meters,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    match v3_search(&store, &metrics, raw.as_deref()).await {
+        Ok(traces) => {
+            axum::Json(json!({ "summaries": traces.iter().map(|t| v3_summary(t)).collect::<Vec<_>>() })).into_response()
+        }
+        Err(response) => response,
+    }
+}
+
 async fn v3_services(State(store): State<Store>) -> Result<Response, ApiError> {
     Ok(axum::Json(json!({ "services": store.services().await? })).into_response())
 }
@@ -312,7 +400,8 @@ async fn v3_operations(State(store): State<Store>, RawQuery(raw): RawQuery) -> R
     let service = params::get(&p, "service")
         .or_else(|| params::get(&p, "query.serviceName"))
         .ok_or_else(|| ApiError::bad_request("parameter 'service' is required"))?;
-    let kind = span_kind_param(&p, "spanKind")?;
+    let kind_key = if params::get(&p, "spanKind").is_some() { "spanKind" } else { "span_kind" };
+    let kind = span_kind_param(&p, kind_key)?;
     let ops = store.operations(service, kind).await?;
     let data: Vec<Json> = ops.iter().map(|o| json!({ "name": o.name, "spanKind": o.kind.jaeger_name() })).collect();
     Ok(axum::Json(json!({ "operations": data })).into_response())

@@ -134,6 +134,86 @@ pub fn trace_query(p: &Pairs, now_unix_nanos: u64) -> Result<TraceQuery, String>
     })
 }
 
+/// The first non-empty value among `keys` (api_v3's camelCase names and their snake_case aliases).
+fn get_any<'a>(p: &'a Pairs, keys: &[&str]) -> Option<&'a str> {
+    keys.iter().find_map(|k| get(p, k))
+}
+
+/// Parses an RFC 3339 timestamp (nanosecond precision, any offset) into ns since the Unix epoch.
+///
+/// # Errors
+/// A message naming `key` and the bad value, or a time before 1970.
+pub fn parse_rfc3339(key: &str, value: &str) -> Result<u64, String> {
+    let t = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("unable to parse param '{key}': {value:?} is not an RFC 3339 time ({e})"))?;
+    u64::try_from(t.unix_timestamp_nanos()).map_err(|_| format!("'{key}': {value:?} is before 1970"))
+}
+
+/// Parses api_v3's `GET /api/v3/traces` parameters (REFERENCE §2; camelCase canonical, snake_case accepted):
+/// `query.serviceName` (required), `query.operationName`, `query.attributes` (a JSON object of values),
+/// `query.startTimeMin` and `query.startTimeMax` (RFC 3339, required, as Jaeger's gateway requires them),
+/// `query.durationMin`/`query.durationMax` (Go durations), `query.searchDepth` (alias `query.num_traces`;
+/// the result limit). `query.rawTraces` is accepted; traces are never adjusted here.
+///
+/// # Errors
+/// A message for the HTTP 400 answer, naming the parameter.
+pub fn v3_trace_query(p: &Pairs) -> Result<TraceQuery, String> {
+    let service = get_any(p, &["query.serviceName", "query.service_name"])
+        .ok_or("parameter 'query.serviceName' is required")?
+        .to_string();
+    let operation = get_any(p, &["query.operationName", "query.operation_name"]).map(str::to_string);
+    let (min_key, max_key) = ("query.startTimeMin", "query.startTimeMax");
+    let start_min = get_any(p, &[min_key, "query.start_time_min"]);
+    let start_max = get_any(p, &[max_key, "query.start_time_max"]);
+    let (Some(start_min), Some(start_max)) = (start_min, start_max) else {
+        return Err(format!(
+            "parameters '{min_key}' and '{max_key}' are required (RFC 3339, e.g. 2024-05-01T12:00:00Z)"
+        ));
+    };
+    let (start_min, start_max) = (parse_rfc3339(min_key, start_min)?, parse_rfc3339(max_key, start_max)?);
+    if start_max < start_min {
+        return Err(format!("'{max_key}' must not be before '{min_key}'"));
+    }
+    let min = get_any(p, &["query.durationMin", "query.duration_min"]).map(parse_go_duration).transpose()?;
+    let max = get_any(p, &["query.durationMax", "query.duration_max"]).map(parse_go_duration).transpose()?;
+    if let (Some(min), Some(max)) = (min, max)
+        && max < min
+    {
+        return Err("'query.durationMax' must not be less than 'query.durationMin'".into());
+    }
+    let mut tags = Vec::new();
+    if let Some(attrs) = get_any(p, &["query.attributes"]) {
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(attrs).map_err(|e| {
+            format!(
+                "malformed 'query.attributes': expected a JSON object such as {{\"http.status_code\":\"500\"}}: {e}"
+            )
+        })?;
+        for (k, v) in map {
+            let v = match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            tags.push((k, v));
+        }
+    }
+    let depth_keys = ["query.searchDepth", "query.search_depth", "query.num_traces"];
+    let limit = match get_any(p, &depth_keys) {
+        Some(v) => v.parse::<usize>().map_err(|_| format!("unable to parse param 'query.searchDepth': {v:?}"))?,
+        None => DEFAULT_LIMIT,
+    };
+    let limit = if limit == 0 { DEFAULT_LIMIT } else { limit.min(MAX_LIMIT) };
+    Ok(TraceQuery {
+        service,
+        operation,
+        tags,
+        start_min_unix_nanos: start_min,
+        start_max_unix_nanos: start_max,
+        duration_min_nanos: min,
+        duration_max_nanos: max,
+        limit,
+    })
+}
+
 /// Parses `/api/dependencies` parameters into `(end_ns, lookback_ns)`.
 ///
 /// # Errors
@@ -189,6 +269,40 @@ mod tests {
         assert!(trace_query(&pairs(Some("service=a&start=yesterday")), now).is_err());
         assert!(trace_query(&pairs(Some("service=a&tag=novalue")), now).is_err());
         assert!(trace_query(&pairs(Some("service=a&tags=%5B1%5D")), now).is_err());
+    }
+
+    #[test]
+    fn api_v3_search_parameters_in_both_spellings() {
+        let raw = "query.serviceName=frontend&query.operationName=HTTP+GET&query.attributes=%7B%22http.status_code%22%3A500%7D\
+                   &query.startTimeMin=2024-01-02T03:04:05.123456789Z&query.startTimeMax=2024-01-02T05:04:05%2B01:00\
+                   &query.durationMin=1ms&query.durationMax=2s&query.searchDepth=7";
+        let q = v3_trace_query(&pairs(Some(raw))).expect("valid");
+        assert_eq!((q.service.as_str(), q.operation.as_deref()), ("frontend", Some("HTTP GET")));
+        assert_eq!(q.tags, vec![("http.status_code".into(), "500".into())]);
+        assert_eq!(q.start_min_unix_nanos, 1_704_164_645_123_456_789);
+        assert_eq!(q.start_max_unix_nanos, 1_704_168_245_000_000_000, "an offset is honoured");
+        assert_eq!((q.duration_min_nanos, q.duration_max_nanos, q.limit), (Some(1_000_000), Some(2_000_000_000), 7));
+        let snake = "query.service_name=a&query.start_time_min=2024-01-01T00:00:00Z&query.start_time_max=2024-01-02T00:00:00Z&query.num_traces=3";
+        let q = v3_trace_query(&pairs(Some(snake))).expect("snake_case aliases");
+        assert_eq!((q.service.as_str(), q.limit), ("a", 3));
+    }
+
+    #[test]
+    fn api_v3_search_errors_name_the_parameter() {
+        let window = "&query.startTimeMin=2024-01-01T00:00:00Z&query.startTimeMax=2024-01-02T00:00:00Z";
+        let err = |raw: &str| v3_trace_query(&pairs(Some(raw))).expect_err(raw);
+        assert!(err(&format!("query.operationName=x{window}")).contains("query.serviceName"));
+        assert!(err("query.serviceName=a").contains("query.startTimeMin"));
+        assert!(
+            err("query.serviceName=a&query.startTimeMin=yesterday&query.startTimeMax=2024-01-02T00:00:00Z")
+                .contains("RFC 3339")
+        );
+        assert!(err(&format!("query.serviceName=a{window}&query.durationMin=fast")).contains("duration"));
+        assert!(err(&format!("query.serviceName=a{window}&query.attributes=%5B%5D")).contains("query.attributes"));
+        assert!(err(&format!("query.serviceName=a{window}&query.searchDepth=-1")).contains("searchDepth"));
+        let backwards =
+            "query.serviceName=a&query.startTimeMin=2024-01-02T00:00:00Z&query.startTimeMax=2024-01-01T00:00:00Z";
+        assert!(err(backwards).contains("before"));
     }
 
     #[test]
