@@ -190,9 +190,7 @@ fn hotrod_otlp_in_api_v3_out_is_lossless() {
     let window = "query.startTimeMin=2026-06-21T10:00:00Z&query.startTimeMax=2026-06-21T11:00:00Z";
     for search in [
         format!("query.serviceName=frontend&{window}"),
-        format!(
-            "query.service_name=frontend&query.start_time_min=2026-06-21T10:00:00Z&query.start_time_max=2026-06-21T11:00:00Z&query.num_traces=5"
-        ),
+        "query.service_name=frontend&query.start_time_min=2026-06-21T10:00:00Z&query.start_time_max=2026-06-21T11:00:00Z&query.num_traces=5".to_string(),
         format!("query.serviceName=redis-manual&{window}&query.durationMin=1us"),
     ] {
         let (status, body) = s.get(&format!("/api/v3/traces?{search}"));
