@@ -20,7 +20,7 @@ tail_sampling:
     - {name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}
 YAML
 "$target/skein-all-in-one" --data-dir "$work/data" --config "$work/skein.yaml" \
-  --otlp-grpc-addr 127.0.0.1:14317 --otlp-http-addr 127.0.0.1:14318 --query-http-addr 127.0.0.1:26686 \
+  --otlp-grpc-addr 127.0.0.1:14317 --otlp-http-addr 127.0.0.1:14318 --query-http-addr 127.0.0.1:26686 --query-grpc-addr 127.0.0.1:26685 \
   --admin-addr 127.0.0.1:24269 --zipkin-addr 127.0.0.1:19411 --sampling-http-addr 127.0.0.1:15778 \
   --sampling-grpc-addr 127.0.0.1:15779 2> "$work/server.log" &
 pid=$!

@@ -14,7 +14,7 @@ measure() {
   local name=$1; shift
   local dir; dir=$(mktemp -d)
   "$BIN/skein-all-in-one" --data-dir "$dir/data" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 \
-    --query-http-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --trace-idle-ms 1000 2>"$dir/log" &
+    --query-http-addr 127.0.0.1:0 --query-grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --trace-idle-ms 1000 2>"$dir/log" &
   local pid=$!
   for _ in $(seq 100); do grep -q listening "$dir/log" && break; sleep 0.1; done
   local grpc query admin

@@ -27,6 +27,9 @@ pub struct ServerArgs {
     /// Query HTTP listen address (Jaeger API).
     #[arg(long, env = "SKEIN_QUERY_HTTP_ADDR", default_value = "0.0.0.0:16686")]
     pub query_http_addr: SocketAddr,
+    /// Query gRPC listen address (`skein.query.v1.QueryService`, OTLP results streamed in chunks).
+    #[arg(long, env = "SKEIN_QUERY_GRPC_ADDR", default_value = "0.0.0.0:16685")]
+    pub query_grpc_addr: SocketAddr,
     /// Admin listen address (`/metrics`, `/healthz`, `/readyz`); default 14269 (collector, all-in-one) or 16687
     /// (query).
     #[arg(long, env = "SKEIN_ADMIN_ADDR")]
@@ -209,6 +212,7 @@ impl ServerArgs {
             otlp_grpc_addr: self.otlp_grpc_addr,
             otlp_http_addr: self.otlp_http_addr,
             query_http_addr: self.query_http_addr,
+            query_grpc_addr: self.query_grpc_addr,
             admin_addr: self.admin_addr.unwrap_or(admin_default),
             storage: self.storage.config(role)?,
             assembly: AssemblyConfig {

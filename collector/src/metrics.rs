@@ -134,6 +134,10 @@ pub struct Metrics {
     pub partitions_expired: Family<TierLabels, Counter>,
     /// Stored trace blocks that failed to decode when read (the trace answers an error).
     pub blocks_corrupt: Counter,
+    /// gRPC query streams stopped because the client went away.
+    pub query_grpc_streams_cancelled: Counter,
+    /// `TracesData` chunks sent on gRPC query streams.
+    pub query_grpc_chunks_sent: Counter,
     /// Remote-sampling requests, by protocol and result.
     pub sampling_requests: Family<SamplingLabels, Counter>,
     /// Configuration reloads, by result (`applied`, `rejected`).
@@ -195,6 +199,8 @@ impl Metrics {
             storage_partitions: Family::default(),
             partitions_expired: Family::default(),
             blocks_corrupt: Counter::default(),
+            query_grpc_streams_cancelled: Counter::default(),
+            query_grpc_chunks_sent: Counter::default(),
             sampling_requests: Family::default(),
             config_reloads: Family::default(),
             sampling_policy_decisions: Family::default(),
@@ -249,6 +255,16 @@ impl Metrics {
             m.partitions_expired.clone(),
         );
         registry.register("blocks_corrupt", "Stored trace blocks that failed to decode", m.blocks_corrupt.clone());
+        registry.register(
+            "query_grpc_streams_cancelled",
+            "gRPC query streams stopped because the client went away",
+            m.query_grpc_streams_cancelled.clone(),
+        );
+        registry.register(
+            "query_grpc_chunks_sent",
+            "TracesData chunks sent on gRPC query streams",
+            m.query_grpc_chunks_sent.clone(),
+        );
         registry.register("live_traces", "Traces held in the assembler", m.live_traces.clone());
         registry.register("pending_chunks", "Trace chunks waiting to be written", m.pending_chunks.clone());
         registry.register_with_unit(

@@ -77,6 +77,8 @@ pub struct ServerConfig {
     pub otlp_http_addr: SocketAddr,
     /// Query HTTP (Jaeger API) listen address.
     pub query_http_addr: SocketAddr,
+    /// Query gRPC (`skein.query.v1.QueryService`) listen address.
+    pub query_grpc_addr: SocketAddr,
     /// Admin (`/metrics`, `/healthz`, `/readyz`) listen address.
     pub admin_addr: SocketAddr,
     /// Storage backend.
@@ -117,6 +119,7 @@ impl ServerConfig {
             otlp_grpc_addr: any,
             otlp_http_addr: any,
             query_http_addr: any,
+            query_grpc_addr: any,
             admin_addr: any,
             storage: StorageConfig::Embedded(EmbeddedConfig::new(data_dir.to_path_buf())),
             assembly: AssemblyConfig::default(),
@@ -144,6 +147,8 @@ pub struct BoundAddrs {
     pub otlp_http: Option<SocketAddr>,
     /// Query HTTP.
     pub query_http: Option<SocketAddr>,
+    /// Query gRPC.
+    pub query_grpc: Option<SocketAddr>,
     /// Zipkin receiver.
     pub zipkin: Option<SocketAddr>,
     /// Remote-sampling HTTP.
@@ -240,11 +245,13 @@ pub async fn run_server(
     let sampling_http_listener = bind_if(ingests, config.sampling_http_addr, "remote sampling HTTP").await?;
     let sampling_grpc_listener = bind_if(ingests, config.sampling_grpc_addr, "remote sampling gRPC").await?;
     let query_listener = bind_if(role.queries(), config.query_http_addr, "query HTTP").await?;
+    let query_grpc_listener = bind_if(role.queries(), config.query_grpc_addr, "query gRPC").await?;
     let admin_listener = bind(config.admin_addr, "admin").await?;
     let bound = BoundAddrs {
         otlp_grpc: local(&grpc_listener)?,
         otlp_http: local(&http_listener)?,
         query_http: local(&query_listener)?,
+        query_grpc: local(&query_grpc_listener)?,
         zipkin: local(&zipkin_listener)?,
         sampling_http: local(&sampling_http_listener)?,
         sampling_grpc: local(&sampling_grpc_listener)?,
@@ -261,6 +268,7 @@ pub async fn run_server(
         sampling_http = %addr_or_dash(bound.sampling_http),
         sampling_grpc = %addr_or_dash(bound.sampling_grpc),
         query_http = %addr_or_dash(bound.query_http),
+        query_grpc = %addr_or_dash(bound.query_grpc),
         admin = %bound.admin,
         storage = %storage,
         "listening"
@@ -276,6 +284,15 @@ pub async fn run_server(
         let query_srv = axum::serve(nodelay(query_listener), query::router(store.clone(), metrics.clone()))
             .with_graceful_shutdown(wait_for(stop_rest.clone()));
         rest_tasks.push(("query HTTP", tokio::spawn(async move { query_srv.await })));
+    }
+    if let Some(listener) = query_grpc_listener {
+        let query_grpc = tonic::transport::Server::builder()
+            .add_service(query::grpc::QueryGrpc::new(store.clone(), metrics.clone()).server())
+            .serve_with_incoming_shutdown(
+                skein_proto::otlp_grpc::nodelay_incoming(listener),
+                wait_for(stop_rest.clone()),
+            );
+        rest_tasks.push(("query gRPC", tokio::spawn(async move { query_grpc.await.map_err(std::io::Error::other) })));
     }
     let admin_srv = axum::serve(admin_listener, admin_router(metrics.clone(), ready.clone()))
         .with_graceful_shutdown(wait_for(stop_rest.clone()));

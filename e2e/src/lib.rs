@@ -216,6 +216,8 @@ pub struct AllInOne {
     pub otlp_http: String,
     /// Query API base URL (`http://host:port`).
     pub query: String,
+    /// Query gRPC endpoint (`http://host:port`).
+    pub query_grpc: String,
     /// Admin base URL.
     pub admin: String,
     /// Zipkin receiver base URL.
@@ -251,6 +253,7 @@ impl AllInOne {
             "--otlp-grpc-addr",
             "--otlp-http-addr",
             "--query-http-addr",
+            "--query-grpc-addr",
             "--admin-addr",
             "--zipkin-addr",
             "--sampling-http-addr",
@@ -271,6 +274,7 @@ impl AllInOne {
             otlp_grpc: get("otlp_grpc"),
             otlp_http: get("otlp_http"),
             query: format!("http://{}", get("query_http")),
+            query_grpc: format!("http://{}", get("query_grpc")),
             admin: format!("http://{}", get("admin")),
             zipkin: format!("http://{}", get("zipkin")),
             sampling_http: format!("http://{}", get("sampling_http")),

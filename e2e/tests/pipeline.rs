@@ -467,3 +467,90 @@ fn trace_analysis_adjusts_skew_finds_the_critical_path_and_missing_parents_over_
     let (status, _) = s.get("/api/traces/0123456789abcdef/analysis");
     assert_eq!(status, 404);
 }
+
+#[test]
+fn grpc_query_api_streams_bounded_chunks_and_stops_when_the_client_leaves() {
+    use skein_proto::query::query_service_client::QueryServiceClient;
+    use skein_proto::query::{
+        FindTracesRequest, GetOperationsRequest, GetServicesRequest, GetTraceRequest, TraceQuery,
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = AllInOne::start(dir.path(), 100);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let endpoint = format!("http://{}", s.otlp_grpc);
+    let query_endpoint = s.query_grpc.clone();
+    // One 5,000-span trace and two small ones.
+    rt.block_on(async {
+        let mut otlp = TraceServiceClient::connect(endpoint).await.expect("connect");
+        otlp.export(skein_e2e::otlp::request_for("big", 1, 1, 5_000, 0)).await.expect("export big");
+        otlp.export(skein_e2e::otlp::request_for("big", 2, 2, 10, 0)).await.expect("export small");
+    });
+    s.wait_until_written();
+
+    let big = skein_e2e::otlp::test_trace_id(1, 0).to_vec();
+    let metrics_before = s.metrics();
+    rt.block_on(async {
+        let mut q = QueryServiceClient::connect(query_endpoint).await.expect("connect query gRPC");
+        let mut stream = q.get_trace(GetTraceRequest { trace_id: big.clone() }).await.expect("get trace").into_inner();
+        let mut sizes = Vec::new();
+        while let Some(chunk) = stream.message().await.expect("chunk") {
+            let spans: usize = chunk.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+            assert!(prost::Message::encoded_len(&chunk) < 4 << 20, "every chunk fits gRPC's default limit");
+            sizes.push(spans);
+        }
+        assert_eq!(sizes, [1000, 1000, 1000, 1000, 1000], "5,000 spans in chunks of at most 1,000");
+
+        let err = q.get_trace(GetTraceRequest { trace_id: vec![9; 16] }).await.expect_err("unknown trace");
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        let err = q.get_trace(GetTraceRequest { trace_id: vec![1, 2, 3] }).await.expect_err("bad id");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+        let now = skein_e2e::otlp::now_nanos();
+        let query = TraceQuery {
+            service_name: "big".into(),
+            start_time_min_unix_nano: now - 3_600_000_000_000,
+            start_time_max_unix_nano: now + 60_000_000_000,
+            ..Default::default()
+        };
+        let mut found =
+            q.find_traces(FindTracesRequest { query: Some(query.clone()) }).await.expect("find").into_inner();
+        let mut traces = std::collections::BTreeMap::<Vec<u8>, usize>::new();
+        while let Some(chunk) = found.message().await.expect("chunk") {
+            for span in chunk.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+                *traces.entry(span.trace_id.clone()).or_default() += 1;
+            }
+        }
+        assert_eq!(traces.len(), 3);
+        assert_eq!(traces[&big], 5_000);
+        let err = q
+            .find_traces(FindTracesRequest { query: Some(TraceQuery { service_name: String::new(), ..query }) })
+            .await
+            .expect_err("no service");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("service_name"), "{}", err.message());
+
+        let services = q.get_services(GetServicesRequest {}).await.expect("services").into_inner().services;
+        assert_eq!(services, ["big"]);
+        let ops = q
+            .get_operations(GetOperationsRequest { service: "big".into(), span_kind: String::new() })
+            .await
+            .expect("operations")
+            .into_inner()
+            .operations;
+        assert!(!ops.is_empty());
+        let err = q
+            .get_operations(GetOperationsRequest { service: "big".into(), span_kind: "sideways".into() })
+            .await
+            .expect_err("bad kind");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+        // A client that reads one chunk and leaves: the server stops producing and counts it.
+        let mut stream = q.get_trace(GetTraceRequest { trace_id: big.clone() }).await.expect("get trace").into_inner();
+        assert!(stream.message().await.expect("first chunk").is_some());
+        drop(stream);
+    });
+    let cancelled = |text: &str| skein_e2e::metric_in(text, "skein_query_grpc_streams_cancelled_total");
+    assert_eq!(cancelled(&metrics_before), 0.0);
+    s.wait_until("the abandoned stream to be counted", Duration::from_secs(10), || cancelled(&s.metrics()) >= 1.0);
+}

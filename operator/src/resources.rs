@@ -35,6 +35,8 @@ pub const OTLP_GRPC_PORT: i32 = 4317;
 pub const OTLP_HTTP_PORT: i32 = 4318;
 /// Query HTTP API and UI.
 pub const QUERY_HTTP_PORT: i32 = 16686;
+/// Query gRPC API (`skein.query.v1.QueryService`).
+pub const QUERY_GRPC_PORT: i32 = 16685;
 const ZIPKIN_PORT: i32 = 9411;
 /// The collectors' Jaeger remote-sampling HTTP port.
 pub const SAMPLING_HTTP_PORT: i32 = 5778;
@@ -501,7 +503,10 @@ impl<'a> Builder<'a> {
                 "spec": {
                     "type": self.tp.spec.query.service_type.as_str(),
                     "selector": self.selector(self.query_component()),
-                    "ports": [{"name": "http-query", "port": QUERY_HTTP_PORT, "targetPort": "http-query"}],
+                    "ports": [
+                        {"name": "http-query", "port": QUERY_HTTP_PORT, "targetPort": "http-query"},
+                        {"name": "grpc-query", "port": QUERY_GRPC_PORT, "targetPort": "grpc-query", "appProtocol": "grpc"},
+                    ],
                 },
             }),
         )
@@ -642,6 +647,7 @@ impl<'a> Builder<'a> {
         let (volumes, mounts) = self.credentials_volume(t);
         let ports = json!([
             {"name": "http-query", "containerPort": QUERY_HTTP_PORT},
+            {"name": "grpc-query", "containerPort": QUERY_GRPC_PORT},
             {"name": "admin", "containerPort": QUERY_ADMIN_PORT},
         ]);
         let container = container(
@@ -680,6 +686,7 @@ impl<'a> Builder<'a> {
         let mut ports = self.collector_ports();
         if let Some(p) = ports.as_array_mut() {
             p.push(json!({"name": "http-query", "containerPort": QUERY_HTTP_PORT}));
+            p.push(json!({"name": "grpc-query", "containerPort": QUERY_GRPC_PORT}));
         }
         let mounts = vec![
             json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true}),

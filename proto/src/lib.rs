@@ -2,8 +2,7 @@
 //!
 //! OTLP comes from the `opentelemetry-proto` crate (tonic codegen, with serde for the OTLP JSON encoding);
 //! this crate re-exports it so that every other Skein crate names one source of truth for the wire format.
-//! Skein's own APIs (query, remote sampling) are added here as `.proto` files built with tonic when the issues
-//! that need them land.
+//! Skein's own APIs (the query API, Jaeger's remote sampling) are `.proto` files under `proto/` built with tonic.
 
 pub mod otlp_grpc;
 pub mod otlp_http;
@@ -14,6 +13,13 @@ pub mod sampling;
 #[allow(missing_docs, clippy::all)]
 pub mod jaeger_sampling {
     tonic::include_proto!("jaeger.api_v2");
+}
+
+/// Skein's query API (`skein.query.v1`, `proto/skein/query/v1/query.proto`): the `QueryService` gRPC service
+/// (port 16685) and its messages; traces are OTLP `TracesData` from the `opentelemetry-proto` crate.
+#[allow(missing_docs, clippy::all)]
+pub mod query {
+    tonic::include_proto!("skein.query.v1");
 }
 
 pub use opentelemetry_proto::tonic::{

@@ -11,6 +11,7 @@
 //! answers `{"result": TracesData}` and errors as `{"error": {"httpCode", "message"}}`, an empty search as 404.
 
 pub mod analysis;
+pub mod grpc;
 pub mod jaeger;
 pub mod params;
 

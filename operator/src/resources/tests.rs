@@ -48,8 +48,21 @@ fn empty_spec_is_one_hardened_all_in_one_pod_with_a_volume() {
     let mounts: Vec<_> = c.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
     assert!(mounts.contains(&"/tmp") && mounts.contains(&"/var/lib/skein/data"), "writable paths: {mounts:?}");
     let ports: Vec<_> = c.ports.iter().flatten().map(|p| p.container_port).collect();
-    assert!(ports.contains(&4317) && ports.contains(&16686) && ports.contains(&14269), "{ports:?}");
-    // Queries go to the all-in-one pod.
+    assert!(
+        ports.contains(&4317) && ports.contains(&16686) && ports.contains(&16685) && ports.contains(&14269),
+        "{ports:?}"
+    );
+    // Queries (HTTP and gRPC) go to the all-in-one pod.
+    let service_ports: Vec<_> = d
+        .query_service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.clone())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(service_ports, [16686, 16685]);
     let query_selector = d.query_service.spec.as_ref().and_then(|s| s.selector.clone()).expect("selector");
     assert_eq!(query_selector["app.kubernetes.io/component"], "collector");
     // Every child is owned by the pipeline.
