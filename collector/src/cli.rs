@@ -30,6 +30,12 @@ pub struct ServerArgs {
     /// Query gRPC listen address (`skein.query.v1.QueryService`, OTLP results streamed in chunks).
     #[arg(long, env = "SKEIN_QUERY_GRPC_ADDR", default_value = "0.0.0.0:16685")]
     pub query_grpc_addr: SocketAddr,
+    /// Longest a query may run (Go duration): HTTP answers 504, gRPC DEADLINE_EXCEEDED, and the search stops.
+    #[arg(long, env = "SKEIN_QUERY_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub query_timeout: Duration,
+    /// Spans the query service's hot-trace cache holds (settled traces, 30 s each); 0 turns it off.
+    #[arg(long, env = "SKEIN_QUERY_CACHE_SPANS", default_value_t = 200_000)]
+    pub query_cache_spans: u64,
     /// Admin listen address (`/metrics`, `/healthz`, `/readyz`); default 14269 (collector, all-in-one) or 16687
     /// (query).
     #[arg(long, env = "SKEIN_ADMIN_ADDR")]
@@ -213,6 +219,8 @@ impl ServerArgs {
             otlp_http_addr: self.otlp_http_addr,
             query_http_addr: self.query_http_addr,
             query_grpc_addr: self.query_grpc_addr,
+            query_timeout: self.query_timeout,
+            query_cache_spans: self.query_cache_spans,
             admin_addr: self.admin_addr.unwrap_or(admin_default),
             storage: self.storage.config(role)?,
             assembly: AssemblyConfig {

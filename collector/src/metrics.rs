@@ -23,6 +23,13 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Labels of the query cache's requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `hit` or `miss`.
+    pub result: String,
+}
+
 /// Labels `{tier}`: `standard` or `important` retention.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TierLabels {
@@ -138,6 +145,10 @@ pub struct Metrics {
     pub query_grpc_streams_cancelled: Counter,
     /// `TracesData` chunks sent on gRPC query streams.
     pub query_grpc_chunks_sent: Counter,
+    /// Trace reads of the query service's hot-trace cache, by result.
+    pub query_cache_requests: Family<CacheLabels, Counter>,
+    /// Queries answered 504 / DEADLINE_EXCEEDED after `--query-timeout`.
+    pub query_timeouts: Counter,
     /// Remote-sampling requests, by protocol and result.
     pub sampling_requests: Family<SamplingLabels, Counter>,
     /// Configuration reloads, by result (`applied`, `rejected`).
@@ -201,6 +212,8 @@ impl Metrics {
             blocks_corrupt: Counter::default(),
             query_grpc_streams_cancelled: Counter::default(),
             query_grpc_chunks_sent: Counter::default(),
+            query_cache_requests: Family::default(),
+            query_timeouts: Counter::default(),
             sampling_requests: Family::default(),
             config_reloads: Family::default(),
             sampling_policy_decisions: Family::default(),

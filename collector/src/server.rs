@@ -79,6 +79,10 @@ pub struct ServerConfig {
     pub query_http_addr: SocketAddr,
     /// Query gRPC (`skein.query.v1.QueryService`) listen address.
     pub query_grpc_addr: SocketAddr,
+    /// Longest a query may take (HTTP 504, gRPC DEADLINE_EXCEEDED after it).
+    pub query_timeout: std::time::Duration,
+    /// Spans the hot-trace cache holds (0: no cache).
+    pub query_cache_spans: u64,
     /// Admin (`/metrics`, `/healthz`, `/readyz`) listen address.
     pub admin_addr: SocketAddr,
     /// Storage backend.
@@ -120,6 +124,8 @@ impl ServerConfig {
             otlp_http_addr: any,
             query_http_addr: any,
             query_grpc_addr: any,
+            query_timeout: std::time::Duration::from_secs(30),
+            query_cache_spans: 200_000,
             admin_addr: any,
             storage: StorageConfig::Embedded(EmbeddedConfig::new(data_dir.to_path_buf())),
             assembly: AssemblyConfig::default(),
@@ -280,14 +286,24 @@ pub async fn run_server(
 
     // Admin and query first: /healthz answers and /readyz says "not ready" while the log replays.
     let mut rest_tasks: Vec<(&str, ServeTask)> = Vec::new();
+    // Queries read through the hot-trace cache; ingest writes to the store itself.
+    let query_store: Arc<dyn TraceStore> = match config.query_cache_spans {
+        0 => store.clone(),
+        spans => Arc::new(query::cache::CachedStore::new(store.clone(), spans, metrics.clone())),
+    };
     if let Some(query_listener) = query_listener {
-        let query_srv = axum::serve(nodelay(query_listener), query::router(store.clone(), metrics.clone()))
-            .with_graceful_shutdown(wait_for(stop_rest.clone()));
+        let router = query::router(query_store.clone(), metrics.clone(), config.query_timeout);
+        let query_srv =
+            axum::serve(nodelay(query_listener), router).with_graceful_shutdown(wait_for(stop_rest.clone()));
         rest_tasks.push(("query HTTP", tokio::spawn(async move { query_srv.await })));
     }
     if let Some(listener) = query_grpc_listener {
         let query_grpc = tonic::transport::Server::builder()
-            .add_service(query::grpc::QueryGrpc::new(store.clone(), metrics.clone()).server())
+            .add_service(
+                query::grpc::QueryGrpc::new(query_store.clone(), metrics.clone())
+                    .with_timeout(config.query_timeout)
+                    .server(),
+            )
             .serve_with_incoming_shutdown(
                 skein_proto::otlp_grpc::nodelay_incoming(listener),
                 wait_for(stop_rest.clone()),

@@ -83,6 +83,20 @@ pub fn chunk(resource_spans: Vec<ResourceSpans>, max_spans: usize, max_bytes: us
     out
 }
 
+async fn limited<T>(
+    timeout: std::time::Duration,
+    metrics: &Metrics,
+    fut: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => {
+            metrics.query_timeouts.inc();
+            Err(Status::deadline_exceeded(format!("the query took longer than --query-timeout ({timeout:?})")))
+        }
+    }
+}
+
 fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::Codec(e) => Status::internal(format!("stored block is corrupt: {e}")),
@@ -148,6 +162,7 @@ fn trace_query(q: Option<skein_proto::query::TraceQuery>) -> Result<TraceQuery, 
 pub struct QueryGrpc {
     store: Arc<dyn TraceStore>,
     metrics: Arc<Metrics>,
+    timeout: std::time::Duration,
 }
 
 /// A stream of `TracesData` chunks.
@@ -156,7 +171,19 @@ pub type ChunkStream = ReceiverStream<Result<TracesData, Status>>;
 impl QueryGrpc {
     /// A service over `store`.
     pub fn new(store: Arc<dyn TraceStore>, metrics: Arc<Metrics>) -> Self {
-        Self { store, metrics }
+        Self { store, metrics, timeout: std::time::Duration::from_secs(30) }
+    }
+
+    /// Limits each query (the search or read, not the client's reading of the stream) to `timeout`:
+    /// DEADLINE_EXCEEDED after it, counted in `skein_query_timeouts_total`.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Runs `fut` within the query timeout.
+    async fn limited<T>(&self, fut: impl std::future::Future<Output = Result<T, Status>>) -> Result<T, Status> {
+        limited(self.timeout, &self.metrics, fut).await
     }
 
     /// The tonic service, accepting gzip- and zstd-compressed requests and compressing responses when asked.
@@ -176,10 +203,10 @@ impl QueryGrpc {
         Fut: std::future::Future<Output = Result<Vec<Vec<Span>>, Status>> + Send,
     {
         let (tx, rx) = mpsc::channel(2);
-        let (store, metrics) = (self.store.clone(), self.metrics.clone());
+        let (store, metrics, timeout) = (self.store.clone(), self.metrics.clone(), self.timeout);
         tokio::spawn(async move {
             let traces = tokio::select! {
-                found = find(store) => found,
+                found = limited(timeout, &metrics, find(store)) => found,
                 _ = tx.closed() => {
                     metrics.query_grpc_streams_cancelled.inc();
                     return;
@@ -214,7 +241,7 @@ impl QueryService for QueryGrpc {
     async fn get_trace(&self, request: Request<GetTraceRequest>) -> Result<Response<Self::GetTraceStream>, Status> {
         let id = trace_id(&request.get_ref().trace_id)?;
         // Read before answering, so that a missing trace is a NOT_FOUND status rather than an empty stream.
-        let spans = self.store.get_trace(id).await.map_err(store_status)?;
+        let spans = self.limited(async { self.store.get_trace(id).await.map_err(store_status) }).await?;
         let Some(spans) = spans else { return Err(Status::not_found(format!("trace {id} not found"))) };
         Ok(Response::new(self.stream(move |_| async move { Ok(vec![spans]) })))
     }
@@ -236,7 +263,7 @@ impl QueryService for QueryGrpc {
     }
 
     async fn get_services(&self, _: Request<GetServicesRequest>) -> Result<Response<GetServicesResponse>, Status> {
-        let services = self.store.services().await.map_err(store_status)?;
+        let services = self.limited(async { self.store.services().await.map_err(store_status) }).await?;
         Ok(Response::new(GetServicesResponse { services }))
     }
 
@@ -256,7 +283,7 @@ impl QueryService for QueryGrpc {
                 ))
             })?),
         };
-        let ops = self.store.operations(&r.service, kind).await.map_err(store_status)?;
+        let ops = self.limited(async { self.store.operations(&r.service, kind).await.map_err(store_status) }).await?;
         let operations =
             ops.into_iter().map(|o| Operation { name: o.name, span_kind: o.kind.jaeger_name().to_string() }).collect();
         Ok(Response::new(GetOperationsResponse { operations }))
@@ -269,7 +296,7 @@ impl QueryService for QueryGrpc {
         let r = request.into_inner();
         let end = if r.end_time_unix_nano == 0 { super::params::now_nanos() } else { r.end_time_unix_nano };
         let lookback = if r.lookback_nanos == 0 { DEFAULT_LOOKBACK_NANOS } else { r.lookback_nanos };
-        let links = self.store.dependencies(end, lookback).await.map_err(store_status)?;
+        let links = self.limited(async { self.store.dependencies(end, lookback).await.map_err(store_status) }).await?;
         let dependencies = links
             .into_iter()
             .map(|l| DependencyLink {

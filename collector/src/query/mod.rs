@@ -11,6 +11,7 @@
 //! answers `{"result": TracesData}` and errors as `{"error": {"httpCode", "message"}}`, an empty search as 404.
 
 pub mod analysis;
+pub mod cache;
 pub mod grpc;
 pub mod jaeger;
 pub mod params;
@@ -101,8 +102,32 @@ async fn read_trace(
     }
 }
 
-/// The query router.
-pub fn router(store: Store, metrics: Arc<Metrics>) -> Router {
+/// Answers 504 (Jaeger's error envelope, which api_v3 clients also read as an error) when a query takes longer
+/// than `timeout`; the handler's future is dropped, which stops its storage reads. Counted in
+/// `skein_query_timeouts_total`.
+async fn time_limit(
+    State((timeout, metrics)): State<(std::time::Duration, Arc<Metrics>)>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics.query_timeouts.inc();
+            ApiError {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                message: format!(
+                    "the query took longer than --query-timeout ({timeout:?}); narrow the time range or add filters"
+                ),
+            }
+            .into_response()
+        }
+    }
+}
+
+/// The query router; every request is limited to `timeout`.
+pub fn router(store: Store, metrics: Arc<Metrics>, timeout: std::time::Duration) -> Router {
+    let limit = axum::middleware::from_fn_with_state((timeout, metrics.clone()), time_limit);
     Router::new()
         .route("/api/services", get(services))
         .route("/api/services/{service}/operations", get(service_operations))
@@ -117,6 +142,7 @@ pub fn router(store: Store, metrics: Arc<Metrics>) -> Router {
         .route("/api/v3/services", get(v3_services))
         .route("/api/v3/operations", get(v3_operations))
         .layer(axum::Extension(metrics))
+        .layer(limit)
         .with_state(store)
 }
 
@@ -406,4 +432,93 @@ async fn v3_operations(State(store): State<Store>, RawQuery(raw): RawQuery) -> R
     let ops = store.operations(service, kind).await?;
     let data: Vec<Json> = ops.iter().map(|o| json!({ "name": o.name, "spanKind": o.kind.jaeger_name() })).collect();
     Ok(axum::Json(json!({ "operations": data })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{DependencyLink, FoundTraces, Operation, StoreResult, TraceQuery, WriteBatch};
+    use std::time::Duration;
+    use tower::ServiceExt as _;
+
+    /// A store that takes `delay` for every read (an overloaded database).
+    struct Slow {
+        delay: Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl TraceStore for Slow {
+        fn partition_secs(&self) -> u64 {
+            3600
+        }
+        async fn write(&self, _: Arc<WriteBatch>) -> StoreResult<()> {
+            Ok(())
+        }
+        async fn get_trace(&self, _: TraceId) -> StoreResult<Option<Vec<crate::model::Span>>> {
+            tokio::time::sleep(self.delay).await;
+            Ok(None)
+        }
+        async fn find_traces(&self, _: TraceQuery) -> StoreResult<FoundTraces> {
+            tokio::time::sleep(self.delay).await;
+            Ok(FoundTraces::default())
+        }
+        async fn services(&self) -> StoreResult<Vec<String>> {
+            tokio::time::sleep(self.delay).await;
+            Ok(vec!["a".into()])
+        }
+        async fn operations(&self, _: &str, _: Option<SpanKind>) -> StoreResult<Vec<Operation>> {
+            tokio::time::sleep(self.delay).await;
+            Ok(Vec::new())
+        }
+        async fn dependencies(&self, _: u64, _: u64) -> StoreResult<Vec<DependencyLink>> {
+            tokio::time::sleep(self.delay).await;
+            Ok(Vec::new())
+        }
+    }
+
+    async fn get(router: &Router, uri: &str) -> (StatusCode, Json) {
+        let request = axum::http::Request::get(uri).body(axum::body::Body::empty()).expect("request");
+        let response = router.clone().oneshot(request).await.expect("response");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        (status, serde_json::from_slice(&body).unwrap_or(Json::Null))
+    }
+
+    #[tokio::test]
+    async fn queries_over_the_time_limit_get_504_and_are_counted() {
+        let metrics = Arc::new(Metrics::default());
+        let slow: Store = Arc::new(Slow { delay: Duration::from_secs(5) });
+        let router = router(slow.clone(), metrics.clone(), Duration::from_millis(50));
+        let (status, body) = get(&router, "/api/services").await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(body["errors"][0]["msg"].as_str().unwrap_or("").contains("--query-timeout"), "{body}");
+        let (status, _) = get(&router, "/api/v3/services").await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(metrics.query_timeouts.get(), 2);
+        // Within the limit, the answer.
+        let quick: Store = Arc::new(Slow { delay: Duration::from_millis(1) });
+        let (status, body) = get(&router_for(quick, &metrics), "/api/services").await;
+        assert_eq!((status, body["data"].clone()), (StatusCode::OK, json!(["a"])));
+
+        // gRPC: DEADLINE_EXCEEDED.
+        use skein_proto::query::query_service_server::QueryService as _;
+        let grpc = grpc::QueryGrpc::new(slow, metrics.clone()).with_timeout(Duration::from_millis(50));
+        let err = grpc.get_services(tonic::Request::new(Default::default())).await.expect_err("too slow");
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(metrics.query_timeouts.get(), 3);
+    }
+
+    fn router_for(store: Store, metrics: &Arc<Metrics>) -> Router {
+        router(store, metrics.clone(), Duration::from_secs(5))
+    }
+
+    #[tokio::test]
+    async fn unknown_adjustments_are_refused_naming_the_supported_ones() {
+        let p = params::pairs(Some("adjust=skew,none"));
+        assert!(skew_wanted(&p, false).expect("valid"));
+        assert!(!skew_wanted(&params::pairs(Some("adjust=none")), true).expect("valid"));
+        assert!(skew_wanted(&params::pairs(None), true).expect("default"));
+        let err = skew_wanted(&params::pairs(Some("adjust=skew,tilt")), false).expect_err("unknown");
+        assert!(err.message.contains("tilt") && err.message.contains("supported"), "{}", err.message);
+    }
 }
