@@ -287,9 +287,12 @@ pub async fn run_server(
     // Admin and query first: /healthz answers and /readyz says "not ready" while the log replays.
     let mut rest_tasks: Vec<(&str, ServeTask)> = Vec::new();
     // Queries read through the hot-trace cache; ingest writes to the store itself.
+    // (A collector, which serves no queries, gets none.)
     let query_store: Arc<dyn TraceStore> = match config.query_cache_spans {
-        0 => store.clone(),
-        spans => Arc::new(query::cache::CachedStore::new(store.clone(), spans, metrics.clone())),
+        spans if spans > 0 && role.queries() => {
+            Arc::new(query::cache::CachedStore::new(store.clone(), spans, metrics.clone()))
+        }
+        _ => store.clone(),
     };
     if let Some(query_listener) = query_listener {
         let router = query::router(query_store.clone(), metrics.clone(), config.query_timeout);

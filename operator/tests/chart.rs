@@ -57,16 +57,17 @@ fn flags_in(text: &str) -> BTreeSet<String> {
     found
 }
 
+/// The operator's `--flag` definition.
+fn arg(flag: &str) -> clap::Arg {
+    Args::command().get_arguments().find(|a| a.get_long() == Some(flag)).cloned().unwrap_or_else(|| panic!("--{flag}"))
+}
+
 fn possible_values(flag: &str) -> BTreeSet<String> {
-    let cmd = Args::command();
-    let arg = cmd.get_arguments().find(|a| a.get_long() == Some(flag)).unwrap_or_else(|| panic!("--{flag}"));
-    arg.get_possible_values().iter().map(|v| v.get_name().to_string()).collect()
+    arg(flag).get_possible_values().iter().map(|v| v.get_name().to_string()).collect()
 }
 
 fn default_of(flag: &str) -> String {
-    let cmd = Args::command();
-    let arg = cmd.get_arguments().find(|a| a.get_long() == Some(flag)).unwrap_or_else(|| panic!("--{flag}"));
-    arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect::<Vec<_>>().join(",")
+    arg(flag).get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect::<Vec<_>>().join(",")
 }
 
 #[test]
@@ -271,6 +272,23 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A copy of the chart in a temporary directory (removed when the guard drops).
+fn chart_copy() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let copy = tmp.path().join("skein");
+    copy_dir(&chart(), &copy);
+    (tmp, copy)
+}
+
+/// Lints a copy of the chart whose values are `defaults` with `overlay` merged over them.
+fn lint_with(py: &str, defaults: &Value, overlay: &Value) -> (bool, String) {
+    let (_tmp, copy) = chart_copy();
+    let mut values = defaults.clone();
+    merge(&mut values, overlay);
+    std::fs::write(copy.join("values.yaml"), serde_json::to_string_pretty(&values).expect("json")).expect("write");
+    lint(py, &copy)
+}
+
 fn lint(py: &str, chart_dir: &Path) -> (bool, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/helm.py");
     let out = Command::new(py).arg(&script).arg("lint").arg(chart_dir).output().expect("run scripts/helm.py");
@@ -292,13 +310,7 @@ fn helm_lints_the_chart_with_default_and_example_values() {
     files.sort();
     assert!(files.len() >= 3, "example values files: {files:?}");
     for file in &files {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let copy = tmp.path().join("skein");
-        copy_dir(&chart(), &copy);
-        let mut values = defaults.clone();
-        merge(&mut values, &yaml(file));
-        std::fs::write(copy.join("values.yaml"), serde_json::to_string_pretty(&values).expect("json")).expect("write");
-        let (ok, report) = lint(&py, &copy);
+        let (ok, report) = lint_with(&py, &defaults, &yaml(file));
         assert!(ok, "helm lint with {}:\n{report}", file.display());
     }
 
@@ -307,17 +319,9 @@ fn helm_lints_the_chart_with_default_and_example_values() {
         ("a sidecar mode the operator lacks", "agent:\n  sidecarMode: sometimes\n"),
         ("an unknown top-level value", "replicas: 3\n"),
     ] {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let copy = tmp.path().join("skein");
-        copy_dir(&chart(), &copy);
-        let mut values = defaults.clone();
-        merge(&mut values, &serde_yaml::from_str(breaks).expect("yaml"));
-        std::fs::write(copy.join("values.yaml"), serde_json::to_string(&values).expect("json")).expect("write");
-        assert!(!lint(&py, &copy).0, "lint passed with {what}");
+        assert!(!lint_with(&py, &defaults, &serde_yaml::from_str(breaks).expect("yaml")).0, "lint passed with {what}");
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let copy = tmp.path().join("skein");
-    copy_dir(&chart(), &copy);
+    let (_tmp, copy) = chart_copy();
     std::fs::write(copy.join("templates/broken.yaml"), "{{ .Values.operator.nothing.here }}\n").expect("write");
     assert!(!lint(&py, &copy).0, "lint passed a template that cannot render");
 }

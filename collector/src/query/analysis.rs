@@ -29,6 +29,8 @@ struct Tree {
     tops: Vec<usize>,
     /// Depth-first pre-order over the whole trace (every span once; parents before children).
     order: Vec<usize>,
+    /// Span ID → index of its first span.
+    by_id: HashMap<SpanId, usize>,
 }
 
 fn build(spans: &[Span]) -> Tree {
@@ -65,7 +67,7 @@ fn build(spans: &[Span]) -> Tree {
             walk(i, &children, &mut order, &mut seen);
         }
     }
-    Tree { parent, children, tops, order }
+    Tree { parent, children, tops, order, by_id }
 }
 
 /// Depth-first pre-order from `top` with an explicit stack, appending unseen spans to `order`.
@@ -124,7 +126,11 @@ pub fn format_offset(nanos: i64) -> String {
 /// Adjusts clock skew in place (module docs) and returns every moved span. Each moved span gets a warning naming
 /// its offset and original start.
 pub fn adjust_skew(spans: &mut [Span]) -> Vec<Adjustment> {
-    let tree = build(spans);
+    adjust(&build(spans), spans)
+}
+
+/// [`adjust_skew`] over a built tree (adjusting moves times only, so the tree stays valid).
+fn adjust(tree: &Tree, spans: &mut [Span]) -> Vec<Adjustment> {
     let mut offset = vec![0i64; spans.len()];
     let mut moved = Vec::new();
     for &i in &tree.order {
@@ -252,8 +258,17 @@ pub struct Analysis {
 
 /// Analyzes a trace's spans (already skew-adjusted when that is wanted; pass its adjustments to be reported).
 pub fn analyze(spans: &[Span], adjustments: Vec<Adjustment>) -> Analysis {
+    summarize(&build(spans), spans, adjustments)
+}
+
+/// Adjusts clock skew in `spans` ([`adjust_skew`]) and analyzes the result, building the span tree once.
+pub fn analyze_skew_adjusted(spans: &mut [Span]) -> Analysis {
     let tree = build(spans);
-    let ids: HashMap<SpanId, usize> = spans.iter().enumerate().map(|(i, s)| (s.span_id, i)).collect();
+    let adjustments = adjust(&tree, spans);
+    summarize(&tree, spans, adjustments)
+}
+
+fn summarize(tree: &Tree, spans: &[Span], adjustments: Vec<Adjustment>) -> Analysis {
     let mut warnings = Vec::new();
     let roots: Vec<SpanId> = spans.iter().filter(|s| s.parent_id().is_none()).map(|s| s.span_id).collect();
     if roots.is_empty() && !spans.is_empty() {
@@ -262,7 +277,7 @@ pub fn analyze(spans: &[Span], adjustments: Vec<Adjustment>) -> Analysis {
     let mut missing: BTreeMap<SpanId, Vec<SpanId>> = BTreeMap::new();
     for &t in &tree.tops {
         match spans[t].parent_id() {
-            Some(p) if !ids.contains_key(&p) => missing.entry(p).or_default().push(spans[t].span_id),
+            Some(p) if !tree.by_id.contains_key(&p) => missing.entry(p).or_default().push(spans[t].span_id),
             Some(p) if p == spans[t].span_id => {
                 warnings.push(format!("span {} names itself as its parent", spans[t].span_id));
             }
@@ -294,7 +309,7 @@ pub fn analyze(spans: &[Span], adjustments: Vec<Adjustment>) -> Analysis {
         duration_nanos: end.saturating_sub(start),
         roots,
     };
-    let sections = critical_path(spans, &tree);
+    let sections = critical_path(spans, tree);
     let mut self_time: Vec<(SpanId, u64)> = Vec::new();
     let mut position: HashMap<SpanId, usize> = HashMap::new();
     for s in &sections {

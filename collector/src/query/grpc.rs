@@ -20,11 +20,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::params::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::ingest::to_otlp;
 use crate::metrics::Metrics;
 use crate::model::{Span, SpanKind, TraceId};
-use crate::storage::{StoreError, TraceQuery, TraceStore};
+use crate::storage::{StoreError, StoreResult, TraceQuery, TraceStore};
 
 /// Most spans in one streamed `TracesData`.
 pub const CHUNK_MAX_SPANS: usize = 1000;
@@ -139,10 +138,6 @@ fn trace_query(q: Option<skein_proto::query::TraceQuery>) -> Result<TraceQuery, 
     {
         return Err(Status::invalid_argument("query.duration_max_nanos is less than query.duration_min_nanos"));
     }
-    let limit = match q.search_depth as usize {
-        0 => DEFAULT_LIMIT,
-        n => n.min(MAX_LIMIT),
-    };
     let mut tags: Vec<(String, String)> = q.attributes.into_iter().collect();
     tags.sort();
     Ok(TraceQuery {
@@ -153,7 +148,7 @@ fn trace_query(q: Option<skein_proto::query::TraceQuery>) -> Result<TraceQuery, 
         start_max_unix_nanos: q.start_time_max_unix_nano,
         duration_min_nanos: min,
         duration_max_nanos: max,
-        limit,
+        limit: super::params::limit(q.search_depth as usize),
     })
 }
 
@@ -181,9 +176,9 @@ impl QueryGrpc {
         self
     }
 
-    /// Runs `fut` within the query timeout.
-    async fn limited<T>(&self, fut: impl std::future::Future<Output = Result<T, Status>>) -> Result<T, Status> {
-        limited(self.timeout, &self.metrics, fut).await
+    /// Runs a store call within the query timeout, its error as a gRPC status.
+    async fn call<T>(&self, fut: impl std::future::Future<Output = StoreResult<T>>) -> Result<T, Status> {
+        limited(self.timeout, &self.metrics, async { fut.await.map_err(store_status) }).await
     }
 
     /// The tonic service, accepting gzip- and zstd-compressed requests and compressing responses when asked.
@@ -241,7 +236,7 @@ impl QueryService for QueryGrpc {
     async fn get_trace(&self, request: Request<GetTraceRequest>) -> Result<Response<Self::GetTraceStream>, Status> {
         let id = trace_id(&request.get_ref().trace_id)?;
         // Read before answering, so that a missing trace is a NOT_FOUND status rather than an empty stream.
-        let spans = self.limited(async { self.store.get_trace(id).await.map_err(store_status) }).await?;
+        let spans = self.call(self.store.get_trace(id)).await?;
         let Some(spans) = spans else { return Err(Status::not_found(format!("trace {id} not found"))) };
         Ok(Response::new(self.stream(move |_| async move { Ok(vec![spans]) })))
     }
@@ -254,16 +249,13 @@ impl QueryService for QueryGrpc {
         let metrics = self.metrics.clone();
         Ok(Response::new(self.stream(move |store| async move {
             let found = store.find_traces(query).await.map_err(store_status)?;
-            for (trace_id, e) in &found.corrupt {
-                metrics.blocks_corrupt.inc();
-                tracing::error!(%trace_id, error = %e, "stored trace block is corrupt; left out of search results");
-            }
+            super::report_corrupt(&metrics, &found);
             Ok(found.traces)
         })))
     }
 
     async fn get_services(&self, _: Request<GetServicesRequest>) -> Result<Response<GetServicesResponse>, Status> {
-        let services = self.limited(async { self.store.services().await.map_err(store_status) }).await?;
+        let services = self.call(self.store.services()).await?;
         Ok(Response::new(GetServicesResponse { services }))
     }
 
@@ -283,7 +275,7 @@ impl QueryService for QueryGrpc {
                 ))
             })?),
         };
-        let ops = self.limited(async { self.store.operations(&r.service, kind).await.map_err(store_status) }).await?;
+        let ops = self.call(self.store.operations(&r.service, kind)).await?;
         let operations =
             ops.into_iter().map(|o| Operation { name: o.name, span_kind: o.kind.jaeger_name().to_string() }).collect();
         Ok(Response::new(GetOperationsResponse { operations }))
@@ -296,7 +288,7 @@ impl QueryService for QueryGrpc {
         let r = request.into_inner();
         let end = if r.end_time_unix_nano == 0 { super::params::now_nanos() } else { r.end_time_unix_nano };
         let lookback = if r.lookback_nanos == 0 { DEFAULT_LOOKBACK_NANOS } else { r.lookback_nanos };
-        let links = self.limited(async { self.store.dependencies(end, lookback).await.map_err(store_status) }).await?;
+        let links = self.call(self.store.dependencies(end, lookback)).await?;
         let dependencies = links
             .into_iter()
             .map(|l| DependencyLink {
@@ -396,7 +388,7 @@ mod tests {
             })
             .is_err()
         );
-        assert_eq!(q(&|q| q.search_depth = 100_000).expect("capped").limit, MAX_LIMIT);
+        assert_eq!(q(&|q| q.search_depth = 100_000).expect("capped").limit, super::super::params::MAX_LIMIT);
         assert!(trace_query(None).is_err());
     }
 }

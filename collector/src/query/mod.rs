@@ -125,6 +125,14 @@ async fn time_limit(
     }
 }
 
+/// Logs and counts (`skein_blocks_corrupt_total`) the traces a search left out because a block failed to decode.
+fn report_corrupt(metrics: &Metrics, found: &crate::storage::FoundTraces) {
+    for (trace_id, e) in &found.corrupt {
+        metrics.blocks_corrupt.inc();
+        tracing::error!(%trace_id, error = %e, "stored trace block is corrupt; left out of search results");
+    }
+}
+
 /// The query router; every request is limited to `timeout`.
 pub fn router(store: Store, metrics: Arc<Metrics>, timeout: std::time::Duration) -> Router {
     let limit = axum::middleware::from_fn_with_state((timeout, metrics.clone()), time_limit);
@@ -211,6 +219,23 @@ fn skew_wanted(p: &params::Pairs, default: bool) -> Result<bool, ApiError> {
     Ok(skew)
 }
 
+/// The trace `id` names and whether `adjust=` asks for clock-skew adjustment (`skew_by_default` when absent).
+///
+/// # Errors
+/// 400 for a bad ID or adjustment, 404 when no span of the trace is stored, the store's error.
+async fn trace_and_adjustment(
+    store: &Store,
+    metrics: &Metrics,
+    id: &str,
+    raw: Option<&str>,
+    skew_by_default: bool,
+) -> Result<(TraceId, Vec<crate::model::Span>, bool), ApiError> {
+    let trace_id = parse_trace_id(id)?;
+    let skew = skew_wanted(&params::pairs(raw), skew_by_default)?;
+    let spans = read_trace(store, metrics, trace_id).await?.ok_or_else(|| ApiError::not_found("trace not found"))?;
+    Ok((trace_id, spans, skew))
+}
+
 /// `GET /api/traces/{id}[?adjust=skew]`: the trace in Jaeger's JSON; with `adjust=skew`, clock skew adjusted
 /// ([`analysis::adjust_skew`]) and each moved span carrying a warning with its offset and original start.
 async fn get_trace(
@@ -219,17 +244,11 @@ async fn get_trace(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let trace_id = parse_trace_id(&id)?;
-    let skew = skew_wanted(&params::pairs(raw.as_deref()), false)?;
-    match read_trace(&store, &metrics, trace_id).await? {
-        Some(mut spans) => {
-            if skew {
-                analysis::adjust_skew(&mut spans);
-            }
-            Ok(envelope(json!([jaeger::trace(&spans)]), 0))
-        }
-        None => Err(ApiError::not_found("trace not found")),
+    let (_, mut spans, skew) = trace_and_adjustment(&store, &metrics, &id, raw.as_deref(), false).await?;
+    if skew {
+        analysis::adjust_skew(&mut spans);
     }
+    Ok(envelope(json!([jaeger::trace(&spans)]), 0))
 }
 
 /// `GET /api/traces/{id}/analysis[?adjust=none]`: [`analysis::Analysis`] in Jaeger's envelope — summary, critical
@@ -241,15 +260,10 @@ async fn get_analysis(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let trace_id = parse_trace_id(&id)?;
-    let skew = skew_wanted(&params::pairs(raw.as_deref()), true)?;
-    let Some(mut spans) = read_trace(&store, &metrics, trace_id).await? else {
-        return Err(ApiError::not_found("trace not found"));
-    };
+    let (trace_id, mut spans, skew) = trace_and_adjustment(&store, &metrics, &id, raw.as_deref(), true).await?;
     // Deep and wide traces take a while to analyze: off the async workers.
     let analysis = tokio::task::spawn_blocking(move || {
-        let adjustments = if skew { analysis::adjust_skew(&mut spans) } else { Vec::new() };
-        analysis::analyze(&spans, adjustments)
+        if skew { analysis::analyze_skew_adjusted(&mut spans) } else { analysis::analyze(&spans, Vec::new()) }
     })
     .await
     .map_err(|e| ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: format!("analysis failed: {e}") })?;
@@ -287,12 +301,11 @@ async fn find_traces(
     if found.corrupt.is_empty() {
         return Ok(envelope(json!(data), 0));
     }
+    report_corrupt(&metrics, &found);
     let errors: Vec<Json> = found
         .corrupt
         .iter()
         .map(|(trace_id, e)| {
-            metrics.blocks_corrupt.inc();
-            tracing::error!(%trace_id, error = %e, "stored trace block is corrupt; left out of search results");
             json!({ "code": 500, "msg": format!("trace {trace_id}: stored block is corrupt: {e}"), "traceID": trace_id.to_string() })
         })
         .collect();
@@ -347,10 +360,7 @@ async fn v3_search(
         let e = ApiError::from(e);
         v3_error(e.status, &e.message)
     })?;
-    for (trace_id, e) in &found.corrupt {
-        metrics.blocks_corrupt.inc();
-        tracing::error!(%trace_id, error = %e, "stored trace block is corrupt; left out of search results");
-    }
+    report_corrupt(metrics, &found);
     if found.traces.is_empty() {
         // api_v3 answers an empty search with 404, unlike the classic API (Jaeger PR #9260).
         return Err(v3_error(StatusCode::NOT_FOUND, "No traces found"));

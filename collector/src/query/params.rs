@@ -76,6 +76,27 @@ pub fn parse_go_duration(s: &str) -> Result<u64, String> {
     Ok(total.round() as u64)
 }
 
+/// A requested result count as the search uses it: 0 (or none) means [`DEFAULT_LIMIT`], more than [`MAX_LIMIT`]
+/// is clamped.
+pub fn limit(requested: usize) -> usize {
+    if requested == 0 { DEFAULT_LIMIT } else { requested.min(MAX_LIMIT) }
+}
+
+/// Tags from a JSON object (`{"http.status_code": "500"}`): string values as they are, others in their JSON form.
+///
+/// # Errors
+/// The parser's message when `text` is not a JSON object.
+pub fn json_tags(text: &str) -> Result<Vec<(String, String)>, serde_json::Error> {
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect())
+}
+
 fn parse_u64(p: &Pairs, key: &str) -> Result<Option<u64>, String> {
     get(p, key)
         .map(|v| {
@@ -96,8 +117,7 @@ pub fn trace_query(p: &Pairs, now_unix_nanos: u64) -> Result<TraceQuery, String>
     let start_nanos = parse_u64(p, "start")?
         .map(|us| us.saturating_mul(1000))
         .unwrap_or_else(|| end_nanos.saturating_sub(DEFAULT_LOOKBACK_NANOS));
-    let limit = parse_u64(p, "limit")?.map(|l| l as usize).unwrap_or(DEFAULT_LIMIT);
-    let limit = if limit == 0 { DEFAULT_LIMIT } else { limit.min(MAX_LIMIT) };
+    let limit = limit(parse_u64(p, "limit")?.map_or(0, |l| l as usize));
     let min = get(p, "minDuration").map(parse_go_duration).transpose()?;
     let max = get(p, "maxDuration").map(parse_go_duration).transpose()?;
     if let (Some(min), Some(max)) = (min, max)
@@ -112,15 +132,9 @@ pub fn trace_query(p: &Pairs, now_unix_nanos: u64) -> Result<TraceQuery, String>
         tags.push((k.to_string(), v.to_string()));
     }
     for t in all(p, "tags") {
-        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(t)
-            .map_err(|e| format!("malformed 'tags' parameter: expected a JSON object of strings: {e}"))?;
-        for (k, v) in map {
-            let v = match v {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            tags.push((k, v));
-        }
+        tags.extend(
+            json_tags(t).map_err(|e| format!("malformed 'tags' parameter: expected a JSON object of strings: {e}"))?,
+        );
     }
     Ok(TraceQuery {
         service,
@@ -181,27 +195,19 @@ pub fn v3_trace_query(p: &Pairs) -> Result<TraceQuery, String> {
     {
         return Err("'query.durationMax' must not be less than 'query.durationMin'".into());
     }
-    let mut tags = Vec::new();
-    if let Some(attrs) = get_any(p, &["query.attributes"]) {
-        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(attrs).map_err(|e| {
+    let tags = match get_any(p, &["query.attributes"]) {
+        Some(attrs) => json_tags(attrs).map_err(|e| {
             format!(
                 "malformed 'query.attributes': expected a JSON object such as {{\"http.status_code\":\"500\"}}: {e}"
             )
-        })?;
-        for (k, v) in map {
-            let v = match v {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            tags.push((k, v));
-        }
-    }
-    let depth_keys = ["query.searchDepth", "query.search_depth", "query.num_traces"];
-    let limit = match get_any(p, &depth_keys) {
-        Some(v) => v.parse::<usize>().map_err(|_| format!("unable to parse param 'query.searchDepth': {v:?}"))?,
-        None => DEFAULT_LIMIT,
+        })?,
+        None => Vec::new(),
     };
-    let limit = if limit == 0 { DEFAULT_LIMIT } else { limit.min(MAX_LIMIT) };
+    let depth_keys = ["query.searchDepth", "query.search_depth", "query.num_traces"];
+    let limit = limit(match get_any(p, &depth_keys) {
+        Some(v) => v.parse::<usize>().map_err(|_| format!("unable to parse param 'query.searchDepth': {v:?}"))?,
+        None => 0,
+    });
     Ok(TraceQuery {
         service,
         operation,

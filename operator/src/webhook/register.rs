@@ -68,7 +68,7 @@ impl Target {
     }
 
     fn client_config(&self, path: &str, ca_bundle: &str) -> serde_json::Value {
-        let ca = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, ca_bundle);
+        let ca = ca_bundle_base64(ca_bundle);
         match self {
             Self::Service { namespace, name, port } => json!({
                 "service": {"namespace": namespace, "name": name, "path": path, "port": port},
@@ -293,8 +293,12 @@ pub async fn current(client: &Client, source: &CertSource, metrics: &Metrics) ->
 /// Mutating- or ValidatingWebhookConfiguration, leaving every other field and webhook as it is (`webhooks` merges
 /// on `name`).
 pub fn ca_bundle_patch(name: &str, ca_bundle_pem: &str) -> serde_json::Value {
-    let ca = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, ca_bundle_pem);
-    json!({"webhooks": [{"name": name, "clientConfig": {"caBundle": ca}}]})
+    json!({"webhooks": [{"name": name, "clientConfig": {"caBundle": ca_bundle_base64(ca_bundle_pem)}}]})
+}
+
+/// `caBundle` as the API carries it: the PEM text, base64-encoded.
+fn ca_bundle_base64(pem: &str) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pem)
 }
 
 /// Patches `caBundle` into configurations created by someone else (the Helm chart).

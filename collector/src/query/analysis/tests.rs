@@ -54,6 +54,15 @@ fn a_child_from_another_service_that_starts_early_moves_in_with_its_subtree() {
     );
     assert!(spans[2].warnings[0].contains("+10ms with its parent"), "{:?}", spans[2].warnings);
     assert!(spans[0].warnings.is_empty() && spans[3].warnings.is_empty());
+    // One pass over the tree gives the same as adjusting, then analyzing.
+    let mut again = vec![
+        span(0, None, "frontend", 0, 100),
+        span(1, Some(0), "backend", -10, 40),
+        span(2, Some(1), "backend", -5, 30),
+        span(3, Some(0), "frontend", -3, 10),
+    ];
+    assert_eq!(analyze_skew_adjusted(&mut again), analyze(&spans, moved.clone()));
+    assert_eq!(again, spans);
     // Idempotent: an adjusted trace needs no more adjusting.
     assert!(adjust_skew(&mut spans).is_empty());
 }
