@@ -3,9 +3,9 @@
 //! The same queries as the HTTP API over the same [`TraceStore`]; traces come back as a stream of OTLP
 //! `TracesData` chunks, each at most [`CHUNK_MAX_SPANS`] spans and about [`CHUNK_MAX_BYTES`] encoded (below
 //! gRPC's default 4 MiB message limit), so a 100,000-span trace never needs one huge message. Chunks are produced
-//! by a task feeding a two-slot channel: a slow client holds the producer back, and a client that goes away closes
-//! the channel, which stops the search or the chunking at once (counted in
-//! `skein_query_grpc_streams_cancelled_total`).
+//! by a task feeding a two-slot channel: a slow client holds the producer back, and a client that goes away drops
+//! the response stream, which closes the channel and stops the search or the chunking at once. A stream dropped
+//! before its end is counted in `skein_query_grpc_streams_cancelled_total`.
 
 use std::sync::Arc;
 
@@ -161,7 +161,37 @@ pub struct QueryGrpc {
 }
 
 /// A stream of `TracesData` chunks.
-pub type ChunkStream = ReceiverStream<Result<TracesData, Status>>;
+///
+/// Dropped before its end (the client went away, however much the transport had buffered), it counts a
+/// cancellation.
+pub struct ChunkStream {
+    inner: ReceiverStream<Result<TracesData, Status>>,
+    ended: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl tokio_stream::Stream for ChunkStream {
+    type Item = Result<TracesData, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let next = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        if let std::task::Poll::Ready(None) = next {
+            self.ended = true;
+        }
+        next
+    }
+}
+
+impl Drop for ChunkStream {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.metrics.query_grpc_streams_cancelled.inc();
+        }
+    }
+}
 
 impl QueryGrpc {
     /// A service over `store`.
@@ -191,7 +221,7 @@ impl QueryGrpc {
             .send_compressed(Zstd)
     }
 
-    /// Streams `traces` (found by `find`) as chunks; stops and counts a cancellation when the client is gone.
+    /// Streams `traces` (found by `find`) as chunks; the producer stops when the client is gone.
     fn stream<F, Fut>(&self, find: F) -> ChunkStream
     where
         F: FnOnce(Arc<dyn TraceStore>) -> Fut + Send + 'static,
@@ -202,10 +232,7 @@ impl QueryGrpc {
         tokio::spawn(async move {
             let traces = tokio::select! {
                 found = limited(timeout, &metrics, find(store)) => found,
-                _ = tx.closed() => {
-                    metrics.query_grpc_streams_cancelled.inc();
-                    return;
-                }
+                _ = tx.closed() => return,
             };
             let traces = match traces {
                 Ok(t) => t,
@@ -217,14 +244,13 @@ impl QueryGrpc {
             for trace in traces {
                 for data in chunk(to_otlp(&trace), CHUNK_MAX_SPANS, CHUNK_MAX_BYTES) {
                     if tx.send(Ok(data)).await.is_err() {
-                        metrics.query_grpc_streams_cancelled.inc();
                         return;
                     }
                     metrics.query_grpc_chunks_sent.inc();
                 }
             }
         });
-        ReceiverStream::new(rx)
+        ChunkStream { inner: ReceiverStream::new(rx), ended: false, metrics: self.metrics.clone() }
     }
 }
 
