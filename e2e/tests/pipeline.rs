@@ -491,7 +491,17 @@ fn grpc_query_api_streams_bounded_chunks_and_stops_when_the_client_leaves() {
     let big = skein_e2e::otlp::test_trace_id(1, 0).to_vec();
     let metrics_before = s.metrics();
     rt.block_on(async {
-        let mut q = QueryServiceClient::connect(query_endpoint).await.expect("connect query gRPC");
+        // HTTP/2's smallest flow-control windows: the server cannot push the rest of a trace into transport buffers
+        // ahead of the reader (with the default 2 MiB windows it can, and the stream has ended before the client
+        // leaves), so the stream abandoned below is still open when the client drops it.
+        let channel = tonic::transport::Endpoint::from_shared(query_endpoint)
+            .expect("endpoint")
+            .initial_stream_window_size(Some(65_535))
+            .initial_connection_window_size(Some(65_535))
+            .connect()
+            .await
+            .expect("connect query gRPC");
+        let mut q = QueryServiceClient::new(channel);
         let mut stream = q.get_trace(GetTraceRequest { trace_id: big.clone() }).await.expect("get trace").into_inner();
         let mut sizes = Vec::new();
         while let Some(chunk) = stream.message().await.expect("chunk") {
