@@ -4,9 +4,10 @@
 //! `/api/operations?service=&spanKind=`, `/api/traces?service=&operation=&tag=&tags=&minDuration=&maxDuration=
 //! &start=&end=&limit=&lookback=` (and multi-get with `traceID=`), `/api/traces/{traceID}`,
 //! `/api/traces/{traceID}/analysis` (critical path, skew, missing parents, summary: [`analysis`]; `?adjust=skew` on
-//! the trace itself), `/api/dependencies?endTs=&lookback=`. api_v3: `GET /api/v3/traces/{traceID}`,
+//! the trace itself), `/api/dependencies?endTs=&lookback=` (Jaeger's `{parent, child, callCount}` plus Skein's
+//! `errorCount`, calls whose child span has ERROR status). api_v3: `GET /api/v3/traces/{traceID}`,
 //! `/api/v3/traces?query.serviceName=&…` (search, [`params::v3_trace_query`]), `/api/v3/trace-summaries?…`,
-//! `/api/v3/services`, `/api/v3/operations?service=&spanKind=` (or `span_kind`). Classic responses use Jaeger's
+//! `/api/v3/services`, `/api/v3/operations?service=&spanKind=` (or `span_kind`). The web UI at `/`: [`ui`]. Classic responses use Jaeger's
 //! envelope `{data,total,limit,offset,errors}` and errors repeat the HTTP status in `errors[0].code`; api_v3
 //! answers `{"result": TracesData}` and errors as `{"error": {"httpCode", "message"}}`, an empty search as 404.
 
@@ -15,6 +16,7 @@ pub mod cache;
 pub mod grpc;
 pub mod jaeger;
 pub mod params;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -149,6 +151,7 @@ pub fn router(store: Store, metrics: Arc<Metrics>, timeout: std::time::Duration)
         .route("/api/v3/trace-summaries", get(v3_trace_summaries))
         .route("/api/v3/services", get(v3_services))
         .route("/api/v3/operations", get(v3_operations))
+        .merge(ui::routes())
         .layer(axum::Extension(metrics))
         .layer(limit)
         .with_state(store)
@@ -320,7 +323,9 @@ async fn dependencies(State(store): State<Store>, RawQuery(raw): RawQuery) -> Re
     let data: Vec<Json> = links
         .iter()
         .filter(|l| service.is_none_or(|s| l.parent == s || l.child == s))
-        .map(|l| json!({ "parent": l.parent, "child": l.child, "callCount": l.call_count }))
+        .map(
+            |l| json!({ "parent": l.parent, "child": l.child, "callCount": l.call_count, "errorCount": l.error_count }),
+        )
         .collect();
     Ok(envelope(json!(data), 0))
 }
