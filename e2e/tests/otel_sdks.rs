@@ -129,7 +129,7 @@ fn check_known_trace(s: &AllInOne, trace_id: &str, sdk_language: &str) {
     assert_eq!(
         deps["data"],
         json!([
-            {"parent": "checkout", "child": "payments", "callCount": 1, "errorCount": 0},
+            {"parent": "checkout", "child": "payments", "callCount": 1, "errorCount": 1},
             {"parent": "frontend", "child": "checkout", "callCount": 1, "errorCount": 0},
         ])
     );
