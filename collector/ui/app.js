@@ -456,8 +456,16 @@ async function showTrace(traceId) {
 function renderTrace(trace, analysis, analysisError) {
   const tree = buildTree(trace);
   const all = tree.order;
-  const traceStartUs = Math.min(...all.filter((n) => !n.placeholder).map((n) => n.startUs));
-  const traceEndUs = Math.max(...all.filter((n) => !n.placeholder).map((n) => n.endUs));
+  // Loops rather than Math.min(...spread): a 100,000-span trace would exceed the engine's argument limit.
+  let traceStartUs = Infinity;
+  let traceEndUs = -Infinity;
+  let maxDepth = 0;
+  for (const n of all) {
+    maxDepth = Math.max(maxDepth, n.depth);
+    if (n.placeholder) continue;
+    traceStartUs = Math.min(traceStartUs, n.startUs);
+    traceEndUs = Math.max(traceEndUs, n.endUs);
+  }
   const spanUs = Math.max(traceEndUs - traceStartUs, 1);
   const pct = (us) => (100 * (us - traceStartUs)) / spanUs;
 
@@ -482,7 +490,7 @@ function renderTrace(trace, analysis, analysisError) {
       h('span', { class: 'trace-id', id: 'trace-id' }, trace.traceID)),
     h('dl', { class: 'facts' },
       fact('Start', fmtTime(traceStartUs / 1000)), fact('Duration', fmtDuration(spanUs)),
-      fact('Services', servicesInTrace.length), fact('Depth', summary?.depth ?? Math.max(...all.map((n) => n.depth)) + 1),
+      fact('Services', servicesInTrace.length), fact('Depth', summary?.depth ?? maxDepth + 1),
       fact('Spans', trace.spans.length), fact('Errors', errors)),
     h('div', { class: 'toolbar' },
       h('button', { type: 'button', id: 'expand-all' }, 'Expand all'),

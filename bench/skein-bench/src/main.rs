@@ -4,8 +4,9 @@
 //!   self-contained OTLP JSON span per line), OTLP protobuf, protobuf+zstd and Skein's embedded data directory;
 //!   encode/decode speed; CQL rows per span of the ScyllaDB write plan. Writes `--report` JSON and `--svg`.
 //! - `skein-bench query --synthetic N --otlp-http URL --query URL --pid PID`: sends N synthetic spans to a
-//!   running `skein-all-in-one`, waits until they are written, then measures trace-by-ID and
-//!   service+tag+minDuration search latency and the server's RSS.
+//!   running `skein-all-in-one`, waits until they are written, then measures trace-by-ID latency (uniform over
+//!   100,000 traces, then `--hot-samples` reads of a `--hot-traces` hot set, each with the hot-trace cache's hit
+//!   ratio), service+tag+minDuration search latency and the server's RSS.
 //! - `skein-bench ingest --endpoint URL --clients N --duration-s S [--pid PID] [--payload testbed|synthetic]`:
 //!   N concurrent OTLP/gRPC clients send 100-span batches to a running collector as fast as it acknowledges them;
 //!   reports spans/s, p50/p99 acknowledgement latency, the server's CPU and peak RSS, and — measured on the same
@@ -187,6 +188,13 @@ struct QueryArgs {
     /// Search samples.
     #[arg(long, default_value_t = 200)]
     search_samples: usize,
+    /// Distinct traces in the hot set (traces engineers open again and again: from an alert, a shared link, a
+    /// result page).
+    #[arg(long, default_value_t = 1000)]
+    hot_traces: usize,
+    /// Trace-by-ID reads over the hot set, in random order.
+    #[arg(long, default_value_t = 10_000)]
+    hot_samples: usize,
     /// Parallel export requests while loading.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -467,6 +475,15 @@ async fn storage(a: StorageArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The query service's hot-trace cache counters `(hits, misses)` from `skein_query_cache_requests_total`.
+async fn cache_counts(http: &reqwest::Client, admin: &str) -> anyhow::Result<(f64, f64)> {
+    let text = http.get(format!("{admin}/metrics")).send().await?.text().await?;
+    Ok((
+        metric_in(&text, "skein_query_cache_requests_total{result=\"hit\"}"),
+        metric_in(&text, "skein_query_cache_requests_total{result=\"miss\"}"),
+    ))
+}
+
 async fn written(http: &reqwest::Client, admin: &str) -> anyhow::Result<u64> {
     let text = http.get(format!("{admin}/metrics")).send().await?.text().await?;
     Ok(metric_in(&text, "skein_spans_written_total") as u64)
@@ -522,6 +539,7 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
     }
     let ingest_secs = t0.elapsed().as_secs_f64();
     let mut rng = skein_collector::synthetic::Rng::new(a.seed ^ 0x5eed);
+    let cache_before = cache_counts(&http, &a.admin).await?;
     let mut by_id = Vec::new();
     for _ in 0..a.by_id_samples {
         let id = ids[rng.below(ids.len() as u64) as usize];
@@ -531,6 +549,22 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
         let _ = r.bytes().await?;
         by_id.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    let cache_after_cold = cache_counts(&http, &a.admin).await?;
+    // The hot set: the first read of each trace misses the hot-trace cache (`--query-cache-spans`), later reads
+    // hit it while it holds the set.
+    let hot: Vec<TraceId> =
+        (0..a.hot_traces.min(ids.len())).map(|_| ids[rng.below(ids.len() as u64) as usize]).collect();
+    let mut by_id_hot = Vec::new();
+    let hot_samples = if hot.is_empty() { 0 } else { a.hot_samples };
+    for _ in 0..hot_samples {
+        let id = hot[rng.below(hot.len() as u64) as usize];
+        let t = Instant::now();
+        let r = http.get(format!("{}/api/traces/{}", a.query, hex::encode(id.0))).send().await?;
+        anyhow::ensure!(r.status().is_success(), "trace by ID: {}", r.status());
+        let _ = r.bytes().await?;
+        by_id_hot.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let cache_after_hot = cache_counts(&http, &a.admin).await?;
     let mut search = Vec::new();
     let mut hits = 0usize;
     let services = ["checkout", "cart", "frontend", "product-catalog", "payment"];
@@ -550,12 +584,18 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
         hits += body["data"].as_array().map_or(0, Vec::len);
     }
     by_id.sort_by(f64::total_cmp);
+    by_id_hot.sort_by(f64::total_cmp);
     search.sort_by(f64::total_cmp);
+    let hit_ratio = |from: (f64, f64), to: (f64, f64)| {
+        let (h, m) = (to.0 - from.0, to.1 - from.1);
+        if h + m > 0.0 { h / (h + m) } else { 0.0 }
+    };
     let (rss, hwm) = a.pid.map(rss_kib).unwrap_or((0, 0));
     let report = json!({
         "spans": sent, "send_secs": send_secs, "ingest_secs": ingest_secs,
         "ingest_spans_per_sec": sent as f64 / ingest_secs,
-        "trace_by_id_ms": { "p50": percentile(&by_id, 0.5), "p99": percentile(&by_id, 0.99), "max": percentile(&by_id, 1.0), "samples": by_id.len() },
+        "trace_by_id_ms": { "p50": percentile(&by_id, 0.5), "p99": percentile(&by_id, 0.99), "max": percentile(&by_id, 1.0), "samples": by_id.len(), "distinct_traces": ids.len(), "cache_hit_ratio": hit_ratio(cache_before, cache_after_cold) },
+        "trace_by_id_hot_ms": { "p50": percentile(&by_id_hot, 0.5), "p99": percentile(&by_id_hot, 0.99), "max": percentile(&by_id_hot, 1.0), "samples": by_id_hot.len(), "distinct_traces": hot.len(), "cache_hit_ratio": hit_ratio(cache_after_cold, cache_after_hot) },
         "search_ms": { "p50": percentile(&search, 0.5), "p99": percentile(&search, 0.99), "max": percentile(&search, 1.0), "samples": search.len(), "mean_hits": hits as f64 / search.len().max(1) as f64 },
         "rss_kib": rss, "rss_peak_kib": hwm,
     });
