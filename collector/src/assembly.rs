@@ -464,7 +464,7 @@ impl Assembler {
         }
         let cap = self.kept_cap();
         self.kept.insert(trace_id, cap);
-        for e in crate::dependencies::edges(&live.spans, &HashMap::new()) {
+        for e in crate::dependencies::edges(&live.spans, &crate::dependencies::Earlier::default()) {
             self.metrics
                 .dependency_calls
                 .get_or_create(&EdgeLabels { parent: e.parent, child: e.child })

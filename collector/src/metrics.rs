@@ -278,6 +278,16 @@ impl Metrics {
             "TracesData chunks sent on gRPC query streams",
             m.query_grpc_chunks_sent.clone(),
         );
+        registry.register(
+            "query_cache_requests",
+            "Trace reads of the query service's hot-trace cache, by result (hit, miss)",
+            m.query_cache_requests.clone(),
+        );
+        registry.register(
+            "query_timeouts",
+            "Queries stopped after --query-timeout (HTTP 504, gRPC DEADLINE_EXCEEDED)",
+            m.query_timeouts.clone(),
+        );
         registry.register("live_traces", "Traces held in the assembler", m.live_traces.clone());
         registry.register("pending_chunks", "Trace chunks waiting to be written", m.pending_chunks.clone());
         registry.register_with_unit(
@@ -390,5 +400,21 @@ mod tests {
         let text = m.render();
         assert!(text.contains(r#"skein_spans_rejected_total{reason="invalid_trace_id"} 3"#), "{text}");
         assert!(text.contains(r#"skein_requests_rejected_total{reason="malformed"} 1"#), "{text}");
+    }
+
+    /// Every field of [`Metrics`] is registered, so it is exported (a field only counted in memory is invisible).
+    #[test]
+    fn every_metric_field_is_exported() {
+        let source = include_str!("metrics.rs");
+        let start = source.find("pub struct Metrics {").expect("struct");
+        let body = &source[start..start + source[start..].find("\n}").expect("end")];
+        let fields: Vec<&str> =
+            body.lines().filter_map(|l| l.trim().strip_prefix("pub ")?.split_once(':').map(|(name, _)| name)).collect();
+        assert!(fields.len() > 30, "{fields:?}");
+        // A label family renders nothing until it has a child, so the check is on the registration calls.
+        let missing: Vec<&&str> = fields.iter().filter(|f| !source.contains(&format!("m.{f}.clone()"))).collect();
+        assert!(missing.is_empty(), "not registered: {missing:?}");
+        let text = Metrics::new().render();
+        assert!(text.contains("# HELP skein_query_timeouts"), "{text}");
     }
 }

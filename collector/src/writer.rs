@@ -1,8 +1,8 @@
 //! The storage writer: turns assembled trace chunks into [`WriteBatch`]es and persists them.
 //!
 //! It batches chunks (up to [`MAX_BATCH_CHUNKS`] or [`BATCH_INTERVAL`]), deduplicates late chunks against the
-//! stored trace (so a span exported twice, minutes apart, is still stored once) and resolves parents that live in
-//! earlier chunks for dependency edges. Encoding runs on the blocking pool, and is pipelined with storage: batch
+//! stored trace (so a span exported twice, minutes apart, is still stored once) and resolves dependency edges across
+//! chunks: a late span whose parent is stored, and stored spans whose parent arrives late. Encoding runs on the blocking pool, and is pipelined with storage: batch
 //! N+1 is encoded while batch N is written (one write in flight; a batch with late chunks waits for it, so its
 //! deduplication reads see every earlier write). A failed write is retried with exponential backoff; when storage
 //! stays down for [`MAX_ATTEMPTS`] tries, the batch is given up and counted in `skein_spans_write_failed_total` —
@@ -17,8 +17,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::assembly::Chunk;
+use crate::dependencies::Earlier;
 use crate::metrics::Metrics;
-use crate::model::Span;
+use crate::model::{Span, TraceId};
 use crate::storage::{Dictionaries, ImportancePolicy, TraceStore, WriteBatch, prepare_chunk};
 use crate::wal::SegmentRefs;
 
@@ -94,8 +95,8 @@ async fn finish(inflight: &mut Option<JoinHandle<bool>>) -> bool {
     }
 }
 
-/// A chunk's spans, the services of parents stored in earlier chunks (span ID → service), and its tier.
-type ChunkInput = (Vec<Span>, HashMap<[u8; 8], String>, bool);
+/// A chunk's spans, what its trace's stored chunks add to its dependency edges, and its tier.
+type ChunkInput = (Vec<Span>, Earlier, bool);
 
 /// The writer's state: the store, its shared dictionaries and the retention-tier policy.
 struct Writer {
@@ -156,32 +157,44 @@ impl Writer {
         }
     }
 
-    /// Drops spans of late chunks that are already stored and finds the services of their stored parents.
+    /// Drops spans of late chunks that are already stored; finds the services of their stored parents and the
+    /// stored spans that were waiting for a parent (dependency edges in both directions).
     async fn dedup(&self, chunks: Vec<Chunk>) -> Vec<ChunkInput> {
         let mut out: Vec<ChunkInput> = Vec::with_capacity(chunks.len());
+        // Spans of traces with a late chunk in this batch, taken by earlier chunks of the same batch: they are not
+        // stored yet, but will be with this batch, so the late chunk is deduplicated and linked against them too.
+        let late_traces: HashSet<TraceId> =
+            chunks.iter().filter(|c| c.late).filter_map(|c| c.spans.first().map(|s| s.trace_id)).collect();
+        let mut in_batch: HashMap<TraceId, Vec<Span>> = HashMap::new();
         for chunk in chunks {
+            let Some(trace_id) = chunk.spans.first().map(|s| s.trace_id) else { continue };
             if !chunk.late {
                 let important = self.importance.is_important(&chunk.spans);
-                out.push((chunk.spans, HashMap::new(), important));
+                if late_traces.contains(&trace_id) {
+                    in_batch.entry(trace_id).or_default().extend(chunk.spans.iter().cloned());
+                }
+                out.push((chunk.spans, Earlier::default(), important));
                 continue;
             }
-            let Some(trace_id) = chunk.spans.first().map(|s| s.trace_id) else { continue };
-            let stored = match self.store.get_trace(trace_id).await {
+            let mut stored = match self.store.get_trace(trace_id).await {
                 Ok(s) => s.unwrap_or_default(),
                 Err(e) => {
                     tracing::warn!(%trace_id, error = %e, "could not read stored trace for a late chunk; writing it as is");
                     Vec::new()
                 }
             };
+            if let Some(taken) = in_batch.get(&trace_id) {
+                stored.extend(taken.iter().cloned());
+            }
             let keys: HashSet<_> = stored.iter().map(Span::dedup_key).collect();
-            let parents: HashMap<[u8; 8], String> =
-                stored.iter().map(|s| (s.span_id.0, s.service_name().to_string())).collect();
+            let earlier = Earlier::from_stored(&stored);
             let before = chunk.spans.len();
             let spans: Vec<Span> = chunk.spans.into_iter().filter(|s| !keys.contains(&s.dedup_key())).collect();
             self.metrics.spans_duplicate.inc_by((before - spans.len()) as u64);
             if !spans.is_empty() {
                 let important = self.importance.is_important(stored.iter().chain(&spans));
-                out.push((spans, parents, important));
+                in_batch.entry(trace_id).or_default().extend(spans.iter().cloned());
+                out.push((spans, earlier, important));
             }
         }
         out
@@ -193,7 +206,7 @@ impl Writer {
         let prepared = tokio::task::spawn_blocking(move || {
             inputs
                 .iter()
-                .map(|(spans, parents, important)| prepare_chunk(spans, parents, Some(&dicts), *important))
+                .map(|(spans, earlier, important)| prepare_chunk(spans, earlier, Some(&dicts), *important))
                 .collect::<Result<Vec<_>, _>>()
         })
         .await;
@@ -236,5 +249,59 @@ impl Writer {
         );
         self.metrics.spans_write_failed.inc_by(span_count as u64);
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{SpanId, StatusCode, TraceId, service_resource};
+    use crate::storage::embedded::{EmbeddedConfig, EmbeddedStore};
+
+    /// Writes a trace's children, then (late) their parent, then (late) another child of the stored parent and a
+    /// duplicate of the parent, with `pause` between the chunks (zero: they share one writer batch); returns the
+    /// links and the stored span count.
+    async fn late_parent(pause: Duration) -> (Vec<(String, String, u64, u64)>, Option<usize>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn TraceStore> = Arc::new(EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open"));
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = mpsc::channel(4);
+        let writer = tokio::spawn(run(store.clone(), metrics, ImportancePolicy::default(), None, rx));
+        let t = TraceId([7; 16]);
+        let now = crate::query::params::now_nanos();
+        let span = |id: u8, parent: Option<u8>, service: &str, error: bool| {
+            let mut s = Span::minimal(t, SpanId([id; 8]), "op", service_resource(service));
+            s.parent_span_id = parent.map(|p| vec![p; 8]).unwrap_or_default();
+            s.start_unix_nanos = now - 10_000_000_000 + u64::from(id) * 1_000_000;
+            s.end_unix_nanos = s.start_unix_nanos + 1_000_000;
+            if error {
+                s.status_code = StatusCode::ERROR;
+            }
+            s
+        };
+        let chunks = [
+            (vec![span(2, Some(1), "db", false), span(3, Some(1), "db", true)], false),
+            (vec![span(1, None, "gateway", false)], true),
+            (vec![span(4, Some(1), "cache", false), span(1, None, "gateway", false)], true),
+        ];
+        for (spans, late) in chunks {
+            tx.send(Chunk { spans, late, wal_seq: None }).await.expect("send");
+            tokio::time::sleep(pause).await;
+        }
+        drop(tx);
+        writer.await.expect("writer");
+        let mut links = store.dependencies(now + 60_000_000_000, 3_600_000_000_000).await.expect("dependencies");
+        links.sort_by(|a, b| a.child.cmp(&b.child));
+        let got = links.into_iter().map(|l| (l.parent, l.child, l.call_count, l.error_count)).collect();
+        (got, store.get_trace(t).await.expect("read").map(|s| s.len()))
+    }
+
+    #[tokio::test]
+    async fn edges_are_counted_once_whichever_side_of_a_call_arrives_late() {
+        let want = vec![("gateway".into(), "cache".into(), 1, 0), ("gateway".into(), "db".into(), 2, 1)];
+        // Chunks in separate writer batches (the parent read back from the store) and in one batch.
+        for pause in [Duration::from_millis(300), Duration::ZERO] {
+            assert_eq!(late_parent(pause).await, (want.clone(), Some(4)), "pause {pause:?}");
+        }
     }
 }

@@ -11,7 +11,7 @@ pub mod embedded;
 mod index;
 pub mod scylla;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use dicts::{DictAppend, Dictionaries, MAX_OPEN_DICTIONARIES};
 pub use index::{IndexEntry, PageEntry, PageMerger, TagFilter, decode_page, encode_page};
@@ -79,7 +79,7 @@ pub struct WriteBatch {
 /// [`StoreError::Codec`] when the spans are not one trace.
 pub fn prepare_chunk(
     spans: &[Span],
-    parent_services: &HashMap<[u8; 8], String>,
+    earlier: &dependencies::Earlier,
     dicts: Option<&Dictionaries>,
     important: bool,
 ) -> StoreResult<PreparedChunk> {
@@ -99,7 +99,7 @@ pub fn prepare_chunk(
         important,
         index: index::entries_for_chunk(spans),
         operations,
-        edges: dependencies::edges(spans, parent_services),
+        edges: dependencies::edges(spans, earlier),
     })
 }
 

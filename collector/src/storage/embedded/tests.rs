@@ -1,6 +1,5 @@
 //! Embedded-specific behaviour; the backend-independent contract is in `collector/tests/storage_contract.rs`.
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 
 use super::*;
@@ -28,7 +27,7 @@ fn batch(dicts: &Dictionaries, traces: &[Vec<Span>]) -> WriteBatch {
         .iter()
         .map(|t| {
             let important = t[0].status_code == StatusCode::ERROR;
-            prepare_chunk(t, &HashMap::new(), Some(dicts), important).expect("prepare")
+            prepare_chunk(t, &Default::default(), Some(dicts), important).expect("prepare")
         })
         .collect();
     WriteBatch { chunks }

@@ -1,5 +1,3 @@
-use std::collections::HashMap;
-
 use super::*;
 use crate::model::{SpanId, StatusCode, service_resource};
 use crate::storage::{Dictionaries, prepare_chunk};
@@ -21,7 +19,7 @@ fn chunk(id: u8, spans_per_service: usize, error: bool, dicts: &Dictionaries) ->
             spans.push(s);
         }
     }
-    prepare_chunk(&spans, &HashMap::new(), Some(dicts), error).expect("prepare")
+    prepare_chunk(&spans, &Default::default(), Some(dicts), error).expect("prepare")
 }
 
 #[test]
