@@ -2,7 +2,6 @@
 //! always, and against ScyllaDB when `SKEIN_TEST_SCYLLA=host:port` is set (a fresh keyspace per run, dropped
 //! afterwards); without the variable the ScyllaDB run prints why it is skipped.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use skein_collector::model::{KeyValue, Span, SpanId, SpanKind, StatusCode, TraceId, Value, service_resource};
