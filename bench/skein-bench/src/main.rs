@@ -198,6 +198,11 @@ struct QueryArgs {
     /// Parallel export requests while loading.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// The server already holds this load (same `--synthetic` and `--seed`, sent by an earlier run within the
+    /// hour): regenerate the trace IDs without sending, and measure only. For comparing server settings (e.g.
+    /// `--query-cache-spans 0`) on the same data.
+    #[arg(long)]
+    already_loaded: bool,
     /// JSON report path.
     #[arg(long, default_value = "query-report.json")]
     report: PathBuf,
@@ -514,6 +519,9 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
             }
             batch.extend(t);
         }
+        if a.already_loaded {
+            continue;
+        }
         let body = ExportTraceServiceRequest { resource_spans: to_otlp(&batch) }.encode_to_vec();
         while inflight.len() >= a.concurrency {
             inflight.join_next().await.transpose()?.transpose()?;
@@ -532,7 +540,7 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
     eprintln!("sent {sent} spans in {send_secs:.1} s; waiting until written");
     loop {
         let w = written(&http, &a.admin).await?;
-        if w >= before + sent as u64 {
+        if a.already_loaded || w >= before + sent as u64 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -592,8 +600,9 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
     };
     let (rss, hwm) = a.pid.map(rss_kib).unwrap_or((0, 0));
     let report = json!({
-        "spans": sent, "send_secs": send_secs, "ingest_secs": ingest_secs,
-        "ingest_spans_per_sec": sent as f64 / ingest_secs,
+        "spans": sent, "already_loaded": a.already_loaded,
+        "send_secs": (!a.already_loaded).then_some(send_secs), "ingest_secs": (!a.already_loaded).then_some(ingest_secs),
+        "ingest_spans_per_sec": (!a.already_loaded).then(|| sent as f64 / ingest_secs),
         "trace_by_id_ms": { "p50": percentile(&by_id, 0.5), "p99": percentile(&by_id, 0.99), "max": percentile(&by_id, 1.0), "samples": by_id.len(), "distinct_traces": ids.len(), "cache_hit_ratio": hit_ratio(cache_before, cache_after_cold) },
         "trace_by_id_hot_ms": { "p50": percentile(&by_id_hot, 0.5), "p99": percentile(&by_id_hot, 0.99), "max": percentile(&by_id_hot, 1.0), "samples": by_id_hot.len(), "distinct_traces": hot.len(), "cache_hit_ratio": hit_ratio(cache_after_cold, cache_after_hot) },
         "search_ms": { "p50": percentile(&search, 0.5), "p99": percentile(&search, 0.99), "max": percentile(&search, 1.0), "samples": search.len(), "mean_hits": hits as f64 / search.len().max(1) as f64 },
