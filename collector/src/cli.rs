@@ -36,6 +36,10 @@ pub struct ServerArgs {
     /// Spans the query service's hot-trace cache holds (settled traces, 30 s each); 0 turns it off.
     #[arg(long, env = "SKEIN_QUERY_CACHE_SPANS", default_value_t = 200_000)]
     pub query_cache_spans: u64,
+    /// File of bearer tokens (one per line) the query APIs require (`Authorization: Bearer <token>`); re-read when
+    /// it changes. Unset: the query APIs are open.
+    #[arg(long, env = "SKEIN_QUERY_AUTH_TOKEN_FILE")]
+    pub query_auth_token_file: Option<std::path::PathBuf>,
     /// Admin listen address (`/metrics`, `/healthz`, `/readyz`); default 14269 (collector, all-in-one) or 16687
     /// (query).
     #[arg(long, env = "SKEIN_ADMIN_ADDR")]
@@ -221,6 +225,7 @@ impl ServerArgs {
             query_grpc_addr: self.query_grpc_addr,
             query_timeout: self.query_timeout,
             query_cache_spans: self.query_cache_spans,
+            query_auth_token_file: self.query_auth_token_file.clone(),
             admin_addr: self.admin_addr.unwrap_or(admin_default),
             storage: self.storage.config(role)?,
             assembly: AssemblyConfig {

@@ -149,6 +149,8 @@ pub struct Metrics {
     pub query_cache_requests: Family<CacheLabels, Counter>,
     /// Queries answered 504 / DEADLINE_EXCEEDED after `--query-timeout`.
     pub query_timeouts: Counter,
+    /// Query requests refused by `--query-auth-token-file`, by reason (`missing`, `invalid`).
+    pub query_auth_failures: Family<ReasonLabels, Counter>,
     /// Remote-sampling requests, by protocol and result.
     pub sampling_requests: Family<SamplingLabels, Counter>,
     /// Configuration reloads, by result (`applied`, `rejected`).
@@ -214,6 +216,7 @@ impl Metrics {
             query_grpc_chunks_sent: Counter::default(),
             query_cache_requests: Family::default(),
             query_timeouts: Counter::default(),
+            query_auth_failures: Family::default(),
             sampling_requests: Family::default(),
             config_reloads: Family::default(),
             sampling_policy_decisions: Family::default(),
@@ -287,6 +290,11 @@ impl Metrics {
             "query_timeouts",
             "Queries stopped after --query-timeout (HTTP 504, gRPC DEADLINE_EXCEEDED)",
             m.query_timeouts.clone(),
+        );
+        registry.register(
+            "query_auth_failures",
+            "Query requests refused for a missing or invalid bearer token, by reason",
+            m.query_auth_failures.clone(),
         );
         registry.register("live_traces", "Traces held in the assembler", m.live_traces.clone());
         registry.register("pending_chunks", "Trace chunks waiting to be written", m.pending_chunks.clone());

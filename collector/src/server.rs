@@ -83,6 +83,8 @@ pub struct ServerConfig {
     pub query_timeout: std::time::Duration,
     /// Spans the hot-trace cache holds (0: no cache).
     pub query_cache_spans: u64,
+    /// Bearer tokens the query APIs require ([`query::auth`]); `None`: open.
+    pub query_auth_token_file: Option<std::path::PathBuf>,
     /// Admin (`/metrics`, `/healthz`, `/readyz`) listen address.
     pub admin_addr: SocketAddr,
     /// Storage backend.
@@ -126,6 +128,7 @@ impl ServerConfig {
             query_grpc_addr: any,
             query_timeout: std::time::Duration::from_secs(30),
             query_cache_spans: 200_000,
+            query_auth_token_file: None,
             admin_addr: any,
             storage: StorageConfig::Embedded(EmbeddedConfig::new(data_dir.to_path_buf())),
             assembly: AssemblyConfig::default(),
@@ -294,8 +297,15 @@ pub async fn run_server(
         }
         _ => store.clone(),
     };
+    let query_tokens = match (&config.query_auth_token_file, role.queries()) {
+        (Some(path), true) => Some(
+            query::auth::TokenFile::open(path, metrics.clone())
+                .map_err(|e| Error::Serve(format!("--query-auth-token-file: {e}")))?,
+        ),
+        _ => None,
+    };
     if let Some(query_listener) = query_listener {
-        let router = query::router(query_store.clone(), metrics.clone(), config.query_timeout);
+        let router = query::router(query_store.clone(), metrics.clone(), config.query_timeout, query_tokens.clone());
         let query_srv =
             axum::serve(nodelay(query_listener), router).with_graceful_shutdown(wait_for(stop_rest.clone()));
         rest_tasks.push(("query HTTP", tokio::spawn(async move { query_srv.await })));
@@ -305,7 +315,7 @@ pub async fn run_server(
             .add_service(
                 query::grpc::QueryGrpc::new(query_store.clone(), metrics.clone())
                     .with_timeout(config.query_timeout)
-                    .server(),
+                    .server_with_auth(query_tokens.clone()),
             )
             .serve_with_incoming_shutdown(
                 skein_proto::otlp_grpc::nodelay_incoming(listener),

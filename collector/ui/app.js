@@ -54,9 +54,17 @@ const view = () => document.getElementById('view');
 // ---------------------------------------------------------------------------------------------------------------
 // API and formatting.
 
+// With --query-auth-token-file the API wants `Authorization: Bearer <token>`: the UI asks for it on the first 401
+// and keeps it for this browser tab only (sessionStorage).
+const TOKEN_KEY = 'skein.queryToken';
+
 /** GETs `path` (relative) and returns its JSON; throws an Error carrying the API's own message on non-2xx. */
 async function api(path) {
-  const response = await fetch(path, { headers: { Accept: 'application/json' } });
+  const headers = { Accept: 'application/json' };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const response = await fetch(path, { headers });
+  if (response.status === 401) sessionStorage.removeItem(TOKEN_KEY);
   let body = null;
   try {
     body = await response.json();
@@ -131,7 +139,28 @@ function parseLogfmt(text) {
 }
 
 function showError(where, error) {
+  if (error.status === 401) {
+    view().replaceChildren(tokenForm(error.message));
+    return;
+  }
   where.replaceChildren(h('div', { class: 'error-box', role: 'alert' }, error.message ?? String(error)));
+}
+
+/** Asks for the query API's bearer token, then reloads the current view with it. */
+function tokenForm(message) {
+  const input = h('input', { id: 'token-input', type: 'password', autocomplete: 'current-password', required: true });
+  const form = h('form', { class: 'token-form', id: 'token-form' },
+    h('h2', {}, 'Access token'),
+    h('p', { class: 'hint' }, `This Skein's query API needs a bearer token (${message}). Ask your cluster admin for one.`),
+    field('Token', input),
+    h('button', { type: 'submit', id: 'token-submit' }, 'Continue'));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    services = null;
+    route();
+  });
+  return form;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 // Drives Skein's web UI in real headless Chromium (Debian's `chromium`, through playwright-core) against a running
 // skein-all-in-one loaded with the HotROD datasets and one 5,000-span trace. Run by e2e/tests/ui.rs:
 //
-//   node e2e/node/ui_browser.js <query base URL> <output dir> <big trace ID>
+//   node e2e/node/ui_browser.js <query base URL> <output dir> <big trace ID> [<token-guarded base URL> <token>]
+//
+// With the last two, it also signs in to a query service started with --query-auth-token-file.
 //
 // Each step checks what a user sees (search results, waterfall rows, the critical path, span details, the
 // dependency graph) and saves a screenshot in <output dir>. The last line printed is a JSON report with the
@@ -13,7 +15,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { chromium } = require('playwright-core');
 
-const [base, outDir, bigTraceId] = process.argv.slice(2);
+const [base, outDir, bigTraceId, authBase, authToken] = process.argv.slice(2);
 if (!base || !outDir || !bigTraceId) {
   console.error('usage: node ui_browser.js <query base URL> <output dir> <big trace ID>');
   process.exit(2);
@@ -134,7 +136,24 @@ async function main() {
     });
     report.bigTraceScrollToEndMs = Date.now() - t1;
     await shot('5-big-trace');
-    report.consoleErrors = consoleErrors;
+
+    // 5. A token-guarded query service: the UI asks for the token, refuses a wrong one, then works.
+    if (authBase) {
+      await page.goto(`${authBase}/`);
+      await page.waitForSelector('#token-form');
+      await page.fill('#token-input', 'not-the-token');
+      await page.click('#token-submit');
+      await page.waitForSelector('#token-form');
+      await page.fill('#token-input', authToken);
+      await page.click('#token-submit');
+      await page.waitForSelector('#search-service option[value="frontend"]', { state: 'attached' });
+      report.authSignedIn = true;
+      await shot('6-signed-in');
+      // The browser logs each refused (401) request as a console error; those are expected here.
+      report.consoleErrors = consoleErrors.filter((e) => !/401/.test(e));
+    } else {
+      report.consoleErrors = consoleErrors;
+    }
   } finally {
     await browser.close();
   }

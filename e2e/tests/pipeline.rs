@@ -564,3 +564,76 @@ fn grpc_query_api_streams_bounded_chunks_and_stops_when_the_client_leaves() {
     assert_eq!(cancelled(&metrics_before), 0.0);
     s.wait_until("the abandoned stream to be counted", Duration::from_secs(10), || cancelled(&s.metrics()) >= 1.0);
 }
+
+#[test]
+fn query_auth_token_file_guards_http_and_grpc_and_picks_up_a_rotated_token() {
+    use skein_proto::query::GetServicesRequest;
+    use skein_proto::query::query_service_client::QueryServiceClient;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = dir.path().join("query-tokens");
+    std::fs::write(&tokens, "# the query API's tokens\nfirst-token\n").expect("write tokens");
+    let data = dir.path().join("data");
+    let s = AllInOne::start_with(&data, 100, &["--query-auth-token-file", tokens.to_str().expect("UTF-8")]);
+    let get = |path: &str, token: Option<&str>| {
+        let mut r = s.http.get(format!("{}{path}", s.query));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().expect("request");
+        (r.status().as_u16(), r.headers().get("www-authenticate").map(|v| v.to_str().unwrap_or("").to_string()))
+    };
+    assert_eq!(get("/api/services", None), (401, Some("Bearer realm=\"skein\"".into())));
+    assert_eq!(get("/api/v3/services", Some("wrong")).0, 401);
+    assert_eq!(get("/api/services", Some("first-token")).0, 200);
+    assert_eq!(get("/", None).0, 200, "the UI page holds no data and asks for the token itself");
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let grpc = |token: Option<&str>| {
+        rt.block_on(async {
+            let mut q = QueryServiceClient::connect(s.query_grpc.clone()).await.expect("connect query gRPC");
+            let mut request = tonic::Request::new(GetServicesRequest {});
+            if let Some(t) = token {
+                request.metadata_mut().insert("authorization", format!("Bearer {t}").parse().expect("metadata"));
+            }
+            q.get_services(request).await.map(|_| ()).map_err(|e| e.code())
+        })
+    };
+    assert_eq!(grpc(None), Err(tonic::Code::Unauthenticated));
+    assert_eq!(grpc(Some("first-token")), Ok(()));
+
+    // Rotation: a new token added to the file is accepted within the recheck interval, without a restart.
+    std::fs::write(&tokens, "first-token\nsecond-token\n").expect("rotate");
+    s.wait_until("the rotated token accepted", Duration::from_secs(15), || {
+        get("/api/services", Some("second-token")).0 == 200
+    });
+    assert_eq!(grpc(Some("second-token")), Ok(()));
+
+    let metrics = s.metrics();
+    assert!(skein_e2e::metric_in(&metrics, "skein_query_auth_failures_total{reason=\"missing\"}") >= 2.0, "{metrics}");
+    assert!(skein_e2e::metric_in(&metrics, "skein_query_auth_failures_total{reason=\"invalid\"}") >= 1.0, "{metrics}");
+
+    // A server told to require tokens does not start without any.
+    std::fs::write(&tokens, "# none yet\n").expect("empty");
+    let out = std::process::Command::new(skein_e2e::bin("skein-all-in-one"))
+        .args(["--data-dir", dir.path().join("other").to_str().expect("UTF-8")])
+        .args(["--query-auth-token-file", tokens.to_str().expect("UTF-8")])
+        .args([
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+            "--query-http-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--query-grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--zipkin-addr", "127.0.0.1:0"])
+        .args(["--sampling-http-addr", "127.0.0.1:0", "--sampling-grpc-addr", "127.0.0.1:0"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("lists no token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

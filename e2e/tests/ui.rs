@@ -109,6 +109,20 @@ fn the_ui_searches_shows_waterfall_critical_path_and_dependency_graph_in_chromiu
     s.wait_until_written();
     assert_eq!(skein_e2e::otlp::span_count(&s, BIG_TRACE), BIG_SPANS as usize);
 
+    // A second server requiring a bearer token, with one HotROD trace so the signed-in UI has a service to show.
+    let tokens = dir.path().join("query-tokens");
+    std::fs::write(&tokens, "ui-test-token\n").expect("tokens");
+    let guarded = AllInOne::start_with(
+        &dir.path().join("guarded"),
+        200,
+        &["--query-auth-token-file", tokens.to_str().expect("UTF-8")],
+    );
+    assert_eq!(
+        guarded.replay(&[trace_data().join("jaeger-otlp-hotrod-oteldemo/apiv3_getTrace_hotrod.json")])["accepted"],
+        40
+    );
+    guarded.wait_until_written();
+
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
     let _ = std::fs::remove_dir_all(&out);
     let run = Command::new("node")
@@ -116,6 +130,8 @@ fn the_ui_searches_shows_waterfall_critical_path_and_dependency_graph_in_chromiu
         .arg(&s.query)
         .arg(&out)
         .arg(BIG_TRACE)
+        .arg(&guarded.query)
+        .arg("ui-test-token")
         .env("SKEIN_CHROMIUM", &chromium)
         .output()
         .expect("run node (install Node.js: apt-get install nodejs npm)");
@@ -161,11 +177,14 @@ fn the_ui_searches_shows_waterfall_critical_path_and_dependency_graph_in_chromiu
     assert!(report["bigTraceRowElements"].as_u64().is_some_and(|n| n > 0 && n < 200), "{report}");
     assert_eq!(report["bigTraceHeightPx"], BIG_SPANS * 24, "{report}");
 
+    // With --query-auth-token-file, the UI asks for the token, refuses a wrong one and then works.
+    assert_eq!(report["authSignedIn"], true, "{report}");
+
     assert_eq!(report["consoleErrors"], serde_json::json!([]), "the page logged errors");
     for shot in report["screenshots"].as_array().expect("screenshots") {
         let path = shot.as_str().expect("path");
         let bytes = std::fs::read(path).expect("screenshot");
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{path} is not a real screenshot");
     }
-    assert_eq!(report["screenshots"].as_array().map(Vec::len), Some(5));
+    assert_eq!(report["screenshots"].as_array().map(Vec::len), Some(6));
 }

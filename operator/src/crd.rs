@@ -171,6 +171,12 @@ pub struct QuerySpec {
     /// Type of the `<name>-query` Service (default `ClusterIP`).
     #[serde(default)]
     pub service_type: ServiceType,
+    /// A Secret in the pipeline's namespace whose key `tokens` lists the bearer tokens, one per line, that the
+    /// query APIs (HTTP and gRPC) then require (`Authorization: Bearer <token>`; the query service's
+    /// `--query-auth-token-file`). Edits to the Secret apply without a restart. Unset: the query APIs are open to
+    /// anyone who can reach the Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_token_secret_ref: Option<SecretRef>,
 }
 
 /// Sidecar agent settings, read by the injection webhook.

@@ -46,6 +46,8 @@ const QUERY_ADMIN_PORT: i32 = 16687;
 /// Non-root user of every Skein container (the distroless `nonroot` user).
 pub const RUN_AS_USER: i64 = 65532;
 const CONFIG_DIR: &str = "/etc/skein/config";
+/// Where the query auth Secret's `tokens` key is mounted.
+const QUERY_AUTH_DIR: &str = "/etc/skein/query-auth";
 const PASSWORD_DIR: &str = "/etc/skein/scylla";
 const DATA_DIR: &str = "/var/lib/skein/data";
 const WAL_DIR: &str = "/var/lib/skein/wal";
@@ -595,6 +597,17 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// The query service's `--query-auth-token-file` with its Secret volume and mount, when
+    /// `spec.query.authTokenSecretRef` is set.
+    fn query_auth(&self) -> Option<(String, Value, Value)> {
+        let secret = self.tp.spec.query.auth_token_secret_ref.as_ref()?;
+        Some((
+            format!("--query-auth-token-file={QUERY_AUTH_DIR}/tokens"),
+            json!({"name": "query-auth", "secret": {"secretName": secret.name, "items": [{"key": "tokens", "path": "tokens"}]}}),
+            json!({"name": "query-auth", "mountPath": QUERY_AUTH_DIR, "readOnly": true}),
+        ))
+    }
+
     fn credentials_volume(&self, t: &ScyllaTarget) -> (Vec<Value>, Vec<Value>) {
         match &t.credentials_secret {
             Some(secret) => (
@@ -644,7 +657,12 @@ impl<'a> Builder<'a> {
         let q = &self.tp.spec.query;
         let mut args = self.scylla_args(t);
         args.push("--log-format=json".into());
-        let (volumes, mounts) = self.credentials_volume(t);
+        let (mut volumes, mut mounts) = self.credentials_volume(t);
+        if let Some((flag, volume, mount)) = self.query_auth() {
+            args.push(flag);
+            volumes.push(volume);
+            mounts.push(mount);
+        }
         let ports = json!([
             {"name": "http-query", "containerPort": QUERY_HTTP_PORT},
             {"name": "grpc-query", "containerPort": QUERY_GRPC_PORT},
@@ -688,10 +706,16 @@ impl<'a> Builder<'a> {
             p.push(json!({"name": "http-query", "containerPort": QUERY_HTTP_PORT}));
             p.push(json!({"name": "grpc-query", "containerPort": QUERY_GRPC_PORT}));
         }
-        let mounts = vec![
+        let mut mounts = vec![
             json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true}),
             json!({"name": "data", "mountPath": DATA_DIR}),
         ];
+        let mut volumes = vec![json!({"name": "config", "configMap": {"name": self.names.config}})];
+        if let Some((flag, volume, mount)) = self.query_auth() {
+            args.push(flag);
+            volumes.push(volume);
+            mounts.push(mount);
+        }
         let container = container(
             "all-in-one",
             &Self::image(&c.image, &self.defaults.all_in_one_image),
@@ -702,7 +726,6 @@ impl<'a> Builder<'a> {
             mounts,
             c.resources.clone().unwrap_or_else(|| resources("250m", "256Mi", "1Gi")),
         );
-        let volumes = vec![json!({"name": "config", "configMap": {"name": self.names.config}})];
         let mut claim = json!({
             "metadata": {"name": "data", "labels": self.selector("collector")},
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": e.size}}},

@@ -211,6 +211,15 @@ impl QueryGrpc {
         limited(self.timeout, &self.metrics, async { fut.await.map_err(store_status) }).await
     }
 
+    /// [`Self::server`] behind the bearer-token check of `--query-auth-token-file` ([`super::auth`]); with
+    /// `None`, every call is served.
+    pub fn server_with_auth(
+        self,
+        tokens: Option<Arc<super::auth::TokenFile>>,
+    ) -> tonic::service::interceptor::InterceptedService<QueryServiceServer<Self>, super::auth::GrpcAuth> {
+        tonic::service::interceptor::InterceptedService::new(self.server(), super::auth::GrpcAuth(tokens))
+    }
+
     /// The tonic service, accepting gzip- and zstd-compressed requests and compressing responses when asked.
     pub fn server(self) -> QueryServiceServer<Self> {
         use tonic::codec::CompressionEncoding::{Gzip, Zstd};

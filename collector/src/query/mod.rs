@@ -12,6 +12,7 @@
 //! answers `{"result": TracesData}` and errors as `{"error": {"httpCode", "message"}}`, an empty search as 404.
 
 pub mod analysis;
+pub mod auth;
 pub mod cache;
 pub mod grpc;
 pub mod jaeger;
@@ -44,6 +45,11 @@ impl ApiError {
     /// A 400 with a message saying what was wrong.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+
+    /// A 401: no accepted bearer token ([`auth`]).
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::UNAUTHORIZED, message: message.into() }
     }
 
     fn not_found(message: &str) -> Self {
@@ -135,10 +141,16 @@ fn report_corrupt(metrics: &Metrics, found: &crate::storage::FoundTraces) {
     }
 }
 
-/// The query router; every request is limited to `timeout`.
-pub fn router(store: Store, metrics: Arc<Metrics>, timeout: std::time::Duration) -> Router {
+/// The query router; every request is limited to `timeout`, and with `tokens` every `/api` request needs an
+/// accepted bearer token (the UI's page and static files stay public: they hold no trace data).
+pub fn router(
+    store: Store,
+    metrics: Arc<Metrics>,
+    timeout: std::time::Duration,
+    tokens: Option<Arc<auth::TokenFile>>,
+) -> Router {
     let limit = axum::middleware::from_fn_with_state((timeout, metrics.clone()), time_limit);
-    Router::new()
+    let api = Router::new()
         .route("/api/services", get(services))
         .route("/api/services/{service}/operations", get(service_operations))
         .route("/api/operations", get(operations))
@@ -150,11 +162,12 @@ pub fn router(store: Store, metrics: Arc<Metrics>, timeout: std::time::Duration)
         .route("/api/v3/traces", get(v3_find_traces))
         .route("/api/v3/trace-summaries", get(v3_trace_summaries))
         .route("/api/v3/services", get(v3_services))
-        .route("/api/v3/operations", get(v3_operations))
-        .merge(ui::routes())
-        .layer(axum::Extension(metrics))
-        .layer(limit)
-        .with_state(store)
+        .route("/api/v3/operations", get(v3_operations));
+    let api = match tokens {
+        Some(tokens) => api.layer(axum::middleware::from_fn_with_state(tokens, auth::require_token)),
+        None => api,
+    };
+    api.merge(ui::routes()).layer(axum::Extension(metrics)).layer(limit).with_state(store)
 }
 
 fn envelope(data: Json, total: usize) -> Response {
@@ -503,7 +516,7 @@ mod tests {
     async fn queries_over_the_time_limit_get_504_and_are_counted() {
         let metrics = Arc::new(Metrics::default());
         let slow: Store = Arc::new(Slow { delay: Duration::from_secs(5) });
-        let router = router(slow.clone(), metrics.clone(), Duration::from_millis(50));
+        let router = router(slow.clone(), metrics.clone(), Duration::from_millis(50), None);
         let (status, body) = get(&router, "/api/services").await;
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
         assert!(body["errors"][0]["msg"].as_str().unwrap_or("").contains("--query-timeout"), "{body}");
@@ -524,7 +537,41 @@ mod tests {
     }
 
     fn router_for(store: Store, metrics: &Arc<Metrics>) -> Router {
-        router(store, metrics.clone(), Duration::from_secs(5))
+        router(store, metrics.clone(), Duration::from_secs(5), None)
+    }
+
+    #[tokio::test]
+    async fn with_a_token_file_the_api_needs_a_bearer_token_and_the_ui_shell_does_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, "s3cret\n").expect("write");
+        let metrics = Arc::new(Metrics::default());
+        let tokens = auth::TokenFile::open(&path, metrics.clone()).expect("tokens");
+        let store: Store = Arc::new(Slow { delay: Duration::ZERO });
+        let router = router(store, metrics.clone(), Duration::from_secs(5), Some(tokens));
+        let call = |uri: &str, token: Option<&str>| {
+            let mut request = axum::http::Request::get(uri);
+            if let Some(t) = token {
+                request = request.header("authorization", format!("Bearer {t}"));
+            }
+            router.clone().oneshot(request.body(axum::body::Body::empty()).expect("request"))
+        };
+        for uri in ["/api/services", "/api/v3/services", "/api/traces/0123456789abcdef", "/api/dependencies"] {
+            let refused = call(uri, None).await.expect("response");
+            assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{uri}");
+            assert_eq!(refused.headers()["www-authenticate"], "Bearer realm=\"skein\"");
+            let body = axum::body::to_bytes(refused.into_body(), 1 << 16).await.expect("body");
+            let body: Json = serde_json::from_slice(&body).expect("json");
+            assert_eq!(body["errors"][0]["code"], 401, "Jaeger's envelope: {body}");
+            assert_eq!(call(uri, Some("wrong")).await.expect("response").status(), StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(call("/api/services", Some("s3cret")).await.expect("response").status(), StatusCode::OK);
+        assert_eq!(call("/", None).await.expect("response").status(), StatusCode::OK, "the UI page is public");
+        assert_eq!(call("/static/app.js", None).await.expect("response").status(), StatusCode::OK);
+        let failures = |r: &str| {
+            metrics.query_auth_failures.get_or_create(&crate::metrics::ReasonLabels { reason: r.into() }).get()
+        };
+        assert_eq!((failures("missing"), failures("invalid")), (4, 4));
     }
 
     #[tokio::test]

@@ -247,3 +247,35 @@ fn defaults_and_overrides() {
     orphan.metadata.uid = None;
     assert!(matches!(desired(&orphan, &Defaults::default()), Err(Error::MissingField(_))));
 }
+
+#[test]
+fn a_query_auth_secret_is_mounted_and_required_by_every_pod_that_serves_queries() {
+    let expect = |template: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+        let c = container(template);
+        let args = c.args.clone().unwrap_or_default();
+        assert!(args.contains(&"--query-auth-token-file=/etc/skein/query-auth/tokens".to_string()), "{args:?}");
+        let mount = c.volume_mounts.as_ref().and_then(|m| m.iter().find(|m| m.name == "query-auth")).expect("mount");
+        assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/etc/skein/query-auth", Some(true)));
+        let volumes = template.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+        let secret = volumes.iter().find(|v| v.name == "query-auth").and_then(|v| v.secret.clone()).expect("volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("query-tokens"));
+        let items = secret.items.unwrap_or_default();
+        assert_eq!((items[0].key.as_str(), items[0].path.as_str()), ("tokens", "tokens"));
+    };
+    let auth = "query:\n  authTokenSecretRef: {name: query-tokens}\n";
+    // Embedded: the all-in-one pod serves queries.
+    let d = build(&pipeline_yaml("dev", auth));
+    let Workloads::Embedded { stateful_set } = &d.workloads else { panic!("embedded") };
+    expect(&stateful_set.spec.as_ref().expect("spec").template);
+    // ScyllaDB: the query pods do; the collectors, which serve no queries, get neither flag nor Secret.
+    let d = build(&pipeline_yaml("prod", &format!("{SCYLLA}{auth}")));
+    let Workloads::Scylla { collector, query, .. } = &d.workloads else { panic!("scylla") };
+    expect(&query.spec.as_ref().expect("query").template);
+    let c = container(&collector.spec.as_ref().expect("collector").template);
+    assert!(!c.args.clone().unwrap_or_default().iter().any(|a| a.contains("query-auth")));
+    // Without the field, no flag.
+    let d = build(&pipeline_yaml("open", "{}"));
+    let Workloads::Embedded { stateful_set } = &d.workloads else { panic!("embedded") };
+    let c = container(&stateful_set.spec.as_ref().expect("spec").template);
+    assert!(!c.args.clone().unwrap_or_default().iter().any(|a| a.contains("query-auth")));
+}
