@@ -480,6 +480,27 @@ async fn storage(a: StorageArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `samples` `GET /api/traces/{id}` of IDs drawn from `ids` by `rng`; latencies in ms, sorted (none without IDs).
+async fn reads_by_id(
+    http: &reqwest::Client,
+    query: &str,
+    ids: &[TraceId],
+    samples: usize,
+    rng: &mut skein_collector::synthetic::Rng,
+) -> anyhow::Result<Vec<f64>> {
+    let mut ms = Vec::new();
+    for _ in 0..if ids.is_empty() { 0 } else { samples } {
+        let id = ids[rng.below(ids.len() as u64) as usize];
+        let t = Instant::now();
+        let r = http.get(format!("{query}/api/traces/{}", hex::encode(id.0))).send().await?;
+        anyhow::ensure!(r.status().is_success(), "trace by ID: {}", r.status());
+        let _ = r.bytes().await?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(ms)
+}
+
 /// The query service's hot-trace cache counters `(hits, misses)` from `skein_query_cache_requests_total`.
 async fn cache_counts(http: &reqwest::Client, admin: &str) -> anyhow::Result<(f64, f64)> {
     let text = http.get(format!("{admin}/metrics")).send().await?.text().await?;
@@ -548,30 +569,13 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
     let ingest_secs = t0.elapsed().as_secs_f64();
     let mut rng = skein_collector::synthetic::Rng::new(a.seed ^ 0x5eed);
     let cache_before = cache_counts(&http, &a.admin).await?;
-    let mut by_id = Vec::new();
-    for _ in 0..a.by_id_samples {
-        let id = ids[rng.below(ids.len() as u64) as usize];
-        let t = Instant::now();
-        let r = http.get(format!("{}/api/traces/{}", a.query, hex::encode(id.0))).send().await?;
-        anyhow::ensure!(r.status().is_success(), "trace by ID: {}", r.status());
-        let _ = r.bytes().await?;
-        by_id.push(t.elapsed().as_secs_f64() * 1e3);
-    }
+    let by_id = reads_by_id(&http, &a.query, &ids, a.by_id_samples, &mut rng).await?;
     let cache_after_cold = cache_counts(&http, &a.admin).await?;
     // The hot set: the first read of each trace misses the hot-trace cache (`--query-cache-spans`), later reads
     // hit it while it holds the set.
     let hot: Vec<TraceId> =
         (0..a.hot_traces.min(ids.len())).map(|_| ids[rng.below(ids.len() as u64) as usize]).collect();
-    let mut by_id_hot = Vec::new();
-    let hot_samples = if hot.is_empty() { 0 } else { a.hot_samples };
-    for _ in 0..hot_samples {
-        let id = hot[rng.below(hot.len() as u64) as usize];
-        let t = Instant::now();
-        let r = http.get(format!("{}/api/traces/{}", a.query, hex::encode(id.0))).send().await?;
-        anyhow::ensure!(r.status().is_success(), "trace by ID: {}", r.status());
-        let _ = r.bytes().await?;
-        by_id_hot.push(t.elapsed().as_secs_f64() * 1e3);
-    }
+    let by_id_hot = reads_by_id(&http, &a.query, &hot, a.hot_samples, &mut rng).await?;
     let cache_after_hot = cache_counts(&http, &a.admin).await?;
     let mut search = Vec::new();
     let mut hits = 0usize;
@@ -591,8 +595,6 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
         search.push(t.elapsed().as_secs_f64() * 1e3);
         hits += body["data"].as_array().map_or(0, Vec::len);
     }
-    by_id.sort_by(f64::total_cmp);
-    by_id_hot.sort_by(f64::total_cmp);
     search.sort_by(f64::total_cmp);
     let hit_ratio = |from: (f64, f64), to: (f64, f64)| {
         let (h, m) = (to.0 - from.0, to.1 - from.1);
