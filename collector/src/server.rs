@@ -315,7 +315,7 @@ pub async fn run_server(
             .add_service(
                 query::grpc::QueryGrpc::new(query_store.clone(), metrics.clone())
                     .with_timeout(config.query_timeout)
-                    .server_with_auth(query_tokens.clone()),
+                    .server(query_tokens.clone()),
             )
             .serve_with_incoming_shutdown(
                 skein_proto::otlp_grpc::nodelay_incoming(listener),

@@ -449,7 +449,7 @@ function buildTree(trace) {
       walk(n);
     }
   }
-  return { roots, order, placeholders };
+  return { roots, order };
 }
 
 let traceRequest = 0;
@@ -546,6 +546,7 @@ function renderTrace(trace, analysis, analysisError) {
   const computeVisible = () => {
     visible = [];
     const stack = [...tree.roots].reverse();
+    // buildTree made spans in a parent cycle roots; `seen` stops the walk going round the cycle.
     const seen = new Set();
     while (stack.length) {
       const n = stack.pop();
@@ -554,8 +555,6 @@ function renderTrace(trace, analysis, analysisError) {
       visible.push(n);
       if (!collapsed.has(n)) for (let i = n.children.length - 1; i >= 0; i--) stack.push(n.children[i]);
     }
-    // Spans in a parent cycle were made roots by buildTree; keep them visible.
-    if (visible.length < all.length && collapsed.size === 0) for (const n of all) if (!seen.has(n)) visible.push(n);
     inner.style.height = `${visible.length * ROW_HEIGHT_PX}px`;
   };
 

@@ -211,23 +211,20 @@ impl QueryGrpc {
         limited(self.timeout, &self.metrics, async { fut.await.map_err(store_status) }).await
     }
 
-    /// [`Self::server`] behind the bearer-token check of `--query-auth-token-file` ([`super::auth`]); with
-    /// `None`, every call is served.
-    pub fn server_with_auth(
+    /// The tonic service, accepting gzip- and zstd-compressed requests and compressing responses when asked,
+    /// behind the bearer-token check of `--query-auth-token-file` ([`super::auth`]; with `None`, every call is
+    /// served).
+    pub fn server(
         self,
         tokens: Option<Arc<super::auth::TokenFile>>,
     ) -> tonic::service::interceptor::InterceptedService<QueryServiceServer<Self>, super::auth::GrpcAuth> {
-        tonic::service::interceptor::InterceptedService::new(self.server(), super::auth::GrpcAuth(tokens))
-    }
-
-    /// The tonic service, accepting gzip- and zstd-compressed requests and compressing responses when asked.
-    pub fn server(self) -> QueryServiceServer<Self> {
         use tonic::codec::CompressionEncoding::{Gzip, Zstd};
-        QueryServiceServer::new(self)
+        let server = QueryServiceServer::new(self)
             .accept_compressed(Gzip)
             .accept_compressed(Zstd)
             .send_compressed(Gzip)
-            .send_compressed(Zstd)
+            .send_compressed(Zstd);
+        tonic::service::interceptor::InterceptedService::new(server, super::auth::GrpcAuth(tokens))
     }
 
     /// Streams `traces` (found by `find`) as chunks; the producer stops when the client is gone.
