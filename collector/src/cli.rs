@@ -40,6 +40,10 @@ pub struct ServerArgs {
     /// it changes. Unset: the query APIs are open.
     #[arg(long, env = "SKEIN_QUERY_AUTH_TOKEN_FILE")]
     pub query_auth_token_file: Option<std::path::PathBuf>,
+    /// Fault injection for chaos tests: while this file exists, every storage write waits (a stalled store).
+    /// Not for production; hidden from `--help`.
+    #[arg(long, hide = true)]
+    pub fault_stall_writes_file: Option<std::path::PathBuf>,
     /// Admin listen address (`/metrics`, `/healthz`, `/readyz`); default 14269 (collector, all-in-one) or 16687
     /// (query).
     #[arg(long, env = "SKEIN_ADMIN_ADDR")]
@@ -226,6 +230,7 @@ impl ServerArgs {
             query_timeout: self.query_timeout,
             query_cache_spans: self.query_cache_spans,
             query_auth_token_file: self.query_auth_token_file.clone(),
+            fault_stall_writes_file: self.fault_stall_writes_file.clone(),
             admin_addr: self.admin_addr.unwrap_or(admin_default),
             storage: self.storage.config(role)?,
             assembly: AssemblyConfig {

@@ -35,6 +35,65 @@ impl TraceId {
         Ok(Self(out))
     }
 
+    /// Parses a trace ID as engineers paste it from logs and request dumps:
+    /// - 1–32 hex characters ([`TraceId::from_hex`]);
+    /// - a W3C `traceparent` value, `{version:2}-{trace-id:32}-{parent-id:16}-{flags:2}` in lower-case hex
+    ///   (<https://www.w3.org/TR/trace-context/#traceparent-header>): version `ff` is invalid, version `00` has
+    ///   exactly these four fields, later versions may append `-…` fields, which are ignored; all-zero trace or
+    ///   parent IDs are invalid;
+    /// - a B3 single header, `{trace-id:16|32}-{span-id:16}[-{sampling:0|1|d}[-{parent-span-id:16}]]`
+    ///   (<https://github.com/openzipkin/b3-propagation#single-header>); a 64-bit trace ID is left-padded.
+    ///
+    /// # Errors
+    /// A message naming the form the value looked like and what is wrong with it.
+    pub fn from_lookup(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if !s.contains('-') {
+            return Self::from_hex(s);
+        }
+        let parts: Vec<&str> = s.split('-').collect();
+        let lower_hex =
+            |p: &str, len: usize| p.len() == len && p.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let nonzero = |p: &str| p.bytes().any(|b| b != b'0');
+        if parts[0].len() == 2 {
+            let version = parts[0];
+            let bad = |why: &str| Err(format!("traceparent {s:?}: {why}"));
+            if !lower_hex(version, 2) || version == "ff" {
+                return bad("version must be two lower-case hex digits other than ff");
+            }
+            if parts.len() < 4 || (version == "00" && parts.len() != 4) {
+                return bad("expected version-traceid-parentid-flags");
+            }
+            if !lower_hex(parts[1], 32) || !nonzero(parts[1]) {
+                return bad("trace-id must be 32 lower-case hex digits, not all zero");
+            }
+            if !lower_hex(parts[2], 16) || !nonzero(parts[2]) {
+                return bad("parent-id must be 16 lower-case hex digits, not all zero");
+            }
+            if !lower_hex(parts[3], 2) {
+                return bad("trace-flags must be two lower-case hex digits");
+            }
+            return Self::from_hex(parts[1]);
+        }
+        let bad = |why: &str| Err(format!("b3 {s:?}: {why}"));
+        if parts.len() > 4 {
+            return bad("expected traceid-spanid[-sampled[-parentspanid]]");
+        }
+        if !(lower_hex(parts[0], 16) || lower_hex(parts[0], 32)) || !nonzero(parts[0]) {
+            return bad("trace ID must be 16 or 32 lower-case hex digits, not all zero");
+        }
+        if !lower_hex(parts[1], 16) || !nonzero(parts[1]) {
+            return bad("span ID must be 16 lower-case hex digits, not all zero");
+        }
+        if parts.len() > 2 && !matches!(parts[2], "0" | "1" | "d") {
+            return bad("sampling state must be 0, 1 or d");
+        }
+        if parts.len() > 3 && (!lower_hex(parts[3], 16) || !nonzero(parts[3])) {
+            return bad("parent span ID must be 16 lower-case hex digits, not all zero");
+        }
+        Self::from_hex(parts[0])
+    }
+
     /// Lower-case 32-character hex form.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
@@ -402,6 +461,31 @@ mod tests {
         assert!(TraceId::from_hex("xyz").is_err());
         assert!(TraceId::from_hex(&"a".repeat(33)).is_err());
         assert_eq!(SpanId::from_hex("1").expect("valid").0, [0, 0, 0, 0, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn lookups_accept_traceparent_and_b3_headers() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let ok = |s: &str| TraceId::from_lookup(s).map(|t| t.to_hex());
+        assert_eq!(ok(id).as_deref(), Ok(id));
+        assert_eq!(ok(&format!(" 00-{id}-00f067aa0ba902b7-01 ")).as_deref(), Ok(id));
+        // A later version may append fields; ff is never valid; version 00 has exactly four fields.
+        assert_eq!(ok(&format!("cc-{id}-00f067aa0ba902b7-09-what-ever")).as_deref(), Ok(id));
+        assert!(ok(&format!("ff-{id}-00f067aa0ba902b7-01")).is_err());
+        assert!(ok(&format!("00-{id}-00f067aa0ba902b7-01-extra")).is_err());
+        let zero = "0".repeat(32);
+        let err = ok(&format!("00-{zero}-00f067aa0ba902b7-01")).expect_err("zero trace ID");
+        assert!(err.contains("traceparent") && err.contains("trace-id"), "{err}");
+        assert!(ok(&format!("00-{}-00f067aa0ba902b7-01", id.to_uppercase())).is_err());
+        assert!(ok(&format!("00-{id}-0000000000000000-01")).is_err());
+        // B3 single header, 128- and 64-bit trace IDs, with and without sampling state and parent.
+        assert_eq!(ok(&format!("{id}-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90")).as_deref(), Ok(id));
+        assert_eq!(ok("a3ce929d0e0e4736-e457b5a2e4d86bd1").as_deref(), Ok("0000000000000000a3ce929d0e0e4736"));
+        assert_eq!(ok(&format!("{id}-e457b5a2e4d86bd1-d")).as_deref(), Ok(id));
+        let err = ok(&format!("{id}-e457b5a2e4d86bd1-x")).expect_err("bad sampling state");
+        assert!(err.contains("b3") && err.contains("sampling"), "{err}");
+        assert!(ok("a3ce929d0e0e47-e457b5a2e4d86bd1").is_err());
+        assert!(ok("-").is_err() && ok("--").is_err() && ok("").is_err());
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub struct ServerConfig {
     pub query_cache_spans: u64,
     /// Bearer tokens the query APIs require ([`query::auth`]); `None`: open.
     pub query_auth_token_file: Option<std::path::PathBuf>,
+    /// Chaos-test hook: storage writes wait while this file exists ([`crate::storage::StallingStore`]).
+    pub fault_stall_writes_file: Option<std::path::PathBuf>,
     /// Admin (`/metrics`, `/healthz`, `/readyz`) listen address.
     pub admin_addr: SocketAddr,
     /// Storage backend.
@@ -129,6 +131,7 @@ impl ServerConfig {
             query_timeout: std::time::Duration::from_secs(30),
             query_cache_spans: 200_000,
             query_auth_token_file: None,
+            fault_stall_writes_file: None,
             admin_addr: any,
             storage: StorageConfig::Embedded(EmbeddedConfig::new(data_dir.to_path_buf())),
             assembly: AssemblyConfig::default(),
@@ -245,6 +248,13 @@ pub async fn run_server(
             (Arc::new(e.clone()), Some(e))
         }
         StorageConfig::Scylla(c) => (Arc::new(crate::storage::scylla::ScyllaStore::connect(c.clone()).await?), None),
+    };
+    let store: Arc<dyn TraceStore> = match &config.fault_stall_writes_file {
+        Some(path) => {
+            tracing::warn!(path = %path.display(), "fault injection: storage writes stall while this file exists");
+            Arc::new(crate::storage::StallingStore::new(store, path.clone()))
+        }
+        None => store,
     };
 
     let ingests = role.ingests();

@@ -83,6 +83,17 @@ pub fn metric_in(text: &str, sample: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
 }
 
+/// The sum of every sample of metric `name` (all label sets) in Prometheus text `text`; 0 when absent.
+pub fn metric_sum_in(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = if rest.starts_with('{') { rest.split_once("} ")?.1 } else { rest.strip_prefix(' ')? };
+            value.trim().parse::<f64>().ok()
+        })
+        .fold(0.0, |a, b| a + b)
+}
+
 /// Polls `cond` every 100 ms until it holds.
 ///
 /// # Panics
@@ -166,6 +177,11 @@ impl Agent {
     /// The admin `/metrics` text.
     pub fn metrics(&self) -> String {
         self.http.get(format!("{}/metrics", self.admin)).send().and_then(|r| r.text()).unwrap_or_default()
+    }
+
+    /// The sum of every sample of metric `name` (see [`metric_sum_in`]).
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        metric_sum_in(&self.metrics(), name)
     }
 
     /// One metric sample (see [`metric_in`]).
@@ -300,6 +316,11 @@ impl AllInOne {
     /// The admin `/metrics` text.
     pub fn metrics(&self) -> String {
         self.http.get(format!("{}/metrics", self.admin)).send().and_then(|r| r.text()).unwrap_or_default()
+    }
+
+    /// The sum of every sample of metric `name` (see [`metric_sum_in`]).
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        metric_sum_in(&self.metrics(), name)
     }
 
     /// Waits until no trace is held in the assembler and the written-span count is stable.

@@ -210,8 +210,9 @@ async fn operations(State(store): State<Store>, RawQuery(raw): RawQuery) -> Resu
     Ok(envelope(json!(data), n))
 }
 
+/// A trace ID path or query value: hex, or a pasted `traceparent` / B3 header ([`TraceId::from_lookup`]).
 fn parse_trace_id(s: &str) -> Result<TraceId, ApiError> {
-    TraceId::from_hex(s).map_err(ApiError::bad_request)
+    TraceId::from_lookup(s).map_err(ApiError::bad_request)
 }
 
 /// Parses `adjust=`: a comma-separated list of adjustments (`skew`), or `none`. `default` applies when absent.
@@ -352,7 +353,7 @@ async fn v3_get_trace(
     axum::Extension(metrics): Meters,
     Path(id): Path<String>,
 ) -> Response {
-    let trace_id = match TraceId::from_hex(&id) {
+    let trace_id = match TraceId::from_lookup(&id) {
         Ok(t) => t,
         Err(e) => return v3_error(StatusCode::BAD_REQUEST, &e),
     };

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target (fuzz/fuzz_targets/) for a given time each and reports executions and crashes.
+#
+#   scripts/fuzz.sh [SECONDS_PER_TARGET=600] [TARGET...]
+#
+# Seeds come from `skein-fuzz-seeds` (valid inputs of each kind); the corpus grows in fuzz/corpus/<target>/.
+# A crash is copied to fuzz/regressions/<target>/ (replayed in CI by fuzz/checks/tests/regressions.rs): fix the
+# bug, commit the input. The report (executions, coverage, crashes per target) goes to
+# fuzz/reports/<date>.txt. Runs outside CI: it needs minutes to hours, not the suite's budget.
+#
+# cargo-fuzz needs nightly-only compiler flags (-Zsanitizer=address); the stable toolchain accepts them with
+# RUSTC_BOOTSTRAP=1, which is set here for the fuzz build only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-600}"
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  targets=(otlp_protobuf otlp_json zipkin_json decode_block jaeger_query admission_review trace_context)
+fi
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+export RUSTC_BOOTSTRAP=1
+cargo run -q --release -p skein-fuzz-checks --bin skein-fuzz-seeds -- fuzz/corpus
+mkdir -p fuzz/reports
+report="fuzz/reports/$(date -u +%Y%m%dT%H%M%SZ).txt"
+echo "# scripts/fuzz.sh $secs ${targets[*]} on $(git rev-parse --short HEAD), $(nproc) cores" | tee "$report"
+cd fuzz
+cargo fuzz build -O "${targets[@]:0:1}" >/dev/null 2>&1 || true
+for t in "${targets[@]}"; do
+  log="$(mktemp)"
+  status=0
+  cargo fuzz run -O "$t" "corpus/$t" -- -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=4096 \
+    -timeout=10 >"$log" 2>&1 || status=$?
+  execs="$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)"
+  cov="$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)"
+  crashes=0
+  if [ -d "artifacts/$t" ]; then
+    mkdir -p "regressions/$t"
+    for a in artifacts/"$t"/crash-* artifacts/"$t"/oom-* artifacts/"$t"/timeout-*; do
+      [ -e "$a" ] || continue
+      cp "$a" "regressions/$t/" && crashes=$((crashes + 1))
+    done
+  fi
+  printf '%-18s executions %12s  coverage %6s  exit %d  crashes %d\n' "$t" "${execs:-?}" "${cov:-?}" "$status" \
+    "$crashes" | tee -a "../$report"
+  if [ "$status" -ne 0 ]; then
+    grep -E 'panicked|ERROR: libFuzzer|SUMMARY' "$log" | head -5 | sed 's/^/    /' | tee -a "../$report"
+  fi
+  rm -f "$log"
+done
+echo "report: $report"
