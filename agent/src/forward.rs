@@ -48,7 +48,33 @@ pub struct ForwardConfig {
     /// Per-request deadline.
     pub request_timeout: Duration,
     /// TLS to the collectors (`None`: plaintext).
-    pub tls: Option<ClientTlsConfig>,
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for TLS to the collectors, read whenever a collector connection is set up: certificates that appear
+/// after start (a Secret volume filled late) or are renewed apply to the next connection, and a missing file keeps
+/// the endpoint down (spans wait in the buffer) instead of stopping the agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA bundle the collectors' certificates are verified against.
+    pub ca: std::path::PathBuf,
+    /// Client certificate chain and its private key, for collectors that require mutual TLS.
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl TlsFiles {
+    /// The TLS client configuration from the files as they are now.
+    ///
+    /// # Errors
+    /// A file cannot be read (its path and the OS error).
+    pub fn load(&self) -> Result<ClientTlsConfig, String> {
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+        let mut tls = ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(read(&self.ca)?));
+        if let Some((cert, key)) = &self.client {
+            tls = tls.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+        }
+        Ok(tls)
+    }
 }
 
 impl Default for ForwardConfig {
@@ -440,8 +466,8 @@ impl Forwarder {
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
-        if let Some(tls) = &self.config.tls {
-            ep = ep.tls_config(tls.clone().domain_name(t.host.clone())).map_err(|e| e.to_string())?;
+        if let Some(files) = &self.config.tls {
+            ep = ep.tls_config(files.load()?.domain_name(t.host.clone())).map_err(|e| e.to_string())?;
         }
         Ok(tonic::client::Grpc::new(ep.connect_lazy())
             .send_compressed(CompressionEncoding::Zstd)

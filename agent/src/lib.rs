@@ -88,9 +88,18 @@ pub struct Settings {
     /// Largest export request sent to a collector (uncompressed), bytes; below gRPC's 4 MiB default limit.
     #[arg(long, env = "SKEIN_MAX_REQUEST_BYTES", default_value_t = 4 * 1024 * 1024 - 64 * 1024)]
     pub max_request_bytes: usize,
-    /// PEM CA bundle: connect to the collectors with TLS, verifying their certificates against it.
+    /// PEM CA bundle: connect to the collectors with TLS, verifying their certificates against it (for the name
+    /// in `--collector`/`--collector-dns`). Read at each connection: a file that appears or changes later applies
+    /// then; until it exists the collectors count as down and spans wait in the buffer.
     #[arg(long, env = "SKEIN_COLLECTOR_TLS_CA")]
     pub collector_tls_ca: Option<PathBuf>,
+    /// PEM client certificate chain presented to collectors that require mutual TLS (with `--collector-tls-key`
+    /// and `--collector-tls-ca`).
+    #[arg(long, env = "SKEIN_COLLECTOR_TLS_CERT", requires_all = ["collector_tls_key", "collector_tls_ca"])]
+    pub collector_tls_cert: Option<PathBuf>,
+    /// PEM private key of `--collector-tls-cert`.
+    #[arg(long, env = "SKEIN_COLLECTOR_TLS_KEY", requires = "collector_tls_cert")]
+    pub collector_tls_key: Option<PathBuf>,
     /// YAML file: redaction rules and head sampling (see `skein_agent::config`).
     #[arg(long, env = "SKEIN_CONFIG", conflicts_with = "config_yaml")]
     pub config: Option<PathBuf>,
@@ -170,13 +179,13 @@ pub async fn start(s: Settings) -> anyhow::Result<Running> {
     for n in &names {
         route::split_host_port(n).map_err(anyhow::Error::msg)?;
     }
-    let tls = match &s.collector_tls_ca {
-        Some(path) => {
-            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            Some(tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem)))
-        }
-        None => None,
-    };
+    let tls = s.collector_tls_ca.as_ref().map(|ca| forward::TlsFiles {
+        ca: ca.clone(),
+        client: s.collector_tls_cert.clone().zip(s.collector_tls_key.clone()),
+    });
+    if let Some(Err(e)) = tls.as_ref().map(forward::TlsFiles::load) {
+        tracing::warn!(error = %e, "collector TLS files not readable yet; spans are buffered until they are");
+    }
     let metrics = Arc::new(Metrics::new());
     let processor = Arc::new(Processor::new(&config, |k| std::env::var(k).ok())?);
     let spill = s.spill_dir.as_deref().map(|d| (d, s.spill_max_bytes));

@@ -40,6 +40,16 @@ pub struct ServerArgs {
     /// it changes. Unset: the query APIs are open.
     #[arg(long, env = "SKEIN_QUERY_AUTH_TOKEN_FILE")]
     pub query_auth_token_file: Option<std::path::PathBuf>,
+    /// PEM certificate chain the OTLP gRPC receiver serves TLS with (agents connect with `--collector-tls-ca`);
+    /// needs `--otlp-tls-key-file`. Read at start.
+    #[arg(long, env = "SKEIN_OTLP_TLS_CERT_FILE", requires = "otlp_tls_key_file")]
+    pub otlp_tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of `--otlp-tls-cert-file`.
+    #[arg(long, env = "SKEIN_OTLP_TLS_KEY_FILE", requires = "otlp_tls_cert_file")]
+    pub otlp_tls_key_file: Option<std::path::PathBuf>,
+    /// PEM CA bundle: the OTLP gRPC receiver requires a client certificate signed by it (mutual TLS).
+    #[arg(long, env = "SKEIN_OTLP_TLS_CLIENT_CA_FILE", requires = "otlp_tls_cert_file")]
+    pub otlp_tls_client_ca_file: Option<std::path::PathBuf>,
     /// Fault injection for chaos tests: while this file exists, every storage write waits (a stalled store).
     /// Not for production; hidden from `--help`.
     #[arg(long, hide = true)]
@@ -231,6 +241,13 @@ impl ServerArgs {
             query_cache_spans: self.query_cache_spans,
             query_auth_token_file: self.query_auth_token_file.clone(),
             fault_stall_writes_file: self.fault_stall_writes_file.clone(),
+            otlp_tls: self.otlp_tls_cert_file.clone().zip(self.otlp_tls_key_file.clone()).map(
+                |(cert_file, key_file)| crate::server::OtlpTls {
+                    cert_file,
+                    key_file,
+                    client_ca_file: self.otlp_tls_client_ca_file.clone(),
+                },
+            ),
             admin_addr: self.admin_addr.unwrap_or(admin_default),
             storage: self.storage.config(role)?,
             assembly: AssemblyConfig {

@@ -66,6 +66,33 @@ pub enum StorageConfig {
     Scylla(crate::storage::scylla::ScyllaConfig),
 }
 
+/// PEM files for TLS on the OTLP gRPC receiver (the agents' connection).
+#[derive(Clone, Debug)]
+pub struct OtlpTls {
+    /// Certificate chain served.
+    pub cert_file: std::path::PathBuf,
+    /// Its private key.
+    pub key_file: std::path::PathBuf,
+    /// CA bundle client certificates must chain to (mutual TLS); `None`: no client certificate asked for.
+    pub client_ca_file: Option<std::path::PathBuf>,
+}
+
+impl OtlpTls {
+    /// The tonic server TLS configuration from the files.
+    ///
+    /// # Errors
+    /// A file cannot be read (its path and the OS error).
+    pub fn load(&self) -> Result<tonic::transport::ServerTlsConfig, String> {
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+        let identity = tonic::transport::Identity::from_pem(read(&self.cert_file)?, read(&self.key_file)?);
+        let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.client_ca_file {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+        }
+        Ok(tls)
+    }
+}
+
 /// Settings of the server processes.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -85,6 +112,8 @@ pub struct ServerConfig {
     pub query_cache_spans: u64,
     /// Bearer tokens the query APIs require ([`query::auth`]); `None`: open.
     pub query_auth_token_file: Option<std::path::PathBuf>,
+    /// TLS (and optionally mutual TLS) on the OTLP gRPC receiver; `None`: plaintext.
+    pub otlp_tls: Option<OtlpTls>,
     /// Chaos-test hook: storage writes wait while this file exists ([`crate::storage::StallingStore`]).
     pub fault_stall_writes_file: Option<std::path::PathBuf>,
     /// Admin (`/metrics`, `/healthz`, `/readyz`) listen address.
@@ -132,6 +161,7 @@ impl ServerConfig {
             query_cache_spans: 200_000,
             query_auth_token_file: None,
             fault_stall_writes_file: None,
+            otlp_tls: None,
             admin_addr: any,
             storage: StorageConfig::Embedded(EmbeddedConfig::new(data_dir.to_path_buf())),
             assembly: AssemblyConfig::default(),
@@ -394,12 +424,15 @@ pub async fn run_server(
         let ingest = Ingest::new(config.limits.clone(), metrics.clone(), span_tx)
             .with_wal(wal)
             .with_max_inflight_bytes(config.max_inflight_bytes);
-        let grpc = tonic::transport::Server::builder()
-            .add_service(OtlpGrpc::new(ingest.clone()).server())
-            .serve_with_incoming_shutdown(
-                skein_proto::otlp_grpc::nodelay_incoming(grpc_listener),
-                wait_for(stop_ingest.clone()),
-            );
+        let mut grpc_server = tonic::transport::Server::builder();
+        if let Some(tls) = &config.otlp_tls {
+            let tls = tls.load().map_err(Error::Config)?;
+            grpc_server = grpc_server.tls_config(tls).map_err(|e| Error::Config(format!("OTLP gRPC TLS: {e}")))?;
+        }
+        let grpc = grpc_server.add_service(OtlpGrpc::new(ingest.clone()).server()).serve_with_incoming_shutdown(
+            skein_proto::otlp_grpc::nodelay_incoming(grpc_listener),
+            wait_for(stop_ingest.clone()),
+        );
         ingest_tasks.push(("OTLP gRPC", tokio::spawn(async move { grpc.await.map_err(std::io::Error::other) })));
         let otlp_http = axum::serve(nodelay(http_listener), crate::ingest::http::router(ingest.clone()))
             .with_graceful_shutdown(wait_for(stop_ingest.clone()));

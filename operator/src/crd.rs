@@ -80,6 +80,30 @@ pub struct TracingPipelineSpec {
     /// wins (the agent's `redaction` config).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redaction: Vec<RedactionRule>,
+    /// TLS from the injected agents to the collectors (OTLP gRPC), optionally mutual. Unset: plaintext inside
+    /// the cluster network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// Agent → collector TLS. Secrets use the `kubernetes.io/tls` layout plus `ca.crt`, as cert-manager writes them.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Secret in the pipeline's namespace with the collectors' certificate (`tls.crt`, `tls.key`; valid for
+    /// `<name>-collector-headless.<namespace>.svc`, the name agents connect to) and the CA (`ca.crt`) that
+    /// signs it and, with `clientAuth`, the agents' certificates. Collectors read it at start: restart them
+    /// (`kubectl rollout restart`) after a renewal.
+    pub secret_ref: SecretRef,
+    /// Require every agent to present a client certificate signed by `ca.crt` (mutual TLS).
+    #[serde(default)]
+    pub client_auth: bool,
+    /// Name of the Secret, in each injected pod's own namespace, holding `ca.crt` (and with `clientAuth` the
+    /// agent's `tls.crt` and `tls.key`), e.g. a cert-manager Certificate from the same issuer (default:
+    /// `secretRef.name`). Mounted optionally and read at each connection: until it exists the agent holds spans
+    /// in its buffer (counted when dropped) and the app is never blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_secret_name: Option<String>,
 }
 
 /// Collector Deployment settings.

@@ -41,6 +41,10 @@ pub const ROLLOUT_ANNOTATION: &str = "skein.dev/agent-config-hash";
 pub const AGENT_CONTAINER: &str = "skein-agent";
 /// Name of the agent's spill volume (`emptyDir`).
 pub const SPILL_VOLUME: &str = "skein-agent-spill";
+/// Name of the agent's TLS volume (the Secret named by `spec.tls`, in the pod's namespace).
+pub const AGENT_TLS_VOLUME: &str = "skein-agent-tls";
+/// Where the TLS volume is mounted in the agent.
+pub const AGENT_TLS_DIR: &str = "/etc/skein/agent-tls";
 /// Where the spill volume is mounted in the agent.
 pub const SPILL_DIR: &str = "/var/lib/skein-agent/spill";
 /// The agent's admin port (`/healthz`, `/metrics`).
@@ -321,10 +325,10 @@ pub fn ready_for_injection(tp: &TracingPipeline) -> Result<(), String> {
     }
 }
 
-/// The agent container and spill volume for a pipeline, and their hash.
+/// The agent container and its volumes (spill, TLS) for a pipeline, and their hash.
 struct Agent {
     container: Container,
-    volume: Option<Volume>,
+    volumes: Vec<Volume>,
     remote_sampling: bool,
     hash: String,
 }
@@ -346,6 +350,13 @@ impl Agent {
         if spill > 0 {
             args.push(format!("--spill-dir={SPILL_DIR}"));
             args.push(format!("--spill-max-bytes={spill}"));
+        }
+        if let Some(tls) = &spec.tls {
+            args.push(format!("--collector-tls-ca={AGENT_TLS_DIR}/ca.crt"));
+            if tls.client_auth {
+                args.push(format!("--collector-tls-cert={AGENT_TLS_DIR}/tls.crt"));
+                args.push(format!("--collector-tls-key={AGENT_TLS_DIR}/tls.key"));
+            }
         }
         // The downward-API variables the agent reads to fill `k8s.*` resource attributes the SDK left out.
         let mut env: Vec<Value> = skein_agent::process::K8S_ENV
@@ -396,17 +407,37 @@ impl Agent {
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
         });
-        let volume = (spill > 0).then(|| {
-            container["volumeMounts"] = json!([{"name": SPILL_VOLUME, "mountPath": SPILL_DIR}]);
-            json!({"name": SPILL_VOLUME, "emptyDir": {"sizeLimit": (spill + SPILL_HEADROOM_BYTES).to_string()}})
-        });
+        let mut mounts = Vec::new();
+        let mut volumes = Vec::new();
+        if spill > 0 {
+            mounts.push(json!({"name": SPILL_VOLUME, "mountPath": SPILL_DIR}));
+            volumes.push(
+                json!({"name": SPILL_VOLUME, "emptyDir": {"sizeLimit": (spill + SPILL_HEADROOM_BYTES).to_string()}}),
+            );
+        }
+        if let Some(tls) = &spec.tls {
+            let secret = tls.agent_secret_name.clone().unwrap_or_else(|| tls.secret_ref.name.clone());
+            mounts.push(json!({"name": AGENT_TLS_VOLUME, "mountPath": AGENT_TLS_DIR, "readOnly": true}));
+            // Optional: a Secret created after the pod still applies (the agent reads it at each connection),
+            // and a missing one never keeps the app from starting.
+            volumes.push(json!({"name": AGENT_TLS_VOLUME, "secret": {"secretName": secret, "optional": true}}));
+        }
+        if !mounts.is_empty() {
+            container["volumeMounts"] = json!(mounts);
+        }
         let remote_sampling = spec.sampling.head.is_some();
         // Everything a pipeline decides about an injected pod: the agent, its volume, and the app's sampler.
-        let hash = resources::hash(&format!("{container}{}{remote_sampling}", volume.clone().unwrap_or_default()));
+        // (Without TLS the text is what it always was, so upgrading the operator does not make pods stale.)
+        let volumes_text = match volumes.as_slice() {
+            [] => Value::Null.to_string(),
+            [only] => only.to_string(),
+            all => json!(all).to_string(),
+        };
+        let hash = resources::hash(&format!("{container}{volumes_text}{remote_sampling}"));
         let build = |e: serde_json::Error| InjectError(e.to_string());
         Ok(Self {
             container: serde_json::from_value(container).map_err(build)?,
-            volume: volume.map(serde_json::from_value).transpose().map_err(build)?,
+            volumes: volumes.into_iter().map(serde_json::from_value).collect::<Result<_, _>>().map_err(build)?,
             remote_sampling,
             hash,
         })
@@ -420,8 +451,8 @@ impl Agent {
         for c in &mut spec.containers {
             app_env(c, env.namespace, &service, owner.as_deref(), self.remote_sampling);
         }
-        if let Some(v) = &self.volume {
-            spec.volumes.get_or_insert_with(Vec::new).push(v.clone());
+        if !self.volumes.is_empty() {
+            spec.volumes.get_or_insert_with(Vec::new).extend(self.volumes.iter().cloned());
         }
         let first_app = spec.containers.first().map(|c| c.name.clone());
         if !env.native_sidecar

@@ -48,6 +48,8 @@ pub const RUN_AS_USER: i64 = 65532;
 const CONFIG_DIR: &str = "/etc/skein/config";
 /// Where the query auth Secret's `tokens` key is mounted.
 const QUERY_AUTH_DIR: &str = "/etc/skein/query-auth";
+/// Where the collectors' TLS Secret (`spec.tls.secretRef`) is mounted.
+pub const TLS_DIR: &str = "/etc/skein/tls";
 const PASSWORD_DIR: &str = "/etc/skein/scylla";
 const DATA_DIR: &str = "/var/lib/skein/data";
 const WAL_DIR: &str = "/var/lib/skein/wal";
@@ -227,6 +229,21 @@ pub fn validate(tp: &TracingPipeline) -> Result<Validated, InvalidSpec> {
     let config_yaml = render_config(spec)?;
     for (i, rule) in spec.redaction.iter().enumerate() {
         rule.validate().map_err(|e| InvalidSpec::new("InvalidRedaction", format!("spec.redaction[{i}].key"), e.0))?;
+    }
+    if let Some(tls) = &spec.tls {
+        let dns = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 253
+                && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        };
+        if !dns(&tls.secret_ref.name) {
+            let message = format!("{:?} is not a Secret name", tls.secret_ref.name);
+            return Err(InvalidSpec::new("InvalidTls", "spec.tls.secretRef.name".to_string(), message));
+        }
+        if let Some(name) = tls.agent_secret_name.as_deref().filter(|n| !dns(n)) {
+            let message = format!("{name:?} is not a Secret name");
+            return Err(InvalidSpec::new("InvalidTls", "spec.tls.agentSecretName".to_string(), message));
+        }
     }
     let storage = &spec.storage;
     match (&storage.embedded, &storage.scylla) {
@@ -608,6 +625,21 @@ impl<'a> Builder<'a> {
         ))
     }
 
+    /// The OTLP receiver's TLS flags with the Secret's volume and mount, when `spec.tls` is set.
+    fn collector_tls(&self) -> Option<(Vec<String>, Value, Value)> {
+        let tls = self.tp.spec.tls.as_ref()?;
+        let mut flags =
+            vec![format!("--otlp-tls-cert-file={TLS_DIR}/tls.crt"), format!("--otlp-tls-key-file={TLS_DIR}/tls.key")];
+        if tls.client_auth {
+            flags.push(format!("--otlp-tls-client-ca-file={TLS_DIR}/ca.crt"));
+        }
+        Some((
+            flags,
+            json!({"name": "otlp-tls", "secret": {"secretName": tls.secret_ref.name}}),
+            json!({"name": "otlp-tls", "mountPath": TLS_DIR, "readOnly": true}),
+        ))
+    }
+
     fn credentials_volume(&self, t: &ScyllaTarget) -> (Vec<Value>, Vec<Value>) {
         match &t.credentials_secret {
             Some(secret) => (
@@ -631,6 +663,11 @@ impl<'a> Builder<'a> {
         volumes.push(json!({"name": "wal", "emptyDir": {}}));
         mounts.push(json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true}));
         mounts.push(json!({"name": "wal", "mountPath": WAL_DIR}));
+        if let Some((flags, volume, mount)) = self.collector_tls() {
+            args.extend(flags);
+            volumes.push(volume);
+            mounts.push(mount);
+        }
         let container = container(
             "collector",
             &Self::image(&c.image, &self.defaults.collector_image),
@@ -711,6 +748,11 @@ impl<'a> Builder<'a> {
             json!({"name": "data", "mountPath": DATA_DIR}),
         ];
         let mut volumes = vec![json!({"name": "config", "configMap": {"name": self.names.config}})];
+        if let Some((flags, volume, mount)) = self.collector_tls() {
+            args.extend(flags);
+            volumes.push(volume);
+            mounts.push(mount);
+        }
         if let Some((flag, volume, mount)) = self.query_auth() {
             args.push(flag);
             volumes.push(volume);

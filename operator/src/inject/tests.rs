@@ -435,3 +435,54 @@ fn a_pipeline_name_too_long_for_a_label_value_never_invalidates_the_pod() {
     assert!(pod["metadata"]["labels"].get(PIPELINE_LABEL).is_none(), "label values stop at 63 characters");
     assert_eq!(pod["spec"]["initContainers"][0]["name"], AGENT_CONTAINER);
 }
+
+#[test]
+fn tls_mounts_the_agents_secret_optionally_and_passes_its_files() {
+    let mut tp = (*shop_pipeline()).clone();
+    let before = agent_hash(&tp, &Defaults::default()).expect("hash");
+    tp.spec.tls = Some(
+        serde_json::from_value(
+            json!({"secretRef": {"name": "collector-tls"}, "clientAuth": true, "agentSecretName": "agent-tls"}),
+        )
+        .expect("tls spec"),
+    );
+    assert_ne!(agent_hash(&tp, &Defaults::default()).expect("hash"), before, "TLS changes the agent");
+    let case = Case { namespace: "shop", labels: enabled(), pipelines: vec![ready(tp.clone())], native: true };
+    let raw = deployment_pod();
+    let Decision::Inject { patch, .. } = case.run(&raw) else { panic!("expected injection") };
+    let pod = apply(&raw, &patch);
+    let agent = &pod["spec"]["initContainers"][0];
+    let args: Vec<&str> = agent["args"].as_array().expect("args").iter().filter_map(Value::as_str).collect();
+    for want in [
+        format!("--collector-tls-ca={AGENT_TLS_DIR}/ca.crt"),
+        format!("--collector-tls-cert={AGENT_TLS_DIR}/tls.crt"),
+        format!("--collector-tls-key={AGENT_TLS_DIR}/tls.key"),
+    ] {
+        assert!(args.contains(&want.as_str()), "{want} in {args:?}");
+    }
+    let mounts = agent["volumeMounts"].as_array().expect("mounts");
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["name"] == AGENT_TLS_VOLUME && m["mountPath"] == AGENT_TLS_DIR && m["readOnly"] == true)
+    );
+    let volumes = pod["spec"]["volumes"].as_array().expect("volumes");
+    let tls = volumes.iter().find(|v| v["name"] == AGENT_TLS_VOLUME).expect("TLS volume");
+    assert_eq!(
+        tls["secret"],
+        json!({"secretName": "agent-tls", "optional": true}),
+        "a missing Secret never blocks the pod"
+    );
+    assert!(volumes.iter().any(|v| v["name"] == SPILL_VOLUME), "the spill volume stays");
+
+    // Server-only TLS: the CA, no client certificate; the Secret defaults to the collectors' name.
+    tp.spec.tls = Some(serde_json::from_value(json!({"secretRef": {"name": "collector-tls"}})).expect("tls spec"));
+    let case = Case { namespace: "shop", labels: enabled(), pipelines: vec![ready(tp)], native: true };
+    let Decision::Inject { patch, .. } = case.run(&raw) else { panic!("expected injection") };
+    let pod = apply(&raw, &patch);
+    let args = pod["spec"]["initContainers"][0]["args"].to_string();
+    assert!(args.contains("--collector-tls-ca=") && !args.contains("--collector-tls-cert"), "{args}");
+    let volumes = pod["spec"]["volumes"].as_array().expect("volumes");
+    let tls = volumes.iter().find(|v| v["name"] == AGENT_TLS_VOLUME).expect("TLS volume");
+    assert_eq!(tls["secret"]["secretName"], "collector-tls");
+}

@@ -279,3 +279,34 @@ fn a_query_auth_secret_is_mounted_and_required_by_every_pod_that_serves_queries(
     let c = container(&stateful_set.spec.as_ref().expect("spec").template);
     assert!(!c.args.clone().unwrap_or_default().iter().any(|a| a.contains("query-auth")));
 }
+
+#[test]
+fn tls_serves_the_otlp_receiver_from_the_secret_on_every_collector() {
+    let expect = |template: &k8s_openapi::api::core::v1::PodTemplateSpec, mutual: bool| {
+        let c = container(template);
+        let args = c.args.clone().unwrap_or_default();
+        assert!(args.contains(&"--otlp-tls-cert-file=/etc/skein/tls/tls.crt".to_string()), "{args:?}");
+        assert!(args.contains(&"--otlp-tls-key-file=/etc/skein/tls/tls.key".to_string()), "{args:?}");
+        assert_eq!(args.contains(&"--otlp-tls-client-ca-file=/etc/skein/tls/ca.crt".to_string()), mutual, "{args:?}");
+        let mount = c.volume_mounts.as_ref().and_then(|m| m.iter().find(|m| m.name == "otlp-tls")).expect("mount");
+        assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/etc/skein/tls", Some(true)));
+        let volumes = template.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+        let secret = volumes.iter().find(|v| v.name == "otlp-tls").and_then(|v| v.secret.clone()).expect("volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("collector-tls"));
+    };
+    let mtls = "tls: {secretRef: {name: collector-tls}, clientAuth: true}\n";
+    let d = build(&pipeline_yaml("dev", mtls));
+    let Workloads::Embedded { stateful_set } = &d.workloads else { panic!("embedded") };
+    expect(&stateful_set.spec.as_ref().expect("spec").template, true);
+    let d = build(&pipeline_yaml("prod", &format!("{SCYLLA}tls: {{secretRef: {{name: collector-tls}}}}\n")));
+    let Workloads::Scylla { collector, query, .. } = &d.workloads else { panic!("scylla") };
+    expect(&collector.spec.as_ref().expect("collector").template, false);
+    let q = container(&query.spec.as_ref().expect("query").template);
+    assert!(
+        !q.args.clone().unwrap_or_default().iter().any(|a| a.contains("otlp-tls")),
+        "the query pods ingest nothing"
+    );
+    let bad = pipeline_yaml("bad", "tls: {secretRef: {name: ''}}\n");
+    let err = crate::resources::validate(&bad).err().expect("an empty Secret name is refused");
+    assert_eq!(err.field, "spec.tls.secretRef.name");
+}
