@@ -307,6 +307,8 @@ fn tls_serves_the_otlp_receiver_from_the_secret_on_every_collector() {
         "the query pods ingest nothing"
     );
     let bad = pipeline_yaml("bad", "tls: {secretRef: {name: ''}}\n");
-    let err = crate::resources::validate(&bad).err().expect("an empty Secret name is refused");
-    assert_eq!(err.field, "spec.tls.secretRef.name");
+    match crate::resources::validate(&bad) {
+        Err(e) => assert_eq!(e.field, "spec.tls.secretRef.name"),
+        Ok(_) => panic!("an empty Secret name is refused"),
+    }
 }
