@@ -25,13 +25,13 @@ mkdir -p fuzz/reports
 report="fuzz/reports/$(date -u +%Y%m%dT%H%M%SZ).txt"
 echo "# scripts/fuzz.sh $secs ${targets[*]} on $(git rev-parse --short HEAD), $(nproc) cores" | tee "$report"
 cd fuzz
-cargo fuzz build -O "${targets[@]:0:1}" >/dev/null 2>&1 || true
+cargo fuzz build -O
 for t in "${targets[@]}"; do
   log="$(mktemp)"
   status=0
   cargo fuzz run -O "$t" "corpus/$t" -- -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=4096 \
     -timeout=10 >"$log" 2>&1 || status=$?
-  execs="$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)"
+  execs="$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)"
   cov="$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)"
   crashes=0
   if [ -d "artifacts/$t" ]; then
@@ -44,7 +44,7 @@ for t in "${targets[@]}"; do
   printf '%-18s executions %12s  coverage %6s  exit %d  crashes %d\n' "$t" "${execs:-?}" "${cov:-?}" "$status" \
     "$crashes" | tee -a "../$report"
   if [ "$status" -ne 0 ]; then
-    grep -E 'panicked|ERROR: libFuzzer|SUMMARY' "$log" | head -5 | sed 's/^/    /' | tee -a "../$report"
+    grep -E 'panicked|ERROR: libFuzzer|SUMMARY' "$log" | head -5 | sed 's/^/    /' | tee -a "../$report" || true
   fi
   rm -f "$log"
 done

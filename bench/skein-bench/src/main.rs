@@ -18,6 +18,11 @@
 //!   in process (the real router, certificates and caches), called like the API server does: `AdmissionReview` v1
 //!   pod creations over keep-alive HTTPS connections, half injected and half skipped; reports p50/p99/max latency
 //!   per request and per new connection (handshake included).
+//! - `skein-bench soak [--spans-per-s 34500] [--duration-s 600]`: app → `skein-agent` → `skein-all-in-one` →
+//!   embedded store at a fixed rate (default: half the 68,929 spans/s #4 measured, `bench/results/ingest-synthetic.json`);
+//!   samples every process's RSS each second (plotted to `--svg`), measures end-to-end latency with a probe trace
+//!   per second (sent to the agent → returned by `/api/traces/{id}`), and at the end checks that every span sent is
+//!   stored (`skein_spans_written_total`) and none dropped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -57,6 +62,8 @@ enum Cmd {
     Agent(AgentArgs),
     /// Admission webhook latency (pod injection) over TLS.
     Admission(AdmissionArgs),
+    /// Soak: app → agent → all-in-one at a fixed rate for minutes; RSS per second, end-to-end latency, 0 lost.
+    Soak(SoakArgs),
 }
 
 #[derive(Parser)]
@@ -98,6 +105,34 @@ struct AgentArgs {
     /// JSON report path.
     #[arg(long, default_value = "agent-report.json")]
     report: PathBuf,
+}
+
+#[derive(Parser)]
+struct SoakArgs {
+    /// Spans per second sent to the agent (default: 50 % of #4's measured ingest capacity, 68,929 spans/s).
+    #[arg(long, default_value_t = 34_500)]
+    spans_per_s: u64,
+    /// Duration, seconds.
+    #[arg(long, default_value_t = 600)]
+    duration_s: u64,
+    /// Spans per export request.
+    #[arg(long, default_value_t = 100)]
+    batch_spans: usize,
+    /// Concurrent app connections to the agent.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Payload.
+    #[arg(long, value_enum, default_value_t = Payload::Synthetic)]
+    payload: Payload,
+    /// The collector's trace idle time, ms (the product default; it bounds end-to-end latency from below).
+    #[arg(long, default_value_t = 5000)]
+    trace_idle_ms: u64,
+    /// JSON report path.
+    #[arg(long, default_value = "soak-report.json")]
+    report: PathBuf,
+    /// SVG plot of RSS per process over time.
+    #[arg(long, default_value = "soak-rss.svg")]
+    svg: PathBuf,
 }
 
 /// Which spans the ingest benchmark sends.
@@ -995,6 +1030,216 @@ async fn agent(a: AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn soak(a: SoakArgs) -> anyhow::Result<()> {
+    use skein_e2e::{Agent, AllInOne};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = tempfile::tempdir()?;
+    // The harness's process handles use blocking HTTP clients: made (and dropped) off the async workers.
+    let (data, spill, idle) = (dir.path().join("collector"), dir.path().join("spill"), a.trace_idle_ms);
+    let (collector, agent) = tokio::task::spawn_blocking(move || {
+        let collector = AllInOne::start(&data, idle);
+        let agent = Agent::start(&["--collector", &collector.otlp_grpc, "--spill-dir", &spill.to_string_lossy()]);
+        (Arc::new(collector), Arc::new(agent))
+    })
+    .await?;
+    let pids = [
+        ("app (load generator)", std::process::id()),
+        ("skein-agent", agent.pid()),
+        ("skein-all-in-one", collector.pid()),
+    ];
+    let sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+
+    // The app: `clients` connections, each at its share of the rate.
+    let mut senders = Vec::new();
+    for c in 0..a.clients.max(1) {
+        let (endpoint, sent, stop, path) =
+            (format!("http://{}", agent.otlp_grpc), sent.clone(), stop.clone(), path.clone());
+        let (payload, batch, rate) = (a.payload, a.batch_spans, a.spans_per_s as f64 / a.clients.max(1) as f64);
+        senders.push(tokio::spawn(async move {
+            let channel = tonic::transport::Endpoint::from_shared(endpoint)?.connect().await?;
+            let mut client = tonic::client::Grpc::new(channel);
+            let mut source = Source::new(payload, batch, 100 + c as u64);
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(batch as f64 / rate.max(1.0)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut failures = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let (body, n) = source.next();
+                client.ready().await?;
+                match client.unary(tonic::Request::new(body), path.clone(), RawCodec).await {
+                    Ok(_) => {
+                        sent.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(_) => failures += 1,
+                }
+            }
+            anyhow::Ok(failures)
+        }));
+    }
+
+    // One probe trace (3 spans) per second: sent to the agent, then polled on the query API until all 3 are back.
+    let probes = {
+        let (agent, collector, sent, stop) = (agent.clone(), collector.clone(), sent.clone(), stop.clone());
+        tokio::spawn(async move {
+            let channel =
+                tonic::transport::Endpoint::from_shared(format!("http://{}", agent.otlp_grpc))?.connect().await?;
+            let mut client = skein_proto::trace_service_client::TraceServiceClient::new(channel);
+            let mut waits = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                client.export(skein_e2e::otlp::request_for("soak-probe", i, 1, 3, 0)).await?;
+                sent.fetch_add(3, Ordering::Relaxed);
+                let (c, id) = (collector.clone(), skein_e2e::otlp::trace_hex(i, 0));
+                waits.push(tokio::spawn(async move {
+                    loop {
+                        let (c, url) = (c.clone(), format!("/api/traces/{id}"));
+                        let (status, body) = tokio::task::spawn_blocking(move || c.get(&url)).await?;
+                        if status == 200 && body["data"][0]["spans"].as_array().map_or(0, Vec::len) == 3 {
+                            return anyhow::Ok(t0.elapsed().as_secs_f64() * 1e3);
+                        }
+                        if t0.elapsed() > Duration::from_secs(120) {
+                            anyhow::bail!("probe {id} not queryable after 120 s");
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }));
+                i += 1;
+                tokio::time::sleep_until((t0 + Duration::from_secs(1)).into()).await;
+            }
+            let mut latencies = Vec::new();
+            for w in waits {
+                latencies.push(w.await??);
+            }
+            anyhow::Ok(latencies)
+        })
+    };
+
+    // RSS of every process, once a second.
+    let mut rss: Vec<Vec<(f64, f64)>> = vec![Vec::new(); pids.len()];
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while started.elapsed() < Duration::from_secs(a.duration_s) {
+        tick.tick().await;
+        let t = started.elapsed().as_secs_f64();
+        for (i, (_, pid)) in pids.iter().enumerate() {
+            rss[i].push((t, rss_kib(*pid).0 as f64 / 1024.0));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sending_s = started.elapsed().as_secs_f64();
+    let mut app_failures = 0;
+    for s in senders {
+        app_failures += s.await??;
+    }
+    let mut e2e = probes.await??;
+    let sent = sent.load(Ordering::Relaxed);
+    // Drain: everything the agent holds is forwarded, every trace written.
+    let (a2, c2) = (agent.clone(), collector.clone());
+    let (agent_metrics, collector_metrics) = tokio::task::spawn_blocking(move || {
+        a2.wait_forwarded(sent, Duration::from_secs(300));
+        c2.wait_until_written();
+        (a2.metrics(), c2.metrics())
+    })
+    .await?;
+    let stored = skein_e2e::metric_sum_in(&collector_metrics, "skein_spans_written_total") as u64;
+    let dropped = skein_e2e::metric_sum_in(&agent_metrics, "skein_agent_spans_dropped_total");
+    let refused = skein_e2e::metric_sum_in(&collector_metrics, "skein_spans_refused_total");
+    e2e.sort_by(f64::total_cmp);
+    let summary = |v: &[(f64, f64)]| {
+        let mbs: Vec<f64> = v.iter().map(|p| p.1).collect();
+        let half = &mbs[mbs.len() / 2..];
+        json!({
+            "start_mib": mbs.first().copied().unwrap_or(0.0),
+            "peak_mib": mbs.iter().copied().fold(0.0, f64::max),
+            "end_mib": mbs.last().copied().unwrap_or(0.0),
+            "second_half_mean_mib": half.iter().sum::<f64>() / half.len().max(1) as f64,
+        })
+    };
+    let report = json!({
+        "spans_per_s_target": a.spans_per_s,
+        "spans_per_s": sent as f64 / sending_s.max(1e-9),
+        "duration_s": sending_s,
+        "spans_sent": sent,
+        "spans_stored": stored,
+        "spans_lost": sent as i64 - stored as i64,
+        "agent_spans_dropped": dropped,
+        "collector_spans_refused_then_retried": refused,
+        "app_export_failures": app_failures,
+        "e2e_probes": e2e.len(),
+        "e2e_p50_ms": percentile(&e2e, 0.5),
+        "e2e_p99_ms": percentile(&e2e, 0.99),
+        "e2e_max_ms": e2e.last().copied().unwrap_or(0.0),
+        "trace_idle_ms": a.trace_idle_ms,
+        "rss": pids.iter().zip(&rss).map(|((name, _), v)| json!({"process": name, "summary": summary(v)})).collect::<Vec<_>>(),
+        "rss_samples_mib": pids.iter().zip(&rss).map(|((name, _), v)| (name.to_string(), json!(v.iter().map(|p| p.1).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "payload": format!("{:?}", a.payload).to_lowercase(),
+    });
+    tokio::task::spawn_blocking(move || drop((agent, collector))).await?;
+    rss_svg(&a.svg, &pids.iter().map(|p| p.0).collect::<Vec<_>>(), &rss, &report)?;
+    std::fs::write(&a.report, serde_json::to_vec_pretty(&report)?)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "spans_sent": sent, "spans_stored": stored, "spans_lost": sent as i64 - stored as i64, "agent_spans_dropped": dropped,
+            "e2e_p50_ms": report["e2e_p50_ms"], "e2e_p99_ms": report["e2e_p99_ms"], "rss": report["rss"],
+        }))?
+    );
+    eprintln!("report: {} and {}", a.report.display(), a.svg.display());
+    anyhow::ensure!(stored == sent && dropped == 0.0, "lost {} spans, dropped {dropped}", sent as i64 - stored as i64);
+    Ok(())
+}
+
+/// Plots RSS (MiB) over time, one line per process.
+fn rss_svg(
+    path: &PathBuf,
+    names: &[&str],
+    series: &[Vec<(f64, f64)>],
+    report: &serde_json::Value,
+) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let colors = [RGBColor(90, 140, 200), RGBColor(220, 100, 40), RGBColor(60, 160, 90)];
+    let t_max = series.iter().flatten().map(|p| p.0).fold(1.0, f64::max);
+    let y_max = series.iter().flatten().map(|p| p.1).fold(1.0, f64::max) * 1.15;
+    let root = SVGBackend::new(path, (960, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let caption = format!(
+        "Soak: RSS per process at {:.0} spans/s — {} sent, {} stored, e2e p99 {:.0} ms",
+        report["spans_per_s"].as_f64().unwrap_or(0.0),
+        report["spans_sent"],
+        report["spans_stored"],
+        report["e2e_p99_ms"].as_f64().unwrap_or(0.0)
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 18))
+        .margin(20)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..t_max, 0f64..y_max)?;
+    chart.configure_mesh().x_desc("seconds").y_desc("RSS, MiB").draw()?;
+    for (i, (name, points)) in names.iter().zip(series).enumerate() {
+        let color = colors[i % colors.len()];
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 /// An `AdmissionReview` v1 for a Deployment's pod, as the API server sends it; `inject` names the pipeline.
 fn pod_review(i: usize, inject: &str) -> Vec<u8> {
     let pod = json!({
@@ -1145,5 +1390,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Ingest(a) => ingest(a).await,
         Cmd::Agent(a) => agent(a).await,
         Cmd::Admission(a) => admission(a).await,
+        Cmd::Soak(a) => soak(a).await,
     }
 }
