@@ -312,3 +312,28 @@ fn tls_serves_the_otlp_receiver_from_the_secret_on_every_collector() {
         Ok(_) => panic!("an empty Secret name is refused"),
     }
 }
+
+#[test]
+fn every_container_the_operator_runs_is_non_root_with_a_read_only_root_filesystem() {
+    let check = |what: &str, template: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+        let pod = template.spec.as_ref().expect("pod spec");
+        let all = pod.containers.iter().chain(pod.init_containers.iter().flatten());
+        let mut n = 0;
+        for c in all {
+            let sc = c.security_context.as_ref().unwrap_or_else(|| panic!("{what}/{}: no securityContext", c.name));
+            assert_eq!(sc.run_as_non_root, Some(true), "{what}/{}", c.name);
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{what}/{}", c.name);
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{what}/{}", c.name);
+            assert_eq!(sc.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_string()]));
+            n += 1;
+        }
+        assert!(n > 0, "{what} has containers");
+    };
+    let d = build(&pipeline_yaml("dev", "tls: {secretRef: {name: collector-tls}}\n"));
+    let Workloads::Embedded { stateful_set } = &d.workloads else { panic!("embedded") };
+    check("all-in-one", &stateful_set.spec.as_ref().expect("spec").template);
+    let d = build(&pipeline_yaml("prod", SCYLLA));
+    let Workloads::Scylla { collector, query, .. } = &d.workloads else { panic!("scylla") };
+    check("collector", &collector.spec.as_ref().expect("collector").template);
+    check("query", &query.spec.as_ref().expect("query").template);
+}
