@@ -27,7 +27,13 @@ enum Value<'a> {
     Varint(u64),
     Len(&'a [u8]),
     Fixed,
+    /// A (deprecated proto2) group, skipped whole: OTLP never uses one, but prost skips unknown groups, so the
+    /// agent must too or it would refuse requests the collector accepts.
+    Group,
 }
+
+/// Deepest group nesting skipped (prost's recursion limit).
+const MAX_GROUP_DEPTH: u32 = 100;
 
 struct Field<'a> {
     number: u32,
@@ -70,6 +76,14 @@ impl<'a> Fields<'a> {
             return Ok(None);
         }
         let start = self.pos;
+        match self.tagged(0)? {
+            Tagged::Field(number, value) => Ok(Some(Field { number, value, raw: &self.buf[start..self.pos] })),
+            Tagged::EndGroup(_) => Err(self.err("end-group tag without a group")),
+        }
+    }
+
+    /// Reads one tag and its value; a group is skipped whole (nested at most [`MAX_GROUP_DEPTH`] deep).
+    fn tagged(&mut self, depth: u32) -> Result<Tagged<'a>, WireError> {
         let tag = self.varint()?;
         let number = u32::try_from(tag >> 3).map_err(|_| self.err("field number out of range"))?;
         if number == 0 {
@@ -94,10 +108,35 @@ impl<'a> Fields<'a> {
                 self.pos += len;
                 Value::Len(v)
             }
-            _ => return Err(self.err("unsupported wire type (groups are not used by OTLP)")),
+            3 => {
+                if depth >= MAX_GROUP_DEPTH {
+                    return Err(self.err("groups nested too deep"));
+                }
+                loop {
+                    if self.pos >= self.buf.len() {
+                        return Err(self.err("group without an end-group tag"));
+                    }
+                    match self.tagged(depth + 1)? {
+                        Tagged::EndGroup(n) if n == number => break,
+                        Tagged::EndGroup(_) => return Err(self.err("end-group tag of another group")),
+                        Tagged::Field(..) => {}
+                    }
+                }
+                Value::Group
+            }
+            4 => return Ok(Tagged::EndGroup(number)),
+            _ => return Err(self.err("unsupported wire type")),
         };
-        Ok(Some(Field { number, value, raw: &self.buf[start..self.pos] }))
+        Ok(Tagged::Field(number, value))
     }
+}
+
+/// A tag read by [`Fields::tagged`].
+enum Tagged<'a> {
+    /// A field and its value.
+    Field(u32, Value<'a>),
+    /// The end of the group with this field number.
+    EndGroup(u32),
 }
 
 fn varint_len(v: usize) -> usize {
@@ -507,6 +546,32 @@ mod tests {
             put_varint(&mut out, v);
             assert_eq!(out.len(), varint_len(v));
             assert_eq!(Fields::new(&out, 0).varint().expect("varint") as usize, v);
+        }
+    }
+
+    #[test]
+    fn unknown_groups_are_skipped_as_prost_skips_them() {
+        // Found by the otlp_protobuf fuzz target: an unknown field as a (proto2) group, which prost skips, made
+        // the agent refuse the request with INVALID_ARGUMENT while the collector would accept it.
+        let mut raw = sample().encode_to_vec();
+        // Field 4, a group holding a varint and a nested group (field 5), then its end tag.
+        raw.extend_from_slice(&[0x23, 0x08, 0x01, 0x2b, 0x10, 0x02, 0x2c, 0x24]);
+        let decoded = ExportTraceServiceRequest::decode(raw.as_slice()).expect("prost skips the group");
+        let total: usize = decoded.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+        let plan = Plan { enrich: &[], keep: None };
+        let out = process(&Bytes::from(raw.clone()), &plan, &[]).expect("the wire path skips it too");
+        assert_eq!(out.received as usize, total);
+        // The fuzzer's input itself: a group at the top level with nothing else.
+        let fuzzed = [0x23, 0xf9, 0x0b, 0x0a, 0xc5, 0x02, 0x3b, 0x3d, 0, 0, 0x3f, 0x20, 0x0a, 0x88, 0x0a, 0x4f, 0x24];
+        assert_eq!(
+            ExportTraceServiceRequest::decode(&fuzzed[..]).is_ok(),
+            process(&Bytes::copy_from_slice(&fuzzed), &plan, &[]).is_ok(),
+            "prost and the wire path agree"
+        );
+        // Malformed groups are errors, as in prost.
+        for bad in [&[0x24][..], &[0x23, 0x08, 0x01][..], &[0x23, 0x2c][..]] {
+            assert!(ExportTraceServiceRequest::decode(bad).is_err());
+            assert!(process(&Bytes::copy_from_slice(bad), &plan, &[]).is_err(), "{bad:?}");
         }
     }
 }

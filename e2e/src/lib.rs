@@ -154,6 +154,26 @@ impl Agent {
         Self::start_bin(&bin("skein-agent"), args)
     }
 
+    /// [`Agent::start`] forwarding to `collector` with a `memory_bytes` memory buffer that spills to `spill_dir`, at
+    /// most `spill_bytes` there.
+    ///
+    /// # Panics
+    /// When it does not report its listen addresses within 30 s.
+    pub fn start_buffered(collector: &str, spill_dir: &Path, memory_bytes: u64, spill_bytes: u64) -> Self {
+        let (memory, disk) = (memory_bytes.to_string(), spill_bytes.to_string());
+        let spill = spill_dir.to_string_lossy();
+        Self::start(&[
+            "--collector",
+            collector,
+            "--spill-dir",
+            &spill,
+            "--memory-max-bytes",
+            &memory,
+            "--spill-max-bytes",
+            &disk,
+        ])
+    }
+
     /// [`Agent::start`] with the binary at `path` (another build profile, say).
     ///
     /// # Panics

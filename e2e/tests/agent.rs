@@ -191,17 +191,7 @@ fn flood_at_ten_times_the_buffer_stays_bounded_and_keeps_error_spans() {
     let dir = tempfile::tempdir().expect("tempdir");
     let collector_addr = format!("127.0.0.1:{}", free_port());
     let spill = dir.path().join("spill");
-    let (memory, disk) = (MEMORY.to_string(), DISK.to_string());
-    let agent = Agent::start(&[
-        "--collector",
-        &collector_addr,
-        "--spill-dir",
-        path(&spill),
-        "--memory-max-bytes",
-        &memory,
-        "--spill-max-bytes",
-        &disk,
-    ]);
+    let agent = Agent::start_buffered(&collector_addr, &spill, MEMORY, DISK);
     std::thread::sleep(Duration::from_millis(500));
     let idle_kib = rss_kib(agent.pid()).0;
     // ~15 KB per request, 4 000 requests: 60 MB, ten times memory + disk. One error trace (one error span) each.

@@ -103,17 +103,7 @@ fn spill_disk_full_drops_exactly_what_it_counts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let collector_addr = format!("127.0.0.1:{}", free_port());
     let spill = dir.path().join("spill");
-    let (memory, disk) = (MEMORY.to_string(), DISK.to_string());
-    let agent = Agent::start(&[
-        "--collector",
-        &collector_addr,
-        "--spill-dir",
-        path(&spill),
-        "--memory-max-bytes",
-        &memory,
-        "--spill-max-bytes",
-        &disk,
-    ]);
+    let agent = Agent::start_buffered(&collector_addr, &spill, MEMORY, DISK);
     // The collector is down: ~1.5 MB of spans against 384 KiB of buffer. One error trace per request.
     let requests: Vec<_> = (0..100).map(|i| request_for("spillfull", i, 10, 10, 10)).collect();
     let bytes: usize = requests.iter().map(prost::Message::encoded_len).sum();
