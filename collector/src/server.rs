@@ -288,6 +288,11 @@ pub async fn run_server(
     };
 
     let ingests = role.ingests();
+    // Certificate files are read before anything binds, so a bad path fails the start, not a half-started server.
+    let otlp_tls = match (&config.otlp_tls, ingests) {
+        (Some(tls), true) => Some(tls.load().map_err(Error::Config)?),
+        _ => None,
+    };
     let grpc_listener = bind_if(ingests, config.otlp_grpc_addr, "OTLP gRPC").await?;
     let http_listener = bind_if(ingests, config.otlp_http_addr, "OTLP HTTP").await?;
     let zipkin_listener = bind_if(ingests, config.zipkin_addr, "Zipkin").await?;
@@ -425,8 +430,7 @@ pub async fn run_server(
             .with_wal(wal)
             .with_max_inflight_bytes(config.max_inflight_bytes);
         let mut grpc_server = tonic::transport::Server::builder();
-        if let Some(tls) = &config.otlp_tls {
-            let tls = tls.load().map_err(Error::Config)?;
+        if let Some(tls) = otlp_tls {
             grpc_server = grpc_server.tls_config(tls).map_err(|e| Error::Config(format!("OTLP gRPC TLS: {e}")))?;
         }
         let grpc = grpc_server.add_service(OtlpGrpc::new(ingest.clone()).server()).serve_with_incoming_shutdown(

@@ -55,15 +55,6 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 
-/// Every span the agent dropped, whatever the reason.
-fn agent_dropped(agent: &Agent) -> f64 {
-    let m = agent.metrics();
-    ["buffer_full", "rejected_by_collector", "spill_corrupt", "shutdown"]
-        .iter()
-        .map(|r| metric_in(&m, &format!("skein_agent_spans_dropped_total{{reason=\"{r}\"}}")))
-        .sum()
-}
-
 #[test]
 fn collector_sigkilled_three_times_loses_no_acknowledged_span() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -90,7 +81,7 @@ fn collector_sigkilled_three_times_loses_no_acknowledged_span() {
     agent.wait_forwarded(sent, Duration::from_secs(120));
     collector.wait_until_written();
     let kept = stored_spans(&collector, "sigkill3");
-    let dropped = agent_dropped(&agent);
+    let dropped = agent.metric_sum("skein_agent_spans_dropped_total");
     eprintln!("sent {sent}, stored {kept}, dropped (counted) {dropped}, lost {}", sent as usize - kept);
     assert_eq!(dropped, 0.0, "nothing needed dropping: the agent buffers through restarts");
     assert_eq!(kept, sent as usize, "every span acknowledged to the app is stored exactly once");
@@ -119,7 +110,7 @@ fn spill_disk_full_drops_exactly_what_it_counts() {
     assert!(full > 0.0, "the full spill disk dropped spans");
 
     let s = AllInOne::start_with(&dir.path().join("collector"), 200, &["--otlp-grpc-addr", &collector_addr]);
-    let dropped = agent_dropped(&agent);
+    let dropped = agent.metric_sum("skein_agent_spans_dropped_total");
     let kept = sent - dropped as u64;
     agent.wait_forwarded(kept, Duration::from_secs(60));
     s.wait_until_written();
@@ -179,7 +170,7 @@ fn stalled_store_pushes_back_and_loses_nothing() {
     s.wait_until_written();
     // More traces than one search returns (10 000): count what the writer stored, and search a sample.
     let stored = s.metric_sum("skein_spans_written_total") as u64;
-    let dropped = agent_dropped(&agent);
+    let dropped = agent.metric_sum("skein_agent_spans_dropped_total");
     eprintln!("sent {sent}, stored {stored}, dropped (counted) {dropped}, refused then retried {refused}");
     assert_eq!(dropped, 0.0);
     assert_eq!(s.metric_sum("skein_spans_write_failed_total"), 0.0, "no write given up");
