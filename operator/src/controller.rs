@@ -16,12 +16,11 @@ use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -31,6 +30,7 @@ use skein_collector::storage::scylla::SCHEMA_VERSION;
 use tracing::{Instrument, field, info_span, instrument};
 
 use crate::crd::{ReclaimPolicy, SchemaStatus, TracingPipeline, TracingPipelineStatus};
+use crate::events::{Kind, Note, Recorder};
 use crate::metrics::{Metrics, ResultLabels};
 use crate::resources::{self, Defaults, ScyllaTarget, Workloads};
 use crate::schema::{Credentials, SchemaError, SchemaManager};
@@ -58,7 +58,7 @@ pub struct Context {
     pub schema: Arc<dyn SchemaManager>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Event recorder.
+    /// Event recorder (one Event per distinct message).
     pub recorder: Recorder,
     /// Consecutive failures per pipeline (`namespace/name`), for backoff.
     failures: Mutex<HashMap<String, u32>>,
@@ -66,16 +66,14 @@ pub struct Context {
 
 impl Context {
     /// A context for `client`.
-    pub fn new(client: Client, defaults: Defaults, schema: Arc<dyn SchemaManager>, metrics: Arc<Metrics>) -> Self {
-        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-        Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            defaults,
-            schema,
-            metrics,
-            failures: Mutex::default(),
-        }
+    pub fn new(
+        client: Client,
+        defaults: Defaults,
+        schema: Arc<dyn SchemaManager>,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+    ) -> Self {
+        Self { recorder, client, defaults, schema, metrics, failures: Mutex::default() }
     }
 
     /// The next retry delay for `key`, counting this failure.
@@ -136,6 +134,7 @@ async fn reconcile_inner(tp: &TracingPipeline, ctx: &Context) -> Result<Action> 
     let mut status = TracingPipelineStatus {
         observed_generation: tp.meta().generation,
         storage: Some(if tp.spec.storage.scylla.is_some() { "scylla" } else { "embedded" }.into()),
+        sampling: Some(sampling_mode(tp).into()),
         schema: old.schema.clone(),
         ..Default::default()
     };
@@ -180,7 +179,8 @@ async fn reconcile_inner(tp: &TracingPipeline, ctx: &Context) -> Result<Action> 
             let applied = apply(&ctx.client, &ns, stateful_set.as_ref()).await?;
             let rollout = statefulset_rollout(&applied);
             status.collectors = Some(rollout.summary());
-            let storage = ok("EmbeddedStore", format!("PersistentVolumeClaim data-{}-0", desired.names.collector));
+            let retain = tp.spec.storage.embedded.as_ref().is_none_or(|e| e.retain_on_delete);
+            let storage = volume_condition(ctx, &ns, &format!("data-{}-0", desired.names.collector), retain).await?;
             (storage, rollout.condition(), rollout.condition(), None)
         }
         Workloads::Scylla { target, collector, query, pdb, hpa } => {
@@ -206,7 +206,8 @@ async fn reconcile_inner(tp: &TracingPipeline, ctx: &Context) -> Result<Action> 
                 Err(e) => {
                     // Collectors are not rolled onto a keyspace that is not there; running ones are left alone.
                     ctx.metrics.error(e.reason());
-                    status.collectors = old.collectors.clone();
+                    let wanted = collector.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                    status.collectors = old.collectors.clone().or_else(|| Some(format!("0/{wanted}")));
                     let waiting = |what: &str| Cond {
                         ok: false,
                         reason: "StorageNotReady",
@@ -242,6 +243,80 @@ async fn reconcile_inner(tp: &TracingPipeline, ctx: &Context) -> Result<Action> 
         }
     };
     Ok(Action::requeue(delay))
+}
+
+/// `status.sampling`: which sampling stages the pipeline runs.
+pub fn sampling_mode(tp: &TracingPipeline) -> &'static str {
+    match (tp.spec.sampling.head.is_some(), tp.spec.sampling.tail.is_some()) {
+        (true, true) => "head+tail",
+        (true, false) => "head",
+        (false, true) => "tail",
+        (false, false) => "none",
+    }
+}
+
+/// `StorageReady` of an embedded pipeline: the phase of its PersistentVolumeClaim (made by the StatefulSet
+/// controller from the claim template). `Pending` (or not created yet) is `VolumePending`, with the claim's latest
+/// Event (e.g. `no persistent volumes available for this claim and no storage class is set`); `Lost` is
+/// `VolumeLost`; `Bound` is `VolumeBound`, saying whether the claim outlives the pipeline.
+///
+/// # Errors
+/// Kubernetes API failures (RBAC: `get` PersistentVolumeClaims, `list` Events).
+async fn volume_condition(ctx: &Context, ns: &str, claim: &str, retain: bool) -> Result<Cond> {
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns).get_opt(claim).await?;
+    let phase = pvc.as_ref().and_then(|p| p.status.as_ref()).and_then(|s| s.phase.clone());
+    Ok(match phase.as_deref() {
+        Some("Bound") => {
+            let pvc = pvc.as_ref();
+            let size = pvc
+                .and_then(|p| p.status.as_ref()?.capacity.as_ref()?.get("storage").map(|q| q.0.clone()))
+                .unwrap_or_default();
+            let class = pvc.and_then(|p| p.spec.as_ref()?.storage_class_name.clone()).unwrap_or_default();
+            let kept = if retain {
+                "kept when the pipeline is deleted (storage.embedded.retainOnDelete: true)"
+            } else {
+                "deleted with the pipeline (storage.embedded.retainOnDelete: false)"
+            };
+            ok("VolumeBound", format!("PersistentVolumeClaim {claim} is Bound ({size}, class {class:?}); {kept}"))
+        }
+        Some("Lost") => Cond {
+            ok: false,
+            reason: "VolumeLost",
+            message: format!("PersistentVolumeClaim {claim} lost its volume; the embedded store's traces are gone"),
+        },
+        phase => {
+            let what = match phase {
+                None if pvc.is_none() => "is not created yet".to_string(),
+                _ => format!("is {}", phase.unwrap_or("Pending")),
+            };
+            let event = if pvc.is_some() { latest_event(ctx, ns, "PersistentVolumeClaim", claim).await? } else { None };
+            let message = match event {
+                Some(note) => format!("PersistentVolumeClaim {claim} {what}: {note}"),
+                None => format!("PersistentVolumeClaim {claim} {what}"),
+            };
+            Cond { ok: false, reason: "VolumePending", message }
+        }
+    })
+}
+
+/// The `reason: message` of the most recent Event about `kind`/`name` in `ns` (core/v1 Events, which both event
+/// APIs write).
+async fn latest_event(ctx: &Context, ns: &str, kind: &str, name: &str) -> Result<Option<String>> {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("involvedObject.kind={kind},involvedObject.name={name}");
+    let list = events.list(&ListParams::default().fields(&selector)).await?;
+    let when = |e: &k8s_openapi::api::core::v1::Event| {
+        e.last_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| e.event_time.as_ref().map(|t| t.0))
+            .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    };
+    Ok(list
+        .items
+        .iter()
+        .max_by_key(|e| when(e))
+        .map(|e| format!("{}: {}", e.reason.clone().unwrap_or_default(), e.message.clone().unwrap_or_default())))
 }
 
 /// A computed condition.
@@ -425,7 +500,7 @@ async fn finalize(tp: &TracingPipeline, ctx: &Context, api: &Api<TracingPipeline
                 publish(
                     ctx,
                     tp,
-                    EventType::Warning,
+                    Kind::Warning,
                     e.reason(),
                     format!(
                         "cannot drop keyspace {}: {e}; retrying (remove the finalizer {FINALIZER} to give up)",
@@ -438,7 +513,7 @@ async fn finalize(tp: &TracingPipeline, ctx: &Context, api: &Api<TracingPipeline
             publish(
                 ctx,
                 tp,
-                EventType::Normal,
+                Kind::Normal,
                 "KeyspaceDropped",
                 format!("keyspace {} dropped (reclaimPolicy: Delete)", target.schema.keyspace),
             )
@@ -448,7 +523,7 @@ async fn finalize(tp: &TracingPipeline, ctx: &Context, api: &Api<TracingPipeline
             publish(
                 ctx,
                 tp,
-                EventType::Warning,
+                Kind::Warning,
                 "KeyspaceNotDropped",
                 format!("spec is invalid ({invalid}); keyspace left in place"),
             )
@@ -500,11 +575,7 @@ async fn write_status(
     for c in &status.conditions {
         let before = old.conditions.iter().find(|o| o.type_ == c.type_);
         if before.is_none_or(|b| b.status != c.status || b.reason != c.reason) {
-            let kind = if c.status == "True" || c.reason == "RolloutInProgress" {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            };
+            let kind = if c.status == "True" || c.reason == "RolloutInProgress" { Kind::Normal } else { Kind::Warning };
             publish(ctx, tp, kind, &c.reason, format!("{} is {}: {}", c.type_, c.status, c.message)).await;
         }
     }
@@ -517,13 +588,10 @@ async fn write_status(
     Ok(())
 }
 
-/// Publishes an Event; a failure is logged, never fatal.
-async fn publish(ctx: &Context, tp: &TracingPipeline, type_: EventType, reason: &str, note: String) {
-    let event =
-        Event { type_, reason: reason.to_string(), note: Some(note), action: "Reconcile".into(), secondary: None };
-    if let Err(e) = ctx.recorder.publish(&event, &tp.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "cannot publish event");
-    }
+/// Publishes an Event on the pipeline; a failure is logged and counted, never fatal.
+async fn publish(ctx: &Context, tp: &TracingPipeline, kind: Kind, reason: &str, note: String) {
+    let event = Note { regarding: tp.object_ref(&()), kind, reason: reason.into(), action: "Reconcile", note };
+    ctx.recorder.publish(&event).await;
 }
 
 /// Runs the controller until `shutdown` completes: watches pipelines (in `namespace`, or all) and the children

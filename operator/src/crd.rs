@@ -49,9 +49,15 @@ use skein_collector::storage::scylla::Replication;
     namespaced,
     status = "TracingPipelineStatus",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","description":"reason of the first condition that is not True (PipelineReady when all are)","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Collectors","type":"string","description":"ready/desired collector pods","jsonPath":".status.collectors"}"#,
-    printcolumn = r#"{"name":"Storage","type":"string","jsonPath":".status.storage"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Namespaces","type":"integer","description":"namespaces whose pods are sent to this pipeline","jsonPath":".status.agents.namespaces"}"#,
+    printcolumn = r#"{"name":"Pods","type":"integer","description":"pods running this pipeline's agent","jsonPath":".status.agents.injected"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Storage","type":"string","priority":1,"jsonPath":".status.storage"}"#,
+    printcolumn = r#"{"name":"Sampling","type":"string","priority":1,"description":"head, tail, head+tail or none","jsonPath":".status.sampling"}"#,
+    printcolumn = r#"{"name":"Stale","type":"integer","priority":1,"description":"injected pods on an older agent configuration","jsonPath":".status.agents.stale"}"#,
+    printcolumn = r#"{"name":"Uninjected","type":"integer","priority":1,"description":"pods that asked for the agent and were created without it","jsonPath":".status.agents.uninjected"}"#
 )]
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.storage) || !has(self.storage.embedded) || !has(self.collector) || (!has(self.collector.autoscaling) && (!has(self.collector.replicas) || self.collector.replicas == 1))"
@@ -272,12 +278,22 @@ pub struct EmbeddedStorage {
     /// StorageClass of the claim (default: the cluster's default class).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// Keep the PersistentVolumeClaim (and its traces) when the pipeline is deleted (default `true`, as a
+    /// StatefulSet's claims are kept by default, and like `scylla.reclaimPolicy: Retain`): re-creating the
+    /// pipeline finds its traces again. `false` deletes the claim with the pipeline (the StatefulSet's
+    /// `persistentVolumeClaimRetentionPolicy.whenDeleted: Delete`, Kubernetes ≥ 1.27).
+    #[serde(default = "default_true")]
+    pub retain_on_delete: bool,
 }
 
 impl Default for EmbeddedStorage {
     fn default() -> Self {
-        Self { size: default_volume_size(), storage_class_name: None }
+        Self { size: default_volume_size(), storage_class_name: None, retain_on_delete: true }
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_volume_size() -> String {
@@ -375,6 +391,10 @@ pub struct TracingPipelineStatus {
     /// `embedded` or `scylla`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
+    /// Sampling in force: `head` (strategies served to SDKs and agents), `tail` (collector policies),
+    /// `head+tail`, or `none` (every trace kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<String>,
     /// SHA-256 (hex, first 16 characters) of the rendered collector configuration, as on the pod templates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
@@ -397,6 +417,13 @@ pub struct AgentsStatus {
     pub injected: i32,
     /// Of those, pods whose agent configuration is older than the pipeline's (`skein.dev/injected` hash differs).
     pub stale: i32,
+    /// Pods that ask for this pipeline's agent (by their namespace or their own annotation) and run without it and
+    /// without a skip reason: created while no operator replica answered the webhook. Restart their workloads.
+    #[serde(default)]
+    pub uninjected: i32,
+    /// Namespaces whose pods are sent to this pipeline (by namespace annotation or label) or that run its agents.
+    #[serde(default)]
+    pub namespaces: i32,
     /// The agent-config hash a pod injected now gets.
     pub config_hash: String,
 }

@@ -175,7 +175,19 @@ fn answer(call: &Call, world: &mut World) -> (StatusCode, Value) {
             world.objects.insert(path, obj.clone());
             (StatusCode::OK, obj)
         }
-        "POST" => (StatusCode::CREATED, call.body.clone()),
+        "POST" => {
+            // Create: a `generateName` gets a unique suffix, and the object is stored under its path.
+            let mut obj = call.body.clone();
+            if obj["metadata"]["name"].as_str().is_none()
+                && let Some(prefix) = obj["metadata"]["generateName"].as_str()
+            {
+                obj["metadata"]["name"] = json!(format!("{prefix}{:05}", world.objects.len()));
+            }
+            if let Some(name) = obj["metadata"]["name"].as_str() {
+                world.objects.insert(format!("{path}/{name}"), obj.clone());
+            }
+            (StatusCode::CREATED, obj)
+        }
         _ => (StatusCode::METHOD_NOT_ALLOWED, json!({})),
     }
 }
@@ -225,6 +237,8 @@ impl SchemaManager for FakeSchema {
 pub fn context(world: World) -> (Arc<Context>, MockApi, Arc<FakeSchema>) {
     let (client, api) = MockApi::start(world);
     let schema = Arc::new(FakeSchema::default());
-    let ctx = Context::new(client, Defaults::default(), schema.clone(), Arc::new(Metrics::default()));
+    let metrics = Arc::new(Metrics::default());
+    let recorder = crate::events::Recorder::new(client.clone(), crate::FIELD_MANAGER, metrics.clone());
+    let ctx = Context::new(client, Defaults::default(), schema.clone(), metrics, recorder);
     (Arc::new(ctx), api, schema)
 }

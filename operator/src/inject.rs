@@ -1,17 +1,25 @@
 //! Sidecar injection as a pure function: a Pod (as the API server sent it to the webhook), the namespace and the
 //! known pipelines in, a decision and an RFC 6902 JSON Patch out ([`inject`]).
 //!
-//! Rules (the webhook's contract with users):
-//! - injection is asked for by the namespace label `skein.dev/injection: enabled` or the pod annotation
-//!   `skein.dev/inject: "<pipeline>"` (`<name>` in the pod's namespace, or `<namespace>/<name>`; `"true"` picks
-//!   automatically); `skein.dev/inject: "false"` opts a pod out;
-//! - the pipeline is the annotation's, else the namespace's only one; anything else is a skip with a reason;
+//! Rules (the webhook's contract with users), the OpenTelemetry Operator's `sidecar.opentelemetry.io/inject`
+//! convention with Skein's key:
+//! - the annotation `skein.dev/inject` asks for injection, on a pod (template) or on its namespace; its value names
+//!   the pipeline: `<name>` (in the annotated object's namespace), `<namespace>/<name>` (any namespace), `"true"`
+//!   (pick automatically), or `"false"` (opt out). The namespace label `skein.dev/injection: enabled` asks for
+//!   automatic choice for every pod in the namespace;
+//! - precedence, most specific first: the pod's annotation, then the namespace's annotation, then the namespace
+//!   label. So `kubectl annotate namespace shop skein.dev/inject=tracing/dev` sends every new pod in `shop` to the
+//!   pipeline `dev` in namespace `tracing`, and one pod can still name another pipeline or opt out;
+//! - automatic choice is the namespace annotation's pipeline when it names one, else the pod namespace's only
+//!   pipeline; anything else (none, several, not found, not accepted yet) is a skip with a reason that says what
+//!   to run;
 //! - a skip never blocks the pod: the patch only adds `skein.dev/injection-status: "skipped: <reason>"`;
 //! - an injected pod carries `skein.dev/injected: "<pipeline>@<agent-config-hash>"` and the labels
 //!   `skein.dev/pipeline` / `skein.dev/pipeline-namespace` (so the operator can count and roll them), and is never
 //!   patched twice;
 //! - the agent is a native sidecar (an init container with `restartPolicy: Always`, Kubernetes ≥ 1.29) or a regular
-//!   container; app containers get the OpenTelemetry SDK environment only where the user has not set it.
+//!   container; app containers get the OpenTelemetry SDK environment only where the user has not set it; the agent
+//!   reaches the collectors by their fully qualified Service name, so any namespace works.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +33,8 @@ use crate::resources::{self, Defaults, Names};
 
 /// Namespace label that turns injection on for every pod in the namespace (value `enabled`).
 pub const NAMESPACE_LABEL: &str = "skein.dev/injection";
-/// Pod annotation naming the pipeline (`<name>`, `<namespace>/<name>` or `true`), or `false` to opt out.
+/// Pod or namespace annotation naming the pipeline (`<name>`, `<namespace>/<name>` or `true`), or `false` to opt
+/// out; a pod's annotation wins over its namespace's.
 pub const INJECT_ANNOTATION: &str = "skein.dev/inject";
 /// Set on injected pods: `<pipeline>@<agent-config-hash>`.
 pub const INJECTED_ANNOTATION: &str = "skein.dev/injected";
@@ -93,6 +102,8 @@ pub struct Env<'a> {
     pub namespace: &'a str,
     /// Labels of that namespace.
     pub namespace_labels: &'a BTreeMap<String, String>,
+    /// Annotations of that namespace (`skein.dev/inject`).
+    pub namespace_annotations: &'a BTreeMap<String, String>,
     /// Every pipeline the operator watches (any namespace).
     pub pipelines: &'a [Arc<TracingPipeline>],
     /// Operator-wide defaults (agent image).
@@ -201,17 +212,59 @@ enum Request<'a> {
     No,
     /// Asked for, and the pod already has the agent.
     Done,
-    /// Asked for, with the annotation's pipeline name if any.
-    Asked(Option<&'a str>),
+    /// Asked for: the pipeline named, if any.
+    Asked(Option<Named<'a>>),
 }
 
-fn requested<'a>(pod: &'a Pod, env: &Env<'_>) -> Request<'a> {
-    let asked = match pod.annotations().get(INJECT_ANNOTATION).map(|v| v.trim()) {
-        Some("false") => return Request::No,
-        Some("" | "true") => None,
-        Some(name) => Some(name),
-        None if env.namespace_labels.get(NAMESPACE_LABEL).is_some_and(|v| v == "enabled") => None,
-        None => return Request::No,
+/// A pipeline named by an annotation, with the namespace a bare `<name>` is relative to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Named<'a> {
+    /// The annotation's value: `<name>` or `<namespace>/<name>`.
+    pub value: &'a str,
+    /// The annotated object's namespace.
+    pub relative_to: &'a str,
+    /// Where the name came from, for messages: `pod` or `namespace`.
+    pub source: &'static str,
+}
+
+impl Named<'_> {
+    /// The pipeline this names.
+    pub fn target(&self) -> PipelineRef {
+        let (namespace, name) = self.value.split_once('/').unwrap_or((self.relative_to, self.value));
+        PipelineRef { namespace: namespace.trim().into(), name: name.trim().into() }
+    }
+}
+
+/// Whether a pod with `pod_annotations`, in a namespace with these labels and annotations, asks for injection,
+/// and which pipeline it names ([`Named`]; `Some(None)` = automatic choice). `None`: not asked for or opted out.
+/// Pod annotation first, then the namespace annotation, then the namespace label.
+pub fn asked_for<'a>(
+    pod_annotations: &'a BTreeMap<String, String>,
+    namespace: &'a str,
+    namespace_labels: &BTreeMap<String, String>,
+    namespace_annotations: &'a BTreeMap<String, String>,
+) -> Option<Option<Named<'a>>> {
+    let from_namespace = match namespace_annotations.get(INJECT_ANNOTATION).map(|v| v.trim()) {
+        // A namespace that opted out still lets a pod ask by its own annotation.
+        Some("false") => None,
+        Some("" | "true") => Some(None),
+        Some(value) => Some(Some(Named { value, relative_to: namespace, source: "namespace" })),
+        None if namespace_labels.get(NAMESPACE_LABEL).is_some_and(|v| v == "enabled") => Some(None),
+        None => None,
+    };
+    match pod_annotations.get(INJECT_ANNOTATION).map(|v| v.trim()) {
+        Some("false") => None,
+        // "true" on the pod still follows the namespace's choice of pipeline.
+        Some("" | "true") => Some(from_namespace.flatten()),
+        Some(value) => Some(Some(Named { value, relative_to: namespace, source: "pod" })),
+        None => from_namespace,
+    }
+}
+
+fn requested<'p>(pod: &'p Pod, env: &'p Env<'_>) -> Request<'p> {
+    let Some(asked) = asked_for(pod.annotations(), env.namespace, env.namespace_labels, env.namespace_annotations)
+    else {
+        return Request::No;
     };
     if pod.annotations().contains_key(INJECTED_ANNOTATION) || has_agent(pod) {
         return Request::Done;
@@ -252,54 +305,74 @@ fn diff(before: &Pod, after: &Pod) -> Result<json_patch::Patch, InjectError> {
 
 type Choice<'a> = Result<&'a TracingPipeline, (String, Option<PipelineRef>)>;
 
-/// The pipeline for a pod: the named one, else the namespace's only one.
-fn choose<'a>(asked: Option<&str>, env: &Env<'a>) -> Choice<'a> {
-    let tp = match asked {
-        Some(name) => {
-            let (namespace, name) = name.split_once('/').unwrap_or((env.namespace, name));
-            let wanted = PipelineRef { namespace: namespace.into(), name: name.into() };
-            let found =
-                env.pipelines.iter().find(|tp| tp.namespace().as_deref() == Some(namespace) && tp.name_any() == name);
-            match found {
-                Some(tp) => tp.as_ref(),
-                None => return Err((format!("TracingPipeline {wanted} not found"), None)),
-            }
-        }
-        None => {
-            let here: Vec<&TracingPipeline> = env
-                .pipelines
+/// The pipeline a request resolves to, before any readiness check: the named one, else the pod namespace's only
+/// one. The error is the skip reason, phrased as what to do.
+///
+/// # Errors
+/// The reason no single pipeline matches.
+pub fn resolve<'a>(asked: Option<Named<'_>>, namespace: &str, pipelines: &'a [Arc<TracingPipeline>]) -> Choice<'a> {
+    if let Some(named) = asked {
+        let wanted = named.target();
+        let found = pipelines
+            .iter()
+            .find(|tp| tp.namespace().as_deref() == Some(wanted.namespace.as_str()) && tp.name_any() == wanted.name);
+        return match found {
+            Some(tp) => Ok(tp.as_ref()),
+            None => Err((
+                format!(
+                    "TracingPipeline {wanted} not found (named by the {} annotation {INJECT_ANNOTATION}={:?})",
+                    named.source, named.value
+                ),
+                None,
+            )),
+        };
+    }
+    let here: Vec<&TracingPipeline> =
+        pipelines.iter().filter(|tp| tp.namespace().as_deref() == Some(namespace)).map(|tp| tp.as_ref()).collect();
+    match here.as_slice() {
+        [tp] => Ok(*tp),
+        [] => {
+            let elsewhere: Vec<String> = pipelines
                 .iter()
-                .filter(|tp| tp.namespace().as_deref() == Some(env.namespace))
-                .map(|tp| tp.as_ref())
+                .map(|tp| format!("{}/{}", tp.namespace().unwrap_or_default(), tp.name_any()))
                 .collect();
-            match here.as_slice() {
-                [tp] => *tp,
-                [] => {
-                    return Err((
-                        format!(
-                            "no TracingPipeline in namespace {}; name one with the {INJECT_ANNOTATION} annotation \
-                             (<name> or <namespace>/<name>)",
-                            env.namespace
-                        ),
-                        None,
-                    ));
-                }
-                several => {
-                    let mut names: Vec<String> = several.iter().map(|tp| tp.name_any()).collect();
-                    names.sort();
-                    return Err((
-                        format!(
-                            "{} TracingPipelines in namespace {} ({}); name one with the {INJECT_ANNOTATION} annotation",
-                            several.len(),
-                            env.namespace,
-                            names.join(", ")
-                        ),
-                        None,
-                    ));
-                }
-            }
+            let hint = match elsewhere.as_slice() {
+                [] => "create one, or".to_string(),
+                [only] => format!(
+                    "point the namespace at one: kubectl annotate namespace {namespace} {INJECT_ANNOTATION}={only}; or"
+                ),
+                _ => format!(
+                    "point the namespace at one of {}: kubectl annotate namespace {namespace} {INJECT_ANNOTATION}=<namespace>/<name>; or",
+                    elsewhere.join(", ")
+                ),
+            };
+            Err((
+                format!(
+                    "no TracingPipeline in namespace {namespace}; {hint} name one in the pod's {INJECT_ANNOTATION} \
+                     annotation"
+                ),
+                None,
+            ))
         }
-    };
+        several => {
+            let mut names: Vec<String> = several.iter().map(|tp| tp.name_any()).collect();
+            names.sort();
+            Err((
+                format!(
+                    "{} TracingPipelines in namespace {namespace} ({}); name one with the {INJECT_ANNOTATION} \
+                     annotation on the pod or the namespace",
+                    several.len(),
+                    names.join(", ")
+                ),
+                None,
+            ))
+        }
+    }
+}
+
+/// The pipeline for a pod ([`resolve`]), if it can take agents now.
+fn choose<'a>(asked: Option<Named<'_>>, env: &Env<'a>) -> Choice<'a> {
+    let tp = resolve(asked, env.namespace, env.pipelines)?;
     let r = PipelineRef { namespace: tp.namespace().unwrap_or_default(), name: tp.name_any() };
     if tp.metadata.deletion_timestamp.is_some() {
         return Err((format!("TracingPipeline {r} is being deleted"), Some(r)));

@@ -10,6 +10,7 @@ pub mod agents;
 pub mod controller;
 pub mod crd;
 pub mod crdgen;
+pub mod events;
 pub mod inject;
 pub mod metrics;
 pub mod resources;

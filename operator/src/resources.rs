@@ -775,6 +775,7 @@ impl<'a> Builder<'a> {
         if let Some(class) = &e.storage_class_name {
             claim["spec"]["storageClassName"] = json!(class);
         }
+        let when_deleted = if e.retain_on_delete { "Retain" } else { "Delete" };
         self.typed(
             "StatefulSet",
             json!({
@@ -785,7 +786,7 @@ impl<'a> Builder<'a> {
                     "selector": {"matchLabels": self.selector("collector")},
                     "template": self.pod_template("collector", container, volumes, true),
                     "volumeClaimTemplates": [claim],
-                    "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+                    "persistentVolumeClaimRetentionPolicy": {"whenDeleted": when_deleted, "whenScaled": "Retain"},
                 },
             }),
         )

@@ -5,9 +5,14 @@
 //! the Lease reconciles and tracks injected agents. A
 //! replica that loses the Lease exits (as controller-runtime does) so that it never reconciles alongside the new
 //! leader; Kubernetes restarts it as a standby.
+//!
+//! Shutdown: every loop (certificate set-up and webhook registration retries, certificate upkeep, the agent
+//! tracker, readiness checks, the controller) watches one stop signal, so SIGTERM ends the process within
+//! [`SHUTDOWN_DEADLINE`] in every state, including while registration keeps failing.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -27,15 +32,14 @@ use axum_server::tls_rustls::RustlsConfig;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ResourceRequirements};
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use tokio::sync::mpsc;
 
 use crate::FIELD_MANAGER;
 use crate::agents;
 use crate::controller::{self, Context};
 use crate::crd::TracingPipeline;
+use crate::events::Recorder;
 use crate::inject::{SidecarMode, parse_version};
 use crate::metrics::Metrics;
 use crate::resources::Defaults;
@@ -154,9 +158,53 @@ fn parse_resources(text: &str) -> Result<ResourceRequirements, String> {
 
 /// CA lifetime of self-managed webhook certificates, seconds.
 pub const CA_LIFETIME_SECS: i64 = 10 * 365 * 24 * 3600;
+/// Time between tries of a start-up step that failed (webhook certificate, registration).
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest time from SIGTERM to exit: in-flight admission requests and the Lease release get this long.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(1500);
 
-/// Starts the webhook server on every replica: certificates (issued or read), registrations, caches of pipelines
-/// and namespace labels, the Event publisher. Returns once serving; upkeep continues until `stop`.
+/// Tries `attempt` every `interval` until it succeeds (`Some`) or `stop` turns true (`None`, checked before each
+/// try and during each wait). Each failure goes to `failed` (log it, show it in `/readyz`).
+pub async fn retry_until_stopped<T, E, F, Fut>(
+    interval: Duration,
+    stop: &mut watch::Receiver<bool>,
+    mut attempt: F,
+    mut failed: impl FnMut(&E),
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    loop {
+        if *stop.borrow() {
+            return None;
+        }
+        tokio::select! {
+            result = attempt() => match result {
+                Ok(v) => return Some(v),
+                Err(e) => failed(&e),
+            },
+            _ = stop.wait_for(|s| *s) => return None,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|s| *s) => return None,
+        }
+    }
+}
+
+/// The shared caches and publishers the webhook, the controller and the agent tracker use.
+#[derive(Clone)]
+struct Shared {
+    pipelines: Store<TracingPipeline>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+}
+
+/// Starts the webhook server on every replica: certificates (issued or read), registrations, the caches of
+/// pipelines and namespaces. Serves until `stop`; `state` follows each step for `/readyz`. Returns `None` when
+/// stopped before serving.
 ///
 /// # Errors
 /// The listen address cannot be bound, or the certificate cannot be served.
@@ -164,10 +212,11 @@ async fn start_webhook(
     client: Client,
     args: &Args,
     operator_ns: &str,
-    pipelines: Store<TracingPipeline>,
-    metrics: Arc<Metrics>,
-    stop: watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    shared: Shared,
+    state: WebhookStatus,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Shared { pipelines, namespaces, recorder, metrics } = shared;
     let target = match &args.webhook_url {
         Some(url) => Target::Url(url.clone()),
         None => Target::Service {
@@ -195,15 +244,17 @@ async fn start_webhook(
     let registration =
         Registration { config_name: args.webhook_config_name.clone(), target, mode: args.webhook_registration };
     let listener = std::net::TcpListener::bind(args.webhook_addr)?;
-    let bundle = loop {
-        match register::current(&client, &source, &metrics).await {
-            Ok(bundle) => break bundle,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot set up the webhook certificate yet; retrying");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        }
-    };
+    let certificate = retry_until_stopped(
+        RETRY_INTERVAL,
+        &mut stop,
+        || register::current(&client, &source, &metrics),
+        |e| {
+            tracing::warn!(error = %e, "cannot set up the webhook certificate yet; retrying");
+            state.set(WebhookState::Starting(format!("cannot set up the serving certificate: {e}")));
+        },
+    )
+    .await;
+    let Some(bundle) = certificate else { return Ok(None) };
     metrics.certificate_expiry.set(bundle.not_after);
     let tls = RustlsConfig::from_config(certs::server_config(&bundle)?);
     let keep_tls = tls.clone();
@@ -217,17 +268,13 @@ async fn start_webhook(
             args.sidecar_mode == SidecarMode::Native
         }
     };
-    let namespaces = cache(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), "namespace");
-    let (warnings, rx) = mpsc::channel(webhook::EVENT_QUEUE);
-    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-    tokio::spawn(webhook::publish_warnings(Recorder::new(client.clone(), reporter), rx, metrics.clone()));
     let hook = Arc::new(Webhook {
         pipelines,
         namespaces,
         defaults: args.defaults(),
         native_sidecar,
         metrics: metrics.clone(),
-        warnings,
+        events: recorder.queue(),
     });
     let handle = axum_server::Handle::new();
     {
@@ -235,7 +282,7 @@ async fn start_webhook(
         let mut stop = stop.clone();
         tokio::spawn(async move {
             let _ = stop.wait_for(|s| *s).await;
-            handle.graceful_shutdown(Some(Duration::from_secs(10)));
+            handle.graceful_shutdown(Some(SHUTDOWN_DEADLINE / 2));
         });
     }
     tracing::info!(addr = %args.webhook_addr, native_sidecar, "serving the admission webhooks");
@@ -245,18 +292,23 @@ async fn start_webhook(
         }
     });
     // Registered only once the server answers, so the API server never calls a webhook that is not there yet.
-    loop {
-        match register::register(&client, &registration, &bundle).await {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot register the webhooks yet; retrying");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        }
+    state.set(WebhookState::Registering(String::new()));
+    let registered = retry_until_stopped(
+        RETRY_INTERVAL,
+        &mut stop,
+        || register::register(&client, &registration, &bundle),
+        |e| {
+            tracing::warn!(error = %e, "cannot register the webhooks yet; retrying");
+            state.set(WebhookState::Registering(e.to_string()));
+        },
+    )
+    .await;
+    if registered.is_some() {
+        state.set(WebhookState::Ready);
+        let upkeep = Upkeep { source, registration, interval };
+        tokio::spawn(register::keep_certificates(client, upkeep, keep_tls, bundle, metrics, stop));
     }
-    let upkeep = Upkeep { source, registration, interval };
-    tokio::spawn(register::keep_certificates(client, upkeep, keep_tls, bundle, metrics, stop));
-    Ok(server)
+    Ok(Some(server))
 }
 
 /// A store kept current by a watch of `api` (with backoff) in a background task; `what` names it in logs.
@@ -276,13 +328,70 @@ where
     store
 }
 
+/// Where the admission webhooks stand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum WebhookState {
+    /// Turned off (`--webhook false`).
+    Off,
+    /// Not served yet: why.
+    Starting(String),
+    /// Served, not registered yet: the last registration error (empty before the first try ends).
+    Registering(String),
+    /// Served and registered with their `caBundle`.
+    Ready,
+}
+
+/// The webhooks' state, shared between the webhook task and `/readyz`.
+#[derive(Clone)]
+struct WebhookStatus(Arc<Mutex<WebhookState>>);
+
+impl WebhookStatus {
+    fn set(&self, state: WebhookState) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    fn get(&self) -> WebhookState {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// What `/readyz` reports on.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Readiness {
     /// A TracingPipeline list succeeded.
     api: Arc<AtomicBool>,
-    /// The webhooks are served and registered (or turned off).
-    webhook: Arc<AtomicBool>,
+    /// The webhooks.
+    webhook: WebhookStatus,
+}
+
+impl Readiness {
+    fn new(webhook: bool) -> Self {
+        let state = if webhook { WebhookState::Starting("starting".into()) } else { WebhookState::Off };
+        Self { api: Arc::default(), webhook: WebhookStatus(Arc::new(Mutex::new(state))) }
+    }
+
+    /// `/readyz`'s answer: ready, or what is missing.
+    fn report(&self) -> (StatusCode, String) {
+        if !self.api.load(Ordering::Relaxed) {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the API server or the TracingPipeline CRD is not reachable yet".into(),
+            );
+        }
+        match self.webhook.get() {
+            WebhookState::Off | WebhookState::Ready => (StatusCode::OK, "ready".into()),
+            WebhookState::Starting(why) => {
+                (StatusCode::SERVICE_UNAVAILABLE, format!("the admission webhooks are not served yet: {why}"))
+            }
+            WebhookState::Registering(error) if error.is_empty() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "the admission webhooks are served and being registered".into())
+            }
+            WebhookState::Registering(error) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the admission webhooks are served but their registration keeps failing: {error}"),
+            ),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -297,77 +406,93 @@ struct Health {
 fn health_router(metrics: Arc<Metrics>, ready: Readiness) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(|State(h): State<Health>| async move {
-                if !h.ready.api.load(Ordering::Relaxed) {
-                    (StatusCode::SERVICE_UNAVAILABLE, "the API server or the TracingPipeline CRD is not reachable yet")
-                } else if !h.ready.webhook.load(Ordering::Relaxed) {
-                    (StatusCode::SERVICE_UNAVAILABLE, "the admission webhooks are not served yet")
-                } else {
-                    (StatusCode::OK, "ready")
-                }
-            }),
-        )
+        .route("/readyz", get(|State(h): State<Health>| async move { h.ready.report() }))
         .route("/metrics", get(|State(h): State<Health>| async move { h.metrics.render() }))
         .with_state(Health { metrics, ready })
 }
 
-/// Runs the operator until SIGTERM/SIGINT.
+/// Runs the operator until SIGTERM/SIGINT, then exits within [`SHUTDOWN_DEADLINE`].
 ///
 /// # Errors
 /// No Kubernetes configuration, an unusable listen address, or a failed Lease.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let client = Client::try_default().await?;
-    let metrics = Arc::new(Metrics::default());
-    let ready = Readiness::default();
-    ready.webhook.store(!args.webhook, Ordering::Relaxed);
-    let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = {
-        let mut stop = stop_rx.clone();
-        let router = health_router(metrics.clone(), ready.clone());
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
-                tracing::error!(error = %e, "health server failed");
-            }
-        })
-    };
-    tokio::spawn(check_ready(client.clone(), args.watch_namespace.clone(), ready.api.clone()));
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
+    let mut stopped = stop_rx.clone();
+    let deadline = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+    };
+    tokio::select! {
+        result = operate(args, stop_rx) => result,
+        _ = deadline => {
+            tracing::warn!(deadline_ms = SHUTDOWN_DEADLINE.as_millis() as u64, "shutdown deadline reached; exiting");
+            Ok(())
+        }
+    }
+}
 
-    let defaults = args.defaults();
-    let ctx = Arc::new(Context::new(client.clone(), defaults.clone(), Arc::new(Scylla::default()), metrics.clone()));
+/// Everything the operator does, until `stop` turns true.
+async fn operate(args: Args, stop_rx: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Readiness::new(args.webhook);
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
     let stopped = |mut stop: watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|s| *s).await;
     };
+    let server = {
+        let router = health_router(metrics.clone(), ready.clone());
+        let shutdown = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+                tracing::error!(error = %e, "health server failed");
+            }
+        })
+    };
+    tokio::spawn(check_ready(client.clone(), args.watch_namespace.clone(), ready.api.clone(), stop_rx.clone()));
+
+    let defaults = args.defaults();
+    let recorder = Recorder::new(client.clone(), FIELD_MANAGER, metrics.clone());
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        defaults.clone(),
+        Arc::new(Scylla::default()),
+        metrics.clone(),
+        recorder.clone(),
+    ));
     let operator_ns = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| client.default_namespace().to_string());
-    // Every watched pipeline, shared by the webhook and the agent tracker.
-    let pipelines = cache::<TracingPipeline>(
-        match &args.watch_namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        },
-        "pipeline",
-    );
+    // Every watched pipeline and every namespace's metadata, shared by the webhook and the agent tracker.
+    let shared = Shared {
+        pipelines: cache::<TracingPipeline>(
+            match &args.watch_namespace {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            },
+            "pipeline",
+        ),
+        namespaces: cache(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), "namespace"),
+        recorder,
+        metrics: metrics.clone(),
+    };
     let webhook = if args.webhook {
-        let (client, pipelines, metrics, stop) = (client.clone(), pipelines.clone(), metrics.clone(), stop_rx.clone());
-        let (args_ns, hook_args, serving) = (operator_ns.clone(), args.clone(), ready.webhook.clone());
+        let (client, shared, stop) = (client.clone(), shared.clone(), stop_rx.clone());
+        let (args_ns, hook_args, state) = (operator_ns.clone(), args.clone(), ready.webhook.clone());
         Some(tokio::spawn(async move {
-            match start_webhook(client, &hook_args, &args_ns, pipelines, metrics, stop).await {
-                Ok(server) => {
-                    serving.store(true, Ordering::Relaxed);
+            match start_webhook(client, &hook_args, &args_ns, shared, state.clone(), stop).await {
+                Ok(Some(server)) => {
                     let _ = server.await;
                 }
-                Err(e) => tracing::error!(error = %e, "the admission webhooks could not start"),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "the admission webhooks could not start");
+                    state.set(WebhookState::Starting(format!("could not start: {e}")));
+                }
             }
         }))
     } else {
@@ -376,23 +501,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let agent_interval = Duration::from_secs(args.agent_status_interval_secs.max(1));
     let work = {
         let (ctx, ns, stop) = (ctx.clone(), args.watch_namespace.clone(), stop_rx.clone());
-        let (client, pipelines, defaults, metrics) =
-            (client.clone(), pipelines.clone(), defaults.clone(), metrics.clone());
+        let tracker = agents::Tracker {
+            client: client.clone(),
+            pipelines: shared.pipelines.clone(),
+            namespaces: shared.namespaces.clone(),
+            defaults: defaults.clone(),
+            recorder: shared.recorder.clone(),
+            metrics: metrics.clone(),
+        };
         async move {
             tokio::join!(
                 controller::run(ctx, ns, stopped(stop.clone())),
-                agents::run(client, pipelines, defaults, metrics, agent_interval, stopped(stop)),
+                agents::run(tracker, agent_interval, stopped(stop)),
             );
+        }
+    };
+    let finish = async move {
+        let _ = server.await;
+        if let Some(w) = webhook {
+            let _ = w.await;
         }
     };
 
     if !args.leader_election {
         metrics.leader.set(1);
         work.await;
-        let _ = server.await;
-        if let Some(w) = webhook {
-            let _ = w.await;
-        }
+        finish.await;
         return Ok(());
     }
 
@@ -417,8 +551,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             changed = leader.changed() => if changed.is_err() { anyhow::bail!("leader election stopped") },
             _ = stop.wait_for(|s| *s) => {
                 drop(leader);
-                let _ = lease_task.await;
-                let _ = server.await;
+                let _ = tokio::time::timeout(SHUTDOWN_DEADLINE / 2, lease_task).await;
+                finish.await;
                 return Ok(());
             }
         }
@@ -436,14 +570,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         _ = work => {
             // Graceful shutdown: give the Lease up so a standby takes over at once.
             metrics.leader.set(0);
-            let manager = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
+            let manager = tokio::time::timeout(SHUTDOWN_DEADLINE / 3, lease_task).await;
             if let Ok(Ok(Ok(manager))) = manager {
-                let _ = manager.release().await;
+                let _ = tokio::time::timeout(SHUTDOWN_DEADLINE / 3, manager.release()).await;
             }
-            let _ = server.await;
-            if let Some(w) = webhook {
-                let _ = w.await;
-            }
+            finish.await;
             Ok(())
         }
         _leader = lost => {
@@ -453,21 +584,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// Marks the operator ready once a TracingPipeline list succeeds (API reachable, CRD installed, RBAC in place).
-async fn check_ready(client: Client, namespace: Option<String>, ready: Arc<AtomicBool>) {
+/// Marks the operator ready while a TracingPipeline list succeeds (API reachable, CRD installed, RBAC in place),
+/// checking every 10 s until `stop`.
+async fn check_ready(
+    client: Client,
+    namespace: Option<String>,
+    ready: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
     let api: Api<TracingPipeline> = match &namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
+    let one = ListParams::default().limit(1);
     loop {
-        match api.list(&ListParams::default().limit(1)).await {
+        let listed = tokio::select! {
+            listed = api.list(&one) => listed,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match listed {
             Ok(_) => ready.store(true, Ordering::Relaxed),
             Err(e) => {
                 ready.store(false, Ordering::Relaxed);
                 tracing::warn!(error = %e, "cannot list TracingPipelines");
             }
         }
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }
 
@@ -514,7 +659,7 @@ mod tests {
 
     #[tokio::test]
     async fn health_routes_answer() {
-        let ready = Readiness::default();
+        let ready = Readiness::new(true);
         let metrics = Arc::new(Metrics::default());
         metrics.error("ScyllaUnreachable");
         let router = health_router(metrics, ready.clone());
@@ -526,12 +671,65 @@ mod tests {
         ready.api.store(true, Ordering::Relaxed);
         let r = router.clone().oneshot(get("/readyz")).await.expect("readyz");
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "the webhooks are not served yet");
-        ready.webhook.store(true, Ordering::Relaxed);
+        let refused = "webhooks[0].clientConfig: Required value: exactly one of url or service is required";
+        ready.webhook.set(WebhookState::Registering(refused.into()));
+        let r = router.clone().oneshot(get("/readyz")).await.expect("readyz");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.expect("body");
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("served but their registration keeps failing") && text.contains(refused), "{text}");
+        ready.webhook.set(WebhookState::Ready);
         let r = router.clone().oneshot(get("/readyz")).await.expect("readyz");
         assert_eq!(r.status(), StatusCode::OK);
         let r = router.oneshot(get("/metrics")).await.expect("metrics");
         let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.expect("body");
         let text = String::from_utf8_lossy(&body);
         assert!(text.contains("skein_operator_reconcile_errors_total{error=\"ScyllaUnreachable\"} 1"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_retry_loop_ends_as_soon_as_stop_turns_true() {
+        let (tx, mut rx) = watch::channel(false);
+        let tries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = tries.clone();
+        let started = std::time::Instant::now();
+        let task = tokio::spawn(async move {
+            retry_until_stopped(
+                Duration::from_secs(3600),
+                &mut rx,
+                || {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    async { Err::<(), _>("refused") }
+                },
+                |_: &&str| {},
+            )
+            .await
+        });
+        // Wait (by polling, with a deadline) for the first failed try, then stop during the long wait.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while tries.load(Ordering::Relaxed) == 0 {
+            assert!(std::time::Instant::now() < deadline, "the first try never ran");
+            tokio::task::yield_now().await;
+        }
+        tx.send(true).expect("stop");
+        let result = tokio::time::timeout(Duration::from_secs(5), task).await.expect("ends on stop").expect("join");
+        assert_eq!(result, None);
+        assert_eq!(tries.load(Ordering::Relaxed), 1);
+        assert!(started.elapsed() < Duration::from_secs(60), "did not wait out the hour-long interval");
+
+        let (_tx, mut rx) = watch::channel(false);
+        let mut n = 0;
+        let ok = retry_until_stopped(
+            Duration::from_millis(1),
+            &mut rx,
+            || {
+                n += 1;
+                let attempt = n;
+                async move { if attempt < 3 { Err("not yet") } else { Ok(attempt) } }
+            },
+            |_| {},
+        )
+        .await;
+        assert_eq!(ok, Some(3), "retries until it succeeds");
     }
 }

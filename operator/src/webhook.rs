@@ -1,7 +1,10 @@
 //! The admission webhooks, served over TLS on 9443 by every operator replica:
 //!
 //! - `POST /mutate-pods` — sidecar injection ([`crate::inject`]); `failurePolicy: Ignore`, so pod creation never
-//!   waits on Skein, and a pod that asked for injection but cannot get it is annotated and a Warning Event recorded;
+//!   waits on Skein. A pod that asked for injection but cannot get it is annotated, the admission response carries
+//!   a warning (`kubectl` prints it to whoever created the pod), and a Warning Event `InjectionSkipped` is recorded
+//!   on the pod's owning workload (a Deployment, StatefulSet, DaemonSet or Job; else the pod) in the pod's
+//!   namespace, where `kubectl describe` and `kubectl -n <ns> get events` show it;
 //! - `POST /validate-tracingpipelines` — the reconciler's own validation ([`crate::resources::validate`]) at admission,
 //!   so an invalid pipeline is refused with the field's name instead of failing later; `failurePolicy: Fail`.
 //!
@@ -24,42 +27,29 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::{DynamicObject, PartialObjectMeta};
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Resource, ResourceExt};
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use crate::crd::TracingPipeline;
-use crate::inject::{self, Decision, PipelineRef};
+use crate::events::{self, Kind, Note};
+use crate::inject::{self, Decision};
 use crate::metrics::Metrics;
 use crate::resources::{self, Defaults};
 
 /// Largest `AdmissionReview` body accepted, bytes (the API server's own request limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-/// Warning Events waiting to be published; beyond this they are dropped and counted.
-pub const EVENT_QUEUE: usize = 1024;
 /// How long a request waits for the caches to fill after the operator starts.
 pub const CACHE_WAIT: Duration = Duration::from_secs(2);
-
-/// A Warning Event to publish off the request path.
-#[derive(Debug, Clone)]
-pub struct Warning {
-    /// The object the Event is about (the pipeline, else the namespace).
-    pub regarding: ObjectReference,
-    /// Short reason (`InjectionSkipped`).
-    pub reason: &'static str,
-    /// The message.
-    pub note: String,
-}
 
 /// What the handlers share.
 pub struct Webhook {
     /// Every watched pipeline.
     pub pipelines: Store<TracingPipeline>,
-    /// Namespace labels.
+    /// Namespace labels and annotations.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Images.
     pub defaults: Defaults,
@@ -67,8 +57,8 @@ pub struct Webhook {
     pub native_sidecar: bool,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Warning Events for [`publish_warnings`].
-    pub warnings: mpsc::Sender<Warning>,
+    /// Warning Events, published off the request path.
+    pub events: events::Queue,
 }
 
 /// Caches holding fixed objects instead of watches (tests and benchmarks), both marked synced.
@@ -217,15 +207,16 @@ impl Webhook {
         })
         .await
         .is_ok();
-        let labels: BTreeMap<String, String> = self
-            .namespaces
-            .get(&ObjectRef::new(&namespace))
-            .and_then(|ns| ns.metadata.labels.clone())
-            .unwrap_or_default();
+        let ns_meta = self.namespaces.get(&ObjectRef::new(&namespace));
+        let labels: BTreeMap<String, String> =
+            ns_meta.as_ref().and_then(|ns| ns.metadata.labels.clone()).unwrap_or_default();
+        let annotations: BTreeMap<String, String> =
+            ns_meta.as_ref().and_then(|ns| ns.metadata.annotations.clone()).unwrap_or_default();
         let pipelines = self.pipelines.state();
         let env = inject::Env {
             namespace: &namespace,
             namespace_labels: &labels,
+            namespace_annotations: &annotations,
             pipelines: &pipelines,
             defaults: &self.defaults,
             native_sidecar: self.native_sidecar,
@@ -247,15 +238,18 @@ impl Webhook {
                 }
                 Err(e) => (AdmissionResponse::from(req).deny(format!("skein: {e}")), "error"),
             },
-            Ok(Decision::Skip { reason, pipeline, patch }) => {
+            Ok(Decision::Skip { reason, patch, .. }) => {
                 tracing::info!(pod = %pod_name, namespace = %namespace, %reason, "injection skipped");
                 if req.dry_run {
                     // `sideEffects: NoneOnDryRun`: no Event for a dry run.
                 } else {
-                    self.warn(&namespace, &pod_name, pipeline.as_ref(), &reason);
+                    self.events.send(skipped_event(&pod, &namespace, &pod_name, &reason));
                 }
                 match allowed.with_patch(patch) {
-                    Ok(r) => (r, "skipped"),
+                    Ok(mut r) => {
+                        r.warnings = Some(vec![format!("skein: the Skein agent was not injected: {reason}")]);
+                        (r, "skipped")
+                    }
                     Err(e) => (AdmissionResponse::from(req).deny(format!("skein: {e}")), "error"),
                 }
             }
@@ -266,22 +260,47 @@ impl Webhook {
             }
         }
     }
+}
 
-    /// Queues a Warning Event on the pipeline (or the pod's namespace); a full queue drops it and counts it.
-    fn warn(&self, namespace: &str, pod: &str, pipeline: Option<&PipelineRef>, reason: &str) {
-        let regarding = match pipeline.and_then(|p| self.pipelines.get(&ObjectRef::new(&p.name).within(&p.namespace))) {
-            Some(tp) => tp.object_ref(&()),
-            None => ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Namespace".into()),
-                name: Some(namespace.to_string()),
-                ..Default::default()
-            },
-        };
-        let note = format!("pod {namespace}/{pod} asked for the Skein agent and was admitted without it: {reason}");
-        if self.warnings.try_send(Warning { regarding, reason: "InjectionSkipped", note }).is_err() {
-            self.metrics.events_dropped.inc();
+/// The object an admin looks at for a pod being created: its owning workload (a ReplicaSet made by a Deployment is
+/// reported as the Deployment), else the pod itself, in the pod's namespace. A pod has no UID at admission, so a
+/// reference to it (or to the Deployment, known here only by name) carries none.
+pub fn workload_ref(pod: &Pod, namespace: &str, pod_name: &str) -> ObjectReference {
+    let owner: Option<&OwnerReference> = pod
+        .metadata
+        .owner_references
+        .as_ref()
+        .and_then(|refs| refs.iter().find(|o| o.controller == Some(true)).or_else(|| refs.first()));
+    let reference = |api_version: &str, kind: &str, name: &str, uid: Option<String>| ObjectReference {
+        api_version: Some(api_version.into()),
+        kind: Some(kind.into()),
+        name: Some(name.into()),
+        namespace: Some(namespace.into()),
+        uid,
+        ..Default::default()
+    };
+    match owner {
+        Some(o) if o.kind == "ReplicaSet" => {
+            let hash = pod.labels().get("pod-template-hash");
+            match hash.and_then(|h| o.name.strip_suffix(&format!("-{h}"))) {
+                Some(deployment) => reference("apps/v1", "Deployment", deployment, None),
+                None => reference(&o.api_version, &o.kind, &o.name, Some(o.uid.clone())),
+            }
         }
+        Some(o) => reference(&o.api_version, &o.kind, &o.name, Some(o.uid.clone())),
+        None => reference("v1", "Pod", pod_name, None),
+    }
+}
+
+/// The `InjectionSkipped` Warning Event for a pod, on its workload ([`workload_ref`]); the note names the pod, so
+/// pods skipped for different reasons are different Events.
+pub fn skipped_event(pod: &Pod, namespace: &str, pod_name: &str, reason: &str) -> Note {
+    Note {
+        regarding: workload_ref(pod, namespace, pod_name),
+        kind: Kind::Warning,
+        reason: "InjectionSkipped".into(),
+        action: "Inject",
+        note: format!("pod {namespace}/{pod_name} was admitted without the Skein agent: {reason}"),
     }
 }
 
@@ -298,23 +317,6 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     axum_server::from_tcp_rustls(listener, tls)?.handle(handle).serve(router.into_make_service()).await
-}
-
-/// Publishes queued Warning Events until the queue closes (a failed publish is logged and counted).
-pub async fn publish_warnings(recorder: Recorder, mut rx: mpsc::Receiver<Warning>, metrics: Arc<Metrics>) {
-    while let Some(w) = rx.recv().await {
-        let event = Event {
-            type_: EventType::Warning,
-            reason: w.reason.into(),
-            note: Some(w.note),
-            action: "Inject".into(),
-            secondary: None,
-        };
-        if let Err(e) = recorder.publish(&event, &w.regarding).await {
-            metrics.events_dropped.inc();
-            tracing::warn!(error = %e, "cannot publish the injection Event");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use skein_operator::crd::TracingPipelineStatus;
+
 #[test]
 fn checked_in_crds_match_the_types() {
     let generated = skein_operator::crdgen::crd_yaml().expect("generate");
@@ -40,13 +42,46 @@ fn crd_is_structural_with_no_refs_and_names_the_resource() {
     let version = &crd["spec"]["versions"][0];
     assert_eq!(version["name"], "v1alpha1");
     assert!(version["subresources"]["status"].is_object());
-    let columns: Vec<&str> = version["additionalPrinterColumns"]
-        .as_array()
-        .expect("columns")
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
-    assert_eq!(columns, ["Ready", "Collectors", "Storage", "Age"]);
+    let columns = version["additionalPrinterColumns"].as_array().expect("columns");
+    let shown = |wide: bool| -> Vec<&str> {
+        columns
+            .iter()
+            .filter(|c| wide || c["priority"].as_i64().unwrap_or(0) == 0)
+            .filter_map(|c| c["name"].as_str())
+            .collect()
+    };
+    assert_eq!(shown(false), ["Ready", "Reason", "Collectors", "Namespaces", "Pods", "Age"], "kubectl get tp");
+    assert_eq!(
+        shown(true),
+        ["Ready", "Reason", "Collectors", "Namespaces", "Pods", "Age", "Storage", "Sampling", "Stale", "Uninjected"],
+        "kubectl get tp -o wide"
+    );
+    // Every column reads a field the status has.
+    let status = serde_json::to_value(TracingPipelineStatus {
+        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "PipelineReady".into(),
+            message: String::new(),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+            observed_generation: None,
+        }],
+        collectors: Some("1/1".into()),
+        storage: Some("embedded".into()),
+        sampling: Some("tail".into()),
+        agents: Some(Default::default()),
+        ..Default::default()
+    })
+    .expect("status");
+    for c in columns {
+        let path = c["jsonPath"].as_str().expect("jsonPath");
+        let Some(field) = path.strip_prefix(".status.") else { continue };
+        let top = field.split(['.', '[']).next().expect("field");
+        assert!(status.get(top).is_some(), "{path}: status has no {top}");
+        if let Some(rest) = field.strip_prefix("agents.") {
+            assert!(status["agents"].get(rest).is_some(), "{path}: status.agents has no {rest}");
+        }
+    }
     // Kubernetes rejects `$ref`, `definitions` and `additionalProperties: false` in CRD schemas.
     fn walk(v: &serde_json::Value, path: &str) {
         match v {

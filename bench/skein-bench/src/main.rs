@@ -1311,7 +1311,7 @@ async fn admission(a: AdmissionArgs) -> anyhow::Result<()> {
     let ns = serde_json::from_value(json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
                                            "metadata": {"name": "shop"}}))?;
     let (pipelines, namespaces) = webhook::fixed_caches(vec![tp], vec![ns]);
-    let (warnings, mut rx) = tokio::sync::mpsc::channel(webhook::EVENT_QUEUE);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(skein_operator::events::QUEUE_EVENTS);
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let metrics = std::sync::Arc::new(skein_operator::metrics::Metrics::default());
     let hook = std::sync::Arc::new(webhook::Webhook {
@@ -1320,7 +1320,7 @@ async fn admission(a: AdmissionArgs) -> anyhow::Result<()> {
         defaults: skein_operator::resources::Defaults::default(),
         native_sidecar: true,
         metrics: metrics.clone(),
-        warnings,
+        events: skein_operator::events::Queue::to_channel(tx, metrics.clone()),
     });
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;

@@ -29,7 +29,8 @@ struct Args {
     /// Spans per second; 0 sends as fast as the endpoint accepts.
     #[arg(long, default_value_t = 0)]
     rate: u64,
-    /// Move all timestamps so that the earliest span starts now (relative timing is kept).
+    /// Move all timestamps so that the latest span ends now (relative timing is kept): the whole dataset lies in
+    /// the default search window, which ends now.
     #[arg(long)]
     shift_to_now: bool,
     /// Input format; detected from the content when absent.
@@ -78,26 +79,6 @@ fn batches(all: Vec<ResourceSpans>, max: usize) -> Vec<(usize, ExportTraceServic
     out
 }
 
-fn shift(all: &mut [ResourceSpans]) {
-    let min = all
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .map(|s| s.start_time_unix_nano)
-        .filter(|t| *t > 0)
-        .min();
-    let Some(min) = min else { return };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64);
-    let delta = now.unwrap_or(min).saturating_sub(min);
-    for s in all.iter_mut().flat_map(|r| &mut r.scope_spans).flat_map(|s| &mut s.spans) {
-        s.start_time_unix_nano = s.start_time_unix_nano.saturating_add(delta);
-        s.end_time_unix_nano = s.end_time_unix_nano.saturating_add(delta);
-        for e in &mut s.events {
-            e.time_unix_nano = e.time_unix_nano.saturating_add(delta);
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -106,7 +87,8 @@ async fn main() -> anyhow::Result<()> {
         all.extend(formats::read_file(f, args.format)?);
     }
     if args.shift_to_now {
-        shift(&mut all);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+        formats::shift_to_end_at(&mut all, u64::try_from(now)?);
     }
     let read: usize = all.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
     let requests = batches(all, args.batch_spans);

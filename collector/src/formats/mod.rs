@@ -195,5 +195,27 @@ fn group(items: Vec<(Vec<pc::KeyValue>, Option<pc::InstrumentationScope>, pt::Sp
     out
 }
 
+/// Moves every timestamp of `all` (span start and end, event times) by one offset so that the latest span ends at
+/// `now_nanos`, keeping relative timing; returns the offset applied, in nanoseconds (negative when the data lay in
+/// the future). A replayed dataset then lies entirely in the past, inside a search window that ends now — the
+/// window every query UI opens with. Zero timestamps (unset in OTLP) stay zero.
+pub fn shift_to_end_at(all: &mut [pt::ResourceSpans], now_nanos: u64) -> i128 {
+    let spans = || all.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans);
+    let Some(latest) = spans().map(|s| s.end_time_unix_nano.max(s.start_time_unix_nano)).filter(|t| *t > 0).max()
+    else {
+        return 0;
+    };
+    let delta = i128::from(now_nanos) - i128::from(latest);
+    let moved = |t: u64| if t == 0 { 0 } else { u64::try_from((i128::from(t) + delta).max(1)).unwrap_or(u64::MAX) };
+    for s in all.iter_mut().flat_map(|r| &mut r.scope_spans).flat_map(|s| &mut s.spans) {
+        s.start_time_unix_nano = moved(s.start_time_unix_nano);
+        s.end_time_unix_nano = moved(s.end_time_unix_nano);
+        for e in &mut s.events {
+            e.time_unix_nano = moved(e.time_unix_nano);
+        }
+    }
+    delta
+}
+
 #[cfg(test)]
 mod tests;

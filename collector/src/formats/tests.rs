@@ -58,3 +58,36 @@ fn reads_jaeger_api_and_zipkin_json() {
     assert!(read_str("[1,2]", None).is_err());
     assert!(read_str("{not json", None).is_err());
 }
+
+#[test]
+fn shift_to_now_puts_the_latest_span_end_at_now_and_keeps_relative_timing() {
+    let mut rs = read_file(&data("jaeger-es-hotrod/jaeger-span-2023-01-24.json"), None).expect("es");
+    let times = |rs: &[pt::ResourceSpans]| -> Vec<(u64, u64, Vec<u64>)> {
+        rs.iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| {
+                (s.start_time_unix_nano, s.end_time_unix_nano, s.events.iter().map(|e| e.time_unix_nano).collect())
+            })
+            .collect()
+    };
+    let before = times(&rs);
+    let latest_before = before.iter().map(|(s, e, _)| *s.max(e)).max().expect("spans");
+    let earliest_before = before.iter().map(|(s, _, _)| *s).min().expect("spans");
+    let now = 1_900_000_000_000_000_000u64;
+    let delta = shift_to_end_at(&mut rs, now);
+    assert_eq!(delta, i128::from(now) - i128::from(latest_before));
+    let after = times(&rs);
+    assert_eq!(after.iter().map(|(s, e, _)| *s.max(e)).max(), Some(now), "the latest span ends now");
+    let span_of_data = latest_before - earliest_before;
+    assert_eq!(after.iter().map(|(s, _, _)| *s).min(), Some(now - span_of_data), "nothing lies in the future");
+    for ((s0, e0, ev0), (s1, e1, ev1)) in before.iter().zip(&after) {
+        assert_eq!((e1 - s1, i128::from(*s1) - i128::from(*s0)), (e0 - s0, delta), "durations and offsets kept");
+        let moved: Vec<u64> = ev0.iter().map(|t| u64::try_from(i128::from(*t) + delta).expect("in range")).collect();
+        assert_eq!(ev1, &moved, "event times move with their span");
+    }
+    // Data already in the future moves back, and an empty dataset is left alone.
+    let delta_back = shift_to_end_at(&mut rs, now - 1_000);
+    assert_eq!(delta_back, -1_000);
+    assert_eq!(shift_to_end_at(&mut [], now), 0);
+}

@@ -247,15 +247,16 @@ fn webhook() -> Arc<skein_operator::webhook::Webhook> {
     }))
     .expect("fixed namespace");
     let (pipelines, namespaces) = skein_operator::webhook::fixed_caches(vec![tp], vec![ns]);
-    // Nothing reads warnings here: each one is dropped and counted.
-    let (warnings, _) = tokio::sync::mpsc::channel(16);
+    // Nothing reads the Events here: each one is dropped and counted.
+    let metrics = Arc::new(skein_operator::metrics::Metrics::default());
+    let (tx, _) = tokio::sync::mpsc::channel(16);
     Arc::new(skein_operator::webhook::Webhook {
         pipelines,
         namespaces,
         defaults: skein_operator::resources::Defaults::default(),
         native_sidecar: true,
-        metrics: Arc::new(skein_operator::metrics::Metrics::default()),
-        warnings,
+        metrics: metrics.clone(),
+        events: skein_operator::events::Queue::to_channel(tx, metrics),
     })
 }
 

@@ -41,7 +41,7 @@ fn applies(calls: &[Call]) -> Vec<&Call> {
         .collect()
 }
 
-/// Event writes: a new Event is a POST; a repeat of the same reason is a PATCH of its series (kube's Recorder).
+/// Event writes: a new message is a POST; a repeat of the same message is a PATCH of its series.
 fn is_event(c: &Call) -> bool {
     c.path.starts_with("/apis/events.k8s.io/v1/")
 }
@@ -120,16 +120,32 @@ async fn create_applies_every_child_with_server_side_apply_and_reports_condition
     assert_eq!(status["observedGeneration"], 1);
     assert_eq!(status["storage"], "embedded");
     assert_eq!(condition(&status, "ConfigurationGenerated")["status"], "True");
-    assert_eq!(condition(&status, "StorageReady")["reason"], "EmbeddedStore");
+    // No claim yet (the StatefulSet controller makes it from the template): the storage is not ready.
+    let storage = condition(&status, "StorageReady");
+    assert_eq!((storage["status"].as_str(), storage["reason"].as_str()), (Some("False"), Some("VolumePending")));
+    assert!(storage["message"].as_str().is_some_and(|m| m.contains("demo-collector-0")), "{storage}");
+    assert_eq!(status["sampling"], "none");
     assert_eq!(condition(&status, "CollectorReady")["reason"], "RolloutInProgress");
     assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert_eq!(condition(&status, "Ready")["reason"], "VolumePending", "the first condition that is not True");
     assert_eq!(status["endpoints"]["otlpGrpc"], "demo-collector.tracing.svc:4317");
     assert_eq!(status["endpoints"]["query"], "http://demo-query.tracing.svc:16686");
-    // One Event per condition that appeared.
+    // One Event per condition that appeared, each its own message.
     assert_eq!(calls.iter().filter(|c| is_event(c)).count(), 5);
-    assert_eq!(event_reasons(&calls), ["ConfigurationValid", "EmbeddedStore", "RolloutInProgress"]);
+    assert_eq!(
+        event_reasons(&calls),
+        ["ConfigurationValid", "VolumePending", "RolloutInProgress", "RolloutInProgress", "VolumePending"]
+    );
 
-    // Pods become ready: Ready=True, long requeue, and only the changed conditions publish events.
+    // The claim binds and pods become ready: Ready=True, long requeue, and only the changed conditions publish
+    // events.
+    let claim = "/api/v1/namespaces/tracing/persistentvolumeclaims/data-demo-collector-0";
+    api.world.lock().expect("world").objects.insert(
+        claim.into(),
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data-demo-collector-0"},
+               "spec": {"storageClassName": "standard"},
+               "status": {"phase": "Bound", "capacity": {"storage": "10Gi"}}}),
+    );
     api.world.lock().expect("world").workload_status =
         Some(json!({"observedGeneration": 1, "readyReplicas": 1, "updatedReplicas": 1}));
     let mut tp2 = tp.clone();
@@ -141,8 +157,11 @@ async fn create_applies_every_child_with_server_side_apply_and_reports_condition
     let status = status_of(&calls);
     assert_eq!(condition(&status, "Ready")["status"], "True");
     assert_eq!(status["collectors"], "1/1");
-    assert_eq!(calls.iter().filter(|c| is_event(c)).count(), 3, "unchanged conditions publish nothing");
-    assert_eq!(event_reasons(&calls), ["RolloutComplete", "PipelineReady"]);
+    let storage = condition(&status, "StorageReady");
+    assert_eq!(storage["reason"], "VolumeBound");
+    assert!(storage["message"].as_str().is_some_and(|m| m.contains("kept when the pipeline is deleted")), "{storage}");
+    assert_eq!(calls.iter().filter(|c| is_event(c)).count(), 4, "unchanged conditions publish nothing");
+    assert_eq!(event_reasons(&calls), ["VolumeBound", "RolloutComplete", "RolloutComplete", "PipelineReady"]);
 }
 
 #[tokio::test]

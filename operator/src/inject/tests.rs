@@ -119,9 +119,11 @@ fn enabled() -> BTreeMap<String, String> {
     BTreeMap::from([(NAMESPACE_LABEL.to_string(), "enabled".to_string())])
 }
 
+#[derive(Clone, Default)]
 struct Case {
     namespace: &'static str,
     labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
     pipelines: Vec<Arc<TracingPipeline>>,
     native: bool,
 }
@@ -133,6 +135,7 @@ impl Case {
         let env = Env {
             namespace: self.namespace,
             namespace_labels: &self.labels,
+            namespace_annotations: &self.annotations,
             pipelines: &self.pipelines,
             defaults: &defaults,
             native_sidecar: self.native,
@@ -160,7 +163,13 @@ fn value(env: &BTreeMap<String, Value>, name: &str) -> String {
 
 #[test]
 fn a_deployment_pod_gets_a_native_sidecar_and_the_sdk_environment() {
-    let case = Case { namespace: "shop", labels: enabled(), pipelines: vec![shop_pipeline()], native: true };
+    let case = Case {
+        namespace: "shop",
+        labels: enabled(),
+        pipelines: vec![shop_pipeline()],
+        native: true,
+        ..Default::default()
+    };
     let raw = deployment_pod();
     let Decision::Inject { pipeline: target, hash, patch } = case.run(&raw) else { panic!("expected injection") };
     assert_eq!(target, PipelineRef { namespace: "shop".into(), name: "prod".into() });
@@ -242,7 +251,8 @@ fn a_deployment_pod_gets_a_native_sidecar_and_the_sdk_environment() {
 #[test]
 fn user_settings_and_init_containers_are_kept() {
     let prod = ready(pipeline("prod", Default::default()));
-    let case = Case { namespace: "batch", labels: BTreeMap::new(), pipelines: vec![prod], native: true };
+    let case =
+        Case { namespace: "batch", labels: BTreeMap::new(), pipelines: vec![prod], native: true, ..Default::default() };
     let raw = configured_pod();
     let Decision::Inject { hash, patch, .. } = case.run(&raw) else { panic!("expected injection") };
     let pod = apply(&raw, &patch);
@@ -285,7 +295,13 @@ fn user_settings_and_init_containers_are_kept() {
 
 #[test]
 fn injected_and_opted_out_pods_are_left_alone() {
-    let case = Case { namespace: "shop", labels: enabled(), pipelines: vec![shop_pipeline()], native: true };
+    let case = Case {
+        namespace: "shop",
+        labels: enabled(),
+        pipelines: vec![shop_pipeline()],
+        native: true,
+        ..Default::default()
+    };
     let mut raw = deployment_pod();
     raw["metadata"]["annotations"] = json!({INJECTED_ANNOTATION: "prod@0123456789abcdef"});
     assert!(matches!(case.run(&raw), Decision::AlreadyInjected));
@@ -298,13 +314,20 @@ fn injected_and_opted_out_pods_are_left_alone() {
     raw["metadata"]["annotations"] = json!({INJECT_ANNOTATION: "false"});
     assert!(matches!(case.run(&raw), Decision::NotRequested), "the pod opts out of its namespace's injection");
 
-    let quiet = Case { namespace: "shop", labels: BTreeMap::new(), pipelines: vec![shop_pipeline()], native: true };
+    let quiet = Case {
+        namespace: "shop",
+        labels: BTreeMap::new(),
+        pipelines: vec![shop_pipeline()],
+        native: true,
+        ..Default::default()
+    };
     assert!(matches!(quiet.run(&deployment_pod()), Decision::NotRequested), "nothing asked for injection");
     let disabled = Case {
         namespace: "shop",
         labels: BTreeMap::from([(NAMESPACE_LABEL.to_string(), "disabled".to_string())]),
         pipelines: vec![shop_pipeline()],
         native: true,
+        ..Default::default()
     };
     assert!(matches!(disabled.run(&deployment_pod()), Decision::NotRequested));
 }
@@ -326,7 +349,7 @@ fn skipped(case: &Case, raw: &Value) -> (String, Option<PipelineRef>, Value) {
 
 #[test]
 fn no_pipeline_several_pipelines_and_unready_pipelines_are_skipped_with_a_reason() {
-    let none = Case { namespace: "shop", labels: enabled(), pipelines: vec![], native: true };
+    let none = Case { namespace: "shop", labels: enabled(), pipelines: vec![], native: true, ..Default::default() };
     let (reason, target, pod) = skipped(&none, &deployment_pod());
     assert!(reason.contains("no TracingPipeline in namespace shop"), "{reason}");
     assert_eq!(target, None, "the Event goes on the namespace");
@@ -334,7 +357,13 @@ fn no_pipeline_several_pipelines_and_unready_pipelines_are_skipped_with_a_reason
 
     let blue = ready(in_namespace("shop", pipeline("blue", Default::default())));
     let green = ready(in_namespace("shop", pipeline("green", Default::default())));
-    let several = Case { namespace: "shop", labels: enabled(), pipelines: vec![green, blue.clone()], native: true };
+    let several = Case {
+        namespace: "shop",
+        labels: enabled(),
+        pipelines: vec![green, blue.clone()],
+        native: true,
+        ..Default::default()
+    };
     let (reason, _, _) = skipped(&several, &deployment_pod());
     assert!(reason.contains("2 TracingPipelines in namespace shop (blue, green)"), "{reason}");
     let mut named = deployment_pod();
@@ -344,7 +373,7 @@ fn no_pipeline_several_pipelines_and_unready_pipelines_are_skipped_with_a_reason
     let mut missing = deployment_pod();
     missing["metadata"]["annotations"] = json!({INJECT_ANNOTATION: "nope"});
     let (reason, _, _) = skipped(&several, &missing);
-    assert_eq!(reason, "TracingPipeline shop/nope not found");
+    assert_eq!(reason, "TracingPipeline shop/nope not found (named by the pod annotation skein.dev/inject=\"nope\")");
 
     let mut refused = in_namespace("shop", pipeline("prod", Default::default()));
     let mut status = shop_pipeline().status.clone().expect("status");
@@ -352,7 +381,13 @@ fn no_pipeline_several_pipelines_and_unready_pipelines_are_skipped_with_a_reason
     status.conditions[0].reason = "InvalidSamplingPolicy".into();
     status.conditions[0].message = "spec.sampling.tail: unknown policy type".into();
     refused.status = Some(status);
-    let unready = Case { namespace: "shop", labels: enabled(), pipelines: vec![Arc::new(refused)], native: true };
+    let unready = Case {
+        namespace: "shop",
+        labels: enabled(),
+        pipelines: vec![Arc::new(refused)],
+        native: true,
+        ..Default::default()
+    };
     let (reason, target, _) = skipped(&unready, &deployment_pod());
     assert!(reason.contains("TracingPipeline shop/prod is not ready: InvalidSamplingPolicy"), "{reason}");
     assert_eq!(target, Some(PipelineRef { namespace: "shop".into(), name: "prod".into() }));
@@ -362,6 +397,7 @@ fn no_pipeline_several_pipelines_and_unready_pipelines_are_skipped_with_a_reason
         labels: enabled(),
         pipelines: vec![Arc::new(in_namespace("shop", pipeline("prod", Default::default())))],
         native: true,
+        ..Default::default()
     };
     let (reason, _, _) = skipped(&fresh, &deployment_pod());
     assert!(reason.contains("not reconciled"), "{reason}");
@@ -369,7 +405,13 @@ fn no_pipeline_several_pipelines_and_unready_pipelines_are_skipped_with_a_reason
 
 #[test]
 fn before_kubernetes_1_29_the_agent_is_a_regular_container() {
-    let case = Case { namespace: "shop", labels: enabled(), pipelines: vec![shop_pipeline()], native: false };
+    let case = Case {
+        namespace: "shop",
+        labels: enabled(),
+        pipelines: vec![shop_pipeline()],
+        native: false,
+        ..Default::default()
+    };
     let raw = deployment_pod();
     let Decision::Inject { patch, .. } = case.run(&raw) else { panic!("expected injection") };
     let pod = apply(&raw, &patch);
@@ -428,6 +470,7 @@ fn a_pipeline_name_too_long_for_a_label_value_never_invalidates_the_pod() {
         labels: enabled(),
         pipelines: vec![ready(in_namespace("shop", pipeline(&long, Default::default())))],
         native: true,
+        ..Default::default()
     };
     let raw = deployment_pod();
     let Decision::Inject { patch, .. } = case.run(&raw) else { panic!("expected injection") };
@@ -447,7 +490,13 @@ fn tls_mounts_the_agents_secret_optionally_and_passes_its_files() {
         .expect("tls spec"),
     );
     assert_ne!(agent_hash(&tp, &Defaults::default()).expect("hash"), before, "TLS changes the agent");
-    let case = Case { namespace: "shop", labels: enabled(), pipelines: vec![ready(tp.clone())], native: true };
+    let case = Case {
+        namespace: "shop",
+        labels: enabled(),
+        pipelines: vec![ready(tp.clone())],
+        native: true,
+        ..Default::default()
+    };
     let raw = deployment_pod();
     let Decision::Inject { patch, .. } = case.run(&raw) else { panic!("expected injection") };
     let pod = apply(&raw, &patch);
@@ -477,7 +526,8 @@ fn tls_mounts_the_agents_secret_optionally_and_passes_its_files() {
 
     // Server-only TLS: the CA, no client certificate; the Secret defaults to the collectors' name.
     tp.spec.tls = Some(serde_json::from_value(json!({"secretRef": {"name": "collector-tls"}})).expect("tls spec"));
-    let case = Case { namespace: "shop", labels: enabled(), pipelines: vec![ready(tp)], native: true };
+    let case =
+        Case { namespace: "shop", labels: enabled(), pipelines: vec![ready(tp)], native: true, ..Default::default() };
     let Decision::Inject { patch, .. } = case.run(&raw) else { panic!("expected injection") };
     let pod = apply(&raw, &patch);
     let args = pod["spec"]["initContainers"][0]["args"].to_string();
@@ -485,4 +535,90 @@ fn tls_mounts_the_agents_secret_optionally_and_passes_its_files() {
     let volumes = pod["spec"]["volumes"].as_array().expect("volumes");
     let tls = volumes.iter().find(|v| v["name"] == AGENT_TLS_VOLUME).expect("TLS volume");
     assert_eq!(tls["secret"]["secretName"], "collector-tls");
+}
+
+fn annotated(value: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(INJECT_ANNOTATION.to_string(), value.to_string())])
+}
+
+fn target_of(decision: Decision) -> PipelineRef {
+    match decision {
+        Decision::Inject { pipeline, .. } => pipeline,
+        other => panic!("expected injection, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_namespace_annotation_names_a_pipeline_in_another_namespace_and_the_pod_annotation_wins() {
+    let dev = ready(in_namespace("tracing", pipeline("dev", Default::default())));
+    let other = ready(in_namespace("tracing", pipeline("other", Default::default())));
+    let local = ready(in_namespace("shop", pipeline("local", Default::default())));
+    let pipelines = vec![dev, other, local];
+    let case = Case {
+        namespace: "shop",
+        annotations: annotated("tracing/dev"),
+        pipelines: pipelines.clone(),
+        native: true,
+        ..Default::default()
+    };
+    let raw = deployment_pod();
+    let Decision::Inject { pipeline: target, patch, .. } = case.run(&raw) else { panic!("expected injection") };
+    assert_eq!(target, PipelineRef { namespace: "tracing".into(), name: "dev".into() }, "no label needed");
+    let pod = apply(&raw, &patch);
+    let args = pod["spec"]["initContainers"][0]["args"].to_string();
+    assert!(args.contains("--collector-dns=dev-collector-headless.tracing.svc:4317"), "cross-namespace DNS: {args}");
+    assert!(args.contains("--sampling-upstream=http://dev-collector.tracing.svc:5778"), "{args}");
+    let shown = pod["metadata"]["annotations"][INJECTED_ANNOTATION].as_str().expect("annotation");
+    assert!(shown.starts_with("tracing/dev@"), "{shown}");
+    assert_eq!(pod["metadata"]["labels"][PIPELINE_NAMESPACE_LABEL], "tracing");
+
+    // The label and the annotation together: the annotation names the pipeline.
+    let both = Case { labels: enabled(), ..case.clone() };
+    assert_eq!(target_of(both.run(&raw)), PipelineRef { namespace: "tracing".into(), name: "dev".into() });
+
+    // A pod's own annotation wins: another pipeline, "true" (follows the namespace), or "false".
+    let mut pod_named = deployment_pod();
+    pod_named["metadata"]["annotations"] = json!({INJECT_ANNOTATION: "tracing/other"});
+    assert_eq!(target_of(case.run(&pod_named)).name, "other");
+    pod_named["metadata"]["annotations"] = json!({INJECT_ANNOTATION: "local"});
+    assert_eq!(target_of(case.run(&pod_named)), PipelineRef { namespace: "shop".into(), name: "local".into() });
+    pod_named["metadata"]["annotations"] = json!({INJECT_ANNOTATION: "true"});
+    assert_eq!(target_of(case.run(&pod_named)).name, "dev");
+    pod_named["metadata"]["annotations"] = json!({INJECT_ANNOTATION: "false"});
+    assert!(matches!(case.run(&pod_named), Decision::NotRequested));
+
+    // A bare name on the namespace is relative to that namespace; "true" picks its only pipeline.
+    let relative = Case { annotations: annotated("local"), ..case.clone() };
+    assert_eq!(target_of(relative.run(&raw)).namespace, "shop");
+    let auto = Case { annotations: annotated("true"), ..case.clone() };
+    assert_eq!(target_of(auto.run(&raw)).name, "local");
+
+    // A namespace that opts out overrides its label, but a pod may still ask by name.
+    let out = Case { labels: enabled(), annotations: annotated("false"), ..case.clone() };
+    assert!(matches!(out.run(&raw), Decision::NotRequested));
+    assert_eq!(target_of(out.run(&pod_named_with("tracing/dev"))).name, "dev");
+
+    // A namespace annotation naming a pipeline that does not exist is a skip that says where the name came from.
+    let missing = Case { annotations: annotated("tracing/nope"), ..case.clone() };
+    let (reason, _, _) = skipped(&missing, &raw);
+    assert!(reason.contains("TracingPipeline tracing/nope not found (named by the namespace annotation"), "{reason}");
+}
+
+#[test]
+fn a_labelled_namespace_without_a_pipeline_is_told_the_command_that_points_it_at_one() {
+    let dev = ready(in_namespace("tracing", pipeline("dev", Default::default())));
+    let case =
+        Case { namespace: "shop", labels: enabled(), pipelines: vec![dev.clone()], native: true, ..Default::default() };
+    let (reason, _, _) = skipped(&case, &deployment_pod());
+    assert!(reason.contains("kubectl annotate namespace shop skein.dev/inject=tracing/dev"), "{reason}");
+    let prod = ready(in_namespace("observability", pipeline("prod", Default::default())));
+    let two = Case { pipelines: vec![dev, prod], ..case.clone() };
+    let (reason, _, _) = skipped(&two, &deployment_pod());
+    assert!(reason.contains("one of tracing/dev, observability/prod"), "{reason}");
+}
+
+fn pod_named_with(value: &str) -> Value {
+    let mut raw = deployment_pod();
+    raw["metadata"]["annotations"] = json!({INJECT_ANNOTATION: value});
+    raw
 }

@@ -242,6 +242,13 @@ fn defaults_and_overrides() {
     assert!(args.contains(&"--retention=24h".into()) && args.contains(&"--important-latency=2s".into()), "{args:?}");
     let claim = &spec.volume_claim_templates.as_ref().expect("claims")[0];
     assert_eq!(claim.spec.as_ref().and_then(|s| s.storage_class_name.as_deref()), Some("fast"));
+    let retention = spec.persistent_volume_claim_retention_policy.as_ref().expect("retention policy");
+    assert_eq!(retention.when_deleted.as_deref(), Some("Retain"), "retainOnDelete defaults to true");
+    let mut deleting = tp.clone();
+    deleting.spec.storage.embedded.as_mut().expect("embedded").retain_on_delete = false;
+    let Workloads::Embedded { stateful_set } = &build(&deleting).workloads else { panic!() };
+    let policy = stateful_set.spec.as_ref().and_then(|s| s.persistent_volume_claim_retention_policy.as_ref());
+    assert_eq!(policy.and_then(|p| p.when_deleted.as_deref()), Some("Delete"));
     // A pipeline without a uid (not from the API server) cannot own children.
     let mut orphan = pipeline("x", TracingPipelineSpec::default());
     orphan.metadata.uid = None;

@@ -68,18 +68,22 @@ fn pod_review(annotations: Value, dry_run: bool) -> Value {
 
 struct Harness {
     webhook: Arc<Webhook>,
-    warnings: mpsc::Receiver<Warning>,
+    events: tokio::sync::mpsc::Receiver<Note>,
     metrics: Arc<Metrics>,
 }
 
 fn harness(pipelines: Vec<TracingPipeline>, namespace_labels: Value) -> Harness {
+    harness_with(pipelines, json!({"name": "tracing", "labels": namespace_labels}))
+}
+
+/// A harness whose namespace `tracing` has `namespace_meta` (name, labels, annotations).
+fn harness_with(pipelines: Vec<TracingPipeline>, namespace_meta: Value) -> Harness {
     let ns: PartialObjectMeta<Namespace> = serde_json::from_value(json!({
-        "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-        "metadata": {"name": "tracing", "labels": namespace_labels}
+        "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": namespace_meta
     }))
     .expect("namespace metadata");
     let (pipelines_store, namespaces) = fixed_caches(pipelines, vec![ns]);
-    let (tx, warnings) = mpsc::channel(4);
+    let (tx, events) = tokio::sync::mpsc::channel(4);
     let metrics = Arc::new(Metrics::default());
     let webhook = Arc::new(Webhook {
         pipelines: pipelines_store,
@@ -87,9 +91,9 @@ fn harness(pipelines: Vec<TracingPipeline>, namespace_labels: Value) -> Harness 
         defaults: Defaults::default(),
         native_sidecar: true,
         metrics: metrics.clone(),
-        warnings: tx,
+        events: events::Queue::to_channel(tx, metrics.clone()),
     });
-    Harness { webhook, warnings, metrics }
+    Harness { webhook, events, metrics }
 }
 
 fn prod() -> TracingPipeline {
@@ -163,19 +167,24 @@ async fn a_skipped_pod_is_annotated_and_a_warning_event_queued_except_on_dry_run
     json_patch::patch(&mut doc, &patch.expect("a patch")).expect("applies");
     assert_eq!(
         doc["metadata"]["annotations"][inject::STATUS_ANNOTATION],
-        "skipped: TracingPipeline tracing/missing not found"
+        "skipped: TracingPipeline tracing/missing not found (named by the pod annotation skein.dev/inject=\"missing\")"
     );
     assert!(doc["spec"].get("initContainers").is_none());
-    let w = h.warnings.try_recv().expect("a Warning Event queued");
-    assert_eq!(w.reason, "InjectionSkipped");
-    assert_eq!(w.regarding.kind.as_deref(), Some("Namespace"), "no such pipeline: the namespace gets it");
+    let warnings: Vec<&str> =
+        response["warnings"].as_array().expect("warnings").iter().filter_map(Value::as_str).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("TracingPipeline tracing/missing not found"), "kubectl prints it: {warnings:?}");
+    let w = h.events.try_recv().expect("a Warning Event queued");
+    assert_eq!((w.reason.as_str(), w.kind), ("InjectionSkipped", Kind::Warning));
+    let regarding = (w.regarding.kind.as_deref(), w.regarding.name.as_deref(), w.regarding.namespace.as_deref());
+    assert_eq!(regarding, (Some("Pod"), Some("web-5f7d8c9b4-"), Some("tracing")), "a bare pod: the pod itself");
     assert!(w.note.contains("tracing/web-5f7d8c9b4-"), "{}", w.note);
 
     let (_, raw) =
         post(&router, "/mutate-pods", pod_review(json!({inject::INJECT_ANNOTATION: "missing"}), true).to_string())
             .await;
     assert!(response_patch(&raw).1.is_some(), "a dry run sees the same answer");
-    assert!(h.warnings.try_recv().is_err(), "but publishes no Event");
+    assert!(h.events.try_recv().is_err(), "but publishes no Event");
 
     // A full queue drops the Event and counts it; the pod is still answered.
     for _ in 0..6 {
@@ -457,4 +466,35 @@ fn user_certificates_are_read_from_a_directory_and_never_renewed() {
     let broken = certs::from_dir(dir.path()).expect("files exist");
     assert!(certs::server_config(&broken).is_err());
     assert!(certs::from_dir(&dir.path().join("missing")).is_err());
+}
+
+#[tokio::test]
+async fn a_namespace_annotation_sends_pods_to_a_pipeline_in_another_namespace() {
+    let mut elsewhere = prod();
+    elsewhere.metadata.namespace = Some("observability".into());
+    let meta = json!({"name": "tracing", "annotations": {inject::INJECT_ANNOTATION: "observability/prod"}});
+    let mut h = harness_with(vec![elsewhere], meta);
+    let router = router(h.webhook.clone());
+    let (_, raw) = post(&router, "/mutate-pods", pod_review(json!({}), false).to_string()).await;
+    let (response, patch) = response_patch(&raw);
+    assert!(response.get("warnings").is_none_or(Value::is_null), "{response}");
+    let mut doc = pod(json!({}));
+    json_patch::patch(&mut doc, &patch.expect("a patch")).expect("applies");
+    let args = doc["spec"]["initContainers"][0]["args"].to_string();
+    assert!(args.contains("--collector-dns=prod-collector-headless.observability.svc:4317"), "{args}");
+    let shown = doc["metadata"]["annotations"][inject::INJECTED_ANNOTATION].as_str().expect("annotation");
+    assert!(shown.starts_with("observability/prod@"), "{shown}");
+    assert!(h.events.try_recv().is_err(), "injected: no Event");
+
+    // A pod of a Deployment that names a missing pipeline: the Event is on the Deployment, in the pod's namespace.
+    let mut owned = pod(json!({inject::INJECT_ANNOTATION: "nope"}));
+    owned["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "name": "web-5f7d8c9b4", "uid": "rs-uid", "controller": true}]);
+    let body = review(("", "v1", "Pod"), "pods", "CREATE", owned, Value::Null, false);
+    let (_, raw) = post(&router, "/mutate-pods", body.to_string()).await;
+    assert!(response_patch(&raw).1.is_some(), "annotated as skipped");
+    let w = h.events.try_recv().expect("event");
+    let regarding = (w.regarding.kind.as_deref(), w.regarding.name.as_deref(), w.regarding.namespace.as_deref());
+    assert_eq!(regarding, (Some("Deployment"), Some("web"), Some("tracing")));
+    assert!(w.note.contains("TracingPipeline tracing/nope not found"), "{}", w.note);
 }
