@@ -10,8 +10,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -27,29 +25,11 @@ use skein_operator::crd::TracingPipeline;
 use skein_operator::run::Args;
 use skein_operator::webhook::register::Mode;
 
-use common::{MANAGER, eventually};
+use common::{MANAGER, eventually, helm, helm_python, repo};
 
 const RELEASE: &str = "skein-e2e";
 /// `<fullname>-operator`: the release name contains the chart name, so the fullname is the release name.
 const OPERATOR: &str = "skein-e2e-operator";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The Python interpreter with `helm-sdkpy`; with `KUBECONFIG` set its absence is a failure, not a skip.
-fn helm_python() -> String {
-    let py = std::env::var("SKEIN_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py).args(["-c", "import helm_sdkpy"]).status().is_ok_and(|s| s.success());
-    assert!(ok, "{py} lacks helm-sdkpy: .venv/bin/pip install --ignore-requires-python helm-sdkpy");
-    py
-}
-
-fn helm(py: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(py).arg(repo().join("scripts/helm.py")).args(args).output().map_err(|e| e.to_string())?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if out.status.success() { Ok(text) } else { Err(text) }
-}
 
 /// Uninstalls the release and deletes the namespace even when an assertion fails: a left-over validating webhook
 /// would stand in front of every later `TracingPipeline` in the cluster.
@@ -83,23 +63,6 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     api.get_opt(name).await.expect("get")
-}
-
-/// `config` acting as the chart's ServiceAccount (`as`, `as-groups`), written to `dir`.
-fn impersonating(mut config: kube::config::Kubeconfig, dir: &Path, namespace: &str) -> PathBuf {
-    for user in &mut config.auth_infos {
-        if let Some(auth) = user.auth_info.as_mut() {
-            auth.impersonate = Some(format!("system:serviceaccount:{namespace}:{OPERATOR}"));
-            auth.impersonate_groups = Some(vec![
-                "system:serviceaccounts".into(),
-                format!("system:serviceaccounts:{namespace}"),
-                "system:authenticated".into(),
-            ]);
-        }
-    }
-    let path = dir.join("kubeconfig-as-operator.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&config).expect("kubeconfig yaml")).expect("write kubeconfig");
-    path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,25 +138,7 @@ async fn the_chart_installs_a_working_operator_with_its_rbac_and_uninstalls_clea
     // 4. Those arguments, as the chart's ServiceAccount (listen addresses moved to free local ports).
     let metrics_port = skein_e2e::free_port();
     let webhook_port = skein_e2e::free_port();
-    let run_args: Vec<String> = argv[1..]
-        .iter()
-        .map(|a| match a.split_once('=') {
-            Some(("--metrics-addr", _)) => format!("--metrics-addr=127.0.0.1:{metrics_port}"),
-            Some(("--webhook-addr", _)) => format!("--webhook-addr=127.0.0.1:{webhook_port}"),
-            _ => a.clone(),
-        })
-        .collect();
-    let kubeconfig = impersonating(kube::config::Kubeconfig::read().expect("read KUBECONFIG"), tmp.path(), &ns);
-    let mut operator = common::Operator(
-        Command::new(skein_e2e::bin("skein-operator"))
-            .args(&run_args)
-            .env("KUBECONFIG", &kubeconfig)
-            .env("POD_NAMESPACE", &ns)
-            .env("POD_NAME", "chart-e2e")
-            .env("RUST_LOG", "info,kube=warn")
-            .spawn()
-            .expect("start skein-operator (cargo build --workspace --bins first)"),
-    );
+    let mut operator = common::run_as_chart(&argv, &ns, OPERATOR, metrics_port, webhook_port, &[], tmp.path());
     let started = Instant::now();
     let http = reqwest::Client::new();
     let readyz = format!("http://127.0.0.1:{metrics_port}/readyz");
@@ -281,7 +226,12 @@ async fn the_impersonating_kubeconfig_keeps_the_credentials_and_acts_as_the_serv
         "apiVersion: v1\nkind: Config\ncurrent-context: admin\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:6443', certificate-authority: ca.crt}\ncontexts:\n- name: admin\n  context: {cluster: c, user: admin}\nusers:\n- name: admin\n  user: {token: s3cret}\n",
     )
     .expect("kubeconfig");
-    let path = impersonating(kube::config::Kubeconfig::read_from(&original).expect("read"), tmp.path(), "ns1");
+    let path = common::impersonating(
+        kube::config::Kubeconfig::read_from(&original).expect("read"),
+        tmp.path(),
+        "ns1",
+        OPERATOR,
+    );
     let written = kube::config::Kubeconfig::read_from(&path).expect("read back");
     let auth = written.auth_infos[0].auth_info.clone().expect("user");
     assert_eq!(auth.impersonate.as_deref(), Some("system:serviceaccount:ns1:skein-e2e-operator"));

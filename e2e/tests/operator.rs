@@ -98,7 +98,22 @@ async fn operator_reconciles_pipelines_on_a_real_api_server() {
         }
     })
     .await;
-    assert_eq!(condition(&emb, "StorageReady").map(|c| c.1), Some("EmbeddedStore".into()));
+    // StorageReady follows the claim the StatefulSet controller makes: no kubelet and no default StorageClass
+    // here, so it stays Pending and the condition carries the claim's Event (FailedBinding: "… no storage class is
+    // set").
+    let storage =
+        eventually("emb StorageReady=False VolumePending with the claim's Event", Duration::from_secs(120), || {
+            let pipelines = pipelines.clone();
+            async move {
+                let c = condition(&pipelines.get("emb").await.ok()?, "StorageReady")?;
+                (c.0 == "False" && c.1 == "VolumePending" && c.2.contains("is Pending: ")).then_some(c.2)
+            }
+        })
+        .await;
+    assert!(storage.contains("PersistentVolumeClaim data-emb-collector-0"), "{storage}");
+    eprintln!("operator e2e: StorageReady message for the unbound claim: {storage}");
+    let wide = emb.status.clone().expect("status");
+    assert_eq!(wide.sampling.as_deref(), Some("none"));
     // No kubelet: the pod never becomes ready, and the operator says so.
     assert_eq!(
         condition(&emb, "CollectorReady").map(|c| (c.0, c.1)),
@@ -166,6 +181,9 @@ async fn operator_reconciles_pipelines_on_a_real_api_server() {
     );
     assert!(deployments.get_opt("scy-query").await.expect("get").is_none());
     assert!(config_maps.get_opt("scy-collector-config").await.expect("get").is_some());
+    let scy = pipelines.get("scy").await.expect("scy").status.expect("status");
+    assert_eq!(scy.collectors.as_deref(), Some("0/2"), "the COLLECTORS column is never empty");
+    assert_eq!(scy.storage.as_deref(), Some("scylla"));
 
     // 6. The CRD's own validation rejects what the schema can express.
     let both = json!({"storage": {"embedded": {}, "scylla": {"contactPoints": ["a:9042"]}}});

@@ -47,6 +47,8 @@ pub const REQUEUE_PROGRESSING: Duration = Duration::from_secs(30);
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest retry delay.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long reconciles in flight may finish after shutdown is asked for.
+pub const RECONCILE_GRACE: Duration = Duration::from_secs(1);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -613,23 +615,37 @@ pub async fn run(
         }
     }
     let children = || watcher::Config::default().labels("app.kubernetes.io/managed-by=skein-operator");
-    Controller::new(api::<TracingPipeline>(&client, &namespace), watcher::Config::default().any_semantic())
-        .owns(api::<ConfigMap>(&client, &namespace), children())
-        .owns(api::<ServiceAccount>(&client, &namespace), children())
-        .owns(api::<Service>(&client, &namespace), children())
-        .owns(api::<Deployment>(&client, &namespace), children())
-        .owns(api::<StatefulSet>(&client, &namespace), children())
-        .owns(api::<PodDisruptionBudget>(&client, &namespace), children())
-        .owns(api::<HorizontalPodAutoscaler>(&client, &namespace), children())
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile loop");
-            }
-        })
-        .instrument(info_span!("controller"))
-        .await;
+    // kube's graceful shutdown waits for the controller's streams to drain, which a watch in backoff (an API
+    // server that does not answer) can delay for long; reconciles in flight get RECONCILE_GRACE, then it stops.
+    let shutdown = futures::FutureExt::shared(shutdown);
+    let forced = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.await;
+            tokio::time::sleep(RECONCILE_GRACE).await;
+        }
+    };
+    let controller =
+        Controller::new(api::<TracingPipeline>(&client, &namespace), watcher::Config::default().any_semantic())
+            .owns(api::<ConfigMap>(&client, &namespace), children())
+            .owns(api::<ServiceAccount>(&client, &namespace), children())
+            .owns(api::<Service>(&client, &namespace), children())
+            .owns(api::<Deployment>(&client, &namespace), children())
+            .owns(api::<StatefulSet>(&client, &namespace), children())
+            .owns(api::<PodDisruptionBudget>(&client, &namespace), children())
+            .owns(api::<HorizontalPodAutoscaler>(&client, &namespace), children())
+            .graceful_shutdown_on(shutdown)
+            .run(reconcile, error_policy, ctx)
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "reconcile loop");
+                }
+            })
+            .instrument(info_span!("controller"));
+    tokio::select! {
+        _ = controller => {}
+        _ = forced => tracing::info!(grace_ms = RECONCILE_GRACE.as_millis() as u64, "the controller had not drained; stopping it"),
+    }
 }
 
 #[cfg(test)]

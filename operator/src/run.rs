@@ -370,26 +370,26 @@ impl Readiness {
         Self { api: Arc::default(), webhook: WebhookStatus(Arc::new(Mutex::new(state))) }
     }
 
-    /// `/readyz`'s answer: ready, or what is missing.
+    /// `/readyz`'s answer: ready, or everything that is missing.
     fn report(&self) -> (StatusCode, String) {
+        let mut missing = Vec::new();
         if !self.api.load(Ordering::Relaxed) {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the API server or the TracingPipeline CRD is not reachable yet".into(),
-            );
+            missing.push("the API server or the TracingPipeline CRD is not reachable yet".to_string());
         }
         match self.webhook.get() {
-            WebhookState::Off | WebhookState::Ready => (StatusCode::OK, "ready".into()),
-            WebhookState::Starting(why) => {
-                (StatusCode::SERVICE_UNAVAILABLE, format!("the admission webhooks are not served yet: {why}"))
-            }
+            WebhookState::Off | WebhookState::Ready => {}
+            WebhookState::Starting(why) => missing.push(format!("the admission webhooks are not served yet: {why}")),
             WebhookState::Registering(error) if error.is_empty() => {
-                (StatusCode::SERVICE_UNAVAILABLE, "the admission webhooks are served and being registered".into())
+                missing.push("the admission webhooks are served and being registered".into())
             }
-            WebhookState::Registering(error) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the admission webhooks are served but their registration keeps failing: {error}"),
-            ),
+            WebhookState::Registering(error) => {
+                missing.push(format!("the admission webhooks are served but their registration keeps failing: {error}"))
+            }
+        }
+        if missing.is_empty() {
+            (StatusCode::OK, "ready".into())
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, missing.join("; "))
         }
     }
 }
@@ -511,15 +511,23 @@ async fn operate(args: Args, stop_rx: watch::Receiver<bool>) -> anyhow::Result<(
         };
         async move {
             tokio::join!(
-                controller::run(ctx, ns, stopped(stop.clone())),
-                agents::run(tracker, agent_interval, stopped(stop)),
+                async {
+                    controller::run(ctx, ns, stopped(stop.clone())).await;
+                    tracing::info!("controller stopped");
+                },
+                async {
+                    agents::run(tracker, agent_interval, stopped(stop.clone())).await;
+                    tracing::info!("agent tracker stopped");
+                },
             );
         }
     };
     let finish = async move {
         let _ = server.await;
+        tracing::info!("health server stopped");
         if let Some(w) = webhook {
             let _ = w.await;
+            tracing::info!("webhook server stopped");
         }
     };
 

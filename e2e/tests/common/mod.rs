@@ -1,9 +1,12 @@
-//! Helpers shared by the cluster tests (`operator.rs`, `webhook.rs`, `chart.rs`).
+//! Helpers shared by the cluster tests (`operator.rs`, `webhook.rs`, `chart.rs`, `injection.rs`, `quick_start.rs`,
+//! `shutdown.rs`): the operator process, polling, the CRD, Helm through `helm-sdkpy`, and running the operator as
+//! the chart's ServiceAccount.
 
 // Each test binary compiles this module and uses a part of it.
 #![allow(dead_code)]
 
-use std::process::Child;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -90,4 +93,81 @@ async fn install_crd(client: &Client) {
 /// A `TracingPipeline` manifest for server-side apply.
 pub fn pipeline(name: &str, spec: Value) -> Value {
     json!({"apiVersion": "skein.dev/v1alpha1", "kind": "TracingPipeline", "metadata": {"name": name}, "spec": spec})
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The Python interpreter with `helm-sdkpy`; in a cluster test its absence is a failure, not a skip.
+pub fn helm_python() -> String {
+    let py = std::env::var("SKEIN_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py).args(["-c", "import helm_sdkpy"]).status().is_ok_and(|s| s.success());
+    assert!(ok, "{py} lacks helm-sdkpy: .venv/bin/pip install --ignore-requires-python helm-sdkpy");
+    py
+}
+
+/// Runs `scripts/helm.py` (real Helm through `helm-sdkpy`) with `args`; its output, or the error output.
+pub fn helm(py: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(py).arg(repo().join("scripts/helm.py")).args(args).output().map_err(|e| e.to_string())?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() { Ok(text) } else { Err(text) }
+}
+
+/// `config` acting as ServiceAccount `namespace/service_account` (`as`, `as-groups`), written to `dir`.
+pub fn impersonating(
+    mut config: kube::config::Kubeconfig,
+    dir: &Path,
+    namespace: &str,
+    service_account: &str,
+) -> PathBuf {
+    for user in &mut config.auth_infos {
+        if let Some(auth) = user.auth_info.as_mut() {
+            auth.impersonate = Some(format!("system:serviceaccount:{namespace}:{service_account}"));
+            auth.impersonate_groups = Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".into(),
+            ]);
+        }
+    }
+    let path = dir.join("kubeconfig-as-operator.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&config).expect("kubeconfig yaml")).expect("write kubeconfig");
+    path
+}
+
+/// Starts the real `skein-operator` out of cluster with the arguments of the chart's Deployment (`argv`, program
+/// name first) as its ServiceAccount `service_account` in `namespace`: the listen addresses move to
+/// `127.0.0.1:metrics_port` and `127.0.0.1:webhook_port`, and `extra` flags are appended.
+pub fn run_as_chart(
+    argv: &[String],
+    namespace: &str,
+    service_account: &str,
+    metrics_port: u16,
+    webhook_port: u16,
+    extra: &[String],
+    dir: &Path,
+) -> Operator {
+    let mut args: Vec<String> = argv[1..]
+        .iter()
+        .map(|a| match a.split_once('=') {
+            Some(("--metrics-addr", _)) => format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+            Some(("--webhook-addr", _)) => format!("--webhook-addr=127.0.0.1:{webhook_port}"),
+            _ => a.clone(),
+        })
+        .collect();
+    args.extend(extra.iter().cloned());
+    let kubeconfig =
+        impersonating(kube::config::Kubeconfig::read().expect("read KUBECONFIG"), dir, namespace, service_account);
+    Operator(
+        Command::new(skein_e2e::bin("skein-operator"))
+            .args(&args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("POD_NAMESPACE", namespace)
+            .env("POD_NAME", format!("{service_account}-e2e"))
+            .env("RUST_LOG", "info,kube=warn")
+            .spawn()
+            .expect("start skein-operator (cargo build --workspace --bins first)"),
+    )
 }
