@@ -113,31 +113,8 @@ async fn injection_tells_the_admin_what_happened_on_a_real_api_server() {
     let early = pods.create(&PostParams::default(), &early).await.expect("early pod");
     assert!(!has_agent(&early));
 
-    let (port, metrics_port) = (skein_e2e::free_port(), skein_e2e::free_port());
-    let (addr, url) = (format!("127.0.0.1:{port}"), format!("https://127.0.0.1:{port}"));
-    let _operator = Operator::start(
-        &tracing_ns,
-        metrics_port,
-        &[
-            "--webhook-addr",
-            &addr,
-            "--webhook-url",
-            &url,
-            "--webhook-config-name",
-            &config_name,
-            "--agent-status-interval-secs",
-            "1",
-        ],
-    );
-    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    eventually("the webhooks to be registered with a caBundle", Duration::from_secs(60), || {
-        let (m, name) = (mutating.clone(), config_name.clone());
-        async move {
-            let hook = m.get_opt(&name).await.ok()??.webhooks?.into_iter().next()?;
-            hook.client_config.ca_bundle.filter(|b| !b.0.is_empty()).map(|_| ())
-        }
-    })
-    .await;
+    let metrics_port = skein_e2e::free_port();
+    let _operator = Operator::start_with_webhooks(&client, &tracing_ns, metrics_port, &config_name).await;
     let pipelines: Api<TracingPipeline> = Api::namespaced(client.clone(), &tracing_ns);
     let spec = json!({"agent": {"rolloutOnChange": true}});
     pipelines.patch("prod", &apply, &Patch::Apply(pipeline("prod", spec.clone()))).await.expect("pipeline");

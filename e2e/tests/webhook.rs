@@ -81,40 +81,13 @@ async fn webhooks_inject_skip_and_validate_on_a_real_api_server() {
     namespaces.create(&PostParams::default(), &serde_json::from_value(labelled).expect("ns")).await.expect("namespace");
     let _cleanup = Cleanup { config_name: config_name.clone(), namespace: ns.clone() };
 
-    let port = skein_e2e::free_port();
     let metrics_port = skein_e2e::free_port();
-    let (addr, url) = (format!("127.0.0.1:{port}"), format!("https://127.0.0.1:{port}"));
-    let _operator = Operator::start(
-        &ns,
-        metrics_port,
-        &[
-            "--webhook-addr",
-            &addr,
-            "--webhook-url",
-            &url,
-            "--webhook-config-name",
-            &config_name,
-            "--agent-status-interval-secs",
-            "1",
-        ],
-    );
-
-    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let (_operator, url) = Operator::start_with_webhooks(&client, &ns, metrics_port, &config_name).await;
     let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    let registered = eventually("the webhooks to be registered with a caBundle", Duration::from_secs(60), || {
-        let (m, name) = (mutating.clone(), config_name.clone());
-        async move {
-            let c = m.get_opt(&name).await.ok()??;
-            let hook = c.webhooks?.into_iter().next()?;
-            hook.client_config.ca_bundle.filter(|b| !b.0.is_empty()).map(|_| hook.client_config.url)
-        }
-    })
-    .await;
-    assert_eq!(registered, Some(format!("https://127.0.0.1:{port}/mutate-pods")));
     let v = validating.get(&config_name).await.expect("the validating webhook is registered too");
     let hook = &v.webhooks.as_ref().expect("webhooks")[0];
     assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
-    assert_eq!(hook.client_config.url, Some(format!("https://127.0.0.1:{port}/validate-tracingpipelines")));
+    assert_eq!(hook.client_config.url, Some(format!("{url}/validate-tracingpipelines")));
     let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
         .get("skein-operator-webhook-tls")
         .await

@@ -129,7 +129,7 @@ impl Recorder {
 
     async fn try_publish(&self, event: &Note) -> kube::Result<()> {
         let note = bounded(&event.note);
-        let r = &event.regarding;
+        let r = &self.with_uid(&event.regarding).await;
         let key = Key {
             kind: r.kind.clone(),
             namespace: r.namespace.clone(),
@@ -178,6 +178,23 @@ impl Recorder {
         let created = api.create(&PostParams::default(), &body).await?;
         self.remember(key, created.metadata.name.unwrap_or_default(), 1);
         Ok(())
+    }
+
+    /// `regarding` with the UID filled in where it is missing and can be looked up: a Deployment known only by name
+    /// (the injection webhook derives it from a pod's ReplicaSet). `kubectl describe` lists only Events whose
+    /// reference carries the object's UID. A failed lookup leaves the reference as it was.
+    async fn with_uid(&self, regarding: &ObjectReference) -> ObjectReference {
+        let mut r = regarding.clone();
+        if r.uid.is_none()
+            && r.kind.as_deref() == Some("Deployment")
+            && let (Some(ns), Some(name)) = (&r.namespace, &r.name)
+        {
+            let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(self.client.clone(), ns);
+            if let Ok(Some(d)) = api.get_opt(name).await {
+                r.uid = d.metadata.uid;
+            }
+        }
+        r
     }
 
     fn remember(&self, key: Key, name: String, count: i32) {
@@ -266,6 +283,21 @@ mod tests {
         assert_eq!(patches.len(), 1, "the repeat bumps the first Event: {calls:?}");
         assert_eq!(patches[0].body["series"]["count"], 2);
         assert_eq!(metrics.events_dropped.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_deployment_known_by_name_gets_its_uid_so_kubectl_describe_lists_the_event() {
+        let mut world = World::default();
+        world.objects.insert(
+            "/apis/apps/v1/namespaces/shop/deployments/web".into(),
+            serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                               "metadata": {"name": "web", "namespace": "shop", "uid": "dep-uid"}}),
+        );
+        let (client, api) = MockApi::start(world);
+        let recorder = Recorder::new(client, "skein-operator", Arc::new(Metrics::default()));
+        recorder.publish(&note(pod_ref("web"), "skipped")).await;
+        let created = api.calls().into_iter().find(|c| c.method == "POST").expect("created");
+        assert_eq!(created.body["regarding"]["uid"], "dep-uid");
     }
 
     #[test]

@@ -147,7 +147,8 @@ pub enum Decision {
     Skip {
         /// Why, for the annotation and the Event.
         reason: String,
-        /// The pipeline the pod asked for, when there was one (the Event goes there, else on the namespace).
+        /// The pipeline that was found but cannot take agents now (not ready, being deleted); `None` when no
+        /// single pipeline matched.
         pipeline: Option<PipelineRef>,
         /// Adds `skein.dev/injection-status: "skipped: <reason>"`.
         patch: json_patch::Patch,

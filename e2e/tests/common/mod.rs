@@ -47,6 +47,47 @@ impl Operator {
     }
 }
 
+impl Operator {
+    /// Starts the operator watching `ns` with its webhooks on a free local port, registered by URL under
+    /// `config_name` (`--webhook-registration apply`) and injected pods counted every second, and waits until the
+    /// API server holds the mutating webhook with a `caBundle`. Returns the operator and the URL it registered.
+    pub async fn start_with_webhooks(
+        client: &Client,
+        ns: &str,
+        metrics_port: u16,
+        config_name: &str,
+    ) -> (Self, String) {
+        use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+        let port = skein_e2e::free_port();
+        let (addr, url) = (format!("127.0.0.1:{port}"), format!("https://127.0.0.1:{port}"));
+        let operator = Self::start(
+            ns,
+            metrics_port,
+            &[
+                "--webhook-addr",
+                &addr,
+                "--webhook-url",
+                &url,
+                "--webhook-config-name",
+                config_name,
+                "--agent-status-interval-secs",
+                "1",
+            ],
+        );
+        let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        let registered = eventually("the webhooks to be registered with a caBundle", Duration::from_secs(60), || {
+            let (m, name) = (mutating.clone(), config_name.to_string());
+            async move {
+                let hook = m.get_opt(&name).await.ok()??.webhooks?.into_iter().next()?;
+                hook.client_config.ca_bundle.filter(|b| !b.0.is_empty()).map(|_| hook.client_config.url)
+            }
+        })
+        .await;
+        assert_eq!(registered, Some(format!("{url}/mutate-pods")));
+        (operator, url)
+    }
+}
+
 /// Polls `check` every 250 ms until it returns `Some`, or panics naming `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
