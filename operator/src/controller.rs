@@ -4,8 +4,9 @@
 //! on an invalid spec report `ConfigurationGenerated=False` and change nothing; otherwise server-side apply every
 //! child (field manager [`FIELD_MANAGER`], forced, owner reference to the pipeline), create or migrate the ScyllaDB
 //! keyspace before any collector is rolled onto it, delete children the spec no longer asks for, and write the
-//! status (conditions, `observedGeneration`, endpoints) with server-side apply too. Events are published on
-//! condition transitions only.
+//! status (conditions, `observedGeneration`, endpoints) with server-side apply too. An Event is published when a
+//! condition's status, reason or message changes, one Event per distinct message ([`crate::events`]), so the newest
+//! Event always says what is true now.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -576,7 +577,7 @@ async fn write_status(
 ) -> Result<()> {
     for c in &status.conditions {
         let before = old.conditions.iter().find(|o| o.type_ == c.type_);
-        if before.is_none_or(|b| b.status != c.status || b.reason != c.reason) {
+        if before.is_none_or(|b| b.status != c.status || b.reason != c.reason || b.message != c.message) {
             let kind = if c.status == "True" || c.reason == "RolloutInProgress" { Kind::Normal } else { Kind::Warning };
             publish(ctx, tp, kind, &c.reason, format!("{} is {}: {}", c.type_, c.status, c.message)).await;
         }

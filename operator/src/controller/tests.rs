@@ -223,6 +223,13 @@ async fn changed_policy_rolls_a_new_hash_and_deleted_children_come_back() {
     assert!(cm.body["data"]["collector.yaml"].as_str().expect("yaml").contains("threshold_ms: 250"));
     assert_eq!(status_of(&calls)["configHash"], second);
     assert_eq!(status_of(&calls)["observedGeneration"], 2);
+    // Same status and reason, new message: a new Event says what is true now (the new hash).
+    let notes: Vec<&str> = calls
+        .iter()
+        .filter(|c| is_event(c) && c.method == "POST" && c.body["reason"] == "ConfigurationValid")
+        .filter_map(|c| c.body["note"].as_str())
+        .collect();
+    assert_eq!(notes, [format!("ConfigurationGenerated is True: config hash {second}")], "{calls:?}");
     // The schema is recorded in the status, so it is not re-applied on every reconcile.
     assert_eq!(schema.ensured.lock().expect("lock").len(), 1);
 }
