@@ -118,6 +118,11 @@ async fn injection_tells_the_admin_what_happened_on_a_real_api_server() {
     let pipelines: Api<TracingPipeline> = Api::namespaced(client.clone(), &tracing_ns);
     let spec = json!({"agent": {"rolloutOnChange": true}});
     pipelines.patch("prod", &apply, &Patch::Apply(pipeline("prod", spec.clone()))).await.expect("pipeline");
+    eventually("prod ConfigurationGenerated=True (ready for injection)", Duration::from_secs(60), || {
+        let pipelines = pipelines.clone();
+        async move { skein_operator::inject::ready_for_injection(&pipelines.get("prod").await.ok()?).ok() }
+    })
+    .await;
 
     // 1. The early pod is counted as uninjected, with an Event on the pipeline that says how to fix it.
     let agents = eventually("status.agents.uninjected = 1", Duration::from_secs(60), || {

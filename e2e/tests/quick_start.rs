@@ -279,6 +279,23 @@ async fn readme_quick_start_on_a_real_api_server() {
             Step::AnnotateNamespace { namespace, key, value } => {
                 let patch = json!({"metadata": {"annotations": {key: value}}});
                 namespaces.patch(namespace, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
+                // Taken in: the pipeline it names counts the namespace (NAMESPACES in `kubectl get tp`), from the
+                // same namespace cache the webhook decides with. An admin types the next line seconds later.
+                if let Some((pns, name)) = value.split_once('/') {
+                    let pipelines: Api<TracingPipeline> = Api::namespaced(client.clone(), pns);
+                    eventually(
+                        &format!("{pns}/{name} to count namespace {namespace}"),
+                        Duration::from_secs(60),
+                        || {
+                            let (pipelines, name) = (pipelines.clone(), name.to_string());
+                            async move {
+                                let agents = pipelines.get(&name).await.ok()?.status?.agents?;
+                                (agents.namespaces >= 1).then_some(())
+                            }
+                        },
+                    )
+                    .await;
+                }
             }
             Step::LabelNamespace { namespace, key, value } => {
                 let patch = json!({"metadata": {"labels": {key: value}}});

@@ -200,7 +200,8 @@ pub fn uninjected_note(pods: &[&ObjectMeta]) -> String {
         }
     }
     let mut note = format!(
-        "{} pod(s) asked for the Skein agent and run without it (created before injection was enabled for them, or          while no operator replica answered the webhook). Recreate them:",
+        "{} pod(s) asked for the Skein agent and run without it (created before injection was enabled for them, or \
+         while no operator replica answered the webhook). Recreate them:",
         pods.len()
     );
     for fix in fixes.iter().take(5) {

@@ -247,7 +247,8 @@ impl Webhook {
                 }
                 match allowed.with_patch(patch) {
                     Ok(mut r) => {
-                        r.warnings = Some(vec![format!("skein: the Skein agent was not injected: {reason}")]);
+                        // The API server may cut warnings past 256 characters: the reason comes first.
+                        r.warnings = Some(vec![format!("skein agent not injected: {reason}")]);
                         (r, "skipped")
                     }
                     Err(e) => (AdmissionResponse::from(req).deny(format!("skein: {e}")), "error"),
