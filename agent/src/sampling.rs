@@ -157,10 +157,12 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    async fn upstream(version: Arc<AtomicU32>) -> String {
+    /// A collector's sampling endpoint answering version `version` (503 while it is 0), counting requests in `hits`.
+    async fn upstream(version: Arc<AtomicU32>, hits: Arc<AtomicU32>) -> String {
         let app = Router::new().route(
             "/api/sampling",
             get(move |Query(p): Query<Params>| {
+                hits.fetch_add(1, Ordering::SeqCst);
                 let v = version.load(Ordering::SeqCst);
                 async move {
                     if v == 0 {
@@ -178,20 +180,31 @@ mod tests {
 
     #[tokio::test]
     async fn caches_refreshes_in_background_and_survives_an_outage() {
-        let version = Arc::new(AtomicU32::new(1));
-        let base = upstream(version.clone()).await;
-        let proxy = SamplingProxy::new(Some(base), Duration::from_millis(50), Arc::new(Metrics::new()));
+        /// Polls `check` every 5 ms until it holds, failing after 10 s.
+        async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !check().await {
+                assert!(Instant::now() < deadline, "timed out waiting for {what}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let refresh = Duration::from_millis(50);
+        let (version, hits) = (Arc::new(AtomicU32::new(1)), Arc::new(AtomicU32::new(0)));
+        let base = upstream(version.clone(), hits.clone()).await;
+        let proxy = SamplingProxy::new(Some(base), refresh, Arc::new(Metrics::new()));
         assert_eq!(proxy.strategy("a b").await.expect("fetched"), Bytes::from("{\"service\":\"a b\",\"v\":1}"));
         version.store(2, Ordering::SeqCst);
         assert!(proxy.strategy("a b").await.expect("cached").ends_with(b"1}"), "fresh cache answers");
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        // The cache's age is the condition here: let the refresh interval pass.
+        tokio::time::sleep(refresh + Duration::from_millis(10)).await;
         assert!(proxy.strategy("a b").await.expect("stale").ends_with(b"1}"), "stale served while refreshing");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(proxy.strategy("a b").await.expect("refreshed").ends_with(b"2}"));
+        until("the background refresh to land", async || proxy.strategy("a b").await.is_ok_and(|b| b.ends_with(b"2}")))
+            .await;
         version.store(0, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        tokio::time::sleep(refresh + Duration::from_millis(10)).await;
+        let before = hits.load(Ordering::SeqCst);
         let _ = proxy.strategy("a b").await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        until("the refresh to reach the failing collector", async || hits.load(Ordering::SeqCst) > before).await;
         assert!(proxy.strategy("a b").await.expect("last known").ends_with(b"2}"), "outage keeps the last answer");
         let e = proxy.strategy("new").await.expect_err("nothing cached");
         assert!(e.contains("503"), "{e}");

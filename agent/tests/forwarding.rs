@@ -117,6 +117,15 @@ fn metric(agent: &Running, sample: &str) -> f64 {
     agent.metrics.render().lines().find_map(|l| l.strip_prefix(sample)?.trim().parse().ok()).unwrap_or(0.0)
 }
 
+/// The sum of every sample of metric family `name` (all label sets).
+fn metric_sum(agent: &Running, name: &str) -> f64 {
+    let text = agent.metrics.render();
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !cond() {
@@ -195,7 +204,12 @@ async fn permanent_rejections_are_dropped_and_counted_not_retried() {
         metric(&agent, "skein_agent_spans_dropped_total{reason=\"rejected_by_collector\"}") == 7.0
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing is left to send (no span buffered or in flight), so nothing can be retried later.
+    eventually("the buffer to be empty", || {
+        metric_sum(&agent, "skein_agent_buffer_spans") == 0.0 && metric_sum(&agent, "skein_agent_inflight_spans") == 0.0
+    })
+    .await;
+    assert_eq!(metric_sum(&agent, "skein_agent_retries_total"), 0.0, "no retry of a permanent rejection");
     assert_eq!(collector.calls.lock().expect("lock").len(), 1, "no retry of a permanent rejection");
     agent.stop().await;
 }

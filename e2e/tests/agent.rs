@@ -140,7 +140,10 @@ fn two_collectors_never_split_a_trace_and_a_killed_ones_share_moves() {
     // Phase 2: b is SIGKILLed halfway through; its traces move to a, nothing is lost.
     let phase2: Vec<_> = (1000..1200).map(|i| request_for("split", i, 5, 10, 0)).collect();
     let client = std::thread::spawn(move || runtime().block_on(send_paced(addr, phase2, Duration::from_millis(20))));
-    std::thread::sleep(Duration::from_secs(2));
+    // Halfway: the agent has taken phase 1 (10,000 spans) and half of phase 2's 10,000.
+    wait_until("half of phase 2 received by the agent", Duration::from_secs(60), || {
+        agent.metric_sum("skein_agent_spans_received_total") >= 15_000.0
+    });
     b.kill();
     client.join().expect("every export call succeeded");
     agent.wait_forwarded(20_000, Duration::from_secs(60));

@@ -395,8 +395,9 @@ fn sigterm_decides_held_traces_and_empties_the_log() {
             c.export(request(n, 10, 5, 2)).await.expect("export");
         }
     });
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(skein_e2e::metric_in(&s.metrics(), "skein_live_traces"), 100.0, "held for decision_wait");
+    skein_e2e::wait_until("all 100 traces held for decision_wait", Duration::from_secs(30), || {
+        skein_e2e::metric_in(&s.metrics(), "skein_live_traces") == 100.0
+    });
     let started = Instant::now();
     let status = s.terminate();
     assert!(status.success(), "exit status {status:?}");
