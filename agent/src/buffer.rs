@@ -389,8 +389,8 @@ pub(crate) mod tests {
         e.decode().expect("valid").resource_spans[0].scope_spans[0].spans[0].name.parse().expect("numeric name")
     }
 
-    fn metric(m: &Metrics, needle: &str) -> f64 {
-        m.render().lines().find_map(|l| l.strip_prefix(needle)?.trim().parse().ok()).unwrap_or(0.0)
+    fn metric(m: &Metrics, sample: &str) -> f64 {
+        skein_testkit::metric_in(&m.render(), sample)
     }
 
     #[test]

@@ -114,24 +114,16 @@ async fn send(agent: &Running, req: ExportTraceServiceRequest) {
 }
 
 fn metric(agent: &Running, sample: &str) -> f64 {
-    agent.metrics.render().lines().find_map(|l| l.strip_prefix(sample)?.trim().parse().ok()).unwrap_or(0.0)
+    skein_testkit::metric_in(&agent.metrics.render(), sample)
 }
 
-/// The sum of every sample of metric family `name` (all label sets).
 fn metric_sum(agent: &Running, name: &str) -> f64 {
-    let text = agent.metrics.render();
-    text.lines()
-        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    skein_testkit::metric_sum_in(&agent.metrics.render(), name)
 }
 
+/// Waits (polling, 20 s at most) until `cond` holds.
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    skein_testkit::eventually(what, Duration::from_secs(20), || std::future::ready(cond().then_some(()))).await
 }
 
 #[tokio::test]

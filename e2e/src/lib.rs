@@ -78,33 +78,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// The value of one metric sample (name with its labels exactly as rendered) in a `/metrics` text, or 0.
-pub fn metric_in(text: &str, sample: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
-}
-
-/// The sum of every sample of metric `name` (all label sets) in Prometheus text `text`; 0 when absent.
-pub fn metric_sum_in(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            let value = if rest.starts_with('{') { rest.split_once("} ")?.1 } else { rest.strip_prefix(' ')? };
-            value.trim().parse::<f64>().ok()
-        })
-        .fold(0.0, |a, b| a + b)
-}
-
-/// Polls `cond` every 100 ms until it holds.
-///
-/// # Panics
-/// After `timeout`.
-pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+pub use skein_testkit::{metric_in, metric_sum_in, wait_until};
 
 /// Starts a workspace binary with `args`, forwarding its stderr (prefixed) and waiting for its `listening` line.
 fn spawn_listening(path: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, String) {

@@ -5,10 +5,7 @@ use skein_proto::otlp_common::{AnyValue, KeyValue, any_value};
 use skein_proto::otlp_resource::Resource;
 use skein_proto::otlp_trace::{ResourceSpans, ScopeSpans, Span, Status};
 
-/// Wall-clock time, ns since the Unix epoch.
-pub fn now_nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
-}
+pub use skein_testkit::now_nanos;
 
 /// A string attribute.
 pub fn kv(key: &str, v: &str) -> KeyValue {

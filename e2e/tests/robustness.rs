@@ -14,9 +14,7 @@ use skein_proto::otlp_trace::{ResourceSpans, ScopeSpans, Span};
 use skein_proto::trace_service_client::TraceServiceClient;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
-}
+use skein_testkit::now_nanos;
 
 fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
