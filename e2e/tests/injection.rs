@@ -10,41 +10,15 @@ mod common;
 
 use std::time::Duration;
 
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use skein_operator::crd::TracingPipeline;
 
 use common::{MANAGER, Operator, eventually, pipeline};
-
-/// Deletes the webhook configurations and both namespaces even when an assertion fails.
-struct Cleanup {
-    config_name: String,
-    namespaces: Vec<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let (name, namespaces) = (self.config_name.clone(), self.namespaces.clone());
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            rt.block_on(async move {
-                let Ok(client) = Client::try_default().await else { return };
-                let dp = DeleteParams::default();
-                let _ = Api::<MutatingWebhookConfiguration>::all(client.clone()).delete(&name, &dp).await;
-                let _ = Api::<ValidatingWebhookConfiguration>::all(client.clone()).delete(&name, &dp).await;
-                for ns in namespaces {
-                    let _ = Api::<Namespace>::all(client.clone()).delete(&ns, &dp).await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 fn bare_pod(name: &str, annotations: Value) -> Value {
     json!({
@@ -98,7 +72,8 @@ async fn injection_tells_the_admin_what_happened_on_a_real_api_server() {
     let (tracing_ns, app_ns, config_name) =
         (format!("skein-inj-tracing-{id}"), format!("skein-inj-app-{id}"), format!("skein-inj-e2e-{id}"));
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let _cleanup = Cleanup { config_name: config_name.clone(), namespaces: vec![tracing_ns.clone(), app_ns.clone()] };
+    let _cleanup =
+        common::Cleanup { config_name: config_name.clone(), namespaces: vec![tracing_ns.clone(), app_ns.clone()] };
     namespaces
         .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": tracing_ns}})).expect("ns"))
         .await

@@ -11,40 +11,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use skein_operator::crd::TracingPipeline;
 
 use common::{MANAGER, Operator, eventually, pipeline};
-
-/// Deletes the cluster-scoped webhook configurations and the namespace even when an assertion fails: a left-over
-/// validating webhook with `failurePolicy: Fail` would refuse every later `TracingPipeline` in the cluster.
-struct Cleanup {
-    config_name: String,
-    namespace: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let (name, ns) = (self.config_name.clone(), self.namespace.clone());
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            rt.block_on(async move {
-                let Ok(client) = Client::try_default().await else { return };
-                let dp = DeleteParams::default();
-                let _ = Api::<MutatingWebhookConfiguration>::all(client.clone()).delete(&name, &dp).await;
-                let _ = Api::<ValidatingWebhookConfiguration>::all(client.clone()).delete(&name, &dp).await;
-                let _ = Api::<Namespace>::all(client).delete(&ns, &dp).await;
-            });
-        })
-        .join();
-    }
-}
 
 fn pod(name: &str, annotations: Value) -> Pod {
     serde_json::from_value(json!({
@@ -79,7 +55,7 @@ async fn webhooks_inject_skip_and_validate_on_a_real_api_server() {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let labelled = json!({"metadata": {"name": ns, "labels": {"skein.dev/injection": "enabled"}}});
     namespaces.create(&PostParams::default(), &serde_json::from_value(labelled).expect("ns")).await.expect("namespace");
-    let _cleanup = Cleanup { config_name: config_name.clone(), namespace: ns.clone() };
+    let _cleanup = common::Cleanup { config_name: config_name.clone(), namespaces: vec![ns.clone()] };
 
     let metrics_port = skein_e2e::free_port();
     let (_operator, url) = Operator::start_with_webhooks(&client, &ns, metrics_port, &config_name).await;

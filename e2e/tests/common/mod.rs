@@ -15,6 +15,39 @@ use kube::{Client, CustomResourceExt};
 use serde_json::{Value, json};
 use skein_operator::crd::TracingPipeline;
 
+/// Deletes webhook configurations `config_name` (both kinds) and `namespaces` when dropped, even after a failed
+/// assertion: a left-over validating webhook with `failurePolicy: Fail` would refuse every later `TracingPipeline`
+/// in the cluster.
+pub struct Cleanup {
+    /// Name of the Mutating- and ValidatingWebhookConfiguration.
+    pub config_name: String,
+    /// Namespaces the test created.
+    pub namespaces: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        use k8s_openapi::api::admissionregistration::v1::{
+            MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+        };
+        use k8s_openapi::api::core::v1::Namespace;
+        let (name, namespaces) = (self.config_name.clone(), self.namespaces.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                let Ok(client) = Client::try_default().await else { return };
+                let dp = kube::api::DeleteParams::default();
+                let _ = Api::<MutatingWebhookConfiguration>::all(client.clone()).delete(&name, &dp).await;
+                let _ = Api::<ValidatingWebhookConfiguration>::all(client.clone()).delete(&name, &dp).await;
+                for ns in namespaces {
+                    let _ = Api::<Namespace>::all(client.clone()).delete(&ns, &dp).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 /// Field manager of the tests' own server-side applies.
 pub const MANAGER: &str = "skein-e2e";
 
