@@ -77,7 +77,8 @@ pub struct Metrics {
     pub spans_rerouted: Counter,
     /// Attributes masked, hashed or dropped by redaction rules.
     pub attributes_redacted: Counter,
-    /// Remote-sampling proxy requests, by result (`ok`, `bad_request`, `unavailable`).
+    /// Remote-sampling proxy requests, by result (`ok`, `bad_request`, `unavailable`), and background refreshes
+    /// of a cached strategy that failed (`refresh_failed`: the last answer keeps being served).
     pub sampling_requests: Family<ResultLabel, Counter>,
 }
 

@@ -114,6 +114,7 @@ impl SamplingProxy {
                     match me.fetch(&service).await {
                         Ok(body) => me.store(&service, body),
                         Err(e) => {
+                            me.metrics.sampling_result("refresh_failed");
                             tracing::debug!(service, error = %e, "refreshing sampling strategy failed; serving the last one");
                             if let Some(c) =
                                 me.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(&service)
@@ -204,7 +205,14 @@ mod tests {
         tokio::time::sleep(refresh + Duration::from_millis(10)).await;
         let before = hits.load(Ordering::SeqCst);
         let _ = proxy.strategy("a b").await;
-        until("the refresh to reach the failing collector", async || hits.load(Ordering::SeqCst) > before).await;
+        let failed = || {
+            skein_testkit::metric_in(
+                &proxy.metrics.render(),
+                "skein_agent_sampling_requests_total{result=\"refresh_failed\"}",
+            )
+        };
+        until("the failed refresh to be counted", async || failed() == 1.0).await;
+        assert!(hits.load(Ordering::SeqCst) > before, "the refresh asked the collector");
         assert!(proxy.strategy("a b").await.expect("last known").ends_with(b"2}"), "outage keeps the last answer");
         let e = proxy.strategy("new").await.expect_err("nothing cached");
         assert!(e.contains("503"), "{e}");
