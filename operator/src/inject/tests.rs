@@ -144,6 +144,11 @@ impl Case {
     }
 }
 
+/// Namespace `shop`, labelled for injection, with `pipelines`, native sidecars.
+fn shop_case(pipelines: Vec<Arc<TracingPipeline>>) -> Case {
+    Case { namespace: "shop", labels: enabled(), pipelines, native: true, ..Default::default() }
+}
+
 fn apply(raw: &Value, patch: &json_patch::Patch) -> Value {
     let mut doc = raw.clone();
     json_patch::patch(&mut doc, patch).expect("the patch applies to the pod as sent");
@@ -163,13 +168,7 @@ fn value(env: &BTreeMap<String, Value>, name: &str) -> String {
 
 #[test]
 fn a_deployment_pod_gets_a_native_sidecar_and_the_sdk_environment() {
-    let case = Case {
-        namespace: "shop",
-        labels: enabled(),
-        pipelines: vec![shop_pipeline()],
-        native: true,
-        ..Default::default()
-    };
+    let case = shop_case(vec![shop_pipeline()]);
     let raw = deployment_pod();
     let Decision::Inject { pipeline: target, hash, patch } = case.run(&raw) else { panic!("expected injection") };
     assert_eq!(target, PipelineRef { namespace: "shop".into(), name: "prod".into() });
@@ -295,13 +294,7 @@ fn user_settings_and_init_containers_are_kept() {
 
 #[test]
 fn injected_and_opted_out_pods_are_left_alone() {
-    let case = Case {
-        namespace: "shop",
-        labels: enabled(),
-        pipelines: vec![shop_pipeline()],
-        native: true,
-        ..Default::default()
-    };
+    let case = shop_case(vec![shop_pipeline()]);
     let mut raw = deployment_pod();
     raw["metadata"]["annotations"] = json!({INJECTED_ANNOTATION: "prod@0123456789abcdef"});
     assert!(matches!(case.run(&raw), Decision::AlreadyInjected));
@@ -349,7 +342,7 @@ fn skipped(case: &Case, raw: &Value) -> (String, Option<PipelineRef>, Value) {
 
 #[test]
 fn no_pipeline_several_pipelines_and_unready_pipelines_are_skipped_with_a_reason() {
-    let none = Case { namespace: "shop", labels: enabled(), pipelines: vec![], native: true, ..Default::default() };
+    let none = shop_case(vec![]);
     let (reason, target, pod) = skipped(&none, &deployment_pod());
     assert!(reason.contains("no TracingPipeline in namespace shop"), "{reason}");
     assert_eq!(target, None, "the Event goes on the namespace");
@@ -357,13 +350,7 @@ fn no_pipeline_several_pipelines_and_unready_pipelines_are_skipped_with_a_reason
 
     let blue = ready(in_namespace("shop", pipeline("blue", Default::default())));
     let green = ready(in_namespace("shop", pipeline("green", Default::default())));
-    let several = Case {
-        namespace: "shop",
-        labels: enabled(),
-        pipelines: vec![green, blue.clone()],
-        native: true,
-        ..Default::default()
-    };
+    let several = shop_case(vec![green, blue.clone()]);
     let (reason, _, _) = skipped(&several, &deployment_pod());
     assert!(reason.contains("2 TracingPipelines in namespace shop (blue, green)"), "{reason}");
     let mut named = deployment_pod();
@@ -381,24 +368,12 @@ fn no_pipeline_several_pipelines_and_unready_pipelines_are_skipped_with_a_reason
     status.conditions[0].reason = "InvalidSamplingPolicy".into();
     status.conditions[0].message = "spec.sampling.tail: unknown policy type".into();
     refused.status = Some(status);
-    let unready = Case {
-        namespace: "shop",
-        labels: enabled(),
-        pipelines: vec![Arc::new(refused)],
-        native: true,
-        ..Default::default()
-    };
+    let unready = shop_case(vec![Arc::new(refused)]);
     let (reason, target, _) = skipped(&unready, &deployment_pod());
     assert!(reason.contains("TracingPipeline shop/prod is not ready: InvalidSamplingPolicy"), "{reason}");
     assert_eq!(target, Some(PipelineRef { namespace: "shop".into(), name: "prod".into() }));
 
-    let fresh = Case {
-        namespace: "shop",
-        labels: enabled(),
-        pipelines: vec![Arc::new(in_namespace("shop", pipeline("prod", Default::default())))],
-        native: true,
-        ..Default::default()
-    };
+    let fresh = shop_case(vec![Arc::new(in_namespace("shop", pipeline("prod", Default::default())))]);
     let (reason, _, _) = skipped(&fresh, &deployment_pod());
     assert!(reason.contains("not reconciled"), "{reason}");
 }
@@ -465,13 +440,7 @@ fn the_agent_hash_follows_agent_settings_only() {
 #[test]
 fn a_pipeline_name_too_long_for_a_label_value_never_invalidates_the_pod() {
     let long = "p".repeat(70);
-    let case = Case {
-        namespace: "shop",
-        labels: enabled(),
-        pipelines: vec![ready(in_namespace("shop", pipeline(&long, Default::default())))],
-        native: true,
-        ..Default::default()
-    };
+    let case = shop_case(vec![ready(in_namespace("shop", pipeline(&long, Default::default())))]);
     let raw = deployment_pod();
     let Decision::Inject { patch, .. } = case.run(&raw) else { panic!("expected injection") };
     let pod = apply(&raw, &patch);
@@ -490,13 +459,7 @@ fn tls_mounts_the_agents_secret_optionally_and_passes_its_files() {
         .expect("tls spec"),
     );
     assert_ne!(agent_hash(&tp, &Defaults::default()).expect("hash"), before, "TLS changes the agent");
-    let case = Case {
-        namespace: "shop",
-        labels: enabled(),
-        pipelines: vec![ready(tp.clone())],
-        native: true,
-        ..Default::default()
-    };
+    let case = shop_case(vec![ready(tp.clone())]);
     let raw = deployment_pod();
     let Decision::Inject { patch, .. } = case.run(&raw) else { panic!("expected injection") };
     let pod = apply(&raw, &patch);
@@ -526,8 +489,7 @@ fn tls_mounts_the_agents_secret_optionally_and_passes_its_files() {
 
     // Server-only TLS: the CA, no client certificate; the Secret defaults to the collectors' name.
     tp.spec.tls = Some(serde_json::from_value(json!({"secretRef": {"name": "collector-tls"}})).expect("tls spec"));
-    let case =
-        Case { namespace: "shop", labels: enabled(), pipelines: vec![ready(tp)], native: true, ..Default::default() };
+    let case = shop_case(vec![ready(tp)]);
     let Decision::Inject { patch, .. } = case.run(&raw) else { panic!("expected injection") };
     let pod = apply(&raw, &patch);
     let args = pod["spec"]["initContainers"][0]["args"].to_string();
@@ -607,8 +569,7 @@ fn a_namespace_annotation_names_a_pipeline_in_another_namespace_and_the_pod_anno
 #[test]
 fn a_labelled_namespace_without_a_pipeline_is_told_the_command_that_points_it_at_one() {
     let dev = ready(in_namespace("tracing", pipeline("dev", Default::default())));
-    let case =
-        Case { namespace: "shop", labels: enabled(), pipelines: vec![dev.clone()], native: true, ..Default::default() };
+    let case = shop_case(vec![dev.clone()]);
     let (reason, _, _) = skipped(&case, &deployment_pod());
     assert!(reason.contains("kubectl annotate namespace shop skein.dev/inject=tracing/dev"), "{reason}");
     let prod = ready(in_namespace("observability", pipeline("prod", Default::default())));
