@@ -128,13 +128,20 @@ impl Drop for Cleanup {
     }
 }
 
-/// Points the webhook of a chart-made configuration at `url` instead of its Service (see the module docs).
-fn to_url(webhooks: &mut [serde_json::Value], url: &str, path: &str) {
-    for hook in webhooks {
-        let config = hook["clientConfig"].as_object_mut().expect("clientConfig");
-        config.remove("service");
-        config.insert("url".into(), json!(format!("{url}{path}")));
+/// Points every webhook of the chart-made configuration `name` at `url` + `path` instead of its Service (see the
+/// module docs); the `caBundle` stays the operator's to set.
+async fn to_url<K>(api: &Api<K>, name: &str, url: &str, path: &str)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let mut config =
+        serde_json::to_value(api.get(name).await.expect("the chart's webhook configuration")).expect("json");
+    for hook in config["webhooks"].as_array_mut().expect("webhooks") {
+        let client = hook["clientConfig"].as_object_mut().expect("clientConfig");
+        client.remove("service");
+        client.insert("url".into(), json!(format!("{url}{path}")));
     }
+    api.replace(name, &PostParams::default(), &serde_json::from_value(config).expect("config")).await.expect("to url");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,20 +209,9 @@ async fn readme_quick_start_on_a_real_api_server() {
                 // The stand-ins for the operator's pods and its webhook Service (module docs).
                 let url = format!("https://127.0.0.1:{webhook_port}");
                 let name = deployment.clone();
-                let m: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-                let mut mc =
-                    serde_json::to_value(m.get(&name).await.expect("the chart's mutating webhook")).expect("json");
-                to_url(mc["webhooks"].as_array_mut().expect("webhooks"), &url, "/mutate-pods");
-                m.replace(&name, &PostParams::default(), &serde_json::from_value(mc).expect("config"))
-                    .await
-                    .expect("to url");
-                let v: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-                let mut vc =
-                    serde_json::to_value(v.get(&name).await.expect("the chart's validating webhook")).expect("json");
-                to_url(vc["webhooks"].as_array_mut().expect("webhooks"), &url, "/validate-tracingpipelines");
-                v.replace(&name, &PostParams::default(), &serde_json::from_value(vc).expect("config"))
-                    .await
-                    .expect("to url");
+                to_url(&Api::<MutatingWebhookConfiguration>::all(client.clone()), &name, &url, "/mutate-pods").await;
+                let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone());
+                to_url(&validating, &name, &url, "/validate-tracingpipelines").await;
                 let d = Api::<Deployment>::namespaced(client.clone(), namespace)
                     .get(deployment)
                     .await

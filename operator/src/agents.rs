@@ -182,19 +182,11 @@ pub fn uninjected_note(pods: &[&ObjectMeta]) -> String {
     let mut bare = BTreeSet::new();
     for pod in pods {
         let ns = pod.namespace.clone().unwrap_or_default();
-        match owner_of(pod) {
-            Some(Owner::ReplicaSet(ns, rs)) => {
-                let hash = pod.labels.as_ref().and_then(|l| l.get("pod-template-hash"));
-                let deployment = hash.and_then(|h| rs.strip_suffix(&format!("-{h}"))).unwrap_or(&rs).to_string();
-                fixes.insert(format!("kubectl -n {ns} rollout restart deployment/{deployment}"));
+        match inject::workload(pod) {
+            Some(w) if matches!(w.kind.as_str(), "Deployment" | "StatefulSet" | "DaemonSet") => {
+                fixes.insert(format!("kubectl -n {ns} rollout restart {}/{}", w.kind.to_lowercase(), w.name));
             }
-            Some(Owner::StatefulSet(ns, name)) => {
-                fixes.insert(format!("kubectl -n {ns} rollout restart statefulset/{name}"));
-            }
-            Some(Owner::DaemonSet(ns, name)) => {
-                fixes.insert(format!("kubectl -n {ns} rollout restart daemonset/{name}"));
-            }
-            None => {
+            _ => {
                 bare.insert(format!("{ns}/{}", pod.name.clone().unwrap_or_default()));
             }
         }
@@ -213,7 +205,7 @@ pub fn uninjected_note(pods: &[&ObjectMeta]) -> String {
     if !bare.is_empty() {
         let shown: Vec<&String> = bare.iter().take(5).collect();
         note.push_str(&format!(
-            " delete and recreate the bare pods {}",
+            " delete and recreate the pods {}",
             shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
         ));
         if bare.len() > 5 {
@@ -324,52 +316,68 @@ pub async fn pass(t: &Tracker, pods: &Store<PartialObjectMeta<Pod>>, warned: &Mu
                 tracing::warn!(pipeline = %format!("{ns}/{name}"), error = %e, "cannot write status.agents");
             }
         }
-        let note = (!mine.uninjected.is_empty()).then(|| uninjected_note(&mine.uninjected));
-        let key = format!("{ns}/{name}");
-        let changed = {
-            let mut warned = warned.lock().unwrap_or_else(|p| p.into_inner());
-            match &note {
-                Some(n) => warned.insert(key, n.clone()).as_ref() != Some(n),
-                None => {
-                    warned.remove(&key);
-                    false
-                }
-            }
-        };
-        if let (true, Some(note)) = (changed, note) {
-            let event = Note {
-                regarding: tp.object_ref(&()),
-                kind: Kind::Warning,
-                reason: "PodsWithoutAgent".into(),
-                action: "CountAgents",
-                note,
-            };
-            t.recorder.publish(&event).await;
-        }
+        warn_uninjected(t, tp, &mine.uninjected, warned).await;
         if tp.spec.agent.rollout_on_change && status.stale > 0 {
-            for (owner, old) in stale_owners(mine.injected.iter().copied(), &hash) {
-                match roll(&t.client, &owner, &hash).await {
-                    Ok(Some(workload)) => {
-                        t.metrics.agent_rollouts.inc();
-                        tracing::info!(?owner, %old, %hash, "rolling the workload onto the new agent configuration");
-                        let kind = workload.kind.clone().unwrap_or_default().to_lowercase();
-                        let event = Note {
-                            regarding: workload.clone(),
-                            kind: Kind::Normal,
-                            reason: "AgentRolledOut".into(),
-                            action: "Rollout",
-                            note: format!(
-                                "restarting {kind}/{} onto agent configuration {hash} (pods run {old}) of \
-                                 TracingPipeline {ns}/{name}, which sets agent.rolloutOnChange",
-                                workload.name.clone().unwrap_or_default()
-                            ),
-                        };
-                        t.recorder.publish(&event).await;
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(?owner, error = %e, "cannot roll the workload"),
-                }
+            roll_stale(t, tp, &mine.injected, &hash).await;
+        }
+    }
+}
+
+fn key(tp: &TracingPipeline) -> String {
+    format!("{}/{}", tp.namespace().unwrap_or_default(), tp.name_any())
+}
+
+/// Publishes `PodsWithoutAgent` on `tp` when its set of pods without the agent changed since the last warning
+/// (`warned` holds the last note per pipeline; an empty set forgets it).
+async fn warn_uninjected(
+    t: &Tracker,
+    tp: &TracingPipeline,
+    uninjected: &[&ObjectMeta],
+    warned: &Mutex<HashMap<String, String>>,
+) {
+    let fresh = {
+        let mut warned = warned.lock().unwrap_or_else(|p| p.into_inner());
+        if uninjected.is_empty() {
+            warned.remove(&key(tp));
+            None
+        } else {
+            let note = uninjected_note(uninjected);
+            (warned.insert(key(tp), note.clone()).as_ref() != Some(&note)).then_some(note)
+        }
+    };
+    if let Some(note) = fresh {
+        let regarding = tp.object_ref(&());
+        let event =
+            Note { regarding, kind: Kind::Warning, reason: "PodsWithoutAgent".into(), action: "CountAgents", note };
+        t.recorder.publish(&event).await;
+    }
+}
+
+/// Rolls the workloads of `tp`'s pods on another agent hash than `hash`, with an `AgentRolledOut` Event on each.
+async fn roll_stale(t: &Tracker, tp: &TracingPipeline, injected: &[&ObjectMeta], hash: &str) {
+    for (owner, old) in stale_owners(injected.iter().copied(), hash) {
+        match roll(&t.client, &owner, hash).await {
+            Ok(Some(workload)) => {
+                t.metrics.agent_rollouts.inc();
+                tracing::info!(?owner, %old, %hash, "rolling the workload onto the new agent configuration");
+                let kind = workload.kind.clone().unwrap_or_default().to_lowercase();
+                let note = format!(
+                    "restarting {kind}/{} onto agent configuration {hash} (pods run {old}) of TracingPipeline {}, \
+                     which sets agent.rolloutOnChange",
+                    workload.name.clone().unwrap_or_default(),
+                    key(tp)
+                );
+                let event = Note {
+                    regarding: workload,
+                    kind: Kind::Normal,
+                    reason: "AgentRolledOut".into(),
+                    action: "Rollout",
+                    note,
+                };
+                t.recorder.publish(&event).await;
             }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(?owner, error = %e, "cannot roll the workload"),
         }
     }
 }

@@ -266,15 +266,16 @@ pub fn sampling_mode(tp: &TracingPipeline) -> &'static str {
 /// # Errors
 /// Kubernetes API failures (RBAC: `get` PersistentVolumeClaims, `list` Events).
 async fn volume_condition(ctx: &Context, ns: &str, claim: &str, retain: bool) -> Result<Cond> {
-    let pvc = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns).get_opt(claim).await?;
-    let phase = pvc.as_ref().and_then(|p| p.status.as_ref()).and_then(|s| s.phase.clone());
-    Ok(match phase.as_deref() {
+    let pending = |message: String| Cond { ok: false, reason: "VolumePending", message };
+    let Some(pvc) = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns).get_opt(claim).await? else {
+        return Ok(pending(format!("PersistentVolumeClaim {claim} is not created yet")));
+    };
+    let status = pvc.status.as_ref();
+    Ok(match status.and_then(|s| s.phase.as_deref()) {
         Some("Bound") => {
-            let pvc = pvc.as_ref();
-            let size = pvc
-                .and_then(|p| p.status.as_ref()?.capacity.as_ref()?.get("storage").map(|q| q.0.clone()))
-                .unwrap_or_default();
-            let class = pvc.and_then(|p| p.spec.as_ref()?.storage_class_name.clone()).unwrap_or_default();
+            let size =
+                status.and_then(|s| s.capacity.as_ref()?.get("storage").map(|q| q.0.clone())).unwrap_or_default();
+            let class = pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone()).unwrap_or_default();
             let kept = if retain {
                 "kept when the pipeline is deleted (storage.embedded.retainOnDelete: true)"
             } else {
@@ -288,16 +289,11 @@ async fn volume_condition(ctx: &Context, ns: &str, claim: &str, retain: bool) ->
             message: format!("PersistentVolumeClaim {claim} lost its volume; the embedded store's traces are gone"),
         },
         phase => {
-            let what = match phase {
-                None if pvc.is_none() => "is not created yet".to_string(),
-                _ => format!("is {}", phase.unwrap_or("Pending")),
-            };
-            let event = if pvc.is_some() { latest_event(ctx, ns, "PersistentVolumeClaim", claim).await? } else { None };
-            let message = match event {
-                Some(note) => format!("PersistentVolumeClaim {claim} {what}: {note}"),
-                None => format!("PersistentVolumeClaim {claim} {what}"),
-            };
-            Cond { ok: false, reason: "VolumePending", message }
+            let phase = phase.unwrap_or("Pending");
+            pending(match latest_event(ctx, ns, "PersistentVolumeClaim", claim).await? {
+                Some(note) => format!("PersistentVolumeClaim {claim} is {phase}: {note}"),
+                None => format!("PersistentVolumeClaim {claim} is {phase}"),
+            })
         }
     })
 }

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, Volume};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
@@ -574,26 +575,55 @@ pub fn service_name(pod: &Pod) -> String {
     }
 }
 
-/// The workload that owns a pod, as (OpenTelemetry `k8s.*.name` kind, name): a ReplicaSet made by a Deployment is
-/// reported as the Deployment (the ReplicaSet's name minus the `pod-template-hash` suffix).
-fn owner(pod: &Pod) -> Option<(&'static str, String)> {
-    let refs = pod.metadata.owner_references.as_ref()?;
+/// The workload that controls a pod, as an admin names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// `apps/v1`, `batch/v1`, …
+    pub api_version: String,
+    /// `Deployment`, `ReplicaSet`, `StatefulSet`, `DaemonSet`, `Job`, or any other owner kind.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// Its UID, when the pod's owner reference gives it (a Deployment derived from its ReplicaSet has none).
+    pub uid: Option<String>,
+}
+
+/// The workload that controls a pod (its controller owner reference, else the first): a ReplicaSet made by a
+/// Deployment (named `<deployment>-<pod-template-hash>`) is reported as the Deployment.
+pub fn workload(pod: &ObjectMeta) -> Option<Workload> {
+    let refs = pod.owner_references.as_ref()?;
     let o = refs.iter().find(|o| o.controller == Some(true)).or_else(|| refs.first())?;
-    let kind = match o.kind.as_str() {
-        "ReplicaSet" => {
-            if let Some(hash) = pod.labels().get("pod-template-hash")
-                && let Some(deployment) = o.name.strip_suffix(&format!("-{hash}"))
-            {
-                return Some(("deployment", deployment.to_string()));
-            }
-            "replicaset"
-        }
+    let hash = pod.labels.as_ref().and_then(|l| l.get("pod-template-hash"));
+    if o.kind == "ReplicaSet"
+        && let Some(deployment) = hash.and_then(|h| o.name.strip_suffix(&format!("-{h}")))
+    {
+        return Some(Workload {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: deployment.into(),
+            uid: None,
+        });
+    }
+    Some(Workload {
+        api_version: o.api_version.clone(),
+        kind: o.kind.clone(),
+        name: o.name.clone(),
+        uid: Some(o.uid.clone()),
+    })
+}
+
+/// The pod's workload as (OpenTelemetry `k8s.*.name` kind, name), for the kinds the semantic conventions name.
+fn owner(pod: &Pod) -> Option<(&'static str, String)> {
+    let w = workload(&pod.metadata)?;
+    let kind = match w.kind.as_str() {
+        "Deployment" => "deployment",
+        "ReplicaSet" => "replicaset",
         "StatefulSet" => "statefulset",
         "DaemonSet" => "daemonset",
         "Job" => "job",
         _ => return None,
     };
-    Some((kind, o.name.clone()))
+    Some((kind, w.name))
 }
 
 fn owner_attribute(pod: &Pod) -> Option<String> {

@@ -27,7 +27,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::{DynamicObject, PartialObjectMeta};
@@ -267,29 +266,17 @@ impl Webhook {
 /// reported as the Deployment), else the pod itself, in the pod's namespace. A pod has no UID at admission, so a
 /// reference to it (or to the Deployment, known here only by name) carries none.
 pub fn workload_ref(pod: &Pod, namespace: &str, pod_name: &str) -> ObjectReference {
-    let owner: Option<&OwnerReference> = pod
-        .metadata
-        .owner_references
-        .as_ref()
-        .and_then(|refs| refs.iter().find(|o| o.controller == Some(true)).or_else(|| refs.first()));
-    let reference = |api_version: &str, kind: &str, name: &str, uid: Option<String>| ObjectReference {
-        api_version: Some(api_version.into()),
-        kind: Some(kind.into()),
-        name: Some(name.into()),
+    let (api_version, kind, name, uid) = match inject::workload(&pod.metadata) {
+        Some(w) => (w.api_version, w.kind, w.name, w.uid),
+        None => ("v1".into(), "Pod".into(), pod_name.into(), None),
+    };
+    ObjectReference {
+        api_version: Some(api_version),
+        kind: Some(kind),
+        name: Some(name),
         namespace: Some(namespace.into()),
         uid,
         ..Default::default()
-    };
-    match owner {
-        Some(o) if o.kind == "ReplicaSet" => {
-            let hash = pod.labels().get("pod-template-hash");
-            match hash.and_then(|h| o.name.strip_suffix(&format!("-{h}"))) {
-                Some(deployment) => reference("apps/v1", "Deployment", deployment, None),
-                None => reference(&o.api_version, &o.kind, &o.name, Some(o.uid.clone())),
-            }
-        }
-        Some(o) => reference(&o.api_version, &o.kind, &o.name, Some(o.uid.clone())),
-        None => reference("v1", "Pod", pod_name, None),
     }
 }
 
