@@ -7,13 +7,16 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
-use crate::assembly::AssemblyConfig;
-use crate::ingest::Limits;
-use crate::query::params::parse_go_duration;
-use crate::server::{Role, ServerConfig, StorageConfig, init_logging, run_server, shutdown_signal};
-use crate::storage::ImportancePolicy;
-use crate::storage::embedded::{DEFAULT_PARTITION_SECS, EmbeddedConfig};
-use crate::storage::scylla::{Replication, ScyllaConfig, parse_consistency, validate_keyspace};
+use skein_config::parse_go_duration;
+use skein_ingest::Limits;
+use skein_ingest::assembly::AssemblyConfig;
+use skein_ingest::pipeline::OtlpTls;
+use skein_runtime::{init_logging, shutdown_signal};
+use skein_storage::ImportancePolicy;
+use skein_storage::embedded::{DEFAULT_PARTITION_SECS, EmbeddedConfig};
+use skein_storage::scylla::{Replication, ScyllaConfig, parse_consistency, validate_keyspace};
+
+use crate::server::{Role, Runs, ServerConfig, StorageConfig, run_server};
 
 /// Flags of the server binaries.
 #[derive(Parser, Debug)]
@@ -51,7 +54,7 @@ pub struct ServerArgs {
     #[arg(long, env = "SKEIN_OTLP_TLS_CLIENT_CA_FILE", requires = "otlp_tls_cert_file")]
     pub otlp_tls_client_ca_file: Option<std::path::PathBuf>,
     /// Fault injection for chaos tests: while this file exists, every storage write waits (a stalled store).
-    /// Not for production; hidden from `--help`.
+    /// Only in builds with the `fault-injection` feature (the e2e tests'); hidden from `--help`.
     #[arg(long, hide = true)]
     pub fault_stall_writes_file: Option<std::path::PathBuf>,
     /// Admin listen address (`/metrics`, `/healthz`, `/readyz`); default 14269 (collector, all-in-one) or 16687
@@ -90,7 +93,7 @@ pub struct ServerArgs {
     #[arg(long, env = "SKEIN_WAL_MAX_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     pub wal_max_bytes: u64,
     /// Export-request bytes processed at once; beyond it requests are refused (RESOURCE_EXHAUSTED / 429).
-    #[arg(long, env = "SKEIN_MAX_INFLIGHT_BYTES", default_value_t = crate::ingest::DEFAULT_MAX_INFLIGHT_BYTES)]
+    #[arg(long, env = "SKEIN_MAX_INFLIGHT_BYTES", default_value_t = skein_ingest::DEFAULT_MAX_INFLIGHT_BYTES)]
     pub max_inflight_bytes: usize,
     /// Zipkin v2 JSON receiver listen address (`POST /api/v2/spans`).
     #[arg(long, env = "SKEIN_ZIPKIN_ADDR", default_value = "0.0.0.0:9411")]
@@ -242,7 +245,7 @@ impl ServerArgs {
             query_auth_token_file: self.query_auth_token_file.clone(),
             fault_stall_writes_file: self.fault_stall_writes_file.clone(),
             otlp_tls: self.otlp_tls_cert_file.clone().zip(self.otlp_tls_key_file.clone()).map(
-                |(cert_file, key_file)| crate::server::OtlpTls {
+                |(cert_file, key_file)| OtlpTls {
                     cert_file,
                     key_file,
                     client_ca_file: self.otlp_tls_client_ca_file.clone(),
@@ -278,18 +281,19 @@ impl ServerArgs {
     }
 }
 
-/// The `main` of the server binaries: parses flags, starts logging, runs `role` until SIGTERM/SIGINT.
+/// The `main` of the server binaries: parses flags, starts logging, runs the components of `R` until
+/// SIGTERM/SIGINT.
 ///
 /// # Errors
 /// Invalid flags, or any [`crate::Error`] from the server.
-pub async fn main(role: Role, about: &'static str) -> anyhow::Result<()> {
+pub async fn main<R: Runs>(about: &'static str) -> anyhow::Result<()> {
     use clap::CommandFactory as _;
     use clap::FromArgMatches as _;
     let matches = ServerArgs::command().about(about).version(env!("CARGO_PKG_VERSION")).get_matches();
     let args = ServerArgs::from_arg_matches(&matches)?;
     init_logging(args.log_format == "json");
-    let config = args.config(role).map_err(anyhow::Error::msg)?;
-    run_server(config, shutdown_signal(), |_| {}).await?;
+    let config = args.config(R::ROLE).map_err(anyhow::Error::msg)?;
+    run_server::<R>(config, shutdown_signal(), |_| {}).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,27 +1,13 @@
-//! Skein's collector: OTLP ingest, trace assembly, the trace-block codec, storage and the Jaeger-compatible
-//! query API.
+//! Skein's server binaries: `skein-all-in-one`, `skein-collector` and `skein-query`. Each is the union of the
+//! components it runs ([`server::Runs`]): ingest and remote sampling (`skein-ingest`), query (`skein-query`), the
+//! admin endpoints ([`admin`]) and, on the embedded store, retention (`skein-storage`). [`cli`] holds the flags
+//! they share and their `main`.
 //!
-//! Data flow (DESIGN §1): [`ingest`] receivers validate OTLP into the [`model`], [`assembly`] groups spans by
-//! trace, [`writer`] encodes trace chunks with [`codec`] and persists them through the [`storage::TraceStore`]
-//! trait together with their index entries and [`dependencies`]; [`query`] answers Jaeger's API from the store.
-//! [`server`] wires it all into `skein-all-in-one`; [`formats`] reads the datasets `skein-replay` sends.
+//! This crate only wires components together; what a component does lives in its own crate (see ARCHITECTURE.md).
 
-pub mod assembly;
+pub mod admin;
 pub mod cli;
-pub mod codec;
-pub mod config;
-pub mod dependencies;
-pub mod formats;
-pub mod ingest;
-pub mod metrics;
-pub mod model;
-pub mod query;
-pub mod sampling;
 pub mod server;
-pub mod storage;
-pub mod synthetic;
-pub mod wal;
-pub mod writer;
 
 use std::net::SocketAddr;
 
@@ -41,7 +27,7 @@ pub enum Error {
     },
     /// The store failed.
     #[error("storage: {0}")]
-    Store(#[from] storage::StoreError),
+    Store(#[from] skein_storage::StoreError),
     /// An I/O operation failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

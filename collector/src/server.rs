@@ -1,40 +1,37 @@
-//! The server processes: `skein-all-in-one` (OTLP receivers → assembly → writer → store, plus the query API),
-//! `skein-collector` (the ingest half) and `skein-query` (the query half), each with the admin endpoints and an
-//! orderly shutdown.
+//! The server processes: `skein-all-in-one` (every component), `skein-collector` (ingest and remote sampling) and
+//! `skein-query` (the query service), each the union of the components it [`Runs`] plus the admin endpoints.
 //!
-//! Shutdown order: stop accepting OTLP (in-flight requests finish), let the assembler write every held trace and
-//! the writer persist it, then stop the query and admin servers.
+//! Components, each started on its own with a handle to stop it: ingest (`skein_ingest::pipeline`), remote
+//! sampling (`skein_ingest::sampling::remote::start`), query (`skein_query::start`), admin ([`crate::admin`]) and,
+//! on the embedded store, retention. Shutdown order: stop accepting spans and drain the pipeline (every held trace
+//! decided and written), flush the store, then stop remote sampling, query and admin.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use prometheus_client::registry::Registry;
+use skein_ingest::Limits;
+use skein_ingest::assembly::AssemblyConfig;
+use skein_ingest::metrics::Metrics;
+use skein_ingest::pipeline::{IngestConfig, Listeners, OtlpTls};
+use skein_ingest::sampling::remote::{self, Strategies};
+use skein_query::QueryConfig;
+use skein_query::metrics::QueryMetrics;
+use skein_runtime::Servers;
+use skein_storage::embedded::{self, EmbeddedConfig, EmbeddedStore};
+use skein_storage::metrics::StorageMetrics;
+use skein_storage::{ImportancePolicy, TraceStore};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use crate::assembly::{self, AssemblyConfig, Batch};
-use crate::ingest::grpc::OtlpGrpc;
-use crate::ingest::{Ingest, Limits};
-use crate::metrics::Metrics;
-use crate::sampling::remote::{self, SamplingGrpc, Strategies};
-use crate::storage::embedded::{self, EmbeddedConfig, EmbeddedStore};
-use crate::storage::{ImportancePolicy, TraceStore};
-use crate::wal::Wal;
-use crate::{Error, Result, query, writer};
-
-/// Capacity of the receivers → assembler channel, in export requests (receivers wait when it is full, so this
-/// bounds the memory of a burst: 64 requests of a few thousand spans is tens of MB).
-pub const INGEST_QUEUE_REQUESTS: usize = 64;
-/// Capacity of the assembler → writer channel, in trace chunks.
-pub const WRITE_QUEUE_CHUNKS: usize = 8192;
+use crate::{Error, Result, admin};
 
 /// How often the embedded store deletes expired partitions and refreshes its storage gauges.
 pub const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long the remote-sampling, query and admin servers get to stop once the pipeline has drained.
+pub const SERVERS_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Which parts of the backend a process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,14 +44,41 @@ pub enum Role {
     Query,
 }
 
-impl Role {
-    fn ingests(self) -> bool {
-        self != Role::Query
-    }
+/// What a binary runs, fixed at compile time: [`run_server`] starts only the components of `R`, so the
+/// `skein-query` binary does not link the ingest pipeline and `skein-collector` does not link the query service
+/// (an unreachable component is never referenced, and the linker drops it).
+pub trait Runs {
+    /// The role (flag defaults and logs).
+    const ROLE: Role;
+    /// Runs the ingest component (receivers, write-ahead log, assembly, writer) and remote sampling.
+    const INGEST: bool;
+    /// Runs the query component.
+    const QUERY: bool;
+}
 
-    fn queries(self) -> bool {
-        self != Role::Collector
-    }
+/// `skein-all-in-one`: everything.
+pub struct AllInOne;
+/// `skein-collector`: ingest and remote sampling.
+pub struct Collector;
+/// `skein-query`: the query service.
+pub struct Query;
+
+impl Runs for AllInOne {
+    const ROLE: Role = Role::AllInOne;
+    const INGEST: bool = true;
+    const QUERY: bool = true;
+}
+
+impl Runs for Collector {
+    const ROLE: Role = Role::Collector;
+    const INGEST: bool = true;
+    const QUERY: bool = false;
+}
+
+impl Runs for Query {
+    const ROLE: Role = Role::Query;
+    const INGEST: bool = false;
+    const QUERY: bool = true;
 }
 
 /// Where traces are stored.
@@ -63,34 +87,7 @@ pub enum StorageConfig {
     /// The embedded store in a local data directory.
     Embedded(EmbeddedConfig),
     /// A ScyllaDB cluster.
-    Scylla(crate::storage::scylla::ScyllaConfig),
-}
-
-/// PEM files for TLS on the OTLP gRPC receiver (the agents' connection).
-#[derive(Clone, Debug)]
-pub struct OtlpTls {
-    /// Certificate chain served.
-    pub cert_file: std::path::PathBuf,
-    /// Its private key.
-    pub key_file: std::path::PathBuf,
-    /// CA bundle client certificates must chain to (mutual TLS); `None`: no client certificate asked for.
-    pub client_ca_file: Option<std::path::PathBuf>,
-}
-
-impl OtlpTls {
-    /// The tonic server TLS configuration from the files.
-    ///
-    /// # Errors
-    /// A file cannot be read (its path and the OS error).
-    pub fn load(&self) -> Result<tonic::transport::ServerTlsConfig, String> {
-        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
-        let identity = tonic::transport::Identity::from_pem(read(&self.cert_file)?, read(&self.key_file)?);
-        let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
-        if let Some(ca) = &self.client_ca_file {
-            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
-        }
-        Ok(tls)
-    }
+    Scylla(skein_storage::scylla::ScyllaConfig),
 }
 
 /// Settings of the server processes.
@@ -114,7 +111,8 @@ pub struct ServerConfig {
     pub query_auth_token_file: Option<std::path::PathBuf>,
     /// TLS (and optionally mutual TLS) on the OTLP gRPC receiver; `None`: plaintext.
     pub otlp_tls: Option<OtlpTls>,
-    /// Chaos-test hook: storage writes wait while this file exists ([`crate::storage::StallingStore`]).
+    /// Chaos-test hook (feature `fault-injection`): storage writes wait while this file exists
+    /// (`skein_storage::fault::StallingStore`); without the feature, setting it is a configuration error.
     pub fault_stall_writes_file: Option<std::path::PathBuf>,
     /// Admin (`/metrics`, `/healthz`, `/readyz`) listen address.
     pub admin_addr: SocketAddr,
@@ -171,7 +169,7 @@ impl ServerConfig {
             config_reload: std::time::Duration::from_secs(2),
             wal_dir: data_dir.join("wal"),
             wal_max_bytes: 1 << 30,
-            max_inflight_bytes: crate::ingest::DEFAULT_MAX_INFLIGHT_BYTES,
+            max_inflight_bytes: skein_ingest::DEFAULT_MAX_INFLIGHT_BYTES,
             zipkin_addr: any,
             sampling_http_addr: any,
             sampling_grpc_addr: any,
@@ -216,90 +214,67 @@ fn addr_or_dash(a: Option<SocketAddr>) -> String {
     a.map_or_else(|| "-".to_string(), |a| a.to_string())
 }
 
-type ServeTask = tokio::task::JoinHandle<std::io::Result<()>>;
-
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|source| Error::Bind { what, addr, source })
 }
 
-fn admin_router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let m = metrics.clone();
-                async move {
-                    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.render())
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = ready.load(Ordering::Acquire);
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready").into_response()
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
-                    }
-                }
-            }),
-        )
-}
-
-async fn wait_for(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// Runs the configured role until `shutdown` completes, then drains and returns.
-///
-/// `on_bound` is called once every listener is bound.
-///
-/// # Errors
-/// [`Error::Bind`] when a listen address is taken, [`Error::Store`] when storage cannot be opened,
-/// [`Error::Serve`] when a server fails.
-pub async fn run_server(
-    config: ServerConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    on_bound: impl FnOnce(BoundAddrs),
-) -> Result<()> {
-    let metrics = Arc::new(Metrics::new());
-    let ready = Arc::new(AtomicBool::new(false));
-    let role = config.role;
-    let loaded = match &config.config_file {
-        Some(path) => crate::config::load(path).map_err(|e| Error::Config(e.to_string()))?,
-        None => crate::config::Loaded::default(),
-    };
+/// Opens the configured store (wrapped in the chaos tests' stalling store when asked for and built in).
+async fn open_store(config: &ServerConfig) -> Result<(Arc<dyn TraceStore>, Option<EmbeddedStore>)> {
     let (store, embedded): (Arc<dyn TraceStore>, Option<EmbeddedStore>) = match &config.storage {
         StorageConfig::Embedded(c) => {
             let e = EmbeddedStore::open(c)?;
             (Arc::new(e.clone()), Some(e))
         }
-        StorageConfig::Scylla(c) => (Arc::new(crate::storage::scylla::ScyllaStore::connect(c.clone()).await?), None),
+        StorageConfig::Scylla(c) => (Arc::new(skein_storage::scylla::ScyllaStore::connect(c.clone()).await?), None),
     };
-    let store: Arc<dyn TraceStore> = match &config.fault_stall_writes_file {
+    match &config.fault_stall_writes_file {
+        None => Ok((store, embedded)),
+        #[cfg(feature = "fault-injection")]
         Some(path) => {
             tracing::warn!(path = %path.display(), "fault injection: storage writes stall while this file exists");
-            Arc::new(crate::storage::StallingStore::new(store, path.clone()))
+            Ok((Arc::new(skein_storage::fault::StallingStore::new(store, path.clone())), embedded))
         }
-        None => store,
-    };
+        #[cfg(not(feature = "fault-injection"))]
+        Some(_) => Err(Error::Config(
+            "--fault-stall-writes-file needs a build with the `fault-injection` feature (chaos tests only)".into(),
+        )),
+    }
+}
 
-    let ingests = role.ingests();
+/// Runs the components of `R` with `config` until `shutdown` completes, then drains and returns.
+///
+/// `on_bound` is called once every listener is bound.
+///
+/// # Errors
+/// [`Error::Bind`] when a listen address is taken, [`Error::Store`] when storage cannot be opened,
+/// [`Error::Config`] for an unusable configuration file or TLS files, [`Error::Serve`] when a server fails.
+pub async fn run_server<R: Runs>(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(BoundAddrs),
+) -> Result<()> {
+    let mut registry = Registry::with_prefix("skein");
+    let ingest_metrics = Arc::new(Metrics::register(&mut registry));
+    let query_metrics = Arc::new(QueryMetrics::register(&mut registry));
+    let storage_metrics = Arc::new(StorageMetrics::register(&mut registry));
+    let ready = Arc::new(AtomicBool::new(false));
+    let loaded = match (&config.config_file, R::INGEST) {
+        (Some(path), true) => skein_ingest::reload::load(path).map_err(|e| Error::Config(e.to_string()))?,
+        _ => skein_ingest::reload::Loaded::default(),
+    };
+    let (store, embedded) = open_store(&config).await?;
     // Certificate files are read before anything binds, so a bad path fails the start, not a half-started server.
-    let otlp_tls = match (&config.otlp_tls, ingests) {
+    let otlp_tls = match (&config.otlp_tls, R::INGEST) {
         (Some(tls), true) => Some(tls.load().map_err(Error::Config)?),
         _ => None,
     };
-    let grpc_listener = bind_if(ingests, config.otlp_grpc_addr, "OTLP gRPC").await?;
-    let http_listener = bind_if(ingests, config.otlp_http_addr, "OTLP HTTP").await?;
-    let zipkin_listener = bind_if(ingests, config.zipkin_addr, "Zipkin").await?;
-    let sampling_http_listener = bind_if(ingests, config.sampling_http_addr, "remote sampling HTTP").await?;
-    let sampling_grpc_listener = bind_if(ingests, config.sampling_grpc_addr, "remote sampling gRPC").await?;
-    let query_listener = bind_if(role.queries(), config.query_http_addr, "query HTTP").await?;
-    let query_grpc_listener = bind_if(role.queries(), config.query_grpc_addr, "query gRPC").await?;
+    let grpc_listener = bind_if(R::INGEST, config.otlp_grpc_addr, "OTLP gRPC").await?;
+    let http_listener = bind_if(R::INGEST, config.otlp_http_addr, "OTLP HTTP").await?;
+    let zipkin_listener = bind_if(R::INGEST, config.zipkin_addr, "Zipkin").await?;
+    let sampling_http_listener = bind_if(R::INGEST, config.sampling_http_addr, "remote sampling HTTP").await?;
+    let sampling_grpc_listener = bind_if(R::INGEST, config.sampling_grpc_addr, "remote sampling gRPC").await?;
+    let query_listener = bind_if(R::QUERY, config.query_http_addr, "query HTTP").await?;
+    let query_grpc_listener = bind_if(R::QUERY, config.query_grpc_addr, "query gRPC").await?;
     let admin_listener = bind(config.admin_addr, "admin").await?;
     let bound = BoundAddrs {
         otlp_grpc: local(&grpc_listener)?,
@@ -329,291 +304,106 @@ pub async fn run_server(
     );
     on_bound(bound);
 
-    let (stop_ingest_tx, stop_ingest) = watch::channel(false);
-    let (stop_rest_tx, stop_rest) = watch::channel(false);
-
     // Admin and query first: /healthz answers and /readyz says "not ready" while the log replays.
-    let mut rest_tasks: Vec<(&str, ServeTask)> = Vec::new();
-    // Queries read through the hot-trace cache; ingest writes to the store itself.
-    // (A collector, which serves no queries, gets none.)
-    let query_store: Arc<dyn TraceStore> = match config.query_cache_spans {
-        spans if spans > 0 && role.queries() => {
-            Arc::new(query::cache::CachedStore::new(store.clone(), spans, metrics.clone()))
+    let admin = admin::start(registry, ready.clone(), admin_listener);
+    let query = match (query_listener, query_grpc_listener) {
+        (Some(http), Some(grpc)) if R::QUERY => {
+            let query_config = QueryConfig {
+                timeout: config.query_timeout,
+                cache_spans: config.query_cache_spans,
+                auth_token_file: config.query_auth_token_file.clone(),
+            };
+            Some(skein_query::start(&query_config, store.clone(), query_metrics, http, grpc).map_err(Error::Serve)?)
         }
-        _ => store.clone(),
-    };
-    let query_tokens = match (&config.query_auth_token_file, role.queries()) {
-        (Some(path), true) => Some(
-            query::auth::TokenFile::open(path, metrics.clone())
-                .map_err(|e| Error::Serve(format!("--query-auth-token-file: {e}")))?,
-        ),
         _ => None,
     };
-    if let Some(query_listener) = query_listener {
-        let router = query::router(query_store.clone(), metrics.clone(), config.query_timeout, query_tokens.clone());
-        let query_srv =
-            axum::serve(nodelay(query_listener), router).with_graceful_shutdown(wait_for(stop_rest.clone()));
-        rest_tasks.push(("query HTTP", tokio::spawn(async move { query_srv.await })));
-    }
-    if let Some(listener) = query_grpc_listener {
-        let query_grpc = tonic::transport::Server::builder()
-            .add_service(
-                query::grpc::QueryGrpc::new(query_store.clone(), metrics.clone())
-                    .with_timeout(config.query_timeout)
-                    .server(query_tokens.clone()),
-            )
-            .serve_with_incoming_shutdown(
-                skein_proto::otlp_grpc::nodelay_incoming(listener),
-                wait_for(stop_rest.clone()),
-            );
-        rest_tasks.push(("query gRPC", tokio::spawn(async move { query_grpc.await.map_err(std::io::Error::other) })));
-    }
-    let admin_srv = axum::serve(admin_listener, admin_router(metrics.clone(), ready.clone()))
-        .with_graceful_shutdown(wait_for(stop_rest.clone()));
-    rest_tasks.push(("admin", tokio::spawn(async move { admin_srv.await })));
-
-    let mut ingest_tasks: Vec<(&str, ServeTask)> = Vec::new();
-    let mut pipeline = None;
-    let mut wal_handle: Option<Wal> = None;
-    if let (Some(grpc_listener), Some(http_listener), Some(zipkin_listener), Some(sh), Some(sg)) =
-        (grpc_listener, http_listener, zipkin_listener, sampling_http_listener, sampling_grpc_listener)
+    let mut ingest = None;
+    let mut sampling = None;
+    let mut reloads = Servers::default();
+    if let (true, Some(otlp_grpc), Some(otlp_http), Some(zipkin), Some(sampling_http), Some(sampling_grpc)) =
+        (R::INGEST, grpc_listener, http_listener, zipkin_listener, sampling_http_listener, sampling_grpc_listener)
     {
-        let (wal, records) = Wal::open(&config.wal_dir, config.wal_max_bytes, metrics.clone())
-            .map_err(|e| Error::Serve(format!("write-ahead log in {}: {e}", config.wal_dir.display())))?;
-        wal_handle = Some(wal.clone());
-        {
-            // Segments are deleted as soon as they are released, even when no request arrives to trigger it.
-            let wal = wal.clone();
-            let mut stop = stop_rest.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => wal.collect().await,
-                        _ = stop.changed() => return,
-                    }
-                }
-            });
-        }
         let strategies = Strategies::new(loaded.strategies.clone());
         let (tail_tx, tail_rx) = watch::channel(loaded.config.tail_sampling.clone());
         // Without a file the sender is dropped here and the assembler keeps its initial policies.
         if let Some(path) = &config.config_file {
-            let mut updates = crate::config::watch(path.clone(), loaded.clone(), config.config_reload, metrics.clone());
+            let mut updates =
+                skein_ingest::reload::watch(path.clone(), loaded.clone(), config.config_reload, ingest_metrics.clone());
             let strategies = strategies.clone();
-            tokio::spawn(async move {
-                while updates.changed().await.is_ok() {
+            let stopping = reloads.stopping();
+            reloads.spawn("configuration reload", async move {
+                tokio::pin!(stopping);
+                loop {
+                    tokio::select! {
+                        changed = updates.changed() => if changed.is_err() { return Ok(()) },
+                        _ = &mut stopping => return Ok(()),
+                    }
                     let l = updates.borrow_and_update().clone();
                     strategies.replace(l.strategies.clone());
                     if tail_tx.send(l.config.tail_sampling.clone()).is_err() {
-                        return;
+                        return Ok(());
                     }
                 }
             });
         }
-        let (span_tx, span_rx) = mpsc::channel(INGEST_QUEUE_REQUESTS);
-        let (chunk_tx, chunk_rx) = mpsc::channel(WRITE_QUEUE_CHUNKS);
-        let refs = wal.refs().clone();
-        let assembler = tokio::spawn(assembly::run(
-            config.assembly.clone(),
-            metrics.clone(),
-            Some(refs.clone()),
-            tail_rx,
-            span_rx,
-            chunk_tx,
-        ));
-        let writer =
-            tokio::spawn(writer::run(store.clone(), metrics.clone(), config.importance, Some(refs.clone()), chunk_rx));
-        pipeline = Some((assembler, writer));
-        replay(records, &config.limits, &refs, &metrics, &span_tx).await;
-
-        let ingest = Ingest::new(config.limits.clone(), metrics.clone(), span_tx)
-            .with_wal(wal)
-            .with_max_inflight_bytes(config.max_inflight_bytes);
-        let mut grpc_server = tonic::transport::Server::builder();
-        if let Some(tls) = otlp_tls {
-            grpc_server = grpc_server.tls_config(tls).map_err(|e| Error::Config(format!("OTLP gRPC TLS: {e}")))?;
-        }
-        let grpc = grpc_server.add_service(OtlpGrpc::new(ingest.clone()).server()).serve_with_incoming_shutdown(
-            skein_proto::otlp_grpc::nodelay_incoming(grpc_listener),
-            wait_for(stop_ingest.clone()),
+        let ingest_config = IngestConfig {
+            assembly: config.assembly.clone(),
+            limits: config.limits.clone(),
+            importance: config.importance,
+            wal_dir: config.wal_dir.clone(),
+            wal_max_bytes: config.wal_max_bytes,
+            max_inflight_bytes: config.max_inflight_bytes,
+        };
+        let listeners = Listeners { otlp_grpc, otlp_http, zipkin };
+        ingest = Some(
+            skein_ingest::pipeline::start(
+                &ingest_config,
+                listeners,
+                otlp_tls,
+                store.clone(),
+                ingest_metrics.clone(),
+                tail_rx,
+            )
+            .await
+            .map_err(Error::Serve)?,
         );
-        ingest_tasks.push(("OTLP gRPC", tokio::spawn(async move { grpc.await.map_err(std::io::Error::other) })));
-        let otlp_http = axum::serve(nodelay(http_listener), crate::ingest::http::router(ingest.clone()))
-            .with_graceful_shutdown(wait_for(stop_ingest.clone()));
-        ingest_tasks.push(("OTLP HTTP", tokio::spawn(async move { otlp_http.await })));
-        let zipkin = axum::serve(nodelay(zipkin_listener), crate::ingest::zipkin::router(ingest))
-            .with_graceful_shutdown(wait_for(stop_ingest.clone()));
-        ingest_tasks.push(("Zipkin", tokio::spawn(async move { zipkin.await })));
-        let sampling_http = axum::serve(sh, remote::http_router(strategies.clone(), metrics.clone()))
-            .with_graceful_shutdown(wait_for(stop_rest.clone()));
-        rest_tasks.push(("remote sampling HTTP", tokio::spawn(async move { sampling_http.await })));
-        let sampling_grpc = tonic::transport::Server::builder()
-            .add_service(SamplingGrpc::new(strategies, metrics.clone()).server())
-            .serve_with_incoming_shutdown(skein_proto::otlp_grpc::nodelay_incoming(sg), wait_for(stop_rest.clone()));
-        rest_tasks.push((
-            "remote sampling gRPC",
-            tokio::spawn(async move { sampling_grpc.await.map_err(std::io::Error::other) }),
-        ));
+        sampling = Some(remote::start(strategies, ingest_metrics.clone(), sampling_http, sampling_grpc));
     }
-    let retention = match (&embedded, role.ingests()) {
-        (Some(e), true) => {
-            embedded::export_storage_gauges(e, &metrics);
-            Some(tokio::spawn(embedded::run_retention(
-                e.clone(),
-                metrics.clone(),
-                RETENTION_INTERVAL,
-                stop_rest.clone(),
-            )))
-        }
-        _ => None,
-    };
+    let mut retention = Servers::default();
+    if let (Some(e), true) = (&embedded, R::INGEST) {
+        embedded::export_storage_gauges(e, &storage_metrics);
+        let (e, stopping) = (e.clone(), retention.stopping());
+        retention.spawn("retention", async move {
+            embedded::run_retention(e, storage_metrics, RETENTION_INTERVAL, stopping).await;
+            Ok(())
+        });
+    }
     ready.store(true, Ordering::Release);
     tracing::info!("ready");
 
     shutdown.await;
     tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: no longer accepting spans");
     ready.store(false, Ordering::Release);
-    let _ = stop_ingest_tx.send(true);
     let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
-    let mut results = Vec::new();
-    for (what, task) in ingest_tasks {
-        match tokio::time::timeout_at(deadline, task).await {
-            Ok(r) => results.push((what, r)),
-            Err(_) => tracing::warn!(what, "receiver did not stop before the shutdown timeout"),
-        }
-    }
-    let mut drained = true;
-    if let Some((assembler, writer)) = pipeline {
-        // Every Ingest handle is gone now, so the assembler decides every held trace and the writer finishes.
-        let drain = async {
-            let _ = assembler.await;
-            let _ = writer.await;
-        };
-        if tokio::time::timeout_at(deadline, drain).await.is_err() {
-            drained = false;
-            tracing::warn!(
-                "shutdown timeout reached before every trace was written; the write-ahead log keeps the rest for the next start"
-            );
-        } else {
-            tracing::info!("all held traces decided and written");
-            if let Some(wal) = &wal_handle {
-                wal.rotate_and_collect().await;
-            }
-        }
+    let _ = reloads.shutdown(SERVERS_STOP_TIMEOUT).await;
+    let mut outcome = Ok(true);
+    if let Some(ingest) = ingest {
+        outcome = ingest.shutdown(deadline).await;
     }
     if let Some(e) = &embedded
         && let Err(e) = e.flush().await
     {
         tracing::warn!(error = %e, "flushing memtables at shutdown failed; the journal will be replayed on start");
     }
-    let _ = stop_rest_tx.send(true);
-    for (what, task) in rest_tasks {
-        match tokio::time::timeout(std::time::Duration::from_secs(5), task).await {
-            Ok(r) => results.push((what, r)),
-            Err(_) => tracing::warn!(what, "server did not stop in time"),
-        }
+    let mut stopped = Vec::new();
+    for servers in [sampling, query, Some(admin)].into_iter().flatten() {
+        stopped.push(servers.shutdown(SERVERS_STOP_TIMEOUT).await);
     }
-    if let Some(r) = retention {
-        let _ = r.await;
+    let _ = retention.shutdown(SERVERS_STOP_TIMEOUT).await;
+    match outcome {
+        // Not everything was written: the write-ahead log keeps the rest, and the exit is still orderly.
+        Ok(false) => Ok(()),
+        Ok(true) => stopped.into_iter().collect::<std::result::Result<(), String>>().map_err(Error::Serve),
+        Err(e) => Err(Error::Serve(e)),
     }
-    if !drained {
-        return Ok(());
-    }
-    for (what, r) in results {
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Serve(format!("{what}: {e}"))),
-            Err(e) => return Err(Error::Serve(format!("{what} task: {e}"))),
-        }
-    }
-    Ok(())
-}
-
-/// Feeds the write-ahead log's records back into the pipeline (before the receivers open).
-async fn replay(
-    records: Vec<crate::wal::Record>,
-    limits: &Limits,
-    refs: &crate::wal::SegmentRefs,
-    metrics: &Metrics,
-    spans: &mpsc::Sender<Batch>,
-) {
-    use prost::Message as _;
-    if records.is_empty() {
-        return;
-    }
-    let n = records.len();
-    let started = std::time::Instant::now();
-    let mut replayed = 0u64;
-    for r in records {
-        let request = match skein_proto::otlp_collector_trace::ExportTraceServiceRequest::decode(r.payload.as_slice()) {
-            Ok(req) => req,
-            Err(e) => {
-                tracing::warn!(seq = r.seq, error = %e, "undecodable write-ahead-log record skipped");
-                metrics.wal_corrupt_records.inc();
-                refs.release(r.seq);
-                continue;
-            }
-        };
-        let converted = crate::ingest::convert(request.resource_spans, limits);
-        if converted.spans.is_empty() {
-            refs.release(r.seq);
-            continue;
-        }
-        replayed += converted.spans.len() as u64;
-        if spans.send(Batch { spans: converted.spans, wal_seq: Some(r.seq), replayed: true }).await.is_err() {
-            return;
-        }
-    }
-    metrics.wal_replayed_spans.inc_by(replayed);
-    tracing::info!(
-        records = n,
-        spans = replayed,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "write-ahead log replayed"
-    );
-}
-
-/// Completes on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the process");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Initialises logging to stderr: `RUST_LOG` filter (default `info`, storage engine at `warn`), text or JSON.
-pub fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lsm_tree=warn,fjall=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.with_ansi(false).init();
-    }
-}
-
-/// `listener` with `TCP_NODELAY` set on every accepted connection (small responses are not held by Nagle's
-/// algorithm for the peer's delayed ACK).
-fn nodelay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
-    axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    })
 }

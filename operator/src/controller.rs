@@ -27,7 +27,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use skein_collector::storage::scylla::SCHEMA_VERSION;
+use skein_storage::scylla::SCHEMA_VERSION;
 use tracing::{Instrument, field, info_span, instrument};
 
 use crate::crd::{ReclaimPolicy, SchemaStatus, TracingPipeline, TracingPipelineStatus};

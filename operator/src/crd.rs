@@ -32,9 +32,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use skein_agent::config::RedactionRule;
-use skein_collector::sampling::remote::SamplingStrategies;
-use skein_collector::sampling::tail::{GoDuration, TailSamplingConfig};
-use skein_collector::storage::scylla::Replication;
+use skein_config::GoDuration;
+use skein_config::scylla::Replication;
+use skein_config::strategies::SamplingStrategies;
+use skein_config::tail::TailSamplingConfig;
 
 /// The desired tracing backend. Every part has defaults, so `spec: {}` is a working single-pod pipeline on the
 /// embedded store.

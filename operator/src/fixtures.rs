@@ -223,7 +223,7 @@ impl SchemaManager for FakeSchema {
             .lock()
             .expect("lock")
             .push((target.schema.keyspace.clone(), credentials.map(|c| c.username.clone())));
-        Ok(skein_collector::storage::scylla::SCHEMA_VERSION)
+        Ok(skein_storage::scylla::SCHEMA_VERSION)
     }
 
     async fn drop_keyspace(&self, target: &ScyllaTarget, _: Option<&Credentials>) -> Result<(), SchemaError> {

@@ -19,8 +19,9 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use skein_collector::config::{CollectorConfig, ConfigError};
-use skein_collector::storage::scylla::{BUCKET_SECS, Replication, SchemaConfig, parse_consistency, validate_keyspace};
+use skein_config::scylla::{Consistency, Replication, validate_keyspace};
+use skein_config::{CollectorConfig, ConfigError};
+use skein_storage::scylla::{BUCKET_SECS, SchemaConfig};
 
 use crate::crd::{Endpoints, ReclaimPolicy, ScyllaStorage, TracingPipeline, TracingPipelineSpec};
 use crate::{Error, Result};
@@ -200,14 +201,14 @@ pub struct Desired {
 pub fn render_config(spec: &TracingPipelineSpec) -> Result<String, InvalidSpec> {
     let config =
         CollectorConfig { tail_sampling: spec.sampling.tail.clone(), sampling_strategies: spec.sampling.head.clone() };
-    let loaded = config.validate().map_err(|e| {
+    config.validate().map_err(|e| {
         let field = match e {
             ConfigError::Strategy(_) => "spec.sampling.head",
             _ => "spec.sampling.tail",
         };
         InvalidSpec::new("InvalidSamplingPolicy", field, e.to_string())
     })?;
-    serde_yaml::to_string(&loaded.config).map_err(|e| InvalidSpec::new("InvalidSpec", "spec.sampling", e.to_string()))
+    serde_yaml::to_string(&config).map_err(|e| InvalidSpec::new("InvalidSpec", "spec.sampling", e.to_string()))
 }
 
 /// What [`validate`] computed on the way: the rendered collector configuration and, with scylla storage, the
@@ -322,7 +323,7 @@ pub fn scylla_target(tp: &TracingPipeline, s: &ScyllaStorage) -> Result<ScyllaTa
         }
     }
     if let Some(c) = &s.consistency {
-        parse_consistency(c).map_err(|m| InvalidSpec::new("InvalidStorage", field("consistency"), m))?;
+        c.parse::<Consistency>().map_err(|m| InvalidSpec::new("InvalidStorage", field("consistency"), m))?;
     }
     let replication = s.replication.clone().unwrap_or(Replication::Simple { replication_factor: 1 });
     match &replication {

@@ -26,7 +26,7 @@ use kube::api::{Api, ListParams};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 use tokio::sync::watch;
 
-use skein_collector::server::shutdown_signal;
+use skein_runtime::shutdown_signal;
 
 use axum_server::tls_rustls::RustlsConfig;
 use futures::StreamExt;

@@ -1,5 +1,5 @@
 //! ScyllaDB keyspaces for pipelines: create or migrate through the collector's schema module
-//! (`skein_collector::storage::scylla::ensure_schema`), drop on deletion with `reclaimPolicy: Delete`.
+//! (`skein_storage::scylla::ensure_schema`), drop on deletion with `reclaimPolicy: Delete`.
 //!
 //! The controller talks to a [`SchemaManager`] so reconciler tests can stand in for a cluster; [`Scylla`] is the
 //! real one.
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use scylla::client::session_builder::SessionBuilder;
-use skein_collector::storage::scylla::{SCHEMA_VERSION, ensure_schema, validate_keyspace};
+use skein_storage::scylla::{SCHEMA_VERSION, ensure_schema, validate_keyspace};
 
 use crate::resources::ScyllaTarget;
 

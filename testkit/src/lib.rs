@@ -65,6 +65,35 @@ pub fn now_nanos() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// The OpenMetrics text of `registry`, as the admin endpoint serves it.
+///
+/// # Panics
+/// When a metric cannot be encoded (a bug in its label set).
+pub fn render(registry: &prometheus_client::registry::Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry).expect("metrics encode");
+    out
+}
+
+/// For a metrics struct `pub struct <name> { pub field: Type, … }` in `source` (its file's text), the number of
+/// fields and those never registered: a field is registered when the source passes `m.<field>.clone()` to the
+/// registry, as every `register` constructor does. A field counted in memory but never registered is invisible to
+/// Prometheus; this finds it.
+///
+/// # Panics
+/// When `source` has no such struct.
+pub fn unregistered_fields(source: &str, name: &str) -> (usize, Vec<String>) {
+    let start = source.find(&format!("pub struct {name} {{")).expect("metrics struct");
+    let end = start + source[start..].find("\n}").expect("end of struct");
+    let fields: Vec<&str> = source[start..end]
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub ")?.split_once(':').map(|(field, _)| field))
+        .collect();
+    let missing =
+        fields.iter().filter(|f| !source.contains(&format!("m.{f}.clone()"))).map(|f| f.to_string()).collect();
+    (fields.len(), missing)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! redb vs fjall on Skein's storage pattern, with real data.
 //!
 //! Workload: every trace of the Nezha CSVs (../shared/trace-data), encoded as Skein trace blocks with their index
-//! entries by `skein_collector::storage::prepare_chunk`, repeated `--copies` times with distinct trace IDs.
+//! entries by `skein_storage::prepare_chunk`, repeated `--copies` times with distinct trace IDs.
 //! Writes go in batches of 512 chunks per durable (fsync) transaction, as the writer does; then 2,000 random
 //! trace-by-ID prefix reads and a full index scan of the busiest service. Prints a table and writes JSON.
 
@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use redb::TableDefinition;
-use skein_collector::formats;
-use skein_collector::ingest::{Limits, convert};
-use skein_collector::model::{Span, TraceId};
-use skein_collector::storage::{PreparedChunk, prepare_chunk};
+use skein_datasets::formats;
+use skein_model::otlp::{Limits, convert};
+use skein_model::{Span, TraceId};
+use skein_storage::{PreparedChunk, prepare_chunk};
 
 const TRACES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("traces");
 const INDEX: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("trace_index");

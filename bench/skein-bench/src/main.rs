@@ -32,16 +32,16 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use prost::Message as _;
 use serde_json::json;
-use skein_collector::formats::{self, Format};
-use skein_collector::ingest::{Limits, convert, to_otlp};
-use skein_collector::model::{Span, TraceId};
-use skein_collector::storage::embedded::{EmbeddedConfig, EmbeddedStore};
-use skein_collector::storage::scylla::{Row, WriteCache, plan_rows};
-use skein_collector::storage::{Dictionaries, TraceStore, WriteBatch, prepare_chunk};
-use skein_collector::synthetic::Generator;
+use skein_datasets::formats::{self, Format};
+use skein_datasets::synthetic::Generator;
 use skein_e2e::{metric_in, percentile, rss_kib};
+use skein_model::otlp::{Limits, convert, to_otlp};
+use skein_model::{Span, TraceId};
 use skein_proto::otlp_collector_trace::ExportTraceServiceRequest;
 use skein_proto::otlp_trace::{ResourceSpans, ScopeSpans, TracesData};
+use skein_storage::embedded::{EmbeddedConfig, EmbeddedStore};
+use skein_storage::scylla::{Row, WriteCache, plan_rows};
+use skein_storage::{Dictionaries, TraceStore, WriteBatch, prepare_chunk};
 
 #[derive(Parser)]
 #[command(version, about = "Skein benchmarks (write reports; not tests)")]
@@ -324,7 +324,7 @@ async fn measure(name: &str, traces: Vec<Vec<Span>>, scylla_plan: bool) -> anyho
         let chunks = batch
             .iter()
             .map(|spans| {
-                let important = spans.iter().any(|s| s.status_code == skein_collector::model::StatusCode::ERROR);
+                let important = spans.iter().any(|s| s.status_code == skein_model::StatusCode::ERROR);
                 prepare_chunk(spans, &Default::default(), Some(&dicts), important)
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -521,7 +521,7 @@ async fn reads_by_id(
     query: &str,
     ids: &[TraceId],
     samples: usize,
-    rng: &mut skein_collector::synthetic::Rng,
+    rng: &mut skein_datasets::synthetic::Rng,
 ) -> anyhow::Result<Vec<f64>> {
     let mut ms = Vec::new();
     for _ in 0..if ids.is_empty() { 0 } else { samples } {
@@ -602,7 +602,7 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let ingest_secs = t0.elapsed().as_secs_f64();
-    let mut rng = skein_collector::synthetic::Rng::new(a.seed ^ 0x5eed);
+    let mut rng = skein_datasets::synthetic::Rng::new(a.seed ^ 0x5eed);
     let cache_before = cache_counts(&http, &a.admin).await?;
     let by_id = reads_by_id(&http, &a.query, &ids, a.by_id_samples, &mut rng).await?;
     let cache_after_cold = cache_counts(&http, &a.admin).await?;
@@ -654,7 +654,7 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
 /// `perfTestDataProvider.GenerateTraces`): every span its own trace, kind CLIENT, named `load-generator-span`,
 /// 1 ms long, with `load_generator.span_seq_num` and `load_generator.trace_seq_num` attributes, under one
 /// resource.
-fn testbed_batch(seq: &mut u64, spans: usize, rng: &mut skein_collector::synthetic::Rng) -> ExportTraceServiceRequest {
+fn testbed_batch(seq: &mut u64, spans: usize, rng: &mut skein_datasets::synthetic::Rng) -> ExportTraceServiceRequest {
     use skein_proto::otlp_common::{AnyValue, KeyValue, any_value};
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
@@ -740,7 +740,7 @@ impl Source {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        let mut rng = skein_collector::synthetic::Rng::new(0x1b5 ^ client.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng = skein_datasets::synthetic::Rng::new(0x1b5 ^ client.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut synthetic = Generator::new(42 + client, now, 2000);
         let mut pending: Vec<Span> = Vec::new();
         let mut seq = 0;

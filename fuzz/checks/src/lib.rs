@@ -11,12 +11,12 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use prost::Message;
-use skein_collector::codec::{self, SharedDict};
-use skein_collector::ingest::convert::{Limits, convert};
-use skein_collector::model::{SpanId, TraceId};
-use skein_collector::query::params;
+use skein_codec::SharedDict;
+use skein_model::otlp::{Limits, convert};
+use skein_model::{SpanId, TraceId};
 use skein_proto::otlp_collector_trace::ExportTraceServiceRequest;
 use skein_proto::otlp_trace as pt;
+use skein_query::params;
 
 /// Spans in a decoded request.
 fn span_count(resource_spans: &[pt::ResourceSpans]) -> u64 {
@@ -30,16 +30,16 @@ fn validate_and_store(resource_spans: Vec<pt::ResourceSpans>) {
     let converted = convert(resource_spans, &Limits::default());
     assert_eq!(converted.spans.len() as u64 + converted.rejected_count(), total, "spans unaccounted for");
     // A block holds one trace (the writer's unit), so round-trip each trace's spans.
-    let mut traces: std::collections::BTreeMap<TraceId, Vec<skein_collector::model::Span>> = Default::default();
+    let mut traces: std::collections::BTreeMap<TraceId, Vec<skein_model::Span>> = Default::default();
     for span in converted.spans {
         traces.entry(span.trace_id).or_default().push(span);
     }
     for spans in traces.values() {
-        let block = codec::encode(spans).expect("accepted spans encode");
-        assert_eq!(&codec::decode(&block).expect("own block decodes"), spans, "block round trip");
+        let block = skein_codec::encode(spans).expect("accepted spans encode");
+        assert_eq!(&skein_codec::decode(&block).expect("own block decodes"), spans, "block round trip");
         let mut dict = SharedDict::with_id(7);
-        let block = codec::encode_with_dict(spans, &mut dict).expect("accepted spans encode with a dictionary");
-        assert_eq!(&codec::decode_with(&block, &dict).expect("own v2 block decodes"), spans, "v2 round trip");
+        let block = skein_codec::encode_with_dict(spans, &mut dict).expect("accepted spans encode with a dictionary");
+        assert_eq!(&skein_codec::decode_with(&block, &dict).expect("own v2 block decodes"), spans, "v2 round trip");
     }
 }
 
@@ -99,9 +99,9 @@ pub fn otlp_json(data: &[u8]) -> bool {
 /// JSON, Elasticsearch documents, OTLP JSON files, Nezha CSV) that `skein-replay` runs on files.
 pub fn zipkin_json(data: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(data) else { return false };
-    let zipkin = skein_collector::formats::read_str(text, Some(skein_collector::formats::Format::Zipkin));
+    let zipkin = skein_datasets::formats::read_str(text, Some(skein_datasets::formats::Format::Zipkin));
     let accepted = zipkin.map(validate_and_store).is_ok();
-    if let Ok(resource_spans) = skein_collector::formats::read_str(text, None) {
+    if let Ok(resource_spans) = skein_datasets::formats::read_str(text, None) {
         validate_and_store(resource_spans);
     }
     accepted
@@ -110,26 +110,21 @@ pub fn zipkin_json(data: &[u8]) -> bool {
 /// Stored trace blocks (versions 1 and 2, with and without a shared dictionary) and dictionary entries: corrupt
 /// bytes decode to an error, never a panic, overflow or runaway allocation.
 pub fn decode_block(data: &[u8]) -> bool {
-    let plain = codec::decode(data).is_ok();
+    let plain = skein_codec::decode(data).is_ok();
     // The same bytes as stored dictionary entries (split at 0xff), which readers rebuild before decoding blocks.
-    let _ = codec::decode_dictionary(data.split(|&b| b == 0xff));
+    let _ = skein_codec::decode_dictionary(data.split(|&b| b == 0xff));
     // A dictionary with a few entries under the ID the block names, so version-2 string references resolve.
-    if let Ok(Some((id, _))) = codec::dictionary_of(data) {
+    if let Ok(Some((id, _))) = skein_codec::dictionary_of(data) {
         let mut dict = SharedDict::with_id(id);
-        let _ = codec::encode_with_dict(std::slice::from_ref(&dictionary_span()), &mut dict);
-        return codec::decode_with(data, &dict).is_ok();
+        let _ = skein_codec::encode_with_dict(std::slice::from_ref(&dictionary_span()), &mut dict);
+        return skein_codec::decode_with(data, &dict).is_ok();
     }
     plain
 }
 
 /// The span whose strings fill the shared dictionary [`decode_block`] decodes version-2 blocks with.
-fn dictionary_span() -> skein_collector::model::Span {
-    skein_collector::model::Span::minimal(
-        TraceId([1; 16]),
-        SpanId([1; 8]),
-        "op",
-        skein_collector::model::service_resource("svc"),
-    )
+fn dictionary_span() -> skein_model::Span {
+    skein_model::Span::minimal(TraceId([1; 16]), SpanId([1; 8]), "op", skein_model::service_resource("svc"))
 }
 
 /// Jaeger query parameters (`/api/traces?…`, `/api/dependencies?…`, api_v3 `query.*`) as the query service
@@ -153,7 +148,7 @@ pub fn jaeger_query(data: &[u8]) -> bool {
         accepted = true;
     }
     for (key, value) in &p {
-        let _ = params::parse_go_duration(value);
+        let _ = skein_config::parse_go_duration(value);
         let _ = params::json_tags(value);
         let _ = params::parse_rfc3339(key, value);
     }
@@ -279,18 +274,19 @@ pub const TARGETS: &[(&str, Check)] = &[
 /// v2 JSON, stored blocks, Jaeger searches, trace-context headers and admission reviews.
 pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     use skein_proto::otlp_http::{Format, encode};
-    let mut generator = skein_collector::synthetic::Generator::new(7, 1_700_000_000_000_000_000, 100);
+    let mut generator = skein_datasets::synthetic::Generator::new(7, 1_700_000_000_000_000_000, 100);
     let spans: Vec<_> = (0..3).flat_map(|_| generator.next_trace()).collect();
-    let request = ExportTraceServiceRequest { resource_spans: skein_collector::ingest::to_otlp(&spans) };
+    let request = ExportTraceServiceRequest { resource_spans: skein_model::otlp::to_otlp(&spans) };
     let protobuf = request.encode_to_vec();
     let json = encode(Format::Json, &request);
     let first: Vec<_> = spans.iter().filter(|s| s.trace_id == spans[0].trace_id).cloned().collect();
-    let mut out = vec![("otlp_protobuf", protobuf.clone()), ("decode_block", codec::encode(&first).expect("encode"))];
+    let mut out =
+        vec![("otlp_protobuf", protobuf.clone()), ("decode_block", skein_codec::encode(&first).expect("encode"))];
     // A version-2 block against the dictionary decode_block rebuilds: the same span encoded twice, so the second
     // block refers to the entries the first added.
     let mut dict = SharedDict::with_id(3);
-    let _ = codec::encode_with_dict(std::slice::from_ref(&dictionary_span()), &mut dict);
-    out.push(("decode_block", codec::encode_with_dict(&[dictionary_span()], &mut dict).expect("encode v2")));
+    let _ = skein_codec::encode_with_dict(std::slice::from_ref(&dictionary_span()), &mut dict);
+    out.push(("decode_block", skein_codec::encode_with_dict(&[dictionary_span()], &mut dict).expect("encode v2")));
     out.push(("otlp_json", [&[0u8][..], &json].concat()));
     out.push(("otlp_json", [&[0x10u8][..], &protobuf].concat()));
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -1,8 +1,8 @@
 //! `skein-operator`: reconciles `TracingPipeline` objects. See `skein_operator::run`.
 
 use clap::Parser;
-use skein_collector::server::init_logging;
 use skein_operator::run::{Args, run};
+use skein_runtime::init_logging;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

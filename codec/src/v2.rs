@@ -1,0 +1,966 @@
+//! Version 2 of the trace-block codec: shared dictionaries of strings, resources, scopes and span templates;
+//! parent deltas, delta-encoded starts, varint durations and one zstd frame over column-ordered data.
+//!
+//! ```text
+//! "SKTB" | version u8 = 2 | dict_id u64 LE | dict_len uvarint | trace_id [16] | base_start_nanos uvarint
+//!        | span_count uvarint | span_id [8] × span_count | mode u8 | body
+//! mode 0: body = len uvarint | bytes;   mode 1: body = raw_len uvarint | len uvarint | zstd(bytes)
+//! bytes: eight sections, each len uvarint | section bytes:
+//!   0 local table   1 parent   2 parent_raw   3 start delta (zig-zag vs the previous span, the first vs base)
+//!   4 duration (end − start, wrapping)   5 template ref   6 attribute values   7 rare fields
+//! local table: strings (count, (len, utf-8)…) | resources (count, def…) | scopes (count, def…) |
+//!              templates (count, def…)
+//! resource def: attrs, dropped, schema_url ref         scope def: name ref, version ref, attrs, dropped, schema_url ref
+//! template def: resource ref, scope ref, name ref, kind (zig-zag), key count, (key ref, default)…
+//!               default: 0 none | 1 value (the value spans of the template usually carry)
+//! ref:          uvarint r: r odd → entry (r >> 1) of shared dictionary `dict_id` (which must be of the expected
+//!               kind and below `dict_len`); r even → entry (r >> 1) of the block's local list of that kind
+//! parent:       0 none | 1 raw bytes in `parent_raw` | 2 + zigzag(i − k) = span k of this block
+//! attribute values: per span, a bit mask of ⌈keys/8⌉ bytes (bit i set: key i's value differs from the
+//!               template's default, or it has none), then those values in key order (value: tag u8 then
+//!               payload, as version 1, strings as refs)
+//! rare fields:  per span a presence byte, then the fields whose bit is set: 0x01 flags (when they differ from
+//!               the previous span's; the first span's are compared with 0), 0x02 trace_state ref,
+//!               0x04 status code (zig-zag), 0x08 status message ref, 0x10 dropped attrs/events/links,
+//!               0x20 events, 0x40 links, 0x80 warnings (count, ref…)
+//! shared dictionary entry: kind u8 (0 string, 1 resource, 2 scope, 3 template) | payload (the utf-8 string, or
+//!               the def above with only odd refs, each to an earlier entry)
+//! ```
+//!
+//! A span template is the tuple (resource, scope, operation, kind, attribute-key list) plus default values:
+//! spans that repeat it pay one small reference instead of their resource, keys, service and operation, and
+//! store only the attribute values that differ from the template's (a `rpc.method` or `server.port` rarely does). A [`SharedDict`] is an
+//! append-only table that one writer keeps per storage partition; resources (with every k8s, process and SDK
+//! attribute), scopes and templates enter it whole, so a block of a trace seen a thousand times before holds little
+//! more than IDs, timings and attribute values. `dict_len` is how many entries existed when the block was
+//! written, so a reader knows whether its cached copy is recent enough; `dict_id` 0 means a self-contained
+//! block. Span IDs are random, so they stay outside the zstd frame; everything else is grouped by column inside
+//! one frame (one frame per block: a frame costs about a dozen bytes, which a per-column layout paid 8 times).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+use super::{
+    CodecError, Dict, MAGIC, Reader, ZSTD_LEVEL, position_or_push, put_attrs, put_bytes, put_ivarint, put_uvarint,
+    put_value,
+};
+use skein_model::{KeyValue, Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId, Value};
+
+/// Version byte of this layout.
+pub const VERSION_2: u8 = 2;
+/// Most entries one [`SharedDict`] holds; later strings and structures stay local to their blocks.
+pub const MAX_SHARED_ENTRIES: usize = 1 << 16;
+/// Longest string a [`SharedDict`] takes, bytes.
+pub const MAX_SHARED_STRING_BYTES: usize = 256;
+/// Bound on the "seen once" candidates a [`SharedDict`] tracks for frequent values.
+const MAX_CANDIDATES: usize = 1 << 16;
+const SECTIONS: usize = 8;
+/// Bodies smaller than this are stored raw: a zstd frame costs about a dozen bytes.
+const MIN_COMPRESS_BYTES: usize = 32;
+
+const KIND_STRING: u8 = 0;
+const KIND_RESOURCE: u8 = 1;
+const KIND_SCOPE: u8 = 2;
+const KIND_TEMPLATE: u8 = 3;
+
+const RARE_FLAGS: u8 = 0x01;
+const RARE_TRACE_STATE: u8 = 0x02;
+const RARE_STATUS_CODE: u8 = 0x04;
+const RARE_STATUS_MESSAGE: u8 = 0x08;
+const RARE_DROPPED: u8 = 0x10;
+const RARE_EVENTS: u8 = 0x20;
+const RARE_LINKS: u8 = 0x40;
+const RARE_WARNINGS: u8 = 0x80;
+
+/// How a string is used, which decides whether it goes into the shared dictionary.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Services, operations, attribute keys, resource and scope values: shared at first sight.
+    Shared,
+    /// Span attribute values and status messages: shared once seen in an earlier block ("frequent values").
+    Frequent,
+    /// Free text (warnings, trace state): never shared.
+    Inline,
+}
+
+/// A span template: what spans of one kind of operation in one process have in common.
+#[derive(Debug, PartialEq)]
+pub struct Template {
+    /// The process.
+    pub resource: Arc<Resource>,
+    /// The instrumentation scope.
+    pub scope: Arc<Scope>,
+    /// Operation (span name).
+    pub name: String,
+    /// Span kind.
+    pub kind: SpanKind,
+    /// Attribute keys, in the spans' order.
+    pub keys: Vec<String>,
+    /// Per key, the value spans of this template usually carry (that of the span that created the template);
+    /// spans store only the values that differ.
+    pub defaults: Vec<Option<Value>>,
+}
+
+/// One decoded entry of a shared dictionary.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DictEntry {
+    /// A string: service, operation, attribute key or frequent value.
+    Str(Arc<str>),
+    /// A whole resource.
+    Resource(Arc<Resource>),
+    /// A whole instrumentation scope.
+    Scope(Arc<Scope>),
+    /// A span template.
+    Template(Arc<Template>),
+}
+
+/// A decoded shared dictionary, entries numbered from 0.
+pub type Dictionary = Arc<[DictEntry]>;
+
+/// A shared, append-only dictionary that many blocks of one storage partition reference by number instead of
+/// repeating: strings (services, operations, attribute keys, frequent values), whole resources, scopes and span
+/// templates.
+///
+/// Entries are numbered from 0 in insertion order and never change, so a block written when the dictionary had
+/// `n` entries decodes with any copy holding at least `n`. The writer must persist
+/// [`SharedDict::take_unpersisted`] no later than the blocks that reference them; readers rebuild the dictionary
+/// with [`decode_dictionary`].
+pub struct SharedDict {
+    id: u64,
+    /// Serialized entries (`kind u8 ‖ payload`), numbered from 0.
+    raw: Vec<Arc<[u8]>>,
+    strings: HashMap<Arc<str>, u32>,
+    structures: HashMap<Arc<[u8]>, u32>,
+    /// Template shape (resource, scope, name, kind, keys refs) → template entry and its encoded default values.
+    shapes: HashMap<Vec<u8>, (u32, Defaults)>,
+    persisted: usize,
+    candidates: HashSet<Box<str>>,
+}
+
+impl SharedDict {
+    /// An empty dictionary with a random non-zero ID (IDs name dictionaries across writers and restarts).
+    pub fn new() -> Self {
+        let mut id = 0;
+        while id == 0 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+            );
+            id = h.finish();
+        }
+        Self::with_id(id)
+    }
+
+    /// An empty dictionary with a given ID (tests, tools).
+    pub fn with_id(id: u64) -> Self {
+        Self {
+            id,
+            raw: Vec::new(),
+            strings: HashMap::new(),
+            structures: HashMap::new(),
+            shapes: HashMap::new(),
+            persisted: 0,
+            candidates: HashSet::new(),
+        }
+    }
+
+    /// The dictionary's ID, as recorded in its blocks.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// True when the dictionary has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// The string entries, in entry order.
+    pub fn strings(&self) -> impl Iterator<Item = &str> {
+        self.raw.iter().filter(|e| e.first() == Some(&KIND_STRING)).filter_map(|e| std::str::from_utf8(&e[1..]).ok())
+    }
+
+    /// All serialized entries (`kind u8 ‖ payload`), numbered from 0.
+    pub fn raw_entries(&self) -> &[Arc<[u8]>] {
+        &self.raw
+    }
+
+    /// Serialized entries added since the last call: `(first_entry_number, entries)`. The caller persists them
+    /// with (or before) the blocks encoded since.
+    pub fn take_unpersisted(&mut self) -> (u32, Vec<Arc<[u8]>>) {
+        let first = self.persisted;
+        self.persisted = self.raw.len();
+        (first as u32, self.raw[first..].to_vec())
+    }
+
+    fn push(&mut self, raw: Arc<[u8]>) -> u32 {
+        self.raw.push(raw);
+        (self.raw.len() - 1) as u32
+    }
+
+    fn string(&mut self, s: &str, class: Class) -> Option<u32> {
+        if let Some(&i) = self.strings.get(s) {
+            return Some(i);
+        }
+        if class == Class::Inline || s.len() > MAX_SHARED_STRING_BYTES || self.raw.len() >= MAX_SHARED_ENTRIES {
+            return None;
+        }
+        if class == Class::Frequent && !self.candidates.remove(s) {
+            if self.candidates.len() >= MAX_CANDIDATES {
+                self.candidates.clear();
+            }
+            self.candidates.insert(s.into());
+            return None;
+        }
+        let mut raw = Vec::with_capacity(s.len() + 1);
+        raw.push(KIND_STRING);
+        raw.extend_from_slice(s.as_bytes());
+        let i = self.push(raw.into());
+        self.strings.insert(s.into(), i);
+        Some(i)
+    }
+
+    fn structure(&mut self, kind: u8, payload: &[u8]) -> Option<u32> {
+        let mut key = Vec::with_capacity(payload.len() + 1);
+        key.push(kind);
+        key.extend_from_slice(payload);
+        if let Some(&i) = self.structures.get(key.as_slice()) {
+            return Some(i);
+        }
+        if self.raw.len() >= MAX_SHARED_ENTRIES {
+            return None;
+        }
+        let key: Arc<[u8]> = key.into();
+        let i = self.push(key.clone());
+        self.structures.insert(key, i);
+        Some(i)
+    }
+}
+
+impl Default for SharedDict {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Rebuilds a shared dictionary from its serialized entries, in entry order (as stored by the writer).
+///
+/// # Errors
+/// [`CodecError::Corrupt`] for a malformed entry or one that references a later entry.
+pub fn decode_dictionary<'a>(raw: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<DictEntry>, CodecError> {
+    let mut out: Vec<DictEntry> = Vec::new();
+    for entry in raw {
+        let (&kind, payload) = entry.split_first().ok_or(CodecError::Corrupt("empty dictionary entry"))?;
+        let local = Local::default();
+        let refs = Refs { local: &local, shared: &out };
+        let mut r = Reader { buf: payload, pos: 0 };
+        let decoded = match kind {
+            KIND_STRING => DictEntry::Str(
+                std::str::from_utf8(payload).map_err(|_| CodecError::Corrupt("dictionary entry is not utf-8"))?.into(),
+            ),
+            KIND_RESOURCE => DictEntry::Resource(Arc::new(refs.resource_def(&mut r)?)),
+            KIND_SCOPE => DictEntry::Scope(Arc::new(refs.scope_def(&mut r)?)),
+            KIND_TEMPLATE => DictEntry::Template(Arc::new(refs.template_def(&mut r)?)),
+            _ => return Err(CodecError::Corrupt("unknown dictionary entry kind")),
+        };
+        if kind != KIND_STRING && r.pos != payload.len() {
+            return Err(CodecError::Corrupt("trailing bytes in a dictionary entry"));
+        }
+        out.push(decoded);
+    }
+    Ok(out)
+}
+
+/// Where a reader finds shared dictionaries.
+pub trait DictLookup {
+    /// The entries of dictionary `dict_id`, at least `min_len` of them.
+    ///
+    /// # Errors
+    /// [`CodecError::MissingDictionary`] when the dictionary (or enough of it) is not available.
+    fn dictionary(&self, dict_id: u64, min_len: usize) -> Result<Dictionary, CodecError>;
+}
+
+/// A [`DictLookup`] that has no dictionaries (blocks encoded without one decode with it).
+pub struct NoDict;
+
+impl DictLookup for NoDict {
+    fn dictionary(&self, dict_id: u64, _min_len: usize) -> Result<Dictionary, CodecError> {
+        Err(CodecError::MissingDictionary(dict_id))
+    }
+}
+
+impl DictLookup for SharedDict {
+    fn dictionary(&self, dict_id: u64, min_len: usize) -> Result<Dictionary, CodecError> {
+        if dict_id != self.id || self.raw.len() < min_len {
+            return Err(CodecError::MissingDictionary(dict_id));
+        }
+        Ok(decode_dictionary(self.raw.iter().map(|e| &e[..]))?.into())
+    }
+}
+
+/// Encoded default values of a template's keys (`None`: no default, the value is always stored).
+type Defaults = Arc<Vec<Option<Vec<u8>>>>;
+
+#[derive(PartialEq, Eq, Hash)]
+struct TemplateKey {
+    resource: u64,
+    scope: u64,
+    name: u64,
+    kind: i32,
+    keys: Vec<u64>,
+}
+
+/// Local definitions of one kind: count and encoded defs.
+#[derive(Default)]
+struct Defs {
+    count: u64,
+    buf: Vec<u8>,
+}
+
+struct Enc<'d> {
+    dict: Option<&'d mut SharedDict>,
+    strings: Defs,
+    refs: HashMap<String, u64>,
+    /// Set when a local string ref was written since the last reset (a structure using one cannot be shared).
+    used_local: bool,
+}
+
+impl Enc<'_> {
+    fn string(&mut self, s: &str, class: Class) -> u64 {
+        if let Some(&r) = self.refs.get(s) {
+            self.used_local |= r & 1 == 0;
+            return r;
+        }
+        let r = match self.dict.as_deref_mut().and_then(|d| d.string(s, class)) {
+            Some(id) => (u64::from(id) << 1) | 1,
+            None => {
+                put_bytes(&mut self.strings.buf, s.as_bytes());
+                self.strings.count += 1;
+                self.used_local = true;
+                (self.strings.count - 1) << 1
+            }
+        };
+        self.refs.insert(s.to_owned(), r);
+        r
+    }
+
+    fn put_string(&mut self, buf: &mut Vec<u8>, s: &str, class: Class) {
+        let r = self.string(s, class);
+        put_uvarint(buf, r);
+    }
+
+    fn attrs(&mut self, buf: &mut Vec<u8>, attrs: &[KeyValue], values: Class) {
+        put_attrs(buf, attrs, &mut |b, s, key| self.put_string(b, s, if key { Class::Shared } else { values }));
+    }
+
+    fn value(&mut self, buf: &mut Vec<u8>, v: &Value, class: Class) {
+        put_value(buf, v, &mut |b, s, key| self.put_string(b, s, if key { Class::Shared } else { class }));
+    }
+
+    /// Shares a structure whose payload references only shared entries, else defines it locally; returns its ref.
+    fn define(&mut self, kind: u8, payload: &[u8], shareable: bool, local: &mut Defs) -> u64 {
+        if shareable && let Some(id) = self.dict.as_deref_mut().and_then(|d| d.structure(kind, payload)) {
+            return (u64::from(id) << 1) | 1;
+        }
+        local.buf.extend_from_slice(payload);
+        local.count += 1;
+        (local.count - 1) << 1
+    }
+
+    fn resource(&mut self, r: &Resource, local: &mut Defs) -> u64 {
+        self.used_local = false;
+        let mut p = Vec::new();
+        self.attrs(&mut p, &r.attributes, Class::Shared);
+        put_uvarint(&mut p, r.dropped_attributes_count.into());
+        self.put_string(&mut p, &r.schema_url, Class::Shared);
+        let shareable = !self.used_local;
+        self.define(KIND_RESOURCE, &p, shareable, local)
+    }
+
+    fn scope(&mut self, s: &Scope, local: &mut Defs) -> u64 {
+        self.used_local = false;
+        let mut p = Vec::new();
+        self.put_string(&mut p, &s.name, Class::Shared);
+        self.put_string(&mut p, &s.version, Class::Shared);
+        self.attrs(&mut p, &s.attributes, Class::Shared);
+        put_uvarint(&mut p, s.dropped_attributes_count.into());
+        self.put_string(&mut p, &s.schema_url, Class::Shared);
+        let shareable = !self.used_local;
+        self.define(KIND_SCOPE, &p, shareable, local)
+    }
+
+    /// The template of spans of shape `k`: an existing shared one, else a new one whose default values are those of
+    /// `attrs` (the span at hand), shared when everything it references is.
+    fn template(&mut self, k: &TemplateKey, attrs: &[KeyValue], local: &mut Defs) -> (u64, Defaults) {
+        let mut head = Vec::new();
+        put_uvarint(&mut head, k.resource);
+        put_uvarint(&mut head, k.scope);
+        put_uvarint(&mut head, k.name);
+        put_ivarint(&mut head, k.kind.into());
+        let shareable = [k.resource, k.scope, k.name].iter().chain(&k.keys).all(|r| r & 1 == 1);
+        let mut shape = head.clone();
+        for &key in &k.keys {
+            put_uvarint(&mut shape, key);
+        }
+        if shareable && let Some((id, defaults)) = self.dict.as_deref().and_then(|d| d.shapes.get(&shape)) {
+            return ((u64::from(*id) << 1) | 1, defaults.clone());
+        }
+        // Defaults reference shared entries only, so that the template can be shared; values are shared at first
+        // sight here (one per template key, so bounded by the number of templates).
+        let mut defaults = Vec::with_capacity(attrs.len());
+        let mut p = head;
+        put_uvarint(&mut p, k.keys.len() as u64);
+        for (kv, &key) in attrs.iter().zip(&k.keys) {
+            put_uvarint(&mut p, key);
+            self.used_local = false;
+            let mut v = Vec::new();
+            self.value(&mut v, &kv.value, Class::Shared);
+            if self.used_local || self.dict.is_none() {
+                p.push(0);
+                defaults.push(None);
+            } else {
+                p.push(1);
+                p.extend_from_slice(&v);
+                defaults.push(Some(v));
+            }
+        }
+        let defaults = Arc::new(defaults);
+        let r = self.define(KIND_TEMPLATE, &p, shareable, local);
+        if r & 1 == 1
+            && let Some(d) = self.dict.as_deref_mut()
+        {
+            d.shapes.insert(shape, ((r >> 1) as u32, defaults.clone()));
+        }
+        (r, defaults)
+    }
+}
+
+/// Encodes one trace's spans as a version 2 block, taking shared entries from (and adding them to) `dict`.
+///
+/// # Errors
+/// [`CodecError::NotOneTrace`] when `spans` is empty or mixes trace IDs; [`CodecError::Zstd`] if compression fails.
+pub fn encode(spans: &[Span], dict: Option<&mut SharedDict>) -> Result<Vec<u8>, CodecError> {
+    let first = spans.first().ok_or_else(|| CodecError::NotOneTrace("no spans".into()))?;
+    let trace_id = first.trace_id;
+    if let Some(other) = spans.iter().find(|s| s.trace_id != trace_id) {
+        return Err(CodecError::NotOneTrace(format!("{} and {}", trace_id, other.trace_id)));
+    }
+    let dict_id = dict.as_ref().map_or(0, |d| d.id);
+    let mut enc = Enc { dict, strings: Defs::default(), refs: HashMap::new(), used_local: false };
+    let base = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
+
+    // Resources and scopes, deduplicated by pointer first, then by value; each shared whole when it can be.
+    let (mut resources, mut scopes): (Vec<Arc<Resource>>, Vec<Arc<Scope>>) = (Vec::new(), Vec::new());
+    let (mut resource_defs, mut scope_defs, mut template_defs) = (Defs::default(), Defs::default(), Defs::default());
+    let (mut resource_refs, mut scope_refs) = (Vec::new(), Vec::new());
+    let mut res_idx = Vec::with_capacity(spans.len());
+    let mut scope_idx = Vec::with_capacity(spans.len());
+    for s in spans {
+        let i = position_or_push(&mut resources, &s.resource);
+        if i == resource_refs.len() {
+            resource_refs.push(enc.resource(&s.resource, &mut resource_defs));
+        }
+        res_idx.push(resource_refs[i]);
+        let i = position_or_push(&mut scopes, &s.scope);
+        if i == scope_refs.len() {
+            scope_refs.push(enc.scope(&s.scope, &mut scope_defs));
+        }
+        scope_idx.push(scope_refs[i]);
+    }
+
+    let mut index_of: HashMap<SpanId, usize> = HashMap::with_capacity(spans.len());
+    for (i, s) in spans.iter().enumerate() {
+        index_of.entry(s.span_id).or_insert(i);
+    }
+    let mut templates: HashMap<TemplateKey, (u64, Defaults)> = HashMap::new();
+    let mut scratch = Vec::new();
+    let mut prev_flags = 0;
+    let mut cols: [Vec<u8>; SECTIONS] = Default::default();
+    let mut prev_start = base;
+    for (i, s) in spans.iter().enumerate() {
+        match s.parent_span_id.as_slice() {
+            [] => put_uvarint(&mut cols[1], 0),
+            raw => match raw.try_into().ok().and_then(|id: [u8; 8]| index_of.get(&SpanId(id))) {
+                Some(&k) => put_uvarint(&mut cols[1], 2 + zigzag(i as i64 - k as i64)),
+                None => {
+                    put_uvarint(&mut cols[1], 1);
+                    put_bytes(&mut cols[2], raw);
+                }
+            },
+        }
+        put_ivarint(&mut cols[3], s.start_unix_nanos.wrapping_sub(prev_start) as i64);
+        prev_start = s.start_unix_nanos;
+        put_uvarint(&mut cols[4], s.end_unix_nanos.wrapping_sub(s.start_unix_nanos));
+        let key = TemplateKey {
+            resource: res_idx[i],
+            scope: scope_idx[i],
+            name: enc.string(&s.name, Class::Shared),
+            kind: s.kind.0,
+            keys: s.attributes.iter().map(|kv| enc.string(&kv.key, Class::Shared)).collect(),
+        };
+        let (t, defaults) = match templates.get(&key) {
+            Some(t) => t.clone(),
+            None => {
+                let t = enc.template(&key, &s.attributes, &mut template_defs);
+                templates.insert(key, t.clone());
+                t
+            }
+        };
+        put_uvarint(&mut cols[5], t);
+        // Values: a bit mask of those that differ from the template's defaults, then those values.
+        let mask_at = cols[6].len();
+        cols[6].resize(mask_at + s.attributes.len().div_ceil(8), 0);
+        for (i, kv) in s.attributes.iter().enumerate() {
+            scratch.clear();
+            enc.value(&mut scratch, &kv.value, Class::Frequent);
+            if defaults.get(i).and_then(Option::as_ref) != Some(&scratch) {
+                cols[6][mask_at + i / 8] |= 1 << (i % 8);
+                cols[6].extend_from_slice(&scratch);
+            }
+        }
+        rare(&mut enc, &mut cols[7], s, prev_flags);
+        prev_flags = s.flags;
+    }
+    let table = &mut cols[0];
+    for defs in [&enc.strings, &resource_defs, &scope_defs, &template_defs] {
+        put_uvarint(table, defs.count);
+        table.extend_from_slice(&defs.buf);
+    }
+
+    let mut body = Vec::with_capacity(cols.iter().map(|c| c.len() + 2).sum());
+    for col in &cols {
+        put_bytes(&mut body, col);
+    }
+    let dict_len = enc.dict.as_ref().map_or(0, |d| d.raw.len());
+    let mut out = Vec::with_capacity(48 + spans.len() * 8 + body.len() / 2);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION_2);
+    out.extend_from_slice(&dict_id.to_le_bytes());
+    put_uvarint(&mut out, dict_len as u64);
+    out.extend_from_slice(&trace_id.0);
+    put_uvarint(&mut out, base);
+    put_uvarint(&mut out, spans.len() as u64);
+    for s in spans {
+        out.extend_from_slice(&s.span_id.0);
+    }
+    if body.len() >= MIN_COMPRESS_BYTES {
+        let z = compress(&body)?;
+        if z.len() + 2 < body.len() {
+            out.push(1);
+            put_uvarint(&mut out, body.len() as u64);
+            put_bytes(&mut out, &z);
+            return Ok(out);
+        }
+    }
+    out.push(0);
+    put_bytes(&mut out, &body);
+    Ok(out)
+}
+
+/// Appends a span's rare fields: a presence byte, then the fields that differ from their defaults.
+fn rare(enc: &mut Enc<'_>, buf: &mut Vec<u8>, s: &Span, prev_flags: u32) {
+    let dropped = s.dropped_attributes_count != 0 || s.dropped_events_count != 0 || s.dropped_links_count != 0;
+    let bits = [
+        (s.flags != prev_flags, RARE_FLAGS),
+        (!s.trace_state.is_empty(), RARE_TRACE_STATE),
+        (s.status_code.0 != 0, RARE_STATUS_CODE),
+        (!s.status_message.is_empty(), RARE_STATUS_MESSAGE),
+        (dropped, RARE_DROPPED),
+        (!s.events.is_empty(), RARE_EVENTS),
+        (!s.links.is_empty(), RARE_LINKS),
+        (!s.warnings.is_empty(), RARE_WARNINGS),
+    ];
+    let presence = bits.iter().filter(|(on, _)| *on).fold(0, |acc, (_, bit)| acc | bit);
+    buf.push(presence);
+    if presence & RARE_FLAGS != 0 {
+        put_uvarint(buf, s.flags.into());
+    }
+    if presence & RARE_TRACE_STATE != 0 {
+        enc.put_string(buf, &s.trace_state, Class::Inline);
+    }
+    if presence & RARE_STATUS_CODE != 0 {
+        put_ivarint(buf, s.status_code.0.into());
+    }
+    if presence & RARE_STATUS_MESSAGE != 0 {
+        enc.put_string(buf, &s.status_message, Class::Frequent);
+    }
+    if presence & RARE_DROPPED != 0 {
+        put_uvarint(buf, s.dropped_attributes_count.into());
+        put_uvarint(buf, s.dropped_events_count.into());
+        put_uvarint(buf, s.dropped_links_count.into());
+    }
+    if presence & RARE_EVENTS != 0 {
+        put_uvarint(buf, s.events.len() as u64);
+        for e in &s.events {
+            put_ivarint(buf, e.time_unix_nanos.wrapping_sub(s.start_unix_nanos) as i64);
+            enc.put_string(buf, &e.name, Class::Shared);
+            enc.attrs(buf, &e.attributes, Class::Frequent);
+            put_uvarint(buf, e.dropped_attributes_count.into());
+        }
+    }
+    if presence & RARE_LINKS != 0 {
+        put_uvarint(buf, s.links.len() as u64);
+        for l in &s.links {
+            put_bytes(buf, &l.trace_id);
+            put_bytes(buf, &l.span_id);
+            enc.put_string(buf, &l.trace_state, Class::Inline);
+            enc.attrs(buf, &l.attributes, Class::Frequent);
+            put_uvarint(buf, l.dropped_attributes_count.into());
+            put_uvarint(buf, l.flags.into());
+        }
+    }
+    if presence & RARE_WARNINGS != 0 {
+        put_uvarint(buf, s.warnings.len() as u64);
+        for w in &s.warnings {
+            enc.put_string(buf, w, Class::Inline);
+        }
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+thread_local! {
+    /// One zstd context per thread: creating one per block costs more than compressing a small block.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn compress(raw: &[u8]) -> Result<Vec<u8>, CodecError> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+        }
+        match c.as_mut() {
+            Some(c) => Ok(c.compress(raw)?),
+            None => Ok(zstd::bulk::compress(raw, ZSTD_LEVEL)?),
+        }
+    })
+}
+
+fn decompress(z: &[u8], raw_len: usize) -> Result<Vec<u8>, CodecError> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match d.as_mut() {
+            Some(d) => Ok(d.decompress(z, raw_len)?),
+            None => Ok(zstd::bulk::decompress(z, raw_len)?),
+        }
+    })
+}
+
+/// The dictionary a block needs: `(dict_id, dict_len)`, or `None` when it needs none (version 1 blocks and
+/// self-contained version 2 blocks).
+///
+/// # Errors
+/// [`CodecError::BadMagic`] for foreign data, [`CodecError::Corrupt`] when the header is truncated.
+pub fn dictionary_of(block: &[u8]) -> Result<Option<(u64, usize)>, CodecError> {
+    if block.len() < 5 || &block[..4] != MAGIC {
+        return Err(CodecError::BadMagic);
+    }
+    if block[4] != VERSION_2 {
+        return Ok(None);
+    }
+    let mut r = Reader { buf: block, pos: 5 };
+    let dict_id = u64::from_le_bytes(r.array::<8>()?);
+    let dict_len = usize::try_from(r.uvarint()?).map_err(|_| CodecError::Corrupt("dictionary length"))?;
+    Ok((dict_id != 0 && dict_len > 0).then_some((dict_id, dict_len)))
+}
+
+/// A block's local definitions.
+#[derive(Default)]
+struct Local {
+    resources: Vec<Arc<Resource>>,
+    scopes: Vec<Arc<Scope>>,
+    templates: Vec<Arc<Template>>,
+}
+
+/// Resolves refs against a block's local definitions and a shared dictionary.
+struct Refs<'a> {
+    local: &'a Local,
+    shared: &'a [DictEntry],
+}
+
+impl Refs<'_> {
+    fn shared(&self, r: u64) -> Result<&DictEntry, CodecError> {
+        usize::try_from(r >> 1)
+            .ok()
+            .and_then(|i| self.shared.get(i))
+            .ok_or(CodecError::Corrupt("dictionary reference out of range"))
+    }
+
+    fn local<T>(list: &[Arc<T>], r: u64) -> Result<Arc<T>, CodecError> {
+        usize::try_from(r >> 1)
+            .ok()
+            .and_then(|i| list.get(i))
+            .cloned()
+            .ok_or(CodecError::Corrupt("local reference out of range"))
+    }
+
+    fn dict(&self) -> Dict<'_> {
+        Dict { strings: Vec::new(), shared: Some(self.shared) }
+    }
+
+    /// Resolves a ref of one kind: even → `local[r >> 1]`, odd → the shared entry, which `pick` must accept.
+    fn entry<T>(
+        &self,
+        r: &mut Reader<'_>,
+        local: &[Arc<T>],
+        pick: fn(&DictEntry) -> Option<&Arc<T>>,
+        not_kind: &'static str,
+    ) -> Result<Arc<T>, CodecError> {
+        let v = r.uvarint()?;
+        if v & 1 == 0 {
+            return Self::local(local, v);
+        }
+        pick(self.shared(v)?).cloned().ok_or(CodecError::Corrupt(not_kind))
+    }
+
+    fn resource(&self, r: &mut Reader<'_>) -> Result<Arc<Resource>, CodecError> {
+        self.entry(
+            r,
+            &self.local.resources,
+            |e| if let DictEntry::Resource(x) = e { Some(x) } else { None },
+            "dictionary entry is not a resource",
+        )
+    }
+
+    fn scope(&self, r: &mut Reader<'_>) -> Result<Arc<Scope>, CodecError> {
+        self.entry(
+            r,
+            &self.local.scopes,
+            |e| if let DictEntry::Scope(x) = e { Some(x) } else { None },
+            "dictionary entry is not a scope",
+        )
+    }
+
+    fn template(&self, r: &mut Reader<'_>) -> Result<Arc<Template>, CodecError> {
+        self.entry(
+            r,
+            &self.local.templates,
+            |e| if let DictEntry::Template(x) = e { Some(x) } else { None },
+            "dictionary entry is not a template",
+        )
+    }
+
+    fn resource_def(&self, r: &mut Reader<'_>) -> Result<Resource, CodecError> {
+        self.resource_def_with(&self.dict(), r)
+    }
+
+    fn resource_def_with(&self, d: &Dict<'_>, r: &mut Reader<'_>) -> Result<Resource, CodecError> {
+        let attributes = d.attrs(r)?;
+        let dropped_attributes_count = r.u32()?;
+        let schema_url = d.string(r)?;
+        Ok(Resource { attributes, dropped_attributes_count, schema_url })
+    }
+
+    fn scope_def(&self, r: &mut Reader<'_>) -> Result<Scope, CodecError> {
+        self.scope_def_with(&self.dict(), r)
+    }
+
+    fn scope_def_with(&self, d: &Dict<'_>, r: &mut Reader<'_>) -> Result<Scope, CodecError> {
+        let name = d.string(r)?;
+        let version = d.string(r)?;
+        let attributes = d.attrs(r)?;
+        let dropped_attributes_count = r.u32()?;
+        let schema_url = d.string(r)?;
+        Ok(Scope { name, version, attributes, dropped_attributes_count, schema_url })
+    }
+
+    fn template_def(&self, r: &mut Reader<'_>) -> Result<Template, CodecError> {
+        self.template_def_with(&self.dict(), r)
+    }
+
+    fn template_def_with(&self, d: &Dict<'_>, r: &mut Reader<'_>) -> Result<Template, CodecError> {
+        let resource = self.resource(r)?;
+        let scope = self.scope(r)?;
+        let name = d.string(r)?;
+        let kind = SpanKind(r.i32()?);
+        let n_keys = r.count()?;
+        let mut keys = Vec::with_capacity(n_keys);
+        let mut defaults = Vec::with_capacity(n_keys);
+        for _ in 0..n_keys {
+            keys.push(d.string(r)?);
+            defaults.push(match r.u8()? {
+                0 => None,
+                1 => Some(d.value(r, 0)?),
+                _ => return Err(CodecError::Corrupt("unknown template default marker")),
+            });
+        }
+        Ok(Template { resource, scope, name, kind, keys, defaults })
+    }
+}
+
+/// Decodes a version 2 block (the caller checked magic and version).
+pub(super) fn decode(block: &[u8], dicts: &dyn DictLookup, max_body_bytes: usize) -> Result<Vec<Span>, CodecError> {
+    let mut r = Reader { buf: block, pos: 5 };
+    let dict_id = u64::from_le_bytes(r.array::<8>()?);
+    let dict_len = usize::try_from(r.uvarint()?).map_err(|_| CodecError::Corrupt("dictionary length"))?;
+    let dictionary: Option<Dictionary> =
+        if dict_id != 0 && dict_len > 0 { Some(dicts.dictionary(dict_id, dict_len)?) } else { None };
+    let shared: &[DictEntry] = match &dictionary {
+        Some(d) => d.get(..dict_len).ok_or(CodecError::MissingDictionary(dict_id))?,
+        None => &[],
+    };
+    let trace_id = TraceId(r.array::<16>()?);
+    let base = r.uvarint()?;
+    let n = r.count_any()?;
+    if n.checked_mul(8).is_none_or(|b| b > r.buf.len().saturating_sub(r.pos)) {
+        return Err(CodecError::Corrupt("span count larger than the span-ID column"));
+    }
+    let mut span_ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        span_ids.push(SpanId(r.array::<8>()?));
+    }
+    let body: std::borrow::Cow<'_, [u8]> = match r.u8()? {
+        0 => std::borrow::Cow::Borrowed(r.bytes()?),
+        1 => {
+            let raw_len = usize::try_from(r.uvarint()?).map_err(|_| CodecError::Corrupt("body length"))?;
+            if raw_len > max_body_bytes {
+                return Err(CodecError::Corrupt("body larger than the limit"));
+            }
+            let raw = decompress(r.bytes()?, raw_len)?;
+            if raw.len() != raw_len {
+                return Err(CodecError::Corrupt("body length mismatch"));
+            }
+            std::borrow::Cow::Owned(raw)
+        }
+        _ => return Err(CodecError::Corrupt("unknown body mode")),
+    };
+    let mut b = Reader { buf: &body, pos: 0 };
+    let mut cols: Vec<Reader<'_>> = Vec::with_capacity(SECTIONS);
+    for _ in 0..SECTIONS {
+        cols.push(Reader { buf: b.bytes()?, pos: 0 });
+    }
+
+    // Local table: strings, then resources, scopes and templates (each may reference the ones before).
+    let t = &mut cols[0];
+    let n_strings = t.count()?;
+    let mut strings = Vec::with_capacity(n_strings);
+    for _ in 0..n_strings {
+        strings
+            .push(std::str::from_utf8(t.bytes()?).map_err(|_| CodecError::Corrupt("string is not utf-8"))?.to_string());
+    }
+    let d = Dict { strings, shared: Some(shared) };
+    let mut local = Local::default();
+    let n_res = t.count()?;
+    for _ in 0..n_res {
+        let x = Refs { local: &local, shared }.resource_def_with(&d, t)?;
+        local.resources.push(Arc::new(x));
+    }
+    let n_scopes = t.count()?;
+    for _ in 0..n_scopes {
+        let x = Refs { local: &local, shared }.scope_def_with(&d, t)?;
+        local.scopes.push(Arc::new(x));
+    }
+    let n_templates = t.count()?;
+    for _ in 0..n_templates {
+        let x = Refs { local: &local, shared }.template_def_with(&d, t)?;
+        local.templates.push(Arc::new(x));
+    }
+    let refs = Refs { local: &local, shared };
+
+    let mut spans = Vec::with_capacity(n);
+    let mut prev_start = base;
+    let mut prev_flags = 0;
+    for (i, &span_id) in span_ids.iter().enumerate() {
+        let parent_span_id = match cols[1].uvarint()? {
+            0 => Vec::new(),
+            1 => cols[2].bytes()?.to_vec(),
+            k => {
+                let delta = unzigzag(k - 2);
+                let idx = (i as i64).checked_sub(delta).ok_or(CodecError::Corrupt("parent index"))?;
+                let idx = usize::try_from(idx).map_err(|_| CodecError::Corrupt("parent index"))?;
+                span_ids.get(idx).ok_or(CodecError::Corrupt("parent index out of range"))?.0.to_vec()
+            }
+        };
+        let start = prev_start.wrapping_add(cols[3].ivarint()? as u64);
+        prev_start = start;
+        let end = start.wrapping_add(cols[4].uvarint()?);
+        let t = refs.template(&mut cols[5])?;
+        let mut attributes = Vec::with_capacity(t.keys.len());
+        let mask_at = cols[6].pos;
+        let mask_end = mask_at.checked_add(t.keys.len().div_ceil(8)).ok_or(CodecError::Corrupt("value mask"))?;
+        cols[6].pos = mask_end;
+        for (i, (key, default)) in t.keys.iter().zip(&t.defaults).enumerate() {
+            let bits = *cols[6].buf.get(mask_at + i / 8).ok_or(CodecError::Corrupt("truncated value mask"))?;
+            let value = if bits & (1 << (i % 8)) != 0 {
+                d.value(&mut cols[6], 0)?
+            } else {
+                default.clone().ok_or(CodecError::Corrupt("value omitted but the template has no default"))?
+            };
+            attributes.push(KeyValue { key: key.clone(), value });
+        }
+        let mut span = Span {
+            trace_id,
+            span_id,
+            parent_span_id,
+            trace_state: String::new(),
+            flags: 0,
+            name: t.name.clone(),
+            kind: t.kind,
+            start_unix_nanos: start,
+            end_unix_nanos: end,
+            attributes,
+            dropped_attributes_count: 0,
+            events: Vec::new(),
+            dropped_events_count: 0,
+            links: Vec::new(),
+            dropped_links_count: 0,
+            status_code: StatusCode(0),
+            status_message: String::new(),
+            resource: t.resource.clone(),
+            scope: t.scope.clone(),
+            warnings: Vec::new(),
+        };
+        span.flags = prev_flags;
+        decode_rare(&d, &mut cols[7], &mut span)?;
+        prev_flags = span.flags;
+        spans.push(span);
+    }
+    Ok(spans)
+}
+
+fn decode_rare(d: &Dict<'_>, r: &mut Reader<'_>, s: &mut Span) -> Result<(), CodecError> {
+    let presence = r.u8()?;
+    if presence & RARE_FLAGS != 0 {
+        s.flags = r.u32()?;
+    }
+    if presence & RARE_TRACE_STATE != 0 {
+        s.trace_state = d.string(r)?;
+    }
+    if presence & RARE_STATUS_CODE != 0 {
+        s.status_code = StatusCode(r.i32()?);
+    }
+    if presence & RARE_STATUS_MESSAGE != 0 {
+        s.status_message = d.string(r)?;
+    }
+    if presence & RARE_DROPPED != 0 {
+        s.dropped_attributes_count = r.u32()?;
+        s.dropped_events_count = r.u32()?;
+        s.dropped_links_count = r.u32()?;
+    }
+    if presence & RARE_EVENTS != 0 {
+        s.events = d.events(r, s.start_unix_nanos)?;
+    }
+    if presence & RARE_LINKS != 0 {
+        s.links = d.links(r)?;
+    }
+    if presence & RARE_WARNINGS != 0 {
+        s.warnings = d.strings(r)?;
+    }
+    Ok(())
+}
+
+fn unzigzag(u: u64) -> i64 {
+    ((u >> 1) as i64) ^ -((u & 1) as i64)
+}

@@ -1,0 +1,632 @@
+//! The query service: Jaeger's classic JSON API and api_v3 over HTTP, over any [`TraceStore`].
+//!
+//! Routes (REFERENCE §1–2): `GET /api/services`, `/api/services/{service}/operations`,
+//! `/api/operations?service=&spanKind=`, `/api/traces?service=&operation=&tag=&tags=&minDuration=&maxDuration=
+//! &start=&end=&limit=&lookback=` (and multi-get with `traceID=`), `/api/traces/{traceID}`,
+//! `/api/traces/{traceID}/analysis` (critical path, skew, missing parents, summary: [`analysis`]; `?adjust=skew` on
+//! the trace itself), `/api/dependencies?endTs=&lookback=` (Jaeger's `{parent, child, callCount}` plus Skein's
+//! `errorCount`, calls whose child span has ERROR status). api_v3: `GET /api/v3/traces/{traceID}`,
+//! `/api/v3/traces?query.serviceName=&…` (search, [`params::v3_trace_query`]), `/api/v3/trace-summaries?…`,
+//! `/api/v3/services`, `/api/v3/operations?service=&spanKind=` (or `span_kind`). The web UI at `/`: [`ui`]. Classic responses use Jaeger's
+//! envelope `{data,total,limit,offset,errors}` and errors repeat the HTTP status in `errors[0].code`; api_v3
+//! answers `{"result": TracesData}` and errors as `{"error": {"httpCode", "message"}}`, an empty search as 404.
+
+pub mod analysis;
+pub mod auth;
+pub mod cache;
+pub mod grpc;
+pub mod jaeger;
+pub mod metrics;
+pub mod params;
+pub mod ui;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value as Json, json};
+use skein_proto::otlp_trace::TracesData;
+
+use crate::metrics::QueryMetrics;
+use skein_model::otlp::to_otlp;
+use skein_model::{SpanKind, TraceId};
+use skein_storage::{StoreError, TraceStore};
+
+/// An error answered in Jaeger's envelope.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// A 400 with a message saying what was wrong.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+
+    /// A 401: no accepted bearer token ([`auth`]).
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::UNAUTHORIZED, message: message.into() }
+    }
+
+    fn not_found(message: &str) -> Self {
+        Self { status: StatusCode::NOT_FOUND, message: message.to_string() }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "storage failed while answering a query");
+        match e {
+            StoreError::Engine(_) | StoreError::Io(_) | StoreError::Task(_) => {
+                Self { status: StatusCode::SERVICE_UNAVAILABLE, message: "storage unavailable".into() }
+            }
+            StoreError::Codec(e) => Self {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("a stored trace block could not be decoded: {e}"),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = self.status.as_u16();
+        (
+            self.status,
+            axum::Json(json!({
+                "data": Json::Null, "total": 0, "limit": 0, "offset": 0,
+                "errors": [{ "code": code, "msg": self.message }],
+            })),
+        )
+            .into_response()
+    }
+}
+
+type Store = Arc<dyn TraceStore>;
+type Meters = axum::Extension<Arc<QueryMetrics>>;
+
+/// Reads one trace; a block that fails to decode is logged, counted in `skein_blocks_corrupt_total` and answered
+/// as an HTTP 500 naming the trace, without affecting any other trace.
+async fn read_trace(
+    store: &Store,
+    metrics: &QueryMetrics,
+    trace_id: TraceId,
+) -> Result<Option<Vec<skein_model::Span>>, ApiError> {
+    match store.get_trace(trace_id).await {
+        Ok(t) => Ok(t),
+        Err(StoreError::Codec(e)) => {
+            metrics.blocks_corrupt.inc();
+            tracing::error!(%trace_id, error = %e, "stored trace block is corrupt");
+            Err(ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("trace {trace_id}: stored block is corrupt: {e}"),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Answers 504 (Jaeger's error envelope, which api_v3 clients also read as an error) when a query takes longer
+/// than `timeout`; the handler's future is dropped, which stops its storage reads. Counted in
+/// `skein_query_timeouts_total`.
+async fn time_limit(
+    State((timeout, metrics)): State<(std::time::Duration, Arc<QueryMetrics>)>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics.query_timeouts.inc();
+            ApiError {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                message: format!(
+                    "the query took longer than --query-timeout ({timeout:?}); narrow the time range or add filters"
+                ),
+            }
+            .into_response()
+        }
+    }
+}
+
+/// Logs and counts (`skein_blocks_corrupt_total`) the traces a search left out because a block failed to decode.
+fn report_corrupt(metrics: &QueryMetrics, found: &skein_storage::FoundTraces) {
+    for (trace_id, e) in &found.corrupt {
+        metrics.blocks_corrupt.inc();
+        tracing::error!(%trace_id, error = %e, "stored trace block is corrupt; left out of search results");
+    }
+}
+
+/// The query router; every request is limited to `timeout`, and with `tokens` every `/api` request needs an
+/// accepted bearer token (the UI's page and static files stay public: they hold no trace data).
+pub fn router(
+    store: Store,
+    metrics: Arc<QueryMetrics>,
+    timeout: std::time::Duration,
+    tokens: Option<Arc<auth::TokenFile>>,
+) -> Router {
+    let limit = axum::middleware::from_fn_with_state((timeout, metrics.clone()), time_limit);
+    let api = Router::new()
+        .route("/api/services", get(services))
+        .route("/api/services/{service}/operations", get(service_operations))
+        .route("/api/operations", get(operations))
+        .route("/api/traces", get(find_traces))
+        .route("/api/traces/{trace_id}", get(get_trace))
+        .route("/api/traces/{trace_id}/analysis", get(get_analysis))
+        .route("/api/dependencies", get(dependencies))
+        .route("/api/v3/traces/{trace_id}", get(v3_get_trace))
+        .route("/api/v3/traces", get(v3_find_traces))
+        .route("/api/v3/trace-summaries", get(v3_trace_summaries))
+        .route("/api/v3/services", get(v3_services))
+        .route("/api/v3/operations", get(v3_operations));
+    let api = match tokens {
+        Some(tokens) => api.layer(axum::middleware::from_fn_with_state(tokens, auth::require_token)),
+        None => api,
+    };
+    api.merge(ui::routes()).layer(axum::Extension(metrics)).layer(limit).with_state(store)
+}
+
+fn envelope(data: Json, total: usize) -> Response {
+    axum::Json(json!({ "data": data, "total": total, "limit": 0, "offset": 0, "errors": Json::Null })).into_response()
+}
+
+async fn services(State(store): State<Store>) -> Result<Response, ApiError> {
+    let s = store.services().await?;
+    let n = s.len();
+    Ok(envelope(json!(s), n))
+}
+
+async fn service_operations(State(store): State<Store>, Path(service): Path<String>) -> Result<Response, ApiError> {
+    let mut names: Vec<String> = store.operations(&service, None).await?.into_iter().map(|o| o.name).collect();
+    names.dedup();
+    let n = names.len();
+    Ok(envelope(json!(names), n))
+}
+
+fn span_kind_param(p: &params::Pairs, key: &str) -> Result<Option<SpanKind>, ApiError> {
+    params::get(p, key)
+        .map(|k| {
+            SpanKind::from_jaeger_name(&k.to_ascii_lowercase()).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "unsupported span kind {k:?}: use server, client, producer, consumer or internal"
+                ))
+            })
+        })
+        .transpose()
+}
+
+async fn operations(State(store): State<Store>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let p = params::pairs(raw.as_deref());
+    let service = params::get(&p, "service").ok_or_else(|| ApiError::bad_request("parameter 'service' is required"))?;
+    let kind_key = if params::get(&p, "spanKind").is_some() { "spanKind" } else { "span_kind" };
+    let kind = span_kind_param(&p, kind_key)?;
+    let ops = store.operations(service, kind).await?;
+    let data: Vec<Json> = ops.iter().map(|o| json!({ "name": o.name, "spanKind": o.kind.jaeger_name() })).collect();
+    let n = data.len();
+    Ok(envelope(json!(data), n))
+}
+
+/// A trace ID path or query value: hex, or a pasted `traceparent` / B3 header ([`TraceId::from_lookup`]).
+fn parse_trace_id(s: &str) -> Result<TraceId, ApiError> {
+    TraceId::from_lookup(s).map_err(ApiError::bad_request)
+}
+
+/// Parses `adjust=`: a comma-separated list of adjustments (`skew`), or `none`. `default` applies when absent.
+///
+/// # Errors
+/// An unknown adjustment, naming the supported ones.
+fn skew_wanted(p: &params::Pairs, default: bool) -> Result<bool, ApiError> {
+    let Some(value) = params::get(p, "adjust") else { return Ok(default) };
+    let mut skew = false;
+    for a in value.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        match a {
+            "skew" => skew = true,
+            "none" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "adjust: unknown adjustment {other:?} (supported: skew, none)"
+                )));
+            }
+        }
+    }
+    Ok(skew)
+}
+
+/// The trace `id` names and whether `adjust=` asks for clock-skew adjustment (`skew_by_default` when absent).
+///
+/// # Errors
+/// 400 for a bad ID or adjustment, 404 when no span of the trace is stored, the store's error.
+async fn trace_and_adjustment(
+    store: &Store,
+    metrics: &QueryMetrics,
+    id: &str,
+    raw: Option<&str>,
+    skew_by_default: bool,
+) -> Result<(TraceId, Vec<skein_model::Span>, bool), ApiError> {
+    let trace_id = parse_trace_id(id)?;
+    let skew = skew_wanted(&params::pairs(raw), skew_by_default)?;
+    let spans = read_trace(store, metrics, trace_id).await?.ok_or_else(|| ApiError::not_found("trace not found"))?;
+    Ok((trace_id, spans, skew))
+}
+
+/// `GET /api/traces/{id}[?adjust=skew]`: the trace in Jaeger's JSON; with `adjust=skew`, clock skew adjusted
+/// ([`analysis::adjust_skew`]) and each moved span carrying a warning with its offset and original start.
+async fn get_trace(
+    State(store): State<Store>,
+    axum::Extension(metrics): Meters,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let (_, mut spans, skew) = trace_and_adjustment(&store, &metrics, &id, raw.as_deref(), false).await?;
+    if skew {
+        analysis::adjust_skew(&mut spans);
+    }
+    Ok(envelope(json!([jaeger::trace(&spans)]), 0))
+}
+
+/// `GET /api/traces/{id}/analysis[?adjust=none]`: [`analysis::Analysis`] in Jaeger's envelope — summary, critical
+/// path with self times, missing-parent placeholders, warnings — computed on skew-adjusted times unless
+/// `adjust=none` (the adjustments are listed).
+async fn get_analysis(
+    State(store): State<Store>,
+    axum::Extension(metrics): Meters,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let (trace_id, mut spans, skew) = trace_and_adjustment(&store, &metrics, &id, raw.as_deref(), true).await?;
+    // Deep and wide traces take a while to analyze: off the async workers.
+    let analysis = tokio::task::spawn_blocking(move || {
+        if skew { analysis::analyze_skew_adjusted(&mut spans) } else { analysis::analyze(&spans, Vec::new()) }
+    })
+    .await
+    .map_err(|e| ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: format!("analysis failed: {e}") })?;
+    let mut data = json!(analysis);
+    data["traceID"] = json!(jaeger::trace_id_text(&trace_id));
+    Ok(envelope(data, 0))
+}
+
+async fn find_traces(
+    State(store): State<Store>,
+    axum::Extension(metrics): Meters,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = params::pairs(raw.as_deref());
+    let ids = params::all(&p, "traceID");
+    if !ids.is_empty() {
+        let mut data = Vec::new();
+        let mut errors = Vec::new();
+        for id in ids {
+            let trace_id = parse_trace_id(id)?;
+            match read_trace(&store, &metrics, trace_id).await {
+                Ok(Some(spans)) => data.push(jaeger::trace(&spans)),
+                Ok(None) => errors.push(json!({ "code": 404, "msg": "trace not found", "traceID": id })),
+                Err(e) => errors.push(json!({ "code": e.status.as_u16(), "msg": e.message, "traceID": id })),
+            }
+        }
+        let errors = if errors.is_empty() { Json::Null } else { json!(errors) };
+        return Ok(
+            axum::Json(json!({ "data": data, "total": 0, "limit": 0, "offset": 0, "errors": errors })).into_response()
+        );
+    }
+    let query = params::trace_query(&p, skein_model::now_nanos()).map_err(ApiError::bad_request)?;
+    let found = store.find_traces(query).await?;
+    let data: Vec<Json> = found.traces.iter().map(|t| jaeger::trace(t)).collect();
+    if found.corrupt.is_empty() {
+        return Ok(envelope(json!(data), 0));
+    }
+    report_corrupt(&metrics, &found);
+    let errors: Vec<Json> = found
+        .corrupt
+        .iter()
+        .map(|(trace_id, e)| {
+            json!({ "code": 500, "msg": format!("trace {trace_id}: stored block is corrupt: {e}"), "traceID": trace_id.to_string() })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "data": data, "total": 0, "limit": 0, "offset": 0, "errors": errors })).into_response())
+}
+
+async fn dependencies(State(store): State<Store>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let p = params::pairs(raw.as_deref());
+    let (end, lookback) = params::dependencies(&p, skein_model::now_nanos()).map_err(ApiError::bad_request)?;
+    let links = store.dependencies(end, lookback).await?;
+    let service = params::get(&p, "service");
+    let data: Vec<Json> = links
+        .iter()
+        .filter(|l| service.is_none_or(|s| l.parent == s || l.child == s))
+        .map(
+            |l| json!({ "parent": l.parent, "child": l.child, "callCount": l.call_count, "errorCount": l.error_count }),
+        )
+        .collect();
+    Ok(envelope(json!(data), 0))
+}
+
+fn v3_error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": { "httpCode": status.as_u16(), "message": message } }))).into_response()
+}
+
+async fn v3_get_trace(
+    State(store): State<Store>,
+    axum::Extension(metrics): Meters,
+    Path(id): Path<String>,
+) -> Response {
+    let trace_id = match TraceId::from_lookup(&id) {
+        Ok(t) => t,
+        Err(e) => return v3_error(StatusCode::BAD_REQUEST, &e),
+    };
+    match read_trace(&store, &metrics, trace_id).await {
+        Ok(Some(spans)) => {
+            let data = TracesData { resource_spans: to_otlp(&spans) };
+            axum::Json(json!({ "result": data })).into_response()
+        }
+        Ok(None) => v3_error(StatusCode::NOT_FOUND, "trace not found"),
+        Err(e) => v3_error(e.status, &e.message),
+    }
+}
+
+/// Runs an api_v3 search: the parameters' 400, the store's error, or the traces found (corrupt ones logged and
+/// left out, as the classic search does).
+async fn v3_search(
+    store: &Store,
+    metrics: &QueryMetrics,
+    raw: Option<&str>,
+) -> Result<Vec<Vec<skein_model::Span>>, Response> {
+    let query = params::v3_trace_query(&params::pairs(raw)).map_err(|e| v3_error(StatusCode::BAD_REQUEST, &e))?;
+    let found = store.find_traces(query).await.map_err(|e| {
+        let e = ApiError::from(e);
+        v3_error(e.status, &e.message)
+    })?;
+    report_corrupt(metrics, &found);
+    if found.traces.is_empty() {
+        // api_v3 answers an empty search with 404, unlike the classic API (Jaeger PR #9260).
+        return Err(v3_error(StatusCode::NOT_FOUND, "No traces found"));
+    }
+    Ok(found.traces)
+}
+
+/// `GET /api/v3/traces?query.serviceName=&…`: every trace found, as one OTLP `TracesData` in `result`.
+async fn v3_find_traces(
+    State(store): State<Store>,
+    axum::Extension(metrics): Meters,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    match v3_search(&store, &metrics, raw.as_deref()).await {
+        Ok(traces) => {
+            let resource_spans = traces.iter().flat_map(|t| to_otlp(t)).collect();
+            axum::Json(json!({ "result": TracesData { resource_spans } })).into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+/// One trace's api_v3 summary (`FindTraceSummaries`): root service and operation, time range, span and error
+/// counts, per-service counts (in order of first appearance).
+fn v3_summary(spans: &[skein_model::Span]) -> Json {
+    let root = spans.iter().filter(|s| s.parent_id().is_none()).min_by_key(|s| s.start_unix_nanos).or(spans.first());
+    let mut services: Vec<(String, u64, u64)> = Vec::new();
+    for s in spans {
+        let name = s.service_name();
+        let at = match services.iter().position(|(n, _, _)| n == name) {
+            Some(i) => i,
+            None => {
+                services.push((name.to_string(), 0, 0));
+                services.len() - 1
+            }
+        };
+        services[at].1 += 1;
+        services[at].2 += u64::from(s.is_error());
+    }
+    let start = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
+    let end = spans.iter().map(|s| s.end_unix_nanos).max().unwrap_or(0);
+    json!({
+        "traceId": root.map(|s| s.trace_id.to_hex()).unwrap_or_default(),
+        "rootServiceName": root.map(|s| s.service_name()).unwrap_or_default(),
+        "rootOperationName": root.map(|s| s.name.as_str()).unwrap_or_default(),
+        "minStartTimeUnixNano": start.to_string(),
+        "maxEndTimeUnixNano": end.to_string(),
+        "spanCount": spans.len(),
+        "errorSpanCount": spans.iter().filter(|s| s.is_error()).count(),
+        "services": services.iter().map(|(name, n, e)| json!({"name": name, "spanCount": n, "errorSpanCount": e})).collect::<Vec<_>>(),
+    })
+}
+
+/// `GET /api/v3/trace-summaries?query.serviceName=&…`: the same search, one summary per trace.
+async fn v3_trace_summaries(
+    State(store): State<Store>,
+    axum::Extension(metrics): Meters,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    match v3_search(&store, &metrics, raw.as_deref()).await {
+        Ok(traces) => {
+            axum::Json(json!({ "summaries": traces.iter().map(|t| v3_summary(t)).collect::<Vec<_>>() })).into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+async fn v3_services(State(store): State<Store>) -> Result<Response, ApiError> {
+    Ok(axum::Json(json!({ "services": store.services().await? })).into_response())
+}
+
+async fn v3_operations(State(store): State<Store>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let p = params::pairs(raw.as_deref());
+    let service = params::get(&p, "service")
+        .or_else(|| params::get(&p, "query.serviceName"))
+        .ok_or_else(|| ApiError::bad_request("parameter 'service' is required"))?;
+    let kind_key = if params::get(&p, "spanKind").is_some() { "spanKind" } else { "span_kind" };
+    let kind = span_kind_param(&p, kind_key)?;
+    let ops = store.operations(service, kind).await?;
+    let data: Vec<Json> = ops.iter().map(|o| json!({ "name": o.name, "spanKind": o.kind.jaeger_name() })).collect();
+    Ok(axum::Json(json!({ "operations": data })).into_response())
+}
+
+/// Settings of the query component.
+#[derive(Clone, Debug)]
+pub struct QueryConfig {
+    /// Longest a query may take (HTTP 504, gRPC DEADLINE_EXCEEDED after it).
+    pub timeout: std::time::Duration,
+    /// Spans the hot-trace cache holds (0: no cache).
+    pub cache_spans: u64,
+    /// Bearer tokens the query APIs require ([`auth`]); `None`: open.
+    pub auth_token_file: Option<std::path::PathBuf>,
+}
+
+/// The query component: Jaeger's HTTP API, api_v3 and the web UI on `http`, the gRPC query service on `grpc`,
+/// reading `store` through the hot-trace cache, until the returned servers are shut down.
+///
+/// # Errors
+/// A message when the token file cannot be read.
+pub fn start(
+    config: &QueryConfig,
+    store: Arc<dyn TraceStore>,
+    metrics: Arc<QueryMetrics>,
+    http: tokio::net::TcpListener,
+    grpc: tokio::net::TcpListener,
+) -> Result<skein_runtime::Servers, String> {
+    let store: Arc<dyn TraceStore> = match config.cache_spans {
+        0 => store,
+        spans => Arc::new(cache::CachedStore::new(store, spans, metrics.clone())),
+    };
+    let tokens = match &config.auth_token_file {
+        Some(path) => {
+            Some(auth::TokenFile::open(path, metrics.clone()).map_err(|e| format!("--query-auth-token-file: {e}"))?)
+        }
+        None => None,
+    };
+    let mut servers = skein_runtime::Servers::default();
+    let router = router(store.clone(), metrics.clone(), config.timeout, tokens.clone());
+    let http_server = axum::serve(skein_runtime::nodelay(http), router).with_graceful_shutdown(servers.stopping());
+    servers.spawn("query HTTP", async move { http_server.await });
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(grpc::QueryGrpc::new(store, metrics).with_timeout(config.timeout).server(tokens))
+        .serve_with_incoming_shutdown(skein_proto::otlp_grpc::nodelay_incoming(grpc), servers.stopping());
+    servers.spawn("query gRPC", async move { grpc_server.await.map_err(std::io::Error::other) });
+    Ok(servers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skein_storage::{DependencyLink, FoundTraces, Operation, StoreResult, TraceQuery, WriteBatch};
+    use std::time::Duration;
+    use tower::ServiceExt as _;
+
+    /// A store that takes `delay` for every read (an overloaded database).
+    struct Slow {
+        delay: Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl TraceStore for Slow {
+        fn partition_secs(&self) -> u64 {
+            3600
+        }
+        async fn write(&self, _: Arc<WriteBatch>) -> StoreResult<()> {
+            Ok(())
+        }
+        async fn get_trace(&self, _: TraceId) -> StoreResult<Option<Vec<skein_model::Span>>> {
+            tokio::time::sleep(self.delay).await;
+            Ok(None)
+        }
+        async fn find_traces(&self, _: TraceQuery) -> StoreResult<FoundTraces> {
+            tokio::time::sleep(self.delay).await;
+            Ok(FoundTraces::default())
+        }
+        async fn services(&self) -> StoreResult<Vec<String>> {
+            tokio::time::sleep(self.delay).await;
+            Ok(vec!["a".into()])
+        }
+        async fn operations(&self, _: &str, _: Option<SpanKind>) -> StoreResult<Vec<Operation>> {
+            tokio::time::sleep(self.delay).await;
+            Ok(Vec::new())
+        }
+        async fn dependencies(&self, _: u64, _: u64) -> StoreResult<Vec<DependencyLink>> {
+            tokio::time::sleep(self.delay).await;
+            Ok(Vec::new())
+        }
+    }
+
+    async fn get(router: &Router, uri: &str) -> (StatusCode, Json) {
+        let request = axum::http::Request::get(uri).body(axum::body::Body::empty()).expect("request");
+        let response = router.clone().oneshot(request).await.expect("response");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        (status, serde_json::from_slice(&body).unwrap_or(Json::Null))
+    }
+
+    #[tokio::test]
+    async fn queries_over_the_time_limit_get_504_and_are_counted() {
+        let metrics = Arc::new(QueryMetrics::default());
+        let slow: Store = Arc::new(Slow { delay: Duration::from_secs(5) });
+        let router = router(slow.clone(), metrics.clone(), Duration::from_millis(50), None);
+        let (status, body) = get(&router, "/api/services").await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(body["errors"][0]["msg"].as_str().unwrap_or("").contains("--query-timeout"), "{body}");
+        let (status, _) = get(&router, "/api/v3/services").await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(metrics.query_timeouts.get(), 2);
+        // Within the limit, the answer.
+        let quick: Store = Arc::new(Slow { delay: Duration::from_millis(1) });
+        let (status, body) = get(&router_for(quick, &metrics), "/api/services").await;
+        assert_eq!((status, body["data"].clone()), (StatusCode::OK, json!(["a"])));
+
+        // gRPC: DEADLINE_EXCEEDED.
+        use skein_proto::query::query_service_server::QueryService as _;
+        let grpc = grpc::QueryGrpc::new(slow, metrics.clone()).with_timeout(Duration::from_millis(50));
+        let err = grpc.get_services(tonic::Request::new(Default::default())).await.expect_err("too slow");
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(metrics.query_timeouts.get(), 3);
+    }
+
+    fn router_for(store: Store, metrics: &Arc<QueryMetrics>) -> Router {
+        router(store, metrics.clone(), Duration::from_secs(5), None)
+    }
+
+    #[tokio::test]
+    async fn with_a_token_file_the_api_needs_a_bearer_token_and_the_ui_shell_does_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, "s3cret\n").expect("write");
+        let metrics = Arc::new(QueryMetrics::default());
+        let tokens = auth::TokenFile::open(&path, metrics.clone()).expect("tokens");
+        let store: Store = Arc::new(Slow { delay: Duration::ZERO });
+        let router = router(store, metrics.clone(), Duration::from_secs(5), Some(tokens));
+        let call = |uri: &str, token: Option<&str>| {
+            let mut request = axum::http::Request::get(uri);
+            if let Some(t) = token {
+                request = request.header("authorization", format!("Bearer {t}"));
+            }
+            router.clone().oneshot(request.body(axum::body::Body::empty()).expect("request"))
+        };
+        for uri in ["/api/services", "/api/v3/services", "/api/traces/0123456789abcdef", "/api/dependencies"] {
+            let refused = call(uri, None).await.expect("response");
+            assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{uri}");
+            assert_eq!(refused.headers()["www-authenticate"], "Bearer realm=\"skein\"");
+            let body = axum::body::to_bytes(refused.into_body(), 1 << 16).await.expect("body");
+            let body: Json = serde_json::from_slice(&body).expect("json");
+            assert_eq!(body["errors"][0]["code"], 401, "Jaeger's envelope: {body}");
+            assert_eq!(call(uri, Some("wrong")).await.expect("response").status(), StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(call("/api/services", Some("s3cret")).await.expect("response").status(), StatusCode::OK);
+        assert_eq!(call("/", None).await.expect("response").status(), StatusCode::OK, "the UI page is public");
+        assert_eq!(call("/static/app.js", None).await.expect("response").status(), StatusCode::OK);
+        let failures = |r: &str| {
+            metrics.query_auth_failures.get_or_create(&crate::metrics::ReasonLabels { reason: r.into() }).get()
+        };
+        assert_eq!((failures("missing"), failures("invalid")), (4, 4));
+    }
+
+    #[tokio::test]
+    async fn unknown_adjustments_are_refused_naming_the_supported_ones() {
+        let p = params::pairs(Some("adjust=skew,none"));
+        assert!(skew_wanted(&p, false).expect("valid"));
+        assert!(!skew_wanted(&params::pairs(Some("adjust=none")), true).expect("valid"));
+        assert!(skew_wanted(&params::pairs(None), true).expect("default"));
+        let err = skew_wanted(&params::pairs(Some("adjust=skew,tilt")), false).expect_err("unknown");
+        assert!(err.message.contains("tilt") && err.message.contains("supported"), "{}", err.message);
+    }
+}

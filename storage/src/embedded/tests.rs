@@ -1,0 +1,144 @@
+//! Embedded-specific behaviour; the backend-independent contract is in `storage/tests/storage_contract.rs`.
+
+use std::sync::atomic::AtomicU64;
+
+use super::*;
+use crate::{Dictionaries, prepare_chunk};
+use skein_model::{KeyValue, SpanId, StatusCode, Value, service_resource};
+
+const T0: u64 = 1_700_000_000_000_000_000;
+const SEC: u64 = 1_000_000_000;
+
+fn trace(id: u8, start: u64, error: bool) -> Vec<Span> {
+    let t = TraceId([id; 16]);
+    let mut root = Span::minimal(t, SpanId([1; 8]), "GET /dispatch", service_resource("frontend"));
+    root.kind = SpanKind::SERVER;
+    root.start_unix_nanos = start;
+    root.end_unix_nanos = start + 50_000_000;
+    root.attributes.push(KeyValue::new("http.route", Value::Str("/dispatch".into())));
+    if error {
+        root.status_code = StatusCode::ERROR;
+    }
+    vec![root]
+}
+
+fn batch(dicts: &Dictionaries, traces: &[Vec<Span>]) -> WriteBatch {
+    let chunks = traces
+        .iter()
+        .map(|t| {
+            let important = t[0].status_code == StatusCode::ERROR;
+            prepare_chunk(t, &Default::default(), Some(dicts), important).expect("prepare")
+        })
+        .collect();
+    WriteBatch { chunks }
+}
+
+fn query(service: &str) -> TraceQuery {
+    TraceQuery { service: service.into(), start_max_unix_nanos: u64::MAX, limit: 100, ..TraceQuery::default() }
+}
+
+#[tokio::test]
+async fn survives_reopen_with_partitions_and_dictionaries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = EmbeddedConfig::new(dir.path());
+    let store = EmbeddedStore::open(&cfg).expect("open");
+    let dicts = Dictionaries::new(store.partition_secs());
+    let traces: Vec<Vec<Span>> = (1..=3).map(|i| trace(i, T0 + u64::from(i) * 7200 * SEC, i == 2)).collect();
+    store.write(batch(&dicts, &traces).into()).await.expect("write");
+    drop(store);
+
+    let reopened = EmbeddedStore::open(&cfg).expect("reopen");
+    for t in &traces {
+        assert_eq!(&reopened.get_trace(t[0].trace_id).await.expect("get").expect("found"), t);
+    }
+    let parts = reopened.partitions();
+    assert_eq!(parts.len(), 3, "one partition per hour of trace start and tier: {parts:?}");
+    assert_eq!(parts.iter().filter(|p| p.important).count(), 1, "the error trace is in the important tier");
+}
+
+/// Retention with a 10 s partition, 60 s retention, 300 s for important traces and an injected clock.
+#[tokio::test]
+async fn retention_drops_expired_partitions_per_tier() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = EmbeddedConfig {
+        partition_secs: 10,
+        retention: Duration::from_secs(60),
+        retention_important: Duration::from_secs(300),
+        ..EmbeddedConfig::new(dir.path())
+    };
+    let now = Arc::new(AtomicU64::new(T0 + 5 * SEC));
+    let clock_now = now.clone();
+    let store = EmbeddedStore::open_with_clock(&cfg, Arc::new(move || clock_now.load(Ordering::SeqCst))).expect("open");
+    let dicts = Dictionaries::new(store.partition_secs());
+    let ordinary = trace(1, T0, false);
+    let important = trace(2, T0 + SEC, true);
+    let later = trace(3, T0 + 100 * SEC, false);
+    store.write(batch(&dicts, &[ordinary.clone(), important.clone()]).into()).await.expect("write");
+    now.store(T0 + 100 * SEC, Ordering::SeqCst);
+    store.write(batch(&dicts, std::slice::from_ref(&later)).into()).await.expect("write");
+    let mut registry = prometheus_client::registry::Registry::with_prefix("skein");
+    let metrics = StorageMetrics::register(&mut registry);
+    export_storage_gauges(&store, &metrics);
+    let text = skein_testkit::render(&registry);
+    assert!(text.contains("skein_storage_partitions{tier=\"standard\"} 2"), "{text}");
+    assert!(text.contains("skein_storage_partitions{tier=\"important\"} 1"), "{text}");
+    assert!(store.disk_bytes().expect("disk") > 0);
+
+    // The first partition covers [T0, T0 + 10 s): it expires 60 s after its end.
+    now.store(T0 + 69 * SEC, Ordering::SeqCst);
+    assert!(store.expire().await.expect("expire").is_empty());
+    // Past 60 s: the ordinary partition goes, the important one and the later one stay.
+    now.store(T0 + 70 * SEC, Ordering::SeqCst);
+    let expired = store.expire().await.expect("expire");
+    assert_eq!(expired, vec![PartitionKey { start_secs: T0 / SEC, important: false }]);
+    assert!(store.get_trace(ordinary[0].trace_id).await.expect("get").is_none());
+    assert_eq!(store.get_trace(important[0].trace_id).await.expect("get").expect("kept"), important);
+    assert_eq!(store.find_traces(query("frontend")).await.expect("find").traces.len(), 2);
+    // 300 s after the important partition's end, and 60 s after the later one's write: everything is gone.
+    now.store(T0 + 310 * SEC, Ordering::SeqCst);
+    assert_eq!(store.expire().await.expect("expire").len(), 2);
+    assert!(store.partitions().is_empty());
+    assert!(store.find_traces(query("frontend")).await.expect("find").traces.is_empty());
+    drop(store);
+
+    // Deleted partitions stay deleted across a restart.
+    let reopened = EmbeddedStore::open_with_clock(&cfg, Arc::new(move || T0 + 400 * SEC)).expect("reopen");
+    assert!(reopened.partitions().is_empty());
+}
+
+#[tokio::test]
+async fn old_data_lives_one_retention_period_from_its_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = EmbeddedConfig { retention: Duration::from_secs(60), ..EmbeddedConfig::new(dir.path()) };
+    let now = Arc::new(AtomicU64::new(T0 + 86_400 * SEC));
+    let clock_now = now.clone();
+    let store = EmbeddedStore::open_with_clock(&cfg, Arc::new(move || clock_now.load(Ordering::SeqCst))).expect("open");
+    let dicts = Dictionaries::new(store.partition_secs());
+    // A replayed trace from a day ago is not deleted on arrival (ScyllaDB's TTL counts from the write as well).
+    store.write(batch(&dicts, &[trace(1, T0, false)]).into()).await.expect("write");
+    assert!(store.expire().await.expect("expire").is_empty());
+    now.store(T0 + 86_400 * SEC + 61 * SEC, Ordering::SeqCst);
+    assert_eq!(store.expire().await.expect("expire").len(), 1);
+}
+
+#[tokio::test]
+async fn a_corrupt_block_fails_its_trace_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
+    let dicts = Dictionaries::new(store.partition_secs());
+    let good = trace(1, T0, false);
+    let bad = trace(2, T0 + SEC, false);
+    store.write(batch(&dicts, &[good.clone(), bad.clone()]).into()).await.expect("write");
+    // Overwrite the second trace's block with garbage, as a disk fault would.
+    {
+        let (_, p) = store.inner.snapshot().into_iter().next().expect("partition");
+        let key = p.traces.prefix(bad[0].trace_id.0).nth(1).expect("block").key().expect("key");
+        p.traces.insert(key, b"SKTB\x02garbage".as_slice()).expect("corrupt");
+    }
+    assert!(matches!(store.get_trace(bad[0].trace_id).await, Err(StoreError::Codec(_))));
+    assert_eq!(store.get_trace(good[0].trace_id).await.expect("get").expect("found"), good);
+    let found = store.find_traces(query("frontend")).await.expect("search still answers");
+    assert_eq!(found.traces, vec![good]);
+    assert_eq!(found.corrupt.len(), 1);
+    assert_eq!(found.corrupt[0].0, bad[0].trace_id);
+}

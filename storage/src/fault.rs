@@ -1,0 +1,46 @@
+//! Fault injection for the chaos tests (feature `fault-injection`, off in release builds): stores that misbehave
+//! on purpose.
+
+use crate::*;
+
+/// A store whose writes wait while a file exists: the chaos tests' stalled store (a disk or cluster that stops
+/// answering). Reads pass through; a write starts once the file is gone, checked every 50 ms.
+pub struct StallingStore {
+    inner: std::sync::Arc<dyn TraceStore>,
+    stall_while: std::path::PathBuf,
+}
+
+impl StallingStore {
+    /// Wraps `inner`; writes stall while `stall_while` exists.
+    pub fn new(inner: std::sync::Arc<dyn TraceStore>, stall_while: std::path::PathBuf) -> Self {
+        Self { inner, stall_while }
+    }
+}
+
+#[async_trait::async_trait]
+impl TraceStore for StallingStore {
+    fn partition_secs(&self) -> u64 {
+        self.inner.partition_secs()
+    }
+    async fn write(&self, batch: std::sync::Arc<WriteBatch>) -> StoreResult<()> {
+        while tokio::fs::try_exists(&self.stall_while).await.unwrap_or(false) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.inner.write(batch).await
+    }
+    async fn get_trace(&self, trace_id: TraceId) -> StoreResult<Option<Vec<Span>>> {
+        self.inner.get_trace(trace_id).await
+    }
+    async fn find_traces(&self, query: TraceQuery) -> StoreResult<FoundTraces> {
+        self.inner.find_traces(query).await
+    }
+    async fn services(&self) -> StoreResult<Vec<String>> {
+        self.inner.services().await
+    }
+    async fn operations(&self, service: &str, kind: Option<SpanKind>) -> StoreResult<Vec<Operation>> {
+        self.inner.operations(service, kind).await
+    }
+    async fn dependencies(&self, end_unix_nanos: u64, lookback_nanos: u64) -> StoreResult<Vec<DependencyLink>> {
+        self.inner.dependencies(end_unix_nanos, lookback_nanos).await
+    }
+}

@@ -1,0 +1,404 @@
+//! Index entries: one per (trace chunk, service), DESIGN §4.
+//!
+//! An entry answers service + operation + tags + duration + time filters together without decoding the block:
+//! the operation set is exact, durations are the min/max span duration of the service's spans, and tags go
+//! through a bloom filter over `key=value` pairs (false positives are removed by checking the decoded chunk).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::for_each_searchable_tag;
+use skein_codec::{CodecError, Reader, put_uvarint};
+use skein_model::{Span, TraceId};
+
+/// A bloom filter over `key=value` tag pairs (about 1 % false positives at 10 bits per pair, 7 probes).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TagFilter {
+    bits: Vec<u64>,
+}
+
+const PROBES: u32 = 7;
+
+/// FNV-1a 64-bit (stable across builds and platforms, unlike `std`'s hasher) over `key`, `=`, `value`.
+fn hash_pair(key: &str, value: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes().chain(std::iter::once(b'=')).chain(value.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl TagFilter {
+    /// Builds a filter holding every pair.
+    pub fn build<'a>(pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> Self {
+        let n = pairs.len().max(1);
+        let words = (n * 10).div_ceil(64);
+        let mut f = TagFilter { bits: vec![0; words] };
+        for (k, v) in pairs {
+            f.insert(hash_pair(k, v));
+        }
+        f
+    }
+
+    fn positions(&self, h: u64) -> impl Iterator<Item = usize> + '_ {
+        let m = (self.bits.len() * 64) as u64;
+        let h1 = h;
+        let h2 = h.rotate_left(32) | 1;
+        (0..PROBES).map(move |i| (h1.wrapping_add(u64::from(i).wrapping_mul(h2)) % m) as usize)
+    }
+
+    fn insert(&mut self, h: u64) {
+        let pos: Vec<usize> = self.positions(h).collect();
+        for p in pos {
+            self.bits[p / 64] |= 1 << (p % 64);
+        }
+    }
+
+    /// False when the pair is certainly absent; true when it may be present.
+    pub fn may_contain(&self, key: &str, value: &str) -> bool {
+        if self.bits.is_empty() {
+            return false;
+        }
+        self.positions(hash_pair(key, value)).all(|p| self.bits[p / 64] & (1 << (p % 64)) != 0)
+    }
+}
+
+/// One index entry: what search needs to know about a service's spans in one trace chunk.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexEntry {
+    /// Service.
+    pub service: String,
+    /// Trace.
+    pub trace_id: TraceId,
+    /// Earliest start of this service's spans in the chunk, ns since the Unix epoch (the search time key).
+    pub start_unix_nanos: u64,
+    /// Chunk duration (latest end − earliest start over all its spans), ns.
+    pub trace_duration_nanos: u64,
+    /// Name of the chunk's root span (no parent), else of its earliest span.
+    pub root_operation: String,
+    /// True when one of this service's spans has ERROR status.
+    pub error: bool,
+    /// Number of this service's spans in the chunk.
+    pub span_count: u32,
+    /// Shortest duration among this service's spans, ns.
+    pub min_span_duration_nanos: u64,
+    /// Longest duration among this service's spans, ns.
+    pub max_span_duration_nanos: u64,
+    /// Distinct operation names of this service's spans.
+    pub operations: BTreeSet<String>,
+    /// Bloom filter over the service's searchable `key=value` tags.
+    pub tags: TagFilter,
+}
+
+impl IndexEntry {
+    /// True when the entry may match the query; false only when it certainly does not.
+    pub fn may_match(&self, q: &super::TraceQuery) -> bool {
+        self.service == q.service
+            && self.start_unix_nanos >= q.start_min_unix_nanos
+            && self.start_unix_nanos <= q.start_max_unix_nanos
+            && q.operation.as_ref().is_none_or(|op| self.operations.contains(op))
+            && q.duration_min_nanos.is_none_or(|d| self.max_span_duration_nanos >= d)
+            && q.duration_max_nanos.is_none_or(|d| self.min_span_duration_nanos <= d)
+            && q.tags.iter().all(|(k, v)| self.tags.may_contain(k, v))
+    }
+
+    /// Serializes the value part of an index row (service, trace ID and start are in the key).
+    pub fn encode_value(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(64 + self.tags.bits.len() * 8);
+        put_uvarint(&mut b, self.trace_duration_nanos);
+        put_str(&mut b, &self.root_operation);
+        b.push(u8::from(self.error));
+        put_uvarint(&mut b, self.span_count.into());
+        put_uvarint(&mut b, self.min_span_duration_nanos);
+        put_uvarint(&mut b, self.max_span_duration_nanos);
+        put_uvarint(&mut b, self.operations.len() as u64);
+        for op in &self.operations {
+            put_str(&mut b, op);
+        }
+        put_uvarint(&mut b, self.tags.bits.len() as u64);
+        for w in &self.tags.bits {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        b
+    }
+
+    /// Parses an index row value.
+    ///
+    /// # Errors
+    /// [`CodecError::Corrupt`] for a malformed value.
+    pub fn decode_value(service: String, trace_id: TraceId, start: u64, v: &[u8]) -> Result<Self, CodecError> {
+        let mut r = Reader { buf: v, pos: 0 };
+        let trace_duration_nanos = r.uvarint()?;
+        let root_operation = get_str(&mut r)?;
+        let error = r.u8()? != 0;
+        let span_count = u32::try_from(r.uvarint()?).map_err(|_| CodecError::Corrupt("span count"))?;
+        let min_span_duration_nanos = r.uvarint()?;
+        let max_span_duration_nanos = r.uvarint()?;
+        let n_ops = r.count()?;
+        let mut operations = BTreeSet::new();
+        for _ in 0..n_ops {
+            operations.insert(get_str(&mut r)?);
+        }
+        let n_words = r.count()?;
+        let mut bits = Vec::with_capacity(n_words);
+        for _ in 0..n_words {
+            bits.push(u64::from_le_bytes(r.array::<8>()?));
+        }
+        Ok(IndexEntry {
+            service,
+            trace_id,
+            start_unix_nanos: start,
+            trace_duration_nanos,
+            root_operation,
+            error,
+            span_count,
+            min_span_duration_nanos,
+            max_span_duration_nanos,
+            operations,
+            tags: TagFilter { bits },
+        })
+    }
+}
+
+fn put_str(b: &mut Vec<u8>, s: &str) {
+    put_uvarint(b, s.len() as u64);
+    b.extend_from_slice(s.as_bytes());
+}
+
+fn get_str(r: &mut Reader<'_>) -> Result<String, CodecError> {
+    String::from_utf8(r.bytes()?.to_vec()).map_err(|_| CodecError::Corrupt("index string is not utf-8"))
+}
+
+/// Builds one entry per service for a chunk of one trace.
+pub(crate) fn entries_for_chunk(spans: &[Span]) -> Vec<IndexEntry> {
+    let chunk_start = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
+    let chunk_end = spans.iter().map(|s| s.end_unix_nanos).max().unwrap_or(0);
+    let root = spans
+        .iter()
+        .filter(|s| s.parent_span_id.is_empty() || s.parent_id().is_none())
+        .min_by_key(|s| s.start_unix_nanos)
+        .or_else(|| spans.iter().min_by_key(|s| s.start_unix_nanos))
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
+    let mut by_service: BTreeMap<&str, Vec<&Span>> = BTreeMap::new();
+    for s in spans {
+        by_service.entry(s.service_name()).or_default().push(s);
+    }
+    by_service
+        .into_iter()
+        .map(|(service, spans)| {
+            let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
+            for s in &spans {
+                for_each_searchable_tag(s, |k, v| {
+                    pairs.insert((k.to_string(), v.to_string()));
+                });
+            }
+            IndexEntry {
+                service: service.to_string(),
+                trace_id: spans[0].trace_id,
+                start_unix_nanos: spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0),
+                trace_duration_nanos: chunk_end.saturating_sub(chunk_start),
+                root_operation: root.clone(),
+                error: spans.iter().any(|s| s.is_error()),
+                span_count: spans.len() as u32,
+                min_span_duration_nanos: spans.iter().map(|s| s.duration_nanos()).min().unwrap_or(0),
+                max_span_duration_nanos: spans.iter().map(|s| s.duration_nanos()).max().unwrap_or(0),
+                operations: spans.iter().map(|s| s.name.clone()).collect(),
+                tags: TagFilter::build(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            }
+        })
+        .collect()
+}
+
+/// One entry of an index page: where an [`IndexEntry`] of one service points, and its encoded value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageEntry {
+    /// The entry's search time (earliest start of the service's spans in the chunk), ns since the Unix epoch.
+    pub start_unix_nanos: u64,
+    /// Trace.
+    pub trace_id: TraceId,
+    /// The chunk's row key in the trace table.
+    pub chunk_id: i64,
+    /// [`IndexEntry::encode_value`].
+    pub value: Vec<u8>,
+}
+
+/// Serializes a page of index entries (one service, one time bucket, one write batch): count, then per entry
+/// `start_unix_nanos` uvarint, `trace_id [16]`, `chunk_id i64 LE`, value (len uvarint, bytes).
+///
+/// A page turns a write batch's index entries of one service into one row, where one row per entry made the index
+/// most of a ScyllaDB backend's row writes.
+pub fn encode_page(entries: &[PageEntry]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(entries.iter().map(|e| e.value.len() + 36).sum());
+    put_uvarint(&mut b, entries.len() as u64);
+    for e in entries {
+        put_uvarint(&mut b, e.start_unix_nanos);
+        b.extend_from_slice(&e.trace_id.0);
+        b.extend_from_slice(&e.chunk_id.to_le_bytes());
+        put_uvarint(&mut b, e.value.len() as u64);
+        b.extend_from_slice(&e.value);
+    }
+    b
+}
+
+/// Parses [`encode_page`] output.
+///
+/// # Errors
+/// [`CodecError::Corrupt`] for a malformed page.
+pub fn decode_page(b: &[u8]) -> Result<Vec<PageEntry>, CodecError> {
+    let mut r = Reader { buf: b, pos: 0 };
+    let n = r.count()?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start_unix_nanos = r.uvarint()?;
+        let trace_id = TraceId(r.array::<16>()?);
+        let chunk_id = i64::from_le_bytes(r.array::<8>()?);
+        let value = r.bytes()?.to_vec();
+        out.push(PageEntry { start_unix_nanos, trace_id, chunk_id, value });
+    }
+    if r.pos != b.len() {
+        return Err(CodecError::Corrupt("trailing bytes in an index page"));
+    }
+    Ok(out)
+}
+
+/// Merges index pages, read in descending `page_end` order (the newest entry start each holds), into entries
+/// newest first overall — ties by ascending trace ID — so a search can stop at its limit after reading only the
+/// pages that can hold newer entries than those already seen.
+#[derive(Default)]
+pub struct PageMerger {
+    heap: std::collections::BinaryHeap<(u64, std::cmp::Reverse<TraceId>, i64, Vec<u8>)>,
+}
+
+impl PageMerger {
+    /// True when a page whose newest entry starts at `page_end_unix_nanos` must be read before [`Self::pop`] can
+    /// answer: no entry is buffered yet, or the page may hold one newer than the newest buffered.
+    pub fn needs(&self, page_end_unix_nanos: u64) -> bool {
+        self.heap.peek().is_none_or(|top| page_end_unix_nanos >= top.0)
+    }
+
+    /// Buffers a page's entries whose start lies in `[lo, hi]` (ns).
+    pub fn push(&mut self, entries: Vec<PageEntry>, lo: u64, hi: u64) {
+        for e in entries.into_iter().filter(|e| (lo..=hi).contains(&e.start_unix_nanos)) {
+            self.heap.push((e.start_unix_nanos, std::cmp::Reverse(e.trace_id), e.chunk_id, e.value));
+        }
+    }
+
+    /// The newest buffered entry.
+    pub fn pop(&mut self) -> Option<PageEntry> {
+        self.heap.pop().map(|(start_unix_nanos, std::cmp::Reverse(trace_id), chunk_id, value)| PageEntry {
+            start_unix_nanos,
+            trace_id,
+            chunk_id,
+            value,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TraceQuery;
+    use skein_model::{KeyValue, SpanId, StatusCode, Value, service_resource};
+
+    fn span(id: u8, service: &str, name: &str, dur: u64) -> Span {
+        let mut s = Span::minimal(TraceId([7; 16]), SpanId([id; 8]), name, service_resource(service));
+        s.start_unix_nanos = 1_000 + u64::from(id);
+        s.end_unix_nanos = s.start_unix_nanos + dur;
+        s
+    }
+
+    #[test]
+    fn bloom_has_no_false_negatives_and_few_false_positives() {
+        let pairs: Vec<(String, String)> = (0..200).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+        let f = TagFilter::build(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        assert!(pairs.iter().all(|(k, v)| f.may_contain(k, v)));
+        let fp = (0..10_000).filter(|i| f.may_contain(&format!("x{i}"), "y")).count();
+        assert!(fp < 300, "false positive rate too high: {fp}/10000");
+    }
+
+    #[test]
+    fn entries_are_per_service_and_round_trip() {
+        let mut a = span(1, "front", "GET /", 500);
+        a.attributes.push(KeyValue::new("http.status_code", Value::Int(200)));
+        let mut b = span(2, "db", "SELECT", 100);
+        b.parent_span_id = vec![1; 8];
+        b.status_code = StatusCode::ERROR;
+        let entries = entries_for_chunk(&[a, b]);
+        assert_eq!(entries.len(), 2);
+        let db = entries.iter().find(|e| e.service == "db").expect("db entry");
+        assert!(db.error && db.tags.may_contain("error", "true"));
+        assert_eq!(db.root_operation, "GET /");
+        let front = entries.iter().find(|e| e.service == "front").expect("front entry");
+        assert!(front.tags.may_contain("http.status_code", "200"));
+        let back = IndexEntry::decode_value(
+            front.service.clone(),
+            front.trace_id,
+            front.start_unix_nanos,
+            &front.encode_value(),
+        )
+        .expect("decode");
+        assert_eq!(&back, front);
+        let q = TraceQuery {
+            service: "front".into(),
+            operation: Some("GET /".into()),
+            tags: vec![("http.status_code".into(), "200".into())],
+            start_max_unix_nanos: u64::MAX,
+            duration_min_nanos: Some(400),
+            ..TraceQuery::default()
+        };
+        assert!(front.may_match(&q));
+        assert!(!front.may_match(&TraceQuery { duration_min_nanos: Some(501), ..q.clone() }));
+        assert!(!front.may_match(&TraceQuery { operation: Some("POST".into()), ..q }));
+    }
+
+    #[test]
+    fn pages_round_trip_and_merge_newest_first() {
+        let entry = |start: u64, id: u8| PageEntry {
+            start_unix_nanos: start,
+            trace_id: TraceId([id; 16]),
+            chunk_id: i64::from(id),
+            value: vec![id; 3],
+        };
+        // Three overlapping pages (as concurrent writers and late chunks produce them).
+        let pages = vec![
+            vec![entry(100, 1), entry(70, 2), entry(40, 3)],
+            vec![entry(90, 4), entry(90, 5), entry(10, 6)],
+            vec![entry(60, 7), entry(5, 8)],
+        ];
+        for p in &pages {
+            assert_eq!(&decode_page(&encode_page(p)).expect("decode"), p);
+        }
+        assert!(decode_page(&encode_page(&pages[0])[..20]).is_err());
+        let mut by_end: Vec<(u64, Vec<PageEntry>)> =
+            pages.iter().map(|p| (p.iter().map(|e| e.start_unix_nanos).max().unwrap_or(0), p.clone())).collect();
+        by_end.sort_by_key(|p| std::cmp::Reverse(p.0));
+        let (lo, hi) = (6, 95);
+        let mut want: Vec<PageEntry> =
+            pages.iter().flatten().filter(|e| (lo..=hi).contains(&e.start_unix_nanos)).cloned().collect();
+        want.sort_by(|a, b| b.start_unix_nanos.cmp(&a.start_unix_nanos).then(a.trace_id.cmp(&b.trace_id)));
+        let mut m = PageMerger::default();
+        let mut next = by_end.into_iter().peekable();
+        let mut got = Vec::new();
+        let mut pages_read_before_first = 0;
+        loop {
+            while let Some((end, _)) = next.peek() {
+                if !m.needs(*end) {
+                    break;
+                }
+                let Some((_, entries)) = next.next() else { break };
+                m.push(entries, lo, hi);
+                if got.is_empty() {
+                    pages_read_before_first += 1;
+                }
+            }
+            match m.pop() {
+                Some(e) => got.push(e),
+                None => break,
+            }
+        }
+        assert_eq!(got, want);
+        // The newest in-window entry (90) needed the first two pages only.
+        assert_eq!(pages_read_before_first, 2);
+    }
+}

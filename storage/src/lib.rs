@@ -1,0 +1,340 @@
+//! Storage: the [`TraceStore`] trait every backend implements, and the backend-independent parts of the storage
+//! layout — trace chunks, index entries (one per trace chunk and service, DESIGN §4), search semantics.
+//!
+//! Data flow: the assembler hands finished trace chunks to `skein-ingest`'s writer, which deduplicates late spans,
+//! builds a [`WriteBatch`] with [`prepare_chunk`] (block bytes from [`skein_codec`], index entries, operations and
+//! dependency edges) and calls [`TraceStore::write`]. The query API (`skein-query`) calls the read methods. Only
+//! the backend modules know about their engine: [`embedded`] (fjall, feature `embedded`) and [`scylla`] (the
+//! ScyllaDB driver and keyspace management, feature `scylla` — all the operator links).
+//!
+//! This crate must not import `skein-ingest`, `skein-query` or any server code: it is a library of stores.
+
+mod dicts;
+#[cfg(feature = "embedded")]
+pub mod embedded;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+mod index;
+pub mod metrics;
+#[cfg(feature = "scylla")]
+pub mod scylla;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use dicts::{DictAppend, Dictionaries, MAX_OPEN_DICTIONARIES};
+pub use index::{IndexEntry, PageEntry, PageMerger, TagFilter, decode_page, encode_page};
+
+use skein_codec::CodecError;
+use skein_model::dependencies::{self, DependencyEdge};
+use skein_model::{Span, SpanKind, StatusCode, TraceId};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The storage engine (fjall or ScyllaDB) failed.
+    #[error("storage engine: {0}")]
+    Engine(String),
+    /// A stored block could not be decoded.
+    #[error("trace block: {0}")]
+    Codec(#[from] CodecError),
+    /// A filesystem operation failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// A blocking task was cancelled or panicked.
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+/// Storage result.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One encoded trace chunk with everything that indexes it.
+#[derive(Clone, Debug)]
+pub struct PreparedChunk {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// Earliest span start in the chunk, ns since the Unix epoch (decides the time partition).
+    pub start_unix_nanos: u64,
+    /// Number of spans in the block.
+    pub span_count: usize,
+    /// The encoded block ([`skein_codec`]).
+    pub block: Vec<u8>,
+    /// Shared-dictionary entries the block introduced; stored with (or before) it.
+    pub dict: Option<DictAppend>,
+    /// True when the trace is kept for the longer `retention_important` (it has an error or a slow span).
+    pub important: bool,
+    /// One index entry per service in the chunk.
+    pub index: Vec<IndexEntry>,
+    /// Distinct (service, span kind, operation) triples.
+    pub operations: BTreeSet<(String, SpanKind, String)>,
+    /// Parent→child service edges, counted per time bucket.
+    pub edges: Vec<DependencyEdge>,
+}
+
+/// What one [`TraceStore::write`] call persists atomically.
+#[derive(Clone, Debug, Default)]
+pub struct WriteBatch {
+    /// The chunks.
+    pub chunks: Vec<PreparedChunk>,
+}
+
+/// Encodes a trace chunk and derives its index entries, operations and dependency edges.
+///
+/// `parent_services` resolves parents that live in earlier chunks of the same trace (span ID → service).
+/// With `dicts`, the block references the partition's shared dictionary; without, it is self-contained.
+///
+/// # Errors
+/// [`StoreError::Codec`] when the spans are not one trace.
+pub fn prepare_chunk(
+    spans: &[Span],
+    earlier: &dependencies::Earlier,
+    dicts: Option<&Dictionaries>,
+    important: bool,
+) -> StoreResult<PreparedChunk> {
+    let trace_id = spans.first().ok_or_else(|| CodecError::NotOneTrace("no spans".into()))?.trace_id;
+    let start_unix_nanos = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
+    let (block, dict) = match dicts {
+        Some(d) => d.encode(spans, start_unix_nanos, important)?,
+        None => (skein_codec::encode(spans)?, None),
+    };
+    let operations = spans.iter().map(|s| (s.service_name().to_string(), s.kind, s.name.clone())).collect();
+    Ok(PreparedChunk {
+        trace_id,
+        start_unix_nanos,
+        span_count: spans.len(),
+        block,
+        dict,
+        important,
+        index: index::entries_for_chunk(spans),
+        operations,
+        edges: dependencies::edges(spans, earlier),
+    })
+}
+
+/// Which traces are kept for the longer `retention_important`: every trace with an ERROR span, and, with a
+/// latency threshold, every trace with a span at least that slow (the tail sampler's latency policy of issue #4
+/// feeds the same flag).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ImportancePolicy {
+    /// Spans at least this long, ns, make their trace important; `None` disables the latency rule.
+    pub min_duration_nanos: Option<u64>,
+}
+
+impl ImportancePolicy {
+    /// True when the spans (all known spans of one trace) earn the important retention tier.
+    pub fn is_important<'a>(&self, spans: impl IntoIterator<Item = &'a Span>) -> bool {
+        spans.into_iter().any(|s| {
+            s.status_code == StatusCode::ERROR || self.min_duration_nanos.is_some_and(|d| s.duration_nanos() >= d)
+        })
+    }
+}
+
+/// A trace search, in Jaeger's terms (REFERENCE §1): every criterion must hold for one span of `service`.
+#[derive(Clone, Debug, Default)]
+pub struct TraceQuery {
+    /// Service name (required).
+    pub service: String,
+    /// Operation name; any when `None`.
+    pub operation: Option<String>,
+    /// `key=value` tags that must all match (span, resource and event attributes, plus Jaeger's synthesized tags
+    /// such as `error=true` and `span.kind=server`); values compare as strings, so `200` matches an int 200.
+    pub tags: Vec<(String, String)>,
+    /// Earliest start of the service's first span in a trace, ns since the Unix epoch (inclusive).
+    pub start_min_unix_nanos: u64,
+    /// Latest start of the service's first span in a trace, ns since the Unix epoch (inclusive).
+    pub start_max_unix_nanos: u64,
+    /// Minimum span duration, ns (inclusive).
+    pub duration_min_nanos: Option<u64>,
+    /// Maximum span duration, ns (inclusive).
+    pub duration_max_nanos: Option<u64>,
+    /// Maximum number of traces returned, newest first.
+    pub limit: usize,
+}
+
+impl TraceQuery {
+    /// True when a decoded chunk must be checked because the index alone cannot prove a match.
+    pub fn needs_verification(&self) -> bool {
+        !self.tags.is_empty()
+            || (self.operation.is_some() && (self.duration_min_nanos.is_some() || self.duration_max_nanos.is_some()))
+            || (self.duration_min_nanos.is_some() && self.duration_max_nanos.is_some())
+    }
+
+    /// Exact check: some span of the service satisfies operation, duration and every tag.
+    pub fn matches_spans(&self, spans: &[Span]) -> bool {
+        spans.iter().any(|s| {
+            s.service_name() == self.service
+                && self.operation.as_ref().is_none_or(|op| *op == s.name)
+                && self.duration_min_nanos.is_none_or(|d| s.duration_nanos() >= d)
+                && self.duration_max_nanos.is_none_or(|d| s.duration_nanos() <= d)
+                && self.tags.iter().all(|(k, v)| span_has_tag(s, k, v))
+        })
+    }
+}
+
+/// True when `key=value` is one of the span's searchable tags (see [`for_each_searchable_tag`]).
+pub fn span_has_tag(span: &Span, key: &str, value: &str) -> bool {
+    let mut found = false;
+    for_each_searchable_tag(span, |k, v| {
+        if !found && k == key && v == value {
+            found = true;
+        }
+    });
+    found
+}
+
+/// Calls `f(key, value_as_string)` for every tag search can match on a span: span attributes, resource
+/// attributes (Jaeger's process tags), event attributes (log fields), and the tags Jaeger's OTLP translator adds
+/// (`span.kind`, `otel.status_code`, `otel.status_description`, `error=true`, `otel.scope.name`,
+/// `otel.scope.version`, `w3c.tracestate`).
+pub fn for_each_searchable_tag(span: &Span, mut f: impl FnMut(&str, &str)) {
+    for kv in span.attributes.iter().chain(span.resource.attributes.iter()) {
+        f(&kv.key, &kv.value.to_tag_string());
+    }
+    for e in &span.events {
+        for kv in &e.attributes {
+            f(&kv.key, &kv.value.to_tag_string());
+        }
+    }
+    let kind = span.kind.jaeger_name();
+    if !kind.is_empty() {
+        f("span.kind", kind);
+    }
+    match span.status_code {
+        StatusCode::ERROR => {
+            f("otel.status_code", "ERROR");
+            f("error", "true");
+        }
+        StatusCode::OK => f("otel.status_code", "OK"),
+        _ => {}
+    }
+    if !span.status_message.is_empty() {
+        f("otel.status_description", &span.status_message);
+    }
+    if !span.scope.name.is_empty() {
+        f("otel.scope.name", &span.scope.name);
+    }
+    if !span.scope.version.is_empty() {
+        f("otel.scope.version", &span.scope.version);
+    }
+    if !span.trace_state.is_empty() {
+        f("w3c.tracestate", &span.trace_state);
+    }
+}
+
+/// The answer to a search.
+#[derive(Clone, Debug, Default)]
+pub struct FoundTraces {
+    /// Matching traces, newest first; each sorted by span start.
+    pub traces: Vec<Vec<Span>>,
+    /// Candidate traces left out because a stored block could not be decoded, with the reason.
+    pub corrupt: Vec<(TraceId, String)>,
+}
+
+impl FoundTraces {
+    /// Records one candidate's outcome: a trace joins the results, a block that fails to decode joins
+    /// [`FoundTraces::corrupt`]; `None` (not found or not matching) records nothing. Returns true when the trace ID
+    /// is settled (must not be tried again).
+    ///
+    /// # Errors
+    /// Any [`StoreError`] other than a codec error, unchanged.
+    pub fn record(&mut self, trace_id: TraceId, outcome: StoreResult<Option<Vec<Span>>>) -> StoreResult<bool> {
+        match outcome {
+            Ok(Some(trace)) => self.traces.push(trace),
+            Ok(None) => return Ok(false),
+            Err(StoreError::Codec(e)) => self.corrupt.push((trace_id, e.to_string())),
+            Err(e) => return Err(e),
+        }
+        Ok(true)
+    }
+}
+
+/// One row of the operations listing.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Operation {
+    /// Operation (span) name.
+    pub name: String,
+    /// Span kind.
+    pub kind: SpanKind,
+}
+
+/// A service dependency aggregated over a time window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DependencyLink {
+    /// Calling service.
+    pub parent: String,
+    /// Called service.
+    pub child: String,
+    /// Number of calls (child spans whose parent is in the calling service).
+    pub call_count: u64,
+    /// Calls whose child span has ERROR status.
+    pub error_count: u64,
+}
+
+/// Sums edges into links, sorted by (parent, child).
+pub fn sum_edges(edges: impl IntoIterator<Item = DependencyEdge>) -> Vec<DependencyLink> {
+    let mut m: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for e in edges {
+        let v = m.entry((e.parent, e.child)).or_default();
+        v.0 += e.calls;
+        v.1 += e.errors;
+    }
+    m.into_iter()
+        .map(|((parent, child), (call_count, error_count))| DependencyLink { parent, child, call_count, error_count })
+        .collect()
+}
+
+/// The storage interface shared by every backend (embedded now; ScyllaDB with issue #3).
+///
+/// Reads see every write that returned `Ok`. A trace may be stored as several chunks (late spans); reads merge
+/// them and drop exact duplicates.
+#[async_trait::async_trait]
+pub trait TraceStore: Send + Sync + 'static {
+    /// Length of one time partition, seconds: writers keep one shared dictionary per partition and tier, so a
+    /// dictionary never outlives the blocks that use it.
+    fn partition_secs(&self) -> u64;
+
+    /// Persists a batch atomically and durably.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the engine fails; nothing of the batch is visible then.
+    async fn write(&self, batch: std::sync::Arc<WriteBatch>) -> StoreResult<()>;
+
+    /// All spans of a trace, sorted by start time; `None` when no chunk exists.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the engine fails or a block is corrupt.
+    async fn get_trace(&self, trace_id: TraceId) -> StoreResult<Option<Vec<Span>>>;
+
+    /// Traces matching a query, newest first, at most `query.limit`. Traces whose blocks fail to decode are
+    /// listed in [`FoundTraces::corrupt`] instead of failing the whole search.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the engine fails.
+    async fn find_traces(&self, query: TraceQuery) -> StoreResult<FoundTraces>;
+
+    /// All service names, sorted.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the engine fails.
+    async fn services(&self) -> StoreResult<Vec<String>>;
+
+    /// Operations of a service, optionally of one span kind, sorted by name then kind.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the engine fails.
+    async fn operations(&self, service: &str, kind: Option<SpanKind>) -> StoreResult<Vec<Operation>>;
+
+    /// Service dependencies for calls that started in `[end - lookback, end]` (ns since the Unix epoch).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the engine fails.
+    async fn dependencies(&self, end_unix_nanos: u64, lookback_nanos: u64) -> StoreResult<Vec<DependencyLink>>;
+}
+
+/// Merges chunks of one trace: drops exact duplicates (same span ID, kind, start and end) and sorts by start.
+pub fn merge_chunks(chunks: Vec<Vec<Span>>) -> Vec<Span> {
+    let mut seen = std::collections::HashSet::new();
+    let mut spans: Vec<Span> = chunks.into_iter().flatten().filter(|s| seen.insert(s.dedup_key())).collect();
+    spans.sort_by(|a, b| a.start_unix_nanos.cmp(&b.start_unix_nanos).then(a.span_id.cmp(&b.span_id)));
+    spans
+}
