@@ -451,6 +451,7 @@ impl Forwarder {
                     },
                     Err(e) => {
                         tracing::warn!(endpoint = %t.addr, error = %e, "cannot set up collector endpoint");
+                        self.metrics.endpoint_setup_failures.inc();
                         continue;
                     }
                 },

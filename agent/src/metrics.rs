@@ -75,6 +75,8 @@ pub struct Metrics {
     pub export_requests: Family<ResultLabel, Counter>,
     /// Spans moved to another collector because their first choice was unhealthy.
     pub spans_rerouted: Counter,
+    /// Collector connections that could not be set up (TLS files missing or unreadable, bad address); retried.
+    pub endpoint_setup_failures: Counter,
     /// Attributes masked, hashed or dropped by redaction rules.
     pub attributes_redacted: Counter,
     /// Remote-sampling proxy requests, by result (`ok`, `bad_request`, `unavailable`), and background refreshes
@@ -102,6 +104,7 @@ impl Metrics {
             retries: Family::default(),
             export_requests: Family::default(),
             spans_rerouted: Counter::default(),
+            endpoint_setup_failures: Counter::default(),
             attributes_redacted: Counter::default(),
             sampling_requests: Family::default(),
             registry: Registry::default(),
@@ -125,6 +128,11 @@ impl Metrics {
         registry.register("retries", "Export retries, by reason", m.retries.clone());
         registry.register("export_requests", "Export requests to collectors, by result", m.export_requests.clone());
         registry.register("spans_rerouted", "Spans sent to their next-choice collector", m.spans_rerouted.clone());
+        registry.register(
+            "endpoint_setup_failures",
+            "Collector connections that could not be set up (retried)",
+            m.endpoint_setup_failures.clone(),
+        );
         registry.register("attributes_redacted", "Attributes redacted", m.attributes_redacted.clone());
         registry.register("sampling_requests", "Remote-sampling proxy requests", m.sampling_requests.clone());
         Self { registry, ..m }

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use super::*;
 use proptest::prelude::*;
 use skein_model::{Event, KeyValue, Link, Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId, Value};

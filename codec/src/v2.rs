@@ -41,14 +41,25 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
-use super::{
-    CodecError, Dict, MAGIC, Reader, ZSTD_LEVEL, position_or_push, put_attrs, put_bytes, put_ivarint, put_uvarint,
-    put_value,
-};
+pub use crate::dict::{DictEntry, DictLookup, Dictionary, NoDict, Template};
+use crate::values::{Strings, position_or_push, put_attrs, put_value};
+use crate::wire::{Reader, put_bytes, put_ivarint, put_uvarint};
+use crate::{BlockVersion, CodecError, MAGIC, MAX_BODY_BYTES, ZSTD_LEVEL};
 use skein_model::{KeyValue, Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId, Value};
 
 /// Version byte of this layout.
 pub const VERSION_2: u8 = 2;
+
+/// Version 2 behind the versioned interface.
+pub struct V2;
+
+impl BlockVersion for V2 {
+    const VERSION: u8 = VERSION_2;
+
+    fn decode(block: &[u8], dicts: &dyn DictLookup) -> Result<Vec<Span>, CodecError> {
+        decode(block, dicts, MAX_BODY_BYTES)
+    }
+}
 /// Most entries one [`SharedDict`] holds; later strings and structures stay local to their blocks.
 pub const MAX_SHARED_ENTRIES: usize = 1 << 16;
 /// Longest string a [`SharedDict`] takes, bytes.
@@ -83,40 +94,6 @@ enum Class {
     /// Free text (warnings, trace state): never shared.
     Inline,
 }
-
-/// A span template: what spans of one kind of operation in one process have in common.
-#[derive(Debug, PartialEq)]
-pub struct Template {
-    /// The process.
-    pub resource: Arc<Resource>,
-    /// The instrumentation scope.
-    pub scope: Arc<Scope>,
-    /// Operation (span name).
-    pub name: String,
-    /// Span kind.
-    pub kind: SpanKind,
-    /// Attribute keys, in the spans' order.
-    pub keys: Vec<String>,
-    /// Per key, the value spans of this template usually carry (that of the span that created the template);
-    /// spans store only the values that differ.
-    pub defaults: Vec<Option<Value>>,
-}
-
-/// One decoded entry of a shared dictionary.
-#[derive(Clone, Debug, PartialEq)]
-pub enum DictEntry {
-    /// A string: service, operation, attribute key or frequent value.
-    Str(Arc<str>),
-    /// A whole resource.
-    Resource(Arc<Resource>),
-    /// A whole instrumentation scope.
-    Scope(Arc<Scope>),
-    /// A span template.
-    Template(Arc<Template>),
-}
-
-/// A decoded shared dictionary, entries numbered from 0.
-pub type Dictionary = Arc<[DictEntry]>;
 
 /// A shared, append-only dictionary that many blocks of one storage partition reference by number instead of
 /// repeating: strings (services, operations, attribute keys, frequent values), whole resources, scopes and span
@@ -274,24 +251,6 @@ pub fn decode_dictionary<'a>(raw: impl IntoIterator<Item = &'a [u8]>) -> Result<
         out.push(decoded);
     }
     Ok(out)
-}
-
-/// Where a reader finds shared dictionaries.
-pub trait DictLookup {
-    /// The entries of dictionary `dict_id`, at least `min_len` of them.
-    ///
-    /// # Errors
-    /// [`CodecError::MissingDictionary`] when the dictionary (or enough of it) is not available.
-    fn dictionary(&self, dict_id: u64, min_len: usize) -> Result<Dictionary, CodecError>;
-}
-
-/// A [`DictLookup`] that has no dictionaries (blocks encoded without one decode with it).
-pub struct NoDict;
-
-impl DictLookup for NoDict {
-    fn dictionary(&self, dict_id: u64, _min_len: usize) -> Result<Dictionary, CodecError> {
-        Err(CodecError::MissingDictionary(dict_id))
-    }
 }
 
 impl DictLookup for SharedDict {
@@ -706,8 +665,8 @@ impl Refs<'_> {
             .ok_or(CodecError::Corrupt("local reference out of range"))
     }
 
-    fn dict(&self) -> Dict<'_> {
-        Dict { strings: Vec::new(), shared: Some(self.shared) }
+    fn dict(&self) -> Strings<'_> {
+        Strings { strings: Vec::new(), shared: Some(self.shared) }
     }
 
     /// Resolves a ref of one kind: even → `local[r >> 1]`, odd → the shared entry, which `pick` must accept.
@@ -756,7 +715,7 @@ impl Refs<'_> {
         self.resource_def_with(&self.dict(), r)
     }
 
-    fn resource_def_with(&self, d: &Dict<'_>, r: &mut Reader<'_>) -> Result<Resource, CodecError> {
+    fn resource_def_with(&self, d: &Strings<'_>, r: &mut Reader<'_>) -> Result<Resource, CodecError> {
         let attributes = d.attrs(r)?;
         let dropped_attributes_count = r.u32()?;
         let schema_url = d.string(r)?;
@@ -767,7 +726,7 @@ impl Refs<'_> {
         self.scope_def_with(&self.dict(), r)
     }
 
-    fn scope_def_with(&self, d: &Dict<'_>, r: &mut Reader<'_>) -> Result<Scope, CodecError> {
+    fn scope_def_with(&self, d: &Strings<'_>, r: &mut Reader<'_>) -> Result<Scope, CodecError> {
         let name = d.string(r)?;
         let version = d.string(r)?;
         let attributes = d.attrs(r)?;
@@ -780,7 +739,7 @@ impl Refs<'_> {
         self.template_def_with(&self.dict(), r)
     }
 
-    fn template_def_with(&self, d: &Dict<'_>, r: &mut Reader<'_>) -> Result<Template, CodecError> {
+    fn template_def_with(&self, d: &Strings<'_>, r: &mut Reader<'_>) -> Result<Template, CodecError> {
         let resource = self.resource(r)?;
         let scope = self.scope(r)?;
         let name = d.string(r)?;
@@ -801,7 +760,11 @@ impl Refs<'_> {
 }
 
 /// Decodes a version 2 block (the caller checked magic and version).
-pub(super) fn decode(block: &[u8], dicts: &dyn DictLookup, max_body_bytes: usize) -> Result<Vec<Span>, CodecError> {
+/// Decodes a version 2 block, resolving shared-dictionary references through `dicts`.
+///
+/// # Errors
+/// As [`crate::decode_with`].
+pub fn decode(block: &[u8], dicts: &dyn DictLookup, max_body_bytes: usize) -> Result<Vec<Span>, CodecError> {
     let mut r = Reader { buf: block, pos: 5 };
     let dict_id = u64::from_le_bytes(r.array::<8>()?);
     let dict_len = usize::try_from(r.uvarint()?).map_err(|_| CodecError::Corrupt("dictionary length"))?;
@@ -850,7 +813,7 @@ pub(super) fn decode(block: &[u8], dicts: &dyn DictLookup, max_body_bytes: usize
         strings
             .push(std::str::from_utf8(t.bytes()?).map_err(|_| CodecError::Corrupt("string is not utf-8"))?.to_string());
     }
-    let d = Dict { strings, shared: Some(shared) };
+    let d = Strings { strings, shared: Some(shared) };
     let mut local = Local::default();
     let n_res = t.count()?;
     for _ in 0..n_res {
@@ -930,7 +893,7 @@ pub(super) fn decode(block: &[u8], dicts: &dyn DictLookup, max_body_bytes: usize
     Ok(spans)
 }
 
-fn decode_rare(d: &Dict<'_>, r: &mut Reader<'_>, s: &mut Span) -> Result<(), CodecError> {
+fn decode_rare(d: &Strings<'_>, r: &mut Reader<'_>, s: &mut Span) -> Result<(), CodecError> {
     let presence = r.u8()?;
     if presence & RARE_FLAGS != 0 {
         s.flags = r.u32()?;

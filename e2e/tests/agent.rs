@@ -71,6 +71,7 @@ fn collector_outage_of_30s_loses_nothing_and_never_fails_the_app() {
     let sent = 800 * 100;
     let addr = agent.otlp_grpc.clone();
     let client = std::thread::spawn(move || runtime().block_on(send_paced(addr, requests, Duration::from_millis(50))));
+    // The scenario's timeline (5 s up, then a 30 s outage), not a wait for a condition.
     std::thread::sleep(Duration::from_secs(5));
     assert!(s.terminate().success());
     std::thread::sleep(Duration::from_secs(30));
@@ -195,8 +196,12 @@ fn flood_at_ten_times_the_buffer_stays_bounded_and_keeps_error_spans() {
     let collector_addr = format!("127.0.0.1:{}", free_port());
     let spill = dir.path().join("spill");
     let agent = Agent::start_buffered(&collector_addr, &spill, MEMORY, DISK);
-    std::thread::sleep(Duration::from_millis(500));
-    let idle_kib = rss_kib(agent.pid()).0;
+    // Idle once start-up is done: two readings a poll interval apart agree.
+    let mut idle_kib = rss_kib(agent.pid()).0;
+    wait_until("the agent's RSS to settle after start", Duration::from_secs(10), || {
+        let now = rss_kib(agent.pid()).0;
+        std::mem::replace(&mut idle_kib, now) == now
+    });
     // ~15 KB per request, 4 000 requests: 60 MB, ten times memory + disk. One error trace (one error span) each.
     let requests: Vec<_> = (0..4000).map(|i| request_for("flood", i, 10, 10, 10)).collect();
     let bytes: usize = requests.iter().map(prost::Message::encoded_len).sum();

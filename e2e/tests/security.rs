@@ -171,7 +171,11 @@ fn mutual_tls_between_agent_and_collector_with_redaction() {
         &late("tls.key"),
     ]);
     send(&waiting, "late-secret", 3);
-    std::thread::sleep(Duration::from_secs(1));
+    // The agent has the spans and has tried (and failed) to set up its collector connection since.
+    let tried = waiting.metric("skein_agent_endpoint_setup_failures_total");
+    wait_until("a failed connection set-up after the spans arrived", Duration::from_secs(30), || {
+        waiting.metric("skein_agent_endpoint_setup_failures_total") > tried
+    });
     assert_eq!(waiting.metric("skein_agent_spans_forwarded_total"), 0.0, "no TLS files yet: nothing sent");
     write(&late_dir, "ca.crt", &pki.ca);
     write(&late_dir, "tls.crt", &pki.client.0);

@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use crate::metrics::{EdgeLabels, Metrics, PolicyLabels, ReasonLabels, RedLabels, SampledLabels};
 use crate::sampling::tail::{TailSampler, TailSamplingConfig};
 use crate::wal::SegmentRefs;
+use skein_model::dependencies::{self, DependencyEdge};
 use skein_model::{Span, SpanId, StatusCode, TraceId};
 
 /// RED series (service × operation × kind × status) beyond which new series are not created (counted).
@@ -81,6 +82,9 @@ pub struct Chunk {
     pub late: bool,
     /// The oldest write-ahead-log segment the spans came from; the writer releases it once they are stored.
     pub wal_seq: Option<u64>,
+    /// Dependency edges among these spans alone, computed once here (for the dependency metrics) and stored as
+    /// they are for a chunk that is not late; a late chunk's edges are computed again against the stored spans.
+    pub edges: Vec<DependencyEdge>,
 }
 
 struct Live {
@@ -464,13 +468,14 @@ impl Assembler {
         }
         let cap = self.kept_cap();
         self.kept.insert(trace_id, cap);
-        for e in skein_model::dependencies::edges(&live.spans, &skein_model::dependencies::Earlier::default()) {
+        let edges = dependencies::edges(&live.spans, &dependencies::Earlier::default());
+        for e in &edges {
             self.metrics
                 .dependency_calls
-                .get_or_create(&EdgeLabels { parent: e.parent, child: e.child })
+                .get_or_create(&EdgeLabels { parent: e.parent.clone(), child: e.child.clone() })
                 .inc_by(e.calls as f64 * weight);
         }
-        Some(Chunk { spans: live.spans, late: live.late, wal_seq: live.wal_seq })
+        Some(Chunk { spans: live.spans, late: live.late, wal_seq: live.wal_seq, edges })
     }
 
     fn count_early(&self, reason: &str) {

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::assembly::Chunk;
 use crate::metrics::Metrics;
 use crate::wal::SegmentRefs;
-use skein_model::dependencies::Earlier;
+use skein_model::dependencies::{self, DependencyEdge, Earlier};
 use skein_model::{Span, TraceId};
 use skein_storage::{Dictionaries, ImportancePolicy, TraceStore, WriteBatch, prepare_chunk};
 
@@ -96,7 +96,14 @@ async fn finish(inflight: &mut Option<JoinHandle<bool>>) -> bool {
 }
 
 /// A chunk's spans, what its trace's stored chunks add to its dependency edges, and its tier.
-type ChunkInput = (Vec<Span>, Earlier, bool);
+/// A chunk's dependency edges: the assembler's (a chunk that is not late), or to compute against the trace's
+/// stored spans (a late chunk).
+enum Edges {
+    Known(Vec<DependencyEdge>),
+    Against(Earlier),
+}
+
+type ChunkInput = (Vec<Span>, Edges, bool);
 
 /// The writer's state: the store, its shared dictionaries and the retention-tier policy.
 struct Writer {
@@ -173,7 +180,7 @@ impl Writer {
                 if late_traces.contains(&trace_id) {
                     in_batch.entry(trace_id).or_default().extend(chunk.spans.iter().cloned());
                 }
-                out.push((chunk.spans, Earlier::default(), important));
+                out.push((chunk.spans, Edges::Known(chunk.edges), important));
                 continue;
             }
             let mut stored = match self.store.get_trace(trace_id).await {
@@ -194,7 +201,7 @@ impl Writer {
             if !spans.is_empty() {
                 let important = self.importance.is_important(stored.iter().chain(&spans));
                 in_batch.entry(trace_id).or_default().extend(spans.iter().cloned());
-                out.push((spans, earlier, important));
+                out.push((spans, Edges::Against(earlier), important));
             }
         }
         out
@@ -206,7 +213,13 @@ impl Writer {
         let prepared = tokio::task::spawn_blocking(move || {
             inputs
                 .iter()
-                .map(|(spans, earlier, important)| prepare_chunk(spans, earlier, Some(&dicts), *important))
+                .map(|(spans, edges, important)| {
+                    let edges = match edges {
+                        Edges::Known(edges) => edges.clone(),
+                        Edges::Against(earlier) => dependencies::edges(spans, earlier),
+                    };
+                    prepare_chunk(spans, edges, Some(&dicts), *important)
+                })
                 .collect::<Result<Vec<_>, _>>()
         })
         .await;
@@ -285,7 +298,8 @@ mod tests {
             (vec![span(4, Some(1), "cache", false), span(1, None, "gateway", false)], true),
         ];
         for (spans, late) in chunks {
-            tx.send(Chunk { spans, late, wal_seq: None }).await.expect("send");
+            let edges = dependencies::edges(&spans, &Earlier::default());
+            tx.send(Chunk { spans, late, wal_seq: None, edges }).await.expect("send");
             tokio::time::sleep(pause).await;
         }
         drop(tx);

@@ -134,7 +134,15 @@ mod tests {
         let dicts = skein_storage::Dictionaries::new(store.partition_secs());
         let chunks = traces
             .iter()
-            .map(|t| skein_storage::prepare_chunk(t, &Default::default(), Some(&dicts), false).expect("prepare"))
+            .map(|t| {
+                skein_storage::prepare_chunk(
+                    t,
+                    skein_model::dependencies::edges(t, &Default::default()),
+                    Some(&dicts),
+                    false,
+                )
+                .expect("prepare")
+            })
             .collect();
         store.write(Arc::new(WriteBatch { chunks })).await.expect("write");
         (dir, Arc::new(store))

@@ -25,7 +25,7 @@ pub use dicts::{DictAppend, Dictionaries, MAX_OPEN_DICTIONARIES};
 pub use index::{IndexEntry, PageEntry, PageMerger, TagFilter, decode_page, encode_page};
 
 use skein_codec::CodecError;
-use skein_model::dependencies::{self, DependencyEdge};
+use skein_model::dependencies::DependencyEdge;
 use skein_model::{Span, SpanKind, StatusCode, TraceId};
 
 /// A storage failure.
@@ -78,16 +78,16 @@ pub struct WriteBatch {
     pub chunks: Vec<PreparedChunk>,
 }
 
-/// Encodes a trace chunk and derives its index entries, operations and dependency edges.
-///
-/// `parent_services` resolves parents that live in earlier chunks of the same trace (span ID → service).
+/// Encodes a trace chunk and derives its index entries and operations; `edges` are its dependency edges
+/// (`skein_model::dependencies::edges`, against the trace's stored spans for a late chunk), computed once by the
+/// caller, which usually has them already.
 /// With `dicts`, the block references the partition's shared dictionary; without, it is self-contained.
 ///
 /// # Errors
 /// [`StoreError::Codec`] when the spans are not one trace.
 pub fn prepare_chunk(
     spans: &[Span],
-    earlier: &dependencies::Earlier,
+    edges: Vec<DependencyEdge>,
     dicts: Option<&Dictionaries>,
     important: bool,
 ) -> StoreResult<PreparedChunk> {
@@ -107,7 +107,7 @@ pub fn prepare_chunk(
         important,
         index: index::entries_for_chunk(spans),
         operations,
-        edges: dependencies::edges(spans, earlier),
+        edges,
     })
 }
 

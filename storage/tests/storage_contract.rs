@@ -38,7 +38,8 @@ fn batch(dicts: &Dictionaries, traces: &[Vec<Span>]) -> WriteBatch {
             .iter()
             .map(|t| {
                 let important = t.iter().any(|s| s.status_code == StatusCode::ERROR);
-                prepare_chunk(t, &Default::default(), Some(dicts), important).expect("prepare")
+                prepare_chunk(t, skein_model::dependencies::edges(t, &Default::default()), Some(dicts), important)
+                    .expect("prepare")
             })
             .collect(),
     }
@@ -117,7 +118,8 @@ async fn contract(store: Arc<dyn TraceStore>, run: u8) {
 
     // A self-contained block (no shared dictionary) is readable too.
     let t6 = trace(run, 6, T0 + 10 * HOUR);
-    let c = prepare_chunk(&t6, &Default::default(), None, false).expect("prepare");
+    let c =
+        prepare_chunk(&t6, skein_model::dependencies::edges(&t6, &Default::default()), None, false).expect("prepare");
     store.write(WriteBatch { chunks: vec![c] }.into()).await.expect("write");
     assert_eq!(store.get_trace(t6[0].trace_id).await.expect("get").expect("found"), t6);
 }

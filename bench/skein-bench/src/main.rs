@@ -325,7 +325,12 @@ async fn measure(name: &str, traces: Vec<Vec<Span>>, scylla_plan: bool) -> anyho
             .iter()
             .map(|spans| {
                 let important = spans.iter().any(|s| s.status_code == skein_model::StatusCode::ERROR);
-                prepare_chunk(spans, &Default::default(), Some(&dicts), important)
+                prepare_chunk(
+                    spans,
+                    skein_model::dependencies::edges(spans, &Default::default()),
+                    Some(&dicts),
+                    important,
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
         encode_time += t.elapsed();

@@ -27,7 +27,8 @@ fn batch(dicts: &Dictionaries, traces: &[Vec<Span>]) -> WriteBatch {
         .iter()
         .map(|t| {
             let important = t[0].status_code == StatusCode::ERROR;
-            prepare_chunk(t, &Default::default(), Some(dicts), important).expect("prepare")
+            prepare_chunk(t, skein_model::dependencies::edges(t, &Default::default()), Some(dicts), important)
+                .expect("prepare")
         })
         .collect();
     WriteBatch { chunks }
