@@ -7,6 +7,7 @@
 
 pub mod buffer;
 pub mod config;
+pub mod entry;
 pub mod forward;
 pub mod metrics;
 pub mod process;

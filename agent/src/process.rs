@@ -5,9 +5,9 @@ use regex::Regex;
 use sha2::{Digest as _, Sha256};
 use skein_proto::otlp_collector_trace::ExportTraceServiceRequest;
 use skein_proto::otlp_common::{AnyValue, KeyValue, any_value};
-use skein_proto::otlp_trace::Span;
 
 use crate::config::{AgentConfig, HeadSampling, RedactAction};
+pub use crate::wire::{STATUS_ERROR, is_error};
 
 /// Downward-API environment variables and the OpenTelemetry semantic-convention resource attribute each fills.
 pub const K8S_ENV: &[(&str, &str)] = &[
@@ -21,14 +21,6 @@ pub const K8S_ENV: &[(&str, &str)] = &[
 
 /// The value written in place of a masked attribute.
 pub const MASK: &str = "****";
-
-/// OTLP `STATUS_CODE_ERROR`.
-pub const STATUS_ERROR: i32 = 2;
-
-/// Whether a span has error status.
-pub fn is_error(span: &Span) -> bool {
-    span.status.as_ref().is_some_and(|s| s.code == STATUS_ERROR)
-}
 
 /// What processing one request did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +208,7 @@ mod tests {
     use super::*;
     use skein_proto::otlp_common::KeyValueList;
     use skein_proto::otlp_resource::Resource;
+    use skein_proto::otlp_trace::Span;
     use skein_proto::otlp_trace::{ResourceSpans, ScopeSpans, Status, span};
 
     fn kv(key: &str, value: &str) -> KeyValue {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::buffer::Entry;
+use crate::entry::Entry;
 
 /// Bytes of a record header.
 pub const HEADER_BYTES: u64 = 24;
@@ -42,7 +42,7 @@ pub struct AppendOutcome {
     pub written_bytes: u64,
 }
 
-/// The spill queue. Not thread-safe by itself: the [`crate::buffer::Buffer`] holds it under its lock.
+/// The spill queue. Not thread-safe by itself: the `Buffer` (`crate::buffer`) holds it under its lock.
 pub struct Spill {
     dir: PathBuf,
     max_bytes: u64,
@@ -315,7 +315,7 @@ impl Spill {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::tests::{entry, id_of};
+    use crate::entry::testing::{entry, id_of};
 
     #[test]
     fn survives_reopen_in_order_and_cuts_torn_tails() {

@@ -9,8 +9,15 @@
 
 use bytes::Bytes;
 
-use crate::process::STATUS_ERROR;
 use crate::route::{choose, trace_hash};
+
+/// OTLP `STATUS_CODE_ERROR`.
+pub const STATUS_ERROR: i32 = 2;
+
+/// Whether a span has error status.
+pub fn is_error(span: &skein_proto::otlp_trace::Span) -> bool {
+    span.status.as_ref().is_some_and(|s| s.code == STATUS_ERROR)
+}
 
 /// The envelope is not valid protobuf.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -514,7 +521,7 @@ mod tests {
                 .iter()
                 .flat_map(|r| &r.scope_spans)
                 .flat_map(|s| &s.spans)
-                .filter(|s| crate::process::is_error(s))
+                .filter(|s| is_error(s))
                 .count();
             assert_eq!(r.error_spans as usize, errors);
         }
