@@ -3,16 +3,10 @@
 
 use clap::Parser as _;
 use skein_agent::Settings;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let settings = Settings::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    if settings.log_format == "json" {
-        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    }
+    skein_runtime::init_logging(settings.log_format == "json");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let running = skein_agent::start(settings).await?;
@@ -24,11 +18,7 @@ fn main() -> anyhow::Result<()> {
             a.sampling,
             a.admin
         );
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        skein_runtime::shutdown_signal().await;
         tracing::info!("shutting down: draining the buffer");
         running.stop().await;
         tracing::info!("stopped");
