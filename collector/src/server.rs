@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use skein_ingest::Limits;
 use skein_ingest::assembly::AssemblyConfig;
 use skein_ingest::metrics::Metrics;
-use skein_ingest::pipeline::{IngestConfig, Listeners, OtlpTls};
+use skein_ingest::pipeline::{IngestConfig, IngestHandle, Listeners, OtlpTls};
 use skein_ingest::sampling::remote::{self, Strategies};
 use skein_query::QueryConfig;
 use skein_query::metrics::QueryMetrics;
@@ -45,15 +45,17 @@ pub enum Role {
 }
 
 /// What a binary runs, fixed at compile time: [`run_server`] starts only the components of `R`, so the
-/// `skein-query` binary does not link the ingest pipeline and `skein-collector` does not link the query service
-/// (an unreachable component is never referenced, and the linker drops it).
+/// `skein-query` binary does not link the ingest pipeline and `skein-collector` does not link the query service.
+/// (A component left out is never referenced: the query service is started by a plain call behind a constant
+/// condition, and the ingest side, whose start and shutdown are awaited, is a type — [`NoIngest`] awaits nothing.)
 pub trait Runs {
     /// The role (flag defaults and logs).
     const ROLE: Role;
-    /// Runs the ingest component (receivers, write-ahead log, assembly, writer) and remote sampling.
-    const INGEST: bool;
     /// Runs the query component.
     const QUERY: bool;
+    /// The ingest side: [`Ingesting`] (receivers, write-ahead log, assembly, writer, remote sampling) or
+    /// [`NoIngest`].
+    type Ingest: IngestSide;
 }
 
 /// `skein-all-in-one`: everything.
@@ -65,20 +67,131 @@ pub struct Query;
 
 impl Runs for AllInOne {
     const ROLE: Role = Role::AllInOne;
-    const INGEST: bool = true;
     const QUERY: bool = true;
+    type Ingest = Ingesting;
 }
 
 impl Runs for Collector {
     const ROLE: Role = Role::Collector;
-    const INGEST: bool = true;
     const QUERY: bool = false;
+    type Ingest = Ingesting;
 }
 
 impl Runs for Query {
     const ROLE: Role = Role::Query;
-    const INGEST: bool = false;
     const QUERY: bool = true;
+    type Ingest = NoIngest;
+}
+
+/// What the ingest side needs to start: its listeners and everything shared with the rest of the process.
+pub struct IngestStart<'a> {
+    /// The server configuration.
+    pub config: &'a ServerConfig,
+    /// OTLP gRPC, OTLP HTTP, Zipkin.
+    pub listeners: Listeners,
+    /// Remote sampling HTTP and gRPC.
+    pub sampling: (TcpListener, TcpListener),
+    /// TLS of the OTLP gRPC receiver, read already.
+    pub otlp_tls: Option<skein_ingest::pipeline::ServerTlsConfig>,
+    /// The store spans are written to.
+    pub store: Arc<dyn TraceStore>,
+    /// The ingest metrics.
+    pub metrics: Arc<Metrics>,
+    /// The configuration file as loaded at start.
+    pub loaded: skein_ingest::reload::Loaded,
+}
+
+/// The ingest side of a binary, started and stopped by [`run_server`].
+pub trait IngestSide: Sized + Send {
+    /// Whether it runs anything (its listeners are bound only then).
+    const RUNS: bool;
+
+    /// Starts it.
+    ///
+    /// # Errors
+    /// A message when a part cannot start.
+    fn start(start: IngestStart<'_>) -> impl Future<Output = std::result::Result<Self, String>> + Send;
+
+    /// Stops accepting spans and drains by `deadline`; whether everything was written.
+    ///
+    /// # Errors
+    /// A part that failed while serving.
+    fn shutdown(self, deadline: tokio::time::Instant)
+    -> impl Future<Output = std::result::Result<bool, String>> + Send;
+}
+
+/// No ingest side (`skein-query`).
+pub struct NoIngest;
+
+impl IngestSide for NoIngest {
+    const RUNS: bool = false;
+
+    fn start(_: IngestStart<'_>) -> impl Future<Output = std::result::Result<Self, String>> + Send {
+        std::future::ready(Ok(NoIngest))
+    }
+
+    fn shutdown(self, _: tokio::time::Instant) -> impl Future<Output = std::result::Result<bool, String>> + Send {
+        std::future::ready(Ok(true))
+    }
+}
+
+/// The running ingest side: the ingest component, remote sampling and the configuration reload.
+pub struct Ingesting {
+    ingest: IngestHandle,
+    sampling: Servers,
+    reloads: Servers,
+}
+
+impl IngestSide for Ingesting {
+    const RUNS: bool = true;
+
+    async fn start(start: IngestStart<'_>) -> std::result::Result<Self, String> {
+        let IngestStart { config, listeners, sampling, otlp_tls, store, metrics, loaded } = start;
+        let strategies = Strategies::new(loaded.strategies.clone());
+        let (tail_tx, tail_rx) = watch::channel(loaded.config.tail_sampling.clone());
+        let mut reloads = Servers::default();
+        // Without a file the sender is dropped here and the assembler keeps its initial policies.
+        if let Some(path) = &config.config_file {
+            let mut updates = skein_ingest::reload::watch(path.clone(), loaded, config.config_reload, metrics.clone());
+            let strategies = strategies.clone();
+            let stopping = reloads.stopping();
+            reloads.spawn("configuration reload", async move {
+                tokio::pin!(stopping);
+                loop {
+                    tokio::select! {
+                        changed = updates.changed() => if changed.is_err() { return Ok(()) },
+                        _ = &mut stopping => return Ok(()),
+                    }
+                    let l = updates.borrow_and_update().clone();
+                    strategies.replace(l.strategies.clone());
+                    if tail_tx.send(l.config.tail_sampling.clone()).is_err() {
+                        return Ok(());
+                    }
+                }
+            });
+        }
+        let ingest_config = IngestConfig {
+            assembly: config.assembly.clone(),
+            limits: config.limits.clone(),
+            importance: config.importance,
+            wal_dir: config.wal_dir.clone(),
+            wal_max_bytes: config.wal_max_bytes,
+            max_inflight_bytes: config.max_inflight_bytes,
+        };
+        let ingest =
+            skein_ingest::pipeline::start(&ingest_config, listeners, otlp_tls, store, metrics.clone(), tail_rx).await?;
+        let sampling = remote::start(strategies, metrics, sampling.0, sampling.1);
+        Ok(Ingesting { ingest, sampling, reloads })
+    }
+
+    async fn shutdown(self, deadline: tokio::time::Instant) -> std::result::Result<bool, String> {
+        let _ = self.reloads.shutdown(SERVERS_STOP_TIMEOUT).await;
+        let drained = self.ingest.shutdown(deadline).await;
+        // Remote sampling answers until the pipeline has drained, as the other servers do.
+        let sampling = self.sampling.shutdown(SERVERS_STOP_TIMEOUT).await;
+        let drained = drained?;
+        sampling.map(|()| drained)
+    }
 }
 
 /// Where traces are stored.
@@ -258,21 +371,21 @@ pub async fn run_server<R: Runs>(
     let query_metrics = Arc::new(QueryMetrics::register(&mut registry));
     let storage_metrics = Arc::new(StorageMetrics::register(&mut registry));
     let ready = Arc::new(AtomicBool::new(false));
-    let loaded = match (&config.config_file, R::INGEST) {
+    let loaded = match (&config.config_file, R::Ingest::RUNS) {
         (Some(path), true) => skein_ingest::reload::load(path).map_err(|e| Error::Config(e.to_string()))?,
         _ => skein_ingest::reload::Loaded::default(),
     };
     let (store, embedded) = open_store(&config).await?;
     // Certificate files are read before anything binds, so a bad path fails the start, not a half-started server.
-    let otlp_tls = match (&config.otlp_tls, R::INGEST) {
+    let otlp_tls = match (&config.otlp_tls, R::Ingest::RUNS) {
         (Some(tls), true) => Some(tls.load().map_err(Error::Config)?),
         _ => None,
     };
-    let grpc_listener = bind_if(R::INGEST, config.otlp_grpc_addr, "OTLP gRPC").await?;
-    let http_listener = bind_if(R::INGEST, config.otlp_http_addr, "OTLP HTTP").await?;
-    let zipkin_listener = bind_if(R::INGEST, config.zipkin_addr, "Zipkin").await?;
-    let sampling_http_listener = bind_if(R::INGEST, config.sampling_http_addr, "remote sampling HTTP").await?;
-    let sampling_grpc_listener = bind_if(R::INGEST, config.sampling_grpc_addr, "remote sampling gRPC").await?;
+    let grpc_listener = bind_if(R::Ingest::RUNS, config.otlp_grpc_addr, "OTLP gRPC").await?;
+    let http_listener = bind_if(R::Ingest::RUNS, config.otlp_http_addr, "OTLP HTTP").await?;
+    let zipkin_listener = bind_if(R::Ingest::RUNS, config.zipkin_addr, "Zipkin").await?;
+    let sampling_http_listener = bind_if(R::Ingest::RUNS, config.sampling_http_addr, "remote sampling HTTP").await?;
+    let sampling_grpc_listener = bind_if(R::Ingest::RUNS, config.sampling_grpc_addr, "remote sampling gRPC").await?;
     let query_listener = bind_if(R::QUERY, config.query_http_addr, "query HTTP").await?;
     let query_grpc_listener = bind_if(R::QUERY, config.query_grpc_addr, "query gRPC").await?;
     let admin_listener = bind(config.admin_addr, "admin").await?;
@@ -317,60 +430,23 @@ pub async fn run_server<R: Runs>(
         }
         _ => None,
     };
-    let mut ingest = None;
-    let mut sampling = None;
-    let mut reloads = Servers::default();
-    if let (true, Some(otlp_grpc), Some(otlp_http), Some(zipkin), Some(sampling_http), Some(sampling_grpc)) =
-        (R::INGEST, grpc_listener, http_listener, zipkin_listener, sampling_http_listener, sampling_grpc_listener)
-    {
-        let strategies = Strategies::new(loaded.strategies.clone());
-        let (tail_tx, tail_rx) = watch::channel(loaded.config.tail_sampling.clone());
-        // Without a file the sender is dropped here and the assembler keeps its initial policies.
-        if let Some(path) = &config.config_file {
-            let mut updates =
-                skein_ingest::reload::watch(path.clone(), loaded.clone(), config.config_reload, ingest_metrics.clone());
-            let strategies = strategies.clone();
-            let stopping = reloads.stopping();
-            reloads.spawn("configuration reload", async move {
-                tokio::pin!(stopping);
-                loop {
-                    tokio::select! {
-                        changed = updates.changed() => if changed.is_err() { return Ok(()) },
-                        _ = &mut stopping => return Ok(()),
-                    }
-                    let l = updates.borrow_and_update().clone();
-                    strategies.replace(l.strategies.clone());
-                    if tail_tx.send(l.config.tail_sampling.clone()).is_err() {
-                        return Ok(());
-                    }
-                }
-            });
-        }
-        let ingest_config = IngestConfig {
-            assembly: config.assembly.clone(),
-            limits: config.limits.clone(),
-            importance: config.importance,
-            wal_dir: config.wal_dir.clone(),
-            wal_max_bytes: config.wal_max_bytes,
-            max_inflight_bytes: config.max_inflight_bytes,
-        };
-        let listeners = Listeners { otlp_grpc, otlp_http, zipkin };
-        ingest = Some(
-            skein_ingest::pipeline::start(
-                &ingest_config,
-                listeners,
+    let ingest = match (grpc_listener, http_listener, zipkin_listener, sampling_http_listener, sampling_grpc_listener) {
+        (Some(otlp_grpc), Some(otlp_http), Some(zipkin), Some(sampling_http), Some(sampling_grpc)) => {
+            let start = IngestStart {
+                config: &config,
+                listeners: Listeners { otlp_grpc, otlp_http, zipkin },
+                sampling: (sampling_http, sampling_grpc),
                 otlp_tls,
-                store.clone(),
-                ingest_metrics.clone(),
-                tail_rx,
-            )
-            .await
-            .map_err(Error::Serve)?,
-        );
-        sampling = Some(remote::start(strategies, ingest_metrics.clone(), sampling_http, sampling_grpc));
-    }
+                store: store.clone(),
+                metrics: ingest_metrics,
+                loaded,
+            };
+            Some(R::Ingest::start(start).await.map_err(Error::Serve)?)
+        }
+        _ => None,
+    };
     let mut retention = Servers::default();
-    if let (Some(e), true) = (&embedded, R::INGEST) {
+    if let (Some(e), true) = (&embedded, R::Ingest::RUNS) {
         embedded::export_storage_gauges(e, &storage_metrics);
         let (e, stopping) = (e.clone(), retention.stopping());
         retention.spawn("retention", async move {
@@ -385,18 +461,17 @@ pub async fn run_server<R: Runs>(
     tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: no longer accepting spans");
     ready.store(false, Ordering::Release);
     let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
-    let _ = reloads.shutdown(SERVERS_STOP_TIMEOUT).await;
-    let mut outcome = Ok(true);
-    if let Some(ingest) = ingest {
-        outcome = ingest.shutdown(deadline).await;
-    }
+    let outcome = match ingest {
+        Some(ingest) => ingest.shutdown(deadline).await,
+        None => Ok(true),
+    };
     if let Some(e) = &embedded
         && let Err(e) = e.flush().await
     {
         tracing::warn!(error = %e, "flushing memtables at shutdown failed; the journal will be replayed on start");
     }
     let mut stopped = Vec::new();
-    for servers in [sampling, query, Some(admin)].into_iter().flatten() {
+    for servers in [query, Some(admin)].into_iter().flatten() {
         stopped.push(servers.shutdown(SERVERS_STOP_TIMEOUT).await);
     }
     let _ = retention.shutdown(SERVERS_STOP_TIMEOUT).await;

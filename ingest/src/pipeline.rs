@@ -15,6 +15,7 @@ use skein_storage::{ImportancePolicy, TraceStore};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+pub use tonic::transport::ServerTlsConfig;
 
 use crate::assembly::{self, AssemblyConfig};
 use crate::grpc::OtlpGrpc;
@@ -63,10 +64,10 @@ impl OtlpTls {
     ///
     /// # Errors
     /// A file cannot be read (its path and the OS error).
-    pub fn load(&self) -> Result<tonic::transport::ServerTlsConfig, String> {
+    pub fn load(&self) -> Result<ServerTlsConfig, String> {
         let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
         let identity = tonic::transport::Identity::from_pem(read(&self.cert_file)?, read(&self.key_file)?);
-        let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+        let mut tls = ServerTlsConfig::new().identity(identity);
         if let Some(ca) = &self.client_ca_file {
             tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
         }
@@ -102,7 +103,7 @@ pub struct IngestHandle {
 pub async fn start(
     config: &IngestConfig,
     listeners: Listeners,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<ServerTlsConfig>,
     store: Arc<dyn TraceStore>,
     metrics: Arc<Metrics>,
     tail: watch::Receiver<Option<TailSamplingConfig>>,
