@@ -235,7 +235,6 @@ impl ServerArgs {
             Role::AllInOne | Role::Collector => ([0, 0, 0, 0], 14269).into(),
         };
         Ok(ServerConfig {
-            role,
             otlp_grpc_addr: self.otlp_grpc_addr,
             otlp_http_addr: self.otlp_http_addr,
             query_http_addr: self.query_http_addr,

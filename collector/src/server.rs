@@ -206,8 +206,6 @@ pub enum StorageConfig {
 /// Settings of the server processes.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// What this process runs.
-    pub role: Role,
     /// OTLP/gRPC listen address.
     pub otlp_grpc_addr: SocketAddr,
     /// OTLP/HTTP listen address.
@@ -255,40 +253,6 @@ pub struct ServerConfig {
     pub sampling_grpc_addr: SocketAddr,
     /// Longest drain after a shutdown signal.
     pub shutdown_timeout: std::time::Duration,
-}
-
-impl ServerConfig {
-    /// A configuration for tests and embedding: every listener on 127.0.0.1 port 0, the embedded store in
-    /// `data_dir` (write-ahead log in `data_dir/wal`), defaults elsewhere.
-    pub fn local(role: Role, data_dir: &std::path::Path) -> Self {
-        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-        Self {
-            role,
-            otlp_grpc_addr: any,
-            otlp_http_addr: any,
-            query_http_addr: any,
-            query_grpc_addr: any,
-            query_timeout: std::time::Duration::from_secs(30),
-            query_cache_spans: 200_000,
-            query_auth_token_file: None,
-            fault_stall_writes_file: None,
-            otlp_tls: None,
-            admin_addr: any,
-            storage: StorageConfig::Embedded(EmbeddedConfig::new(data_dir.to_path_buf())),
-            assembly: AssemblyConfig::default(),
-            limits: Limits::default(),
-            importance: ImportancePolicy::default(),
-            config_file: None,
-            config_reload: std::time::Duration::from_secs(2),
-            wal_dir: data_dir.join("wal"),
-            wal_max_bytes: 1 << 30,
-            max_inflight_bytes: skein_ingest::DEFAULT_MAX_INFLIGHT_BYTES,
-            zipkin_addr: any,
-            sampling_http_addr: any,
-            sampling_grpc_addr: any,
-            shutdown_timeout: std::time::Duration::from_secs(30),
-        }
-    }
 }
 
 /// The addresses actually bound (useful with port 0); `None` for the parts the role does not run.

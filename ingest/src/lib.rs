@@ -234,7 +234,6 @@ impl Ingest {
     /// undecodable record is skipped and counted in `skein_wal_corrupt_records_total`. Rejections were counted
     /// when the request arrived and are not counted again.
     pub async fn replay(&self, records: Vec<crate::wal::Record>) -> u64 {
-        use prost::Message as _;
         let mut replayed = 0u64;
         for r in records {
             let request = match ExportTraceServiceRequest::decode(r.payload.as_slice()) {
