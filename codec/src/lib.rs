@@ -27,6 +27,8 @@
 //! (strings, whole resources and scopes, span templates), parent deltas, delta-encoded starts and one zstd frame
 //! over column-ordered data. Version 1 blocks stay readable:
 //! [`decode`] and [`decode_with`] accept both.
+//!
+//! This crate must not import any Skein crate but `skein-model`, nor do I/O: blocks come and go as bytes.
 
 use skein_model::Span;
 

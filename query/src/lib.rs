@@ -10,6 +10,9 @@
 //! `/api/v3/services`, `/api/v3/operations?service=&spanKind=` (or `span_kind`). The web UI at `/`: [`ui`]. Classic responses use Jaeger's
 //! envelope `{data,total,limit,offset,errors}` and errors repeat the HTTP status in `errors[0].code`; api_v3
 //! answers `{"result": TracesData}` and errors as `{"error": {"httpCode", "message"}}`, an empty search as 404.
+//!
+//! [`start`] runs it as a component. This crate reads through `skein_storage::TraceStore` only: it must not import
+//! `skein-ingest` or the server binaries' code, and knows no storage engine.
 
 pub mod analysis;
 pub mod auth;
