@@ -7,7 +7,7 @@ use skein_proto::otlp_collector_trace::ExportTraceServiceRequest;
 use skein_proto::otlp_common::{AnyValue, KeyValue, any_value};
 
 use crate::config::{AgentConfig, HeadSampling, RedactAction};
-pub use crate::wire::{STATUS_ERROR, is_error};
+use crate::wire::is_error;
 
 /// Downward-API environment variables and the OpenTelemetry semantic-convention resource attribute each fills.
 pub const K8S_ENV: &[(&str, &str)] = &[
@@ -209,6 +209,8 @@ mod tests {
     use skein_proto::otlp_common::KeyValueList;
     use skein_proto::otlp_resource::Resource;
     use skein_proto::otlp_trace::Span;
+
+    use crate::wire::STATUS_ERROR;
     use skein_proto::otlp_trace::{ResourceSpans, ScopeSpans, Status, span};
 
     fn kv(key: &str, value: &str) -> KeyValue {

@@ -41,7 +41,6 @@ pub mod wire;
 pub use dict::{DictEntry, DictLookup, Dictionary, NoDict, Template};
 pub use v1::{VERSION_1, encode as encode_v1};
 pub use v2::{SharedDict, VERSION_2, decode_dictionary, dictionary_of};
-pub use wire::{Reader, put_uvarint};
 
 /// Magic bytes at the start of every block.
 pub const MAGIC: &[u8; 4] = b"SKTB";

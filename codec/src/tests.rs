@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::wire::put_uvarint;
 use proptest::prelude::*;
 use skein_model::{Event, KeyValue, Link, Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId, Value};
 

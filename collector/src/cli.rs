@@ -10,7 +10,8 @@ use clap::{Args, Parser};
 use skein_config::parse_go_duration;
 use skein_ingest::Limits;
 use skein_ingest::assembly::AssemblyConfig;
-use skein_ingest::pipeline::OtlpTls;
+use skein_ingest::pipeline::{IngestConfig, OtlpTls};
+use skein_query::QueryConfig;
 use skein_runtime::{init_logging, shutdown_signal};
 use skein_storage::ImportancePolicy;
 use skein_storage::embedded::{DEFAULT_PARTITION_SECS, EmbeddedConfig};
@@ -239,9 +240,11 @@ impl ServerArgs {
             otlp_http_addr: self.otlp_http_addr,
             query_http_addr: self.query_http_addr,
             query_grpc_addr: self.query_grpc_addr,
-            query_timeout: self.query_timeout,
-            query_cache_spans: self.query_cache_spans,
-            query_auth_token_file: self.query_auth_token_file.clone(),
+            query: QueryConfig {
+                timeout: self.query_timeout,
+                cache_spans: self.query_cache_spans,
+                auth_token_file: self.query_auth_token_file.clone(),
+            },
             fault_stall_writes_file: self.fault_stall_writes_file.clone(),
             otlp_tls: self.otlp_tls_cert_file.clone().zip(self.otlp_tls_key_file.clone()).map(
                 |(cert_file, key_file)| OtlpTls {
@@ -252,26 +255,28 @@ impl ServerArgs {
             ),
             admin_addr: self.admin_addr.unwrap_or(admin_default),
             storage: self.storage.config(role)?,
-            assembly: AssemblyConfig {
-                trace_idle_ms: self.trace_idle_ms,
-                max_live_traces: self.max_live_traces,
-                max_spans_per_trace: self.max_spans_per_trace,
-                ..AssemblyConfig::default()
+            ingest: IngestConfig {
+                assembly: AssemblyConfig {
+                    trace_idle_ms: self.trace_idle_ms,
+                    max_live_traces: self.max_live_traces,
+                    max_spans_per_trace: self.max_spans_per_trace,
+                    ..AssemblyConfig::default()
+                },
+                limits: Limits {
+                    max_attributes: self.max_attributes,
+                    max_attribute_value_bytes: self.max_attribute_value_bytes,
+                    ..Limits::default()
+                },
+                importance: self.storage.importance(),
+                wal_dir: self.wal_dir.clone().unwrap_or_else(|| match role {
+                    Role::AllInOne => self.storage.data_dir.join("wal"),
+                    Role::Collector | Role::Query => PathBuf::from("./skein-wal"),
+                }),
+                wal_max_bytes: self.wal_max_bytes,
+                max_inflight_bytes: self.max_inflight_bytes,
             },
-            limits: Limits {
-                max_attributes: self.max_attributes,
-                max_attribute_value_bytes: self.max_attribute_value_bytes,
-                ..Limits::default()
-            },
-            importance: self.storage.importance(),
             config_file: self.config.clone(),
             config_reload: Duration::from_millis(self.config_reload_ms.max(50)),
-            wal_dir: self.wal_dir.clone().unwrap_or_else(|| match role {
-                Role::AllInOne => self.storage.data_dir.join("wal"),
-                Role::Collector | Role::Query => PathBuf::from("./skein-wal"),
-            }),
-            wal_max_bytes: self.wal_max_bytes,
-            max_inflight_bytes: self.max_inflight_bytes,
             zipkin_addr: self.zipkin_addr,
             sampling_http_addr: self.sampling_http_addr,
             sampling_grpc_addr: self.sampling_grpc_addr,

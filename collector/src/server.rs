@@ -12,17 +12,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::registry::Registry;
-use skein_ingest::Limits;
-use skein_ingest::assembly::AssemblyConfig;
 use skein_ingest::metrics::Metrics;
 use skein_ingest::pipeline::{IngestConfig, IngestHandle, Listeners, OtlpTls};
 use skein_ingest::sampling::remote::{self, Strategies};
 use skein_query::QueryConfig;
 use skein_query::metrics::QueryMetrics;
 use skein_runtime::Servers;
+use skein_storage::TraceStore;
 use skein_storage::embedded::{self, EmbeddedConfig, EmbeddedStore};
 use skein_storage::metrics::StorageMetrics;
-use skein_storage::{ImportancePolicy, TraceStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -30,8 +28,6 @@ use crate::{Error, Result, admin};
 
 /// How often the embedded store deletes expired partitions and refreshes its storage gauges.
 pub const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-/// How long the remote-sampling, query and admin servers get to stop once the pipeline has drained.
-pub const SERVERS_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Which parts of the backend a process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,25 +166,17 @@ impl IngestSide for Ingesting {
                 }
             });
         }
-        let ingest_config = IngestConfig {
-            assembly: config.assembly.clone(),
-            limits: config.limits.clone(),
-            importance: config.importance,
-            wal_dir: config.wal_dir.clone(),
-            wal_max_bytes: config.wal_max_bytes,
-            max_inflight_bytes: config.max_inflight_bytes,
-        };
         let ingest =
-            skein_ingest::pipeline::start(&ingest_config, listeners, otlp_tls, store, metrics.clone(), tail_rx).await?;
+            skein_ingest::pipeline::start(&config.ingest, listeners, otlp_tls, store, metrics.clone(), tail_rx).await?;
         let sampling = remote::start(strategies, metrics, sampling.0, sampling.1);
         Ok(Ingesting { ingest, sampling, reloads })
     }
 
     async fn shutdown(self, deadline: tokio::time::Instant) -> std::result::Result<bool, String> {
-        let _ = self.reloads.shutdown(SERVERS_STOP_TIMEOUT).await;
+        let _ = self.reloads.shutdown(skein_runtime::STOP_TIMEOUT).await;
         let drained = self.ingest.shutdown(deadline).await;
         // Remote sampling answers until the pipeline has drained, as the other servers do.
-        let sampling = self.sampling.shutdown(SERVERS_STOP_TIMEOUT).await;
+        let sampling = self.sampling.shutdown(skein_runtime::STOP_TIMEOUT).await;
         let drained = drained?;
         sampling.map(|()| drained)
     }
@@ -214,12 +202,8 @@ pub struct ServerConfig {
     pub query_http_addr: SocketAddr,
     /// Query gRPC (`skein.query.v1.QueryService`) listen address.
     pub query_grpc_addr: SocketAddr,
-    /// Longest a query may take (HTTP 504, gRPC DEADLINE_EXCEEDED after it).
-    pub query_timeout: std::time::Duration,
-    /// Spans the hot-trace cache holds (0: no cache).
-    pub query_cache_spans: u64,
-    /// Bearer tokens the query APIs require ([`query::auth`]); `None`: open.
-    pub query_auth_token_file: Option<std::path::PathBuf>,
+    /// The query component's settings.
+    pub query: QueryConfig,
     /// TLS (and optionally mutual TLS) on the OTLP gRPC receiver; `None`: plaintext.
     pub otlp_tls: Option<OtlpTls>,
     /// Chaos-test hook (feature `fault-injection`): storage writes wait while this file exists
@@ -229,22 +213,12 @@ pub struct ServerConfig {
     pub admin_addr: SocketAddr,
     /// Storage backend.
     pub storage: StorageConfig,
-    /// Trace assembly settings.
-    pub assembly: AssemblyConfig,
-    /// Span validation limits.
-    pub limits: Limits,
-    /// Which traces get the important retention tier.
-    pub importance: ImportancePolicy,
+    /// The ingest component's settings (assembly, limits, retention tier, write-ahead log, in-flight bytes).
+    pub ingest: IngestConfig,
     /// Configuration file (tail sampling, remote-sampling strategies), re-read on change.
     pub config_file: Option<std::path::PathBuf>,
     /// How often the configuration file is checked.
     pub config_reload: std::time::Duration,
-    /// Write-ahead-log directory.
-    pub wal_dir: std::path::PathBuf,
-    /// Write-ahead-log budget, bytes.
-    pub wal_max_bytes: u64,
-    /// Export-request bytes processed at once.
-    pub max_inflight_bytes: usize,
     /// Zipkin receiver listen address.
     pub zipkin_addr: SocketAddr,
     /// Remote-sampling HTTP listen address.
@@ -385,12 +359,7 @@ pub async fn run_server<R: Runs>(
     let admin = admin::start(registry, ready.clone(), admin_listener);
     let query = match (query_listener, query_grpc_listener) {
         (Some(http), Some(grpc)) if R::QUERY => {
-            let query_config = QueryConfig {
-                timeout: config.query_timeout,
-                cache_spans: config.query_cache_spans,
-                auth_token_file: config.query_auth_token_file.clone(),
-            };
-            Some(skein_query::start(&query_config, store.clone(), query_metrics, http, grpc).map_err(Error::Serve)?)
+            Some(skein_query::start(&config.query, store.clone(), query_metrics, http, grpc).map_err(Error::Serve)?)
         }
         _ => None,
     };
@@ -436,9 +405,9 @@ pub async fn run_server<R: Runs>(
     }
     let mut stopped = Vec::new();
     for servers in [query, Some(admin)].into_iter().flatten() {
-        stopped.push(servers.shutdown(SERVERS_STOP_TIMEOUT).await);
+        stopped.push(servers.shutdown(skein_runtime::STOP_TIMEOUT).await);
     }
-    let _ = retention.shutdown(SERVERS_STOP_TIMEOUT).await;
+    let _ = retention.shutdown(skein_runtime::STOP_TIMEOUT).await;
     match outcome {
         // Not everything was written: the write-ahead log keeps the rest, and the exit is still orderly.
         Ok(false) => Ok(()),

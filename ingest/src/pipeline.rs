@@ -194,7 +194,7 @@ impl IngestHandle {
                 "shutdown timeout reached before every trace was written; the write-ahead log keeps the rest for the next start"
             );
         }
-        let _ = self.housekeeping.shutdown(std::time::Duration::from_secs(5)).await;
+        let _ = self.housekeeping.shutdown(skein_runtime::STOP_TIMEOUT).await;
         served.map(|()| drained)
     }
 }

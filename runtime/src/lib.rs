@@ -36,6 +36,9 @@ pub fn init_logging(json: bool) {
     }
 }
 
+/// How long a component's servers get to stop once told to (they finish in-flight requests first).
+pub const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A component's running servers and tasks, stopped together: each is spawned with [`Servers::spawn`] and watches
 /// [`Servers::stopping`]; [`Servers::shutdown`] signals them all and waits for each (a server finishes its
 /// in-flight requests first).

@@ -1,18 +1,23 @@
 //! Fault injection for the chaos tests (feature `fault-injection`, off in release builds): stores that misbehave
 //! on purpose.
 
-use crate::*;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use skein_model::{Span, SpanKind, TraceId};
+
+use crate::{DependencyLink, FoundTraces, Operation, StoreResult, TraceQuery, TraceStore, WriteBatch};
 
 /// A store whose writes wait while a file exists: the chaos tests' stalled store (a disk or cluster that stops
 /// answering). Reads pass through; a write starts once the file is gone, checked every 50 ms.
 pub struct StallingStore {
-    inner: std::sync::Arc<dyn TraceStore>,
-    stall_while: std::path::PathBuf,
+    inner: Arc<dyn TraceStore>,
+    stall_while: PathBuf,
 }
 
 impl StallingStore {
     /// Wraps `inner`; writes stall while `stall_while` exists.
-    pub fn new(inner: std::sync::Arc<dyn TraceStore>, stall_while: std::path::PathBuf) -> Self {
+    pub fn new(inner: Arc<dyn TraceStore>, stall_while: PathBuf) -> Self {
         Self { inner, stall_while }
     }
 }
@@ -22,7 +27,7 @@ impl TraceStore for StallingStore {
     fn partition_secs(&self) -> u64 {
         self.inner.partition_secs()
     }
-    async fn write(&self, batch: std::sync::Arc<WriteBatch>) -> StoreResult<()> {
+    async fn write(&self, batch: Arc<WriteBatch>) -> StoreResult<()> {
         while tokio::fs::try_exists(&self.stall_while).await.unwrap_or(false) {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }

@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::for_each_searchable_tag;
-use skein_codec::{CodecError, Reader, put_uvarint};
+use skein_codec::CodecError;
+use skein_codec::wire::{Reader, put_uvarint};
 use skein_model::{Span, TraceId};
 
 /// A bloom filter over `key=value` tag pairs (about 1 % false positives at 10 bits per pair, 7 probes).
