@@ -23,7 +23,8 @@
 //! - `deps`: `bucket_start_secs u64be ‖ len16 parent ‖ parent ‖ child` → `calls u64le ‖ errors u64le`
 //! - `dict`: `dict_id u64be ‖ entry u32be` → serialized entry (shared dictionaries of the partition's blocks)
 //!
-//! A database-wide `meta` keyspace maps each partition's name prefix to its last write time (ns, u64be).
+//! A database-wide `meta` keyspace maps each partition's name prefix to its last write time (ns, u64be) and the
+//! latest index entry start it holds (ns, u64be; a search skips partitions whose entries all start too early).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -129,6 +130,10 @@ struct Partition {
     dict: Keyspace,
     /// Last write, ns since the Unix epoch (mirrored in the `meta` keyspace).
     last_write: Arc<AtomicU64>,
+    /// Latest index entry start, ns since the Unix epoch (mirrored in the `meta` keyspace; `u64::MAX` when
+    /// unknown, for partitions written before it was recorded). Entries may start after the partition's end: a
+    /// chunk lives in the partition of its earliest span.
+    max_entry_start: Arc<AtomicU64>,
 }
 
 impl Partition {
@@ -179,8 +184,10 @@ impl EmbeddedStore {
         let mut partitions = BTreeMap::new();
         for name in db.list_keyspace_names() {
             let Some(key) = PartitionKey::parse(name.as_ref()) else { continue };
-            let last_write = meta.get(key.prefix()).map_err(engine)?.map_or(0, |v| decode_u64(&v));
-            partitions.insert(key, open_partition(&db, key, last_write)?);
+            let stored = meta.get(key.prefix()).map_err(engine)?;
+            let last_write = stored.as_deref().map_or(0, decode_u64);
+            let max_entry_start = stored.as_deref().and_then(|v| v.get(8..)).map_or(u64::MAX, decode_u64);
+            partitions.insert(key, open_partition(&db, key, last_write, max_entry_start)?);
         }
         let now = clock();
         Ok(Self {
@@ -249,7 +256,7 @@ impl EmbeddedStore {
     }
 }
 
-fn open_partition(db: &Database, key: PartitionKey, last_write: u64) -> StoreResult<Partition> {
+fn open_partition(db: &Database, key: PartitionKey, last_write: u64, max_entry_start: u64) -> StoreResult<Partition> {
     let prefix = key.prefix();
     // Trace blocks are zstd-compressed already; every other table (index rows repeat service and operation names)
     // is LZ4-compressed on every level (fjall's default starts at level 2, which an hour's partition rarely
@@ -273,6 +280,7 @@ fn open_partition(db: &Database, key: PartitionKey, last_write: u64) -> StoreRes
         deps,
         dict,
         last_write: Arc::new(AtomicU64::new(last_write)),
+        max_entry_start: Arc::new(AtomicU64::new(max_entry_start)),
     })
 }
 
@@ -347,7 +355,7 @@ impl Inner {
         if let Some(p) = guard.get(&key) {
             return Ok(p.clone());
         }
-        let p = open_partition(&self.db, key, 0)?;
+        let p = open_partition(&self.db, key, 0, 0)?;
         guard.insert(key, p.clone());
         Ok(p)
     }
@@ -389,12 +397,15 @@ impl Inner {
         let mut b = self.db.batch().durability(Some(PersistMode::SyncAll));
         // Dependency counters: summed within the batch first, then added to what is stored.
         let mut deps: HashMap<(PartitionKey, Vec<u8>), (u64, u64)> = HashMap::new();
-        let mut touched: HashMap<PartitionKey, Partition> = HashMap::new();
+        // Touched partitions with the latest index entry start of this batch in each.
+        let mut touched: HashMap<PartitionKey, (Partition, u64)> = HashMap::new();
         let mut ops_seen: std::collections::HashSet<(PartitionKey, &str, i32, &str)> = std::collections::HashSet::new();
         for c in &batch.chunks {
             let start = PartitionKey { start_secs: self.partition_start(c.start_unix_nanos), important: c.important };
             let p = self.partition(start)?;
-            touched.entry(start).or_insert_with(|| p.clone());
+            let latest = c.index.iter().map(|e| e.start_unix_nanos).max().unwrap_or(0);
+            let t = touched.entry(start).or_insert_with(|| (p.clone(), 0));
+            t.1 = t.1.max(latest);
             if let Some(d) = &c.dict {
                 for (i, entry) in d.entries.iter().enumerate() {
                     let mut k = d.dict_id.to_be_bytes().to_vec();
@@ -436,8 +447,10 @@ impl Inner {
                 v.1 += e.errors;
             }
         }
-        for key in touched.keys() {
-            b.insert(&self.meta, key.prefix(), now.to_be_bytes());
+        for (key, (p, latest)) in &touched {
+            let mut v = now.to_be_bytes().to_vec();
+            v.extend_from_slice(&p.max_entry_start.load(Ordering::Relaxed).max(*latest).to_be_bytes());
+            b.insert(&self.meta, key.prefix(), v);
         }
         for ((start, k), (calls, errors)) in deps {
             let p = self.partition(start)?;
@@ -451,8 +464,9 @@ impl Inner {
             b.insert(&p.deps, k, v);
         }
         b.commit().map_err(engine)?;
-        for p in touched.values() {
+        for (p, latest) in touched.values() {
             p.last_write.fetch_max(now, Ordering::Relaxed);
+            p.max_entry_start.fetch_max(*latest, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -493,15 +507,15 @@ impl Inner {
         if q.limit == 0 || q.start_min_unix_nanos > q.start_max_unix_nanos {
             return Ok(found);
         }
-        // Candidates from every partition that can hold entries in the window (an entry's start is at or after
-        // its partition's start), newest first overall.
+        // Candidates from every partition that can hold entries starting in [scan_min, max] (an entry starts at or
+        // after its partition's start, and at most at the partition's latest entry start), newest first overall.
+        let scan_min = q.scan_start_min_unix_nanos();
         let max_partition_start = q.start_max_unix_nanos / 1_000_000_000;
-        let min_partition_end = q.start_min_unix_nanos / 1_000_000_000;
         let prefix = service_prefix(&q.service);
         let mut lo = prefix.clone();
         lo.extend_from_slice(&(!q.start_max_unix_nanos).to_be_bytes());
         let mut hi = prefix.clone();
-        hi.extend_from_slice(&(!q.start_min_unix_nanos).to_be_bytes());
+        hi.extend_from_slice(&(!scan_min).to_be_bytes());
         hi.extend_from_slice(&[0xff; 24]);
         // Each partition's index range is sorted newest first (start is stored inverted); merging them lazily
         // visits candidates newest first overall and stops at `limit` traces, instead of collecting every entry
@@ -509,9 +523,7 @@ impl Inner {
         type Cursor = std::iter::Peekable<Box<dyn Iterator<Item = fjall::Guard>>>;
         let mut cursors: Vec<(Cursor, Partition)> = Vec::new();
         for (key, p) in self.snapshot().into_iter().rev() {
-            if key.start_secs > max_partition_start
-                || key.start_secs.saturating_add(self.partition_secs) <= min_partition_end
-            {
+            if key.start_secs > max_partition_start || p.max_entry_start.load(Ordering::Relaxed) < scan_min {
                 continue;
             }
             let range: Box<dyn Iterator<Item = fjall::Guard>> = Box::new(p.index.range(lo.clone()..=hi.clone()));
@@ -535,7 +547,6 @@ impl Inner {
         for (c, _) in &mut cursors {
             heads.push(next(c)?);
         }
-        let verify = q.needs_verification();
         let mut seen = std::collections::HashSet::new();
         while found.traces.len() < q.limit {
             // The newest head; ties go to the smaller trace ID, as a full sort would order them.
@@ -558,7 +569,7 @@ impl Inner {
             }
             let p = &cursors[i].1;
             let result = (|| {
-                if verify {
+                if q.needs_verification(&entry) {
                     let Some(block) = p.traces.get(&chunk_key).map_err(engine)? else { return Ok(None) };
                     if !q.matches_spans(&self.decode(p, &block)?) {
                         return Ok(None);

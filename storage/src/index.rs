@@ -1,8 +1,10 @@
 //! Index entries: one per (trace chunk, service), DESIGN §4.
 //!
 //! An entry answers service + operation + tags + duration + time filters together without decoding the block:
-//! the operation set is exact, durations are the min/max span duration of the service's spans, and tags go
-//! through a bloom filter over `key=value` pairs (false positives are removed by checking the decoded chunk).
+//! the operation set is exact, durations are the min/max span duration of the service's spans, span starts are
+//! the earliest and latest of them, and tags go through a bloom filter over `key=value` pairs (false positives are
+//! removed by checking the decoded chunk). A service's spans whose starts spread wider than
+//! [`ENTRY_START_SPREAD_NANOS`] get one entry per stretch, which bounds how far before its window a search scans.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,6 +20,12 @@ pub struct TagFilter {
 }
 
 const PROBES: u32 = 7;
+
+/// Widest stretch of span starts one index entry covers, ns (10 s): a service's spans in a chunk are split into
+/// entries whose earliest and latest starts lie at most this far apart, so a search for spans starting in
+/// `[min, max]` scans entries starting in `[min − spread, max]` and misses none (the exact-match guarantee) without
+/// knowing how long traces are.
+pub const ENTRY_START_SPREAD_NANOS: u64 = 10_000_000_000;
 
 /// FNV-1a 64-bit (stable across builds and platforms, unlike `std`'s hasher) over `key`, `=`, `value`.
 fn hash_pair(key: &str, value: &str) -> u64 {
@@ -71,8 +79,11 @@ pub struct IndexEntry {
     pub service: String,
     /// Trace.
     pub trace_id: TraceId,
-    /// Earliest start of this service's spans in the chunk, ns since the Unix epoch (the search time key).
+    /// Earliest start of this entry's spans, ns since the Unix epoch (the search time key).
     pub start_unix_nanos: u64,
+    /// Latest start of this entry's spans, ns since the Unix epoch; at most [`ENTRY_START_SPREAD_NANOS`] after
+    /// `start_unix_nanos`.
+    pub latest_start_unix_nanos: u64,
     /// Chunk duration (latest end − earliest start over all its spans), ns.
     pub trace_duration_nanos: u64,
     /// Name of the chunk's root span (no parent), else of its earliest span.
@@ -95,8 +106,8 @@ impl IndexEntry {
     /// True when the entry may match the query; false only when it certainly does not.
     pub fn may_match(&self, q: &super::TraceQuery) -> bool {
         self.service == q.service
-            && self.start_unix_nanos >= q.start_min_unix_nanos
             && self.start_unix_nanos <= q.start_max_unix_nanos
+            && self.latest_start_unix_nanos >= q.start_min_unix_nanos
             && q.operation.as_ref().is_none_or(|op| self.operations.contains(op))
             && q.duration_min_nanos.is_none_or(|d| self.max_span_duration_nanos >= d)
             && q.duration_max_nanos.is_none_or(|d| self.min_span_duration_nanos <= d)
@@ -120,6 +131,7 @@ impl IndexEntry {
         for w in &self.tags.bits {
             b.extend_from_slice(&w.to_le_bytes());
         }
+        put_uvarint(&mut b, self.latest_start_unix_nanos.saturating_sub(self.start_unix_nanos));
         b
     }
 
@@ -145,10 +157,13 @@ impl IndexEntry {
         for _ in 0..n_words {
             bits.push(u64::from_le_bytes(r.array::<8>()?));
         }
+        // Entries written before the latest start was recorded end here: their spans start at `start`.
+        let spread = if r.pos < v.len() { r.uvarint()? } else { 0 };
         Ok(IndexEntry {
             service,
             trace_id,
             start_unix_nanos: start,
+            latest_start_unix_nanos: start.saturating_add(spread),
             trace_duration_nanos,
             root_operation,
             error,
@@ -185,30 +200,37 @@ pub(crate) fn entries_for_chunk(spans: &[Span]) -> Vec<IndexEntry> {
     for s in spans {
         by_service.entry(s.service_name()).or_default().push(s);
     }
-    by_service
-        .into_iter()
-        .map(|(service, spans)| {
+    let mut out = Vec::with_capacity(by_service.len());
+    for (service, mut spans) in by_service {
+        spans.sort_by_key(|s| s.start_unix_nanos);
+        let mut rest = spans.as_slice();
+        while let Some(first) = rest.first() {
+            let n = rest.partition_point(|s| s.start_unix_nanos - first.start_unix_nanos <= ENTRY_START_SPREAD_NANOS);
+            let (stretch, tail) = rest.split_at(n);
+            rest = tail;
             let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
-            for s in &spans {
+            for s in stretch {
                 for_each_searchable_tag(s, |k, v| {
                     pairs.insert((k.to_string(), v.to_string()));
                 });
             }
-            IndexEntry {
+            out.push(IndexEntry {
                 service: service.to_string(),
-                trace_id: spans[0].trace_id,
-                start_unix_nanos: spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0),
+                trace_id: first.trace_id,
+                start_unix_nanos: first.start_unix_nanos,
+                latest_start_unix_nanos: stretch.last().map_or(first.start_unix_nanos, |s| s.start_unix_nanos),
                 trace_duration_nanos: chunk_end.saturating_sub(chunk_start),
                 root_operation: root.clone(),
-                error: spans.iter().any(|s| s.is_error()),
-                span_count: spans.len() as u32,
-                min_span_duration_nanos: spans.iter().map(|s| s.duration_nanos()).min().unwrap_or(0),
-                max_span_duration_nanos: spans.iter().map(|s| s.duration_nanos()).max().unwrap_or(0),
-                operations: spans.iter().map(|s| s.name.clone()).collect(),
+                error: stretch.iter().any(|s| s.is_error()),
+                span_count: stretch.len() as u32,
+                min_span_duration_nanos: stretch.iter().map(|s| s.duration_nanos()).min().unwrap_or(0),
+                max_span_duration_nanos: stretch.iter().map(|s| s.duration_nanos()).max().unwrap_or(0),
+                operations: stretch.iter().map(|s| s.name.clone()).collect(),
                 tags: TagFilter::build(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-            }
-        })
-        .collect()
+            });
+        }
+    }
+    out
 }
 
 /// One entry of an index page: where an [`IndexEntry`] of one service points, and its encoded value.

@@ -22,7 +22,7 @@ pub mod scylla;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use dicts::{DictAppend, Dictionaries, MAX_OPEN_DICTIONARIES};
-pub use index::{IndexEntry, PageEntry, PageMerger, TagFilter, decode_page, encode_page};
+pub use index::{ENTRY_START_SPREAD_NANOS, IndexEntry, PageEntry, PageMerger, TagFilter, decode_page, encode_page};
 
 use skein_codec::CodecError;
 use skein_model::dependencies::DependencyEdge;
@@ -129,19 +129,22 @@ impl ImportancePolicy {
     }
 }
 
-/// A trace search, in Jaeger's terms (REFERENCE §1): every criterion must hold for one span of `service`.
+/// A trace search, in Jaeger's terms (REFERENCE §1): every criterion must hold for one span of `service`, and that
+/// span must start inside the window — a trace whose spans straddle the window's start is found by the spans that
+/// start inside it, as Jaeger's storage integration suite requires.
 #[derive(Clone, Debug, Default)]
 pub struct TraceQuery {
     /// Service name (required).
     pub service: String,
     /// Operation name; any when `None`.
     pub operation: Option<String>,
-    /// `key=value` tags that must all match (span, resource and event attributes, plus Jaeger's synthesized tags
-    /// such as `error=true` and `span.kind=server`); values compare as strings, so `200` matches an int 200.
+    /// `key=value` tags that must all match one span (each tag may match a different place of it: span, resource,
+    /// scope, event or link attributes, or Jaeger's synthesized tags such as `error=true` and `span.kind=server`);
+    /// values compare as strings, so `200` matches an int 200.
     pub tags: Vec<(String, String)>,
-    /// Earliest start of the service's first span in a trace, ns since the Unix epoch (inclusive).
+    /// Earliest start of the matching span, ns since the Unix epoch (inclusive).
     pub start_min_unix_nanos: u64,
-    /// Latest start of the service's first span in a trace, ns since the Unix epoch (inclusive).
+    /// Latest start of the matching span, ns since the Unix epoch (inclusive).
     pub start_max_unix_nanos: u64,
     /// Minimum span duration, ns (inclusive).
     pub duration_min_nanos: Option<u64>,
@@ -152,22 +155,39 @@ pub struct TraceQuery {
 }
 
 impl TraceQuery {
-    /// True when a decoded chunk must be checked because the index alone cannot prove a match.
-    pub fn needs_verification(&self) -> bool {
+    /// True when the chunk behind `entry` (which [`IndexEntry::may_match`] accepted) must be decoded and checked
+    /// with [`TraceQuery::matches_spans`], because the entry alone cannot prove that one span meets every
+    /// criterion inside the window.
+    pub fn needs_verification(&self, entry: &IndexEntry) -> bool {
+        let window = self.start_min_unix_nanos..=self.start_max_unix_nanos;
+        let all_inside = window.contains(&entry.start_unix_nanos) && window.contains(&entry.latest_start_unix_nanos);
+        let one_inside = window.contains(&entry.start_unix_nanos) || window.contains(&entry.latest_start_unix_nanos);
+        let span_criteria =
+            self.operation.is_some() || self.duration_min_nanos.is_some() || self.duration_max_nanos.is_some();
         !self.tags.is_empty()
             || (self.operation.is_some() && (self.duration_min_nanos.is_some() || self.duration_max_nanos.is_some()))
             || (self.duration_min_nanos.is_some() && self.duration_max_nanos.is_some())
+            || !one_inside
+            || (!all_inside && span_criteria)
     }
 
-    /// Exact check: some span of the service satisfies operation, duration and every tag.
+    /// Exact check: some span of the service starts inside the window and satisfies operation, duration and every
+    /// tag.
     pub fn matches_spans(&self, spans: &[Span]) -> bool {
         spans.iter().any(|s| {
             s.service_name() == self.service
+                && (self.start_min_unix_nanos..=self.start_max_unix_nanos).contains(&s.start_unix_nanos)
                 && self.operation.as_ref().is_none_or(|op| *op == s.name)
                 && self.duration_min_nanos.is_none_or(|d| s.duration_nanos() >= d)
                 && self.duration_max_nanos.is_none_or(|d| s.duration_nanos() <= d)
                 && self.tags.iter().all(|(k, v)| span_has_tag(s, k, v))
         })
+    }
+
+    /// Lowest entry start a search must scan: entries start at most [`ENTRY_START_SPREAD_NANOS`] before their
+    /// latest span start, so an entry starting earlier cannot hold a span inside the window.
+    pub fn scan_start_min_unix_nanos(&self) -> u64 {
+        self.start_min_unix_nanos.saturating_sub(ENTRY_START_SPREAD_NANOS)
     }
 }
 
@@ -183,17 +203,17 @@ pub fn span_has_tag(span: &Span, key: &str, value: &str) -> bool {
 }
 
 /// Calls `f(key, value_as_string)` for every tag search can match on a span: span attributes, resource
-/// attributes (Jaeger's process tags), event attributes (log fields), and the tags Jaeger's OTLP translator adds
+/// attributes (Jaeger's process tags), scope attributes, event attributes (log fields), link attributes (Jaeger v2
+/// searches all of them), and the tags Jaeger's OTLP translator adds
 /// (`span.kind`, `otel.status_code`, `otel.status_description`, `error=true`, `otel.scope.name`,
 /// `otel.scope.version`, `w3c.tracestate`).
 pub fn for_each_searchable_tag(span: &Span, mut f: impl FnMut(&str, &str)) {
-    for kv in span.attributes.iter().chain(span.resource.attributes.iter()) {
+    let places = [&span.attributes, &span.resource.attributes, &span.scope.attributes]
+        .into_iter()
+        .chain(span.events.iter().map(|e| &e.attributes))
+        .chain(span.links.iter().map(|l| &l.attributes));
+    for kv in places.flatten() {
         f(&kv.key, &kv.value.to_tag_string());
-    }
-    for e in &span.events {
-        for kv in &e.attributes {
-            f(&kv.key, &kv.value.to_tag_string());
-        }
     }
     let kind = span.kind.jaeger_name();
     if !kind.is_empty() {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use skein_model::{KeyValue, Span, SpanId, SpanKind, StatusCode, TraceId, Value, service_resource};
+use skein_model::{Event, KeyValue, Link, Scope, Span, SpanId, SpanKind, StatusCode, TraceId, Value, service_resource};
 use skein_storage::embedded::{EmbeddedConfig, EmbeddedStore};
 use skein_storage::{DependencyLink, Dictionaries, Operation, TraceQuery, TraceStore, WriteBatch, prepare_chunk};
 
@@ -124,11 +124,136 @@ async fn contract(store: Arc<dyn TraceStore>, run: u8) {
     assert_eq!(store.get_trace(t6[0].trace_id).await.expect("get").expect("found"), t6);
 }
 
+/// Jaeger's search semantics (its storage integration suite, `fixtures/queries.json`): a trace matches when one
+/// span of the service starts inside the window and meets every criterion; tags may match any place of that span
+/// (span, resource, scope, event or link attributes). The expected answers come from plain iteration over the
+/// spans, never from the index.
+async fn jaeger_semantics(store: Arc<dyn TraceStore>, run: u8) {
+    const SEC: u64 = 1_000_000_000;
+    let base = T0 + 20 * HOUR;
+    let dicts = Dictionaries::new(store.partition_secs());
+    let span = |trace: u8, id: u8, service: &str, start: u64| {
+        let mut tid = [trace; 16];
+        tid[0] = run;
+        let mut s = Span::minimal(TraceId(tid), SpanId([id; 8]), &format!("op{id}"), service_resource(service));
+        s.start_unix_nanos = start;
+        s.end_unix_nanos = start + 2 * SEC;
+        if id > 1 {
+            s.parent_span_id = vec![1; 8];
+        }
+        s
+    };
+    // 1: straddles the window start: its first "api" span starts 5 s before, a later one 30 s inside.
+    let straddling = vec![span(1, 1, "api", base - 5 * SEC), span(1, 2, "api", base + 30 * SEC)];
+    // 2: "api" starts only before the window; its "db" span starts inside.
+    let before = vec![span(2, 1, "api", base - 20 * SEC), span(2, 2, "db", base + SEC)];
+    // 3: one span carries a span tag, a resource tag, a scope tag, an event tag and a link tag.
+    let mut tagged = span(3, 1, "api", base + 60 * SEC);
+    tagged.attributes.push(KeyValue::new("http.route", Value::Str("/pay".into())));
+    tagged.resource = Arc::new(skein_model::Resource {
+        attributes: vec![
+            KeyValue::new("service.name", Value::Str("api".into())),
+            KeyValue::new("host.name", Value::Str("node-7".into())),
+        ],
+        ..Default::default()
+    });
+    tagged.scope = Arc::new(Scope {
+        name: "io.opentelemetry.http".into(),
+        attributes: vec![KeyValue::new("library.tier", Value::Str("edge".into()))],
+        ..Default::default()
+    });
+    tagged.events.push(Event {
+        time_unix_nanos: base + 61 * SEC,
+        name: "retry".into(),
+        attributes: vec![KeyValue::new("retry.count", Value::Int(2))],
+        ..Default::default()
+    });
+    tagged.links.push(Link {
+        trace_id: vec![9; 16],
+        span_id: vec![9; 8],
+        attributes: vec![KeyValue::new("link.reason", Value::Str("batch".into()))],
+        ..Default::default()
+    });
+    // 4: the same tags spread over two spans of the service: no single span has them all.
+    let mut split_a = span(4, 1, "api", base + 90 * SEC);
+    split_a.attributes.push(KeyValue::new("http.route", Value::Str("/pay".into())));
+    let mut split_b = span(4, 2, "api", base + 91 * SEC);
+    split_b.attributes.push(KeyValue::new("library.tier", Value::Str("edge".into())));
+    // 5: one service's spans 40 s apart (wider than one index entry covers).
+    let long = vec![span(5, 1, "api", base + 200 * SEC), span(5, 2, "api", base + 240 * SEC)];
+    let traces = [straddling, before, vec![tagged], vec![split_a, split_b], long];
+    store.write(batch(&dicts, &traces).into()).await.expect("write");
+
+    let expected = |q: &TraceQuery| -> Vec<u8> {
+        traces
+            .iter()
+            .filter(|t| {
+                t.iter().any(|s| {
+                    let mut tags_found = vec![false; q.tags.len()];
+                    let attrs = s
+                        .attributes
+                        .iter()
+                        .chain(&s.resource.attributes)
+                        .chain(&s.scope.attributes)
+                        .chain(s.events.iter().flat_map(|e| &e.attributes))
+                        .chain(s.links.iter().flat_map(|l| &l.attributes));
+                    for kv in attrs {
+                        for (i, (k, v)) in q.tags.iter().enumerate() {
+                            tags_found[i] |= kv.key == *k && kv.value.to_tag_string() == *v;
+                        }
+                    }
+                    s.service_name() == q.service
+                        && s.start_unix_nanos >= q.start_min_unix_nanos
+                        && s.start_unix_nanos <= q.start_max_unix_nanos
+                        && tags_found.iter().all(|f| *f)
+                })
+            })
+            .map(|t| t[0].trace_id.0[1])
+            .collect()
+    };
+    let window = |service: &str, from: u64, to: u64, tags: &[(&str, &str)]| TraceQuery {
+        service: service.into(),
+        tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        start_min_unix_nanos: from,
+        start_max_unix_nanos: to,
+        limit: 100,
+        ..TraceQuery::default()
+    };
+    let all_tags = [
+        ("http.route", "/pay"),
+        ("host.name", "node-7"),
+        ("library.tier", "edge"),
+        ("retry.count", "2"),
+        ("link.reason", "batch"),
+    ];
+    let cases = [
+        ("straddling the window start", window("api", base, base + 3600 * SEC, &[])),
+        ("only the other service inside", window("api", base, base + 10 * SEC, &[])),
+        ("db inside", window("db", base, base + 10 * SEC, &[])),
+        ("five places of one span", window("api", base, base + 3600 * SEC, &all_tags)),
+        ("link tag", window("api", base, base + 3600 * SEC, &[("link.reason", "batch")])),
+        ("scope tag", window("api", base, base + 3600 * SEC, &[("library.tier", "edge")])),
+        ("tags on different spans", window("api", base + 85 * SEC, base + 95 * SEC, &all_tags[..3])),
+        ("the later span of a long service run", window("api", base + 230 * SEC, base + 250 * SEC, &[])),
+        ("between a long run's spans", window("api", base + 210 * SEC, base + 230 * SEC, &[])),
+    ];
+    for (name, q) in cases {
+        let want = expected(&q);
+        let mut got = ids(&store.find_traces(q).await.expect("find").traces);
+        got.sort_unstable();
+        assert_eq!(got, want, "{name}");
+    }
+    // The cases are not vacuous: some find traces, some find none.
+    assert_eq!(expected(&window("api", base, base + 3600 * SEC, &[])).len(), 4);
+    assert!(expected(&window("api", base + 210 * SEC, base + 230 * SEC, &[])).is_empty());
+}
+
 #[tokio::test]
 async fn embedded_backend_meets_the_contract() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
-    contract(Arc::new(store), 1).await;
+    let store: Arc<dyn TraceStore> = Arc::new(EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open"));
+    contract(store.clone(), 1).await;
+    jaeger_semantics(store, 1).await;
 }
 
 /// Runs the contract against ScyllaDB at `SKEIN_TEST_SCYLLA=host:port`, in a fresh keyspace that is dropped
@@ -147,5 +272,6 @@ async fn scylla_backend_meets_the_contract() {
     assert_eq!(ensure_schema(store.session(), &config.schema).await.expect("schema again"), SCHEMA_VERSION);
     let store = Arc::new(store);
     contract(store.clone(), 7).await;
+    jaeger_semantics(store.clone(), 7).await;
     store.session().query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ()).await.expect("drop keyspace");
 }

@@ -534,7 +534,8 @@ impl TraceStore for ScyllaStore {
         if q.limit == 0 || q.start_min_unix_nanos > q.start_max_unix_nanos {
             return Ok(found);
         }
-        let lo_bucket = (q.start_min_unix_nanos / 1_000_000_000 / BUCKET_SECS) as i64;
+        let scan_min = q.scan_start_min_unix_nanos();
+        let lo_bucket = (scan_min / 1_000_000_000 / BUCKET_SECS) as i64;
         let hi_bucket = (q.start_max_unix_nanos / 1_000_000_000 / BUCKET_SECS) as i64;
         let mut buckets: Vec<i64> = self
             .session
@@ -547,8 +548,7 @@ impl TraceStore for ScyllaStore {
             .try_collect()
             .await?;
         buckets.sort_unstable_by(|a, b| b.cmp(a));
-        let lo = i64::try_from(q.start_min_unix_nanos).unwrap_or(i64::MAX);
-        let verify = q.needs_verification();
+        let lo = i64::try_from(scan_min).unwrap_or(i64::MAX);
         let mut seen = HashSet::new();
         // Buckets newest first; inside a bucket, pages by newest entry first, merged so that entries come newest
         // first overall: stop as soon as the limit is reached.
@@ -567,7 +567,7 @@ impl TraceStore for ScyllaStore {
                     return Ok(found);
                 }
                 while let Some((_, page)) = next_page.take_if(|(end, _)| merger.needs(*end as u64)) {
-                    merger.push(decode_page(&page)?, q.start_min_unix_nanos, q.start_max_unix_nanos);
+                    merger.push(decode_page(&page)?, scan_min, q.start_max_unix_nanos);
                     next_page = rows.next().await.transpose().map_err(cql)?;
                 }
                 let Some(e) = merger.pop() else { break };
@@ -579,6 +579,7 @@ impl TraceStore for ScyllaStore {
                 if !entry.may_match(&q) {
                     continue;
                 }
+                let verify = q.needs_verification(&entry);
                 let outcome =
                     self.get_trace(trace_id).await.map(|t| t.filter(|spans| !verify || q.matches_spans(spans)));
                 if found.record(trace_id, outcome)? {
