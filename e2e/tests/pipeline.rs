@@ -402,6 +402,14 @@ fn sigterm_decides_held_traces_and_empties_the_log() {
     let status = s.terminate();
     assert!(status.success(), "exit status {status:?}");
     assert!(started.elapsed() < Duration::from_secs(20));
+    // At rest the store's directory holds its tables, not a stale journal (`du` counts allocated blocks).
+    let journal_bytes: u64 = std::fs::read_dir(dir.path().join("fjall"))
+        .expect("store directory")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jnl"))
+        .map(|e| std::os::unix::fs::MetadataExt::blocks(&e.metadata().expect("metadata")) * 512)
+        .sum();
+    assert_eq!(journal_bytes, 0, "a clean stop empties the storage engine's journal");
 
     let s = AllInOne::start_with(dir.path(), 100, &args);
     let text = s.metrics();

@@ -50,6 +50,8 @@ pub const DEFAULT_PARTITION_SECS: u64 = 3600;
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(72 * 3600);
 /// Default retention of important traces (336 h = 14 days).
 pub const DEFAULT_RETENTION_IMPORTANT: Duration = Duration::from_secs(336 * 3600);
+/// Total journal size past which fjall flushes the memtables holding the oldest journal (its minimum, 64 MiB).
+const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 /// Shared dictionaries kept decoded in memory by readers.
 const DICT_CACHE_ENTRIES: usize = 256;
 
@@ -155,6 +157,47 @@ struct Inner {
     write_lock: Mutex<()>,
     chunk_seq: AtomicU64,
     dict_cache: Mutex<HashMap<u64, Dictionary>>,
+    /// Declared last: fields drop in order, so the database is closed before the sweep looks at its journal.
+    journal: JournalSweep,
+}
+
+/// Empties fjall's journal files when the store closes after a flush that no write followed.
+///
+/// fjall seals and deletes a journal only once it has grown past 64 MB, so the active journal (every write since,
+/// tables included) stays on disk through a clean shutdown and restart. After [`EmbeddedStore::flush`] every
+/// journaled write is in a table (each item is at or below its keyspace's persisted sequence number, which
+/// recovery skips), and fjall writes keyspace metadata to tables directly, so the journal holds nothing recovery
+/// would use. The files are truncated, not deleted: fjall recovers its sequence counter from the tables only when
+/// it finds an existing journal (without one it would restart the counter at zero and later writes would hide
+/// behind older ones). Without a completed flush (a crash, or a write after the flush) the journal is kept and
+/// replayed as usual.
+struct JournalSweep {
+    dir: PathBuf,
+    clean: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for JournalSweep {
+    fn drop(&mut self) {
+        if !self.clean.load(Ordering::Acquire) {
+            tracing::info!("embedded store closed with writes after its last flush; the journal will be replayed");
+            return;
+        }
+        tracing::info!("embedded store closed after a flush; emptying its journal");
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        for e in entries.flatten() {
+            let path = e.path();
+            if !path.extension().is_some_and(|x| x == "jnl") {
+                continue;
+            }
+            let emptied = std::fs::OpenOptions::new().write(true).open(&path).and_then(|f| {
+                f.set_len(0)?;
+                f.sync_all()
+            });
+            if let Err(err) = emptied {
+                tracing::warn!(path = %path.display(), error = %err, "could not empty a flushed journal");
+            }
+        }
+    }
 }
 
 /// The embedded [`TraceStore`]. Cheap to clone; all clones share one database.
@@ -179,7 +222,9 @@ impl EmbeddedStore {
     /// As [`EmbeddedStore::open`].
     pub fn open_with_clock(config: &EmbeddedConfig, clock: Clock) -> StoreResult<Self> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let db = Database::builder(config.data_dir.join("fjall")).open().map_err(engine)?;
+        let path = config.data_dir.join("fjall");
+        // The smallest total journal fjall allows: past it, fjall flushes the memtables that hold old journals.
+        let db = Database::builder(&path).max_journaling_size(MAX_JOURNAL_BYTES).open().map_err(engine)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default).map_err(engine)?;
         let mut partitions = BTreeMap::new();
         for name in db.list_keyspace_names() {
@@ -202,6 +247,7 @@ impl EmbeddedStore {
                 write_lock: Mutex::new(()),
                 chunk_seq: AtomicU64::new(now),
                 dict_cache: Mutex::new(HashMap::new()),
+                journal: JournalSweep { dir: path, clean: std::sync::atomic::AtomicBool::new(false) },
             }),
         })
     }
@@ -215,7 +261,8 @@ impl EmbeddedStore {
         self.blocking(|inner| inner.expire()).await
     }
 
-    /// Bytes the database occupies on disk (tables and journal).
+    /// Bytes the database occupies on disk (tables and journal), as fjall counts them: a journal's length, though
+    /// fjall preallocates it sparsely and `du` counts only the blocks written.
     ///
     /// # Errors
     /// [`StoreError::Engine`] when the sizes cannot be read.
@@ -223,8 +270,9 @@ impl EmbeddedStore {
         self.inner.db.disk_space().map_err(engine)
     }
 
-    /// Flushes every memtable into on-disk tables and syncs, so the journal can be dropped and a restart has
-    /// nothing to replay. Called on graceful shutdown; writes are already durable without it.
+    /// Flushes every memtable into on-disk tables and syncs, so a restart has nothing to replay; when the store
+    /// then closes (its last clone dropped) with no write since, the journal files are deleted and the data
+    /// directory at rest holds tables only. Called on graceful shutdown; writes are already durable without it.
     ///
     /// # Errors
     /// [`StoreError::Engine`] when a flush fails.
@@ -237,7 +285,9 @@ impl EmbeddedStore {
                 }
             }
             inner.meta.rotate_memtable_and_wait().map_err(engine)?;
-            inner.db.persist(PersistMode::SyncAll).map_err(engine)
+            inner.db.persist(PersistMode::SyncAll).map_err(engine)?;
+            inner.journal.clean.store(true, Ordering::Release);
+            Ok(())
         })
         .await
     }
@@ -393,6 +443,7 @@ impl Inner {
 
     fn write(&self, batch: &WriteBatch) -> StoreResult<()> {
         let _writer = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.journal.clean.store(false, Ordering::Release);
         let now = (self.clock)();
         let mut b = self.db.batch().durability(Some(PersistMode::SyncAll));
         // Dependency counters: summed within the batch first, then added to what is stored.
