@@ -183,6 +183,10 @@ struct StorageArgs {
     /// Generate this many synthetic OpenTelemetry-demo-like spans as a dataset.
     #[arg(long)]
     synthetic: Option<usize>,
+    /// Generate this many one-span traces as the ingest bench's testbed payload sends them (the OpenTelemetry
+    /// Collector testbed's load generator: two int attributes, one resource), in requests of 100.
+    #[arg(long)]
+    testbed: Option<usize>,
     /// Seed of the synthetic generator.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -251,12 +255,15 @@ fn group(spans: Vec<Span>) -> Vec<Vec<Span>> {
     by.into_values().collect()
 }
 
-fn dir_bytes(p: &std::path::Path) -> u64 {
-    let mut total = 0;
+/// Bytes a directory tree occupies on disk as `du` counts them: allocated blocks, so a sparse preallocated file
+/// counts what was written, and directories count too.
+fn du_bytes(p: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = std::fs::symlink_metadata(p).map_or(0, |m| m.blocks() * 512);
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
             let path = e.path();
-            total += if path.is_dir() { dir_bytes(&path) } else { e.metadata().map(|m| m.len()).unwrap_or(0) };
+            total += if path.is_dir() { du_bytes(&path) } else { e.metadata().map_or(0, |m| m.blocks() * 512) };
         }
     }
     total
@@ -316,6 +323,8 @@ async fn measure(name: &str, traces: Vec<Vec<Span>>, scylla_plan: bool) -> anyho
     let dicts = Dictionaries::new(store.partition_secs());
     let mut encode_time = Duration::ZERO;
     let mut block_bytes = 0u64;
+    // Index rows as the embedded store keys them (service, start, trace ID, chunk) and their values.
+    let mut index_bytes = 0u64;
     let mut rows: HashMap<&'static str, usize> = HashMap::new();
     let mut cache = WriteCache::default();
     let mut blocks = Vec::new();
@@ -336,6 +345,12 @@ async fn measure(name: &str, traces: Vec<Vec<Span>>, scylla_plan: bool) -> anyho
         encode_time += t.elapsed();
         let wb = WriteBatch { chunks };
         block_bytes += wb.chunks.iter().map(|c| c.block.len() as u64).sum::<u64>();
+        index_bytes += wb
+            .chunks
+            .iter()
+            .flat_map(|c| &c.index)
+            .map(|e| (2 + e.service.len() + 8 + 24 + e.encode_value().len()) as u64)
+            .sum::<u64>();
         if scylla_plan {
             for r in plan_rows(&wb, Duration::from_secs(72 * 3600), Duration::from_secs(336 * 3600), &mut cache) {
                 let k = match r {
@@ -363,9 +378,10 @@ async fn measure(name: &str, traces: Vec<Vec<Span>>, scylla_plan: bool) -> anyho
     // Exact duplicates (Nezha has them) are stored once, so fewer spans may come back.
     anyhow::ensure!(decoded > 0 && decoded <= spans, "decoded {decoded} of {spans} spans");
     drop(store);
-    // Tables and indexes (fjall's `keyspaces` folder); the journal is preallocated and reported separately.
-    let skein = dir_bytes(&dir.path().join("fjall").join("keyspaces"));
-    let data_dir_total = dir_bytes(dir.path());
+    // What we report is the whole data directory at rest (the server stopped after its shutdown flush), as `du`
+    // counts it: tables, indexes, dictionaries, fjall's metadata and whatever journal remains.
+    let skein = du_bytes(dir.path());
+    let tables = du_bytes(&dir.path().join("fjall").join("keyspaces"));
     let enc = |name: &str, bytes: u64, extra: serde_json::Value| {
         let mut v = json!({
             "name": name, "bytes": bytes,
@@ -384,10 +400,13 @@ async fn measure(name: &str, traces: Vec<Vec<Span>>, scylla_plan: bool) -> anyho
             enc("otlp-protobuf", pb, json!({ "decode_spans_per_sec": rate(spans, pb_decode) })),
             enc("otlp-protobuf-zstd", pbz, json!({ "encode_spans_per_sec": rate(spans, pb_zstd_encode) })),
             enc("skein", skein, json!({
+                "data_dir_at_rest_bytes": skein,
+                "tables_bytes": tables,
                 "block_bytes": block_bytes,
-                "data_dir_total_bytes_with_journal": data_dir_total,
+                "index_bytes": index_bytes,
                 "spans_stored": decoded,
                 "block_bytes_per_span": block_bytes as f64 / spans as f64,
+                "index_bytes_per_span": index_bytes as f64 / spans as f64,
                 "encode_spans_per_sec": rate(spans, encode_time),
                 "decode_spans_per_sec": rate(spans, decode_time),
             })),
@@ -462,6 +481,15 @@ async fn storage(a: StorageArgs) -> anyhow::Result<()> {
             traces.push(t);
         }
         datasets.push(measure(&format!("synthetic-{n}"), traces, a.scylla_plan).await?);
+    }
+    if let Some(n) = a.testbed {
+        let mut rng = skein_datasets::synthetic::Rng::new(a.seed);
+        let (mut seq, mut spans) = (0, Vec::with_capacity(n));
+        while spans.len() < n {
+            let request = testbed_batch(&mut seq, 100.min(n - spans.len()), &mut rng);
+            spans.extend(convert(request.resource_spans, &Limits::default()).spans);
+        }
+        datasets.push(measure(&format!("testbed-one-span-{n}"), group(spans), a.scylla_plan).await?);
     }
     let mut inputs: Vec<(String, Vec<PathBuf>)> = Vec::new();
     match &a.name {
