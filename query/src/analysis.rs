@@ -13,11 +13,11 @@
 //!   the last-finishing child that ended before the point where the path left the parent; each span's sections
 //!   on the path add up to its self time. Children are first clipped to their parent's interval.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
-use skein_model::{Span, SpanId};
+use skein_model::{Span, SpanId, SpanKind};
 
 /// The span tree of one trace, by index into its span slice.
 struct Tree {
@@ -121,6 +121,52 @@ pub fn format_offset(nanos: i64) -> String {
     let text = format!("{value:.3}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
     format!("{sign}{text}{unit}")
+}
+
+/// Jaeger's span-ID deduplication (`SpanIDDeduper`, `model/adjuster/span_id_deduper.go`): Zipkin clients that
+/// share one span ID between the client and the server half of an RPC (`"shared": true`) store two spans with the
+/// same ID. Each SERVER span whose ID a CLIENT span of the trace also carries gets a new, unused ID (counting up
+/// from the largest ID in the trace, as Jaeger does) and the shared ID as its parent, so the server half becomes
+/// the child of the client half that called it; spans whose parent was the shared ID, other than the renamed
+/// span itself, now name the new ID (the server half's children). Returns how many spans were renamed.
+pub fn dedupe_span_ids(spans: &mut [Span]) -> usize {
+    let mut used: HashSet<SpanId> = HashSet::with_capacity(spans.len());
+    let mut clients: HashSet<SpanId> = HashSet::new();
+    for s in spans.iter() {
+        used.insert(s.span_id);
+        if s.kind == SpanKind::CLIENT {
+            clients.insert(s.span_id);
+        }
+    }
+    if used.len() == spans.len() {
+        return 0;
+    }
+    let mut next = used.iter().map(|id| u64::from_be_bytes(id.0)).max().unwrap_or(0);
+    let mut renamed: HashMap<SpanId, SpanId> = HashMap::new();
+    for s in spans.iter_mut() {
+        if s.kind != SpanKind::SERVER || !clients.contains(&s.span_id) || renamed.contains_key(&s.span_id) {
+            continue;
+        }
+        let fresh = loop {
+            next = next.wrapping_add(1).max(1);
+            let id = SpanId(next.to_be_bytes());
+            if used.insert(id) {
+                break id;
+            }
+        };
+        renamed.insert(s.span_id, fresh);
+        s.parent_span_id = s.span_id.0.to_vec();
+        s.span_id = fresh;
+    }
+    for s in spans.iter_mut() {
+        // The renamed span itself keeps the shared ID as its parent.
+        if let Some(&new) = s.parent_id().and_then(|p| renamed.get(&p))
+            && s.span_id != new
+        {
+            s.parent_span_id = new.0.to_vec();
+        }
+    }
+    renamed.len()
 }
 
 /// Adjusts clock skew in place (module docs) and returns every moved span. Each moved span gets a warning naming

@@ -478,6 +478,60 @@ pub struct QueryConfig {
     pub auth_token_file: Option<std::path::PathBuf>,
 }
 
+/// Every trace the query component answers with, after Jaeger's span-ID deduplication
+/// ([`analysis::dedupe_span_ids`]), which Jaeger's query service applies to every trace it reads.
+struct SpanIdDeduped(Arc<dyn TraceStore>);
+
+#[async_trait::async_trait]
+impl TraceStore for SpanIdDeduped {
+    fn partition_secs(&self) -> u64 {
+        self.0.partition_secs()
+    }
+
+    async fn write(&self, batch: Arc<skein_storage::WriteBatch>) -> skein_storage::StoreResult<()> {
+        self.0.write(batch).await
+    }
+
+    async fn get_trace(&self, trace_id: TraceId) -> skein_storage::StoreResult<Option<Vec<skein_model::Span>>> {
+        let mut trace = self.0.get_trace(trace_id).await?;
+        if let Some(spans) = &mut trace {
+            analysis::dedupe_span_ids(spans);
+        }
+        Ok(trace)
+    }
+
+    async fn find_traces(
+        &self,
+        query: skein_storage::TraceQuery,
+    ) -> skein_storage::StoreResult<skein_storage::FoundTraces> {
+        let mut found = self.0.find_traces(query).await?;
+        for spans in &mut found.traces {
+            analysis::dedupe_span_ids(spans);
+        }
+        Ok(found)
+    }
+
+    async fn services(&self) -> skein_storage::StoreResult<Vec<String>> {
+        self.0.services().await
+    }
+
+    async fn operations(
+        &self,
+        service: &str,
+        kind: Option<SpanKind>,
+    ) -> skein_storage::StoreResult<Vec<skein_storage::Operation>> {
+        self.0.operations(service, kind).await
+    }
+
+    async fn dependencies(
+        &self,
+        end_unix_nanos: u64,
+        lookback_nanos: u64,
+    ) -> skein_storage::StoreResult<Vec<skein_storage::DependencyLink>> {
+        self.0.dependencies(end_unix_nanos, lookback_nanos).await
+    }
+}
+
 /// The query component: Jaeger's HTTP API, api_v3 and the web UI on `http`, the gRPC query service on `grpc`,
 /// reading `store` through the hot-trace cache, until the returned servers are shut down.
 ///
@@ -494,6 +548,7 @@ pub fn start(
         0 => store,
         spans => Arc::new(cache::CachedStore::new(store, spans, metrics.clone())),
     };
+    let store: Arc<dyn TraceStore> = Arc::new(SpanIdDeduped(store));
     let tokens = match &config.auth_token_file {
         Some(path) => {
             Some(auth::TokenFile::open(path, metrics.clone()).map_err(|e| format!("--query-auth-token-file: {e}"))?)

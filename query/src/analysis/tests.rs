@@ -224,3 +224,51 @@ fn offsets_read_like_durations() {
     assert_eq!(format_offset(2_000_000_000), "+2s");
     assert_eq!(format_offset(12), "+12ns");
 }
+
+#[test]
+fn zipkin_shared_span_ids_become_parent_and_child_and_the_server_fits_inside_its_client() {
+    let root = span(0, None, "frontend", 0, 9);
+    // The client half and the server half share span ID 1 (Zipkin "shared": true); the server's clock runs 1.5 ms
+    // behind, so it seems to start before the call that made it.
+    let mut client = span(1, Some(0), "frontend", 2, 6);
+    client.kind = SpanKind::CLIENT;
+    let mut server = span(1, Some(0), "backend", 0, 3);
+    server.kind = SpanKind::SERVER;
+    server.start_unix_nanos += MS / 2;
+    let query = span(2, Some(1), "backend", 1, 2);
+    let mut spans = vec![root, client.clone(), server.clone(), query];
+
+    assert_eq!(dedupe_span_ids(&mut spans), 1);
+    let ids: std::collections::HashSet<SpanId> = spans.iter().map(|s| s.span_id).collect();
+    assert_eq!(ids.len(), spans.len(), "span IDs are unique");
+    let new_server = spans[2].clone();
+    assert_ne!(new_server.span_id, server.span_id);
+    assert_eq!(new_server.parent_id(), Some(client.span_id), "the server half is the client half's child");
+    assert_eq!(spans[3].parent_id(), Some(new_server.span_id), "the server half's children follow it");
+    assert_eq!(spans[1].span_id, client.span_id, "the client half keeps its ID");
+    assert_eq!(dedupe_span_ids(&mut spans), 0, "idempotent");
+
+    adjust_skew(&mut spans);
+    let (c, s) = (&spans[1], &spans[2]);
+    assert!(
+        s.start_unix_nanos >= c.start_unix_nanos && s.end_unix_nanos <= c.end_unix_nanos,
+        "the server half fits inside the client half: {}..{} in {}..{}",
+        s.start_unix_nanos,
+        s.end_unix_nanos,
+        c.start_unix_nanos,
+        c.end_unix_nanos
+    );
+}
+
+#[test]
+fn unique_span_ids_and_shared_ids_without_a_client_are_left_alone() {
+    let mut spans = vec![span(0, None, "a", 0, 9), span(1, Some(0), "b", 1, 2)];
+    let before = spans.clone();
+    assert_eq!(dedupe_span_ids(&mut spans), 0);
+    assert_eq!(spans, before);
+    // Two SERVER spans sharing an ID with no CLIENT span: not Zipkin's shared RPC, left as stored.
+    let mut a = span(1, None, "a", 0, 9);
+    a.kind = SpanKind::SERVER;
+    let mut twins = vec![a.clone(), a];
+    assert_eq!(dedupe_span_ids(&mut twins), 0);
+}
