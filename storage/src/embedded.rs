@@ -186,7 +186,7 @@ impl Drop for JournalSweep {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
         for e in entries.flatten() {
             let path = e.path();
-            if !path.extension().is_some_and(|x| x == "jnl") {
+            if path.extension().is_none_or(|x| x != "jnl") {
                 continue;
             }
             let emptied = std::fs::OpenOptions::new().write(true).open(&path).and_then(|f| {
