@@ -195,7 +195,7 @@ fn zipkin_spans() -> Value {
        "remoteEndpoint": {"serviceName": "backend", "ipv4": "10.0.0.2", "port": 8080},
        "annotations": [{"timestamp": t + 1100, "value": "ws"}]},
       {"traceId": "5af7183fb1d4cf5f", "parentId": "6b221d5bc9e6496c", "id": "352bff9a74ca9ad2", "name": "get /backend",
-       "kind": "SERVER", "shared": true, "timestamp": t + 2000, "duration": 12000,
+       "kind": "SERVER", "shared": true, "timestamp": t + 500, "duration": 12000,
        "localEndpoint": {"serviceName": "backend"}, "tags": {"error": "timeout"}}
     ])
 }
@@ -267,10 +267,22 @@ fn zipkin_json_is_queryable_with_parents_and_services() {
     assert!(tags.contains("peer.service=\"backend\""), "{tags:?}");
     assert!(tags.contains("net.peer.port=8080"), "{tags:?}");
     assert_eq!(client["logs"].as_array().map(Vec::len), Some(1), "annotation became an event");
-    let servers: Vec<&Value> = spans.iter().filter(|s| s["spanID"] == "352bff9a74ca9ad2").collect();
-    assert_eq!(servers.len(), 2);
-    let backend = servers.iter().find(|s| service(s) == "backend").expect("backend server span");
+    // Jaeger's span-ID deduplication: the server half of the shared span gets its own ID, child of the client half.
+    assert_eq!(client["spanID"], "352bff9a74ca9ad2");
+    let backend = spans.iter().find(|s| service(s) == "backend").expect("backend server span");
+    assert_ne!(backend["spanID"], "352bff9a74ca9ad2", "{backend}");
+    assert_eq!(backend["references"][0]["spanID"], "352bff9a74ca9ad2", "{backend}");
     assert!(backend["tags"].as_array().expect("tags").iter().any(|t| t["key"] == "error" && t["value"] == true));
+    // Its clock started it before the call that made it; skew adjustment fits it inside the client half.
+    let start = |s: &Value| s["startTime"].as_u64().unwrap_or(0);
+    assert!(start(backend) < start(&client), "the fixture is skewed");
+    let (status, adjusted) = s.get("/api/traces/00000000000000005af7183fb1d4cf5f?adjust=skew");
+    assert_eq!(status, 200, "{adjusted}");
+    let adjusted = adjusted["data"][0]["spans"].as_array().expect("spans").clone();
+    let find = |id: &Value| adjusted.iter().find(|s| s["spanID"] == *id).cloned().expect("span");
+    let (c, b) = (find(&client["spanID"]), find(&backend["spanID"]));
+    let end = |s: &Value| start(s) + s["duration"].as_u64().unwrap_or(0);
+    assert!(start(&b) >= start(&c) && end(&b) <= end(&c), "server half inside its client half: {b} in {c}");
     let (_, services) = s.get("/api/services");
     assert_eq!(services["data"], json!(["backend", "frontend"]));
 }
