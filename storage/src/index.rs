@@ -1,4 +1,4 @@
-//! Index entries: one per (trace chunk, service, stretch of at most [`ENTRY_START_SPREAD_NANOS`] of span starts), DESIGN §4.
+//! Index entries: one per trace chunk, service and stretch of span starts (at most [`ENTRY_START_SPREAD_NANOS`]).
 //!
 //! An entry answers service + operation + tags + duration + time filters together without decoding the block:
 //! the operation set is exact, durations are the min/max span duration of the service's spans, span starts are
