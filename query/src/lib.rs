@@ -174,8 +174,23 @@ pub fn router(
     api.merge(ui::routes()).layer(axum::Extension(metrics)).layer(limit).with_state(store)
 }
 
+/// Jaeger's response envelope (`structuredResponse`): `data`, `total`, `limit`, `offset`, `errors`.
+#[derive(serde::Serialize)]
+struct Envelope<T> {
+    data: T,
+    total: usize,
+    limit: usize,
+    offset: usize,
+    errors: Option<Vec<Json>>,
+}
+
+/// Serializes the envelope straight into the body (no intermediate `serde_json::Value`).
+fn envelope_with<T: serde::Serialize>(data: T, total: usize, errors: Option<Vec<Json>>) -> Response {
+    axum::Json(Envelope { data, total, limit: 0, offset: 0, errors }).into_response()
+}
+
 fn envelope(data: Json, total: usize) -> Response {
-    axum::Json(json!({ "data": data, "total": total, "limit": 0, "offset": 0, "errors": Json::Null })).into_response()
+    envelope_with(data, total, None)
 }
 
 async fn services(State(store): State<Store>) -> Result<Response, ApiError> {
@@ -269,7 +284,7 @@ async fn get_trace(
     if skew {
         analysis::adjust_skew(&mut spans);
     }
-    Ok(envelope(json!([jaeger::trace(&spans)]), 0))
+    Ok(envelope_with([jaeger::trace(&spans)], 0, None))
 }
 
 /// `GET /api/traces/{id}/analysis[?adjust=none]`: [`analysis::Analysis`] in Jaeger's envelope — summary, critical
@@ -301,26 +316,24 @@ async fn find_traces(
     let p = params::pairs(raw.as_deref());
     let ids = params::all(&p, "traceID");
     if !ids.is_empty() {
-        let mut data = Vec::new();
+        let mut found = Vec::new();
         let mut errors = Vec::new();
         for id in ids {
             let trace_id = parse_trace_id(id)?;
             match read_trace(&store, &metrics, trace_id).await {
-                Ok(Some(spans)) => data.push(jaeger::trace(&spans)),
+                Ok(Some(spans)) => found.push(spans),
                 Ok(None) => errors.push(json!({ "code": 404, "msg": "trace not found", "traceID": id })),
                 Err(e) => errors.push(json!({ "code": e.status.as_u16(), "msg": e.message, "traceID": id })),
             }
         }
-        let errors = if errors.is_empty() { Json::Null } else { json!(errors) };
-        return Ok(
-            axum::Json(json!({ "data": data, "total": 0, "limit": 0, "offset": 0, "errors": errors })).into_response()
-        );
+        let data: Vec<_> = found.iter().map(|t| jaeger::trace(t)).collect();
+        return Ok(envelope_with(data, 0, (!errors.is_empty()).then_some(errors)));
     }
     let query = params::trace_query(&p, skein_model::now_nanos()).map_err(ApiError::bad_request)?;
     let found = store.find_traces(query).await?;
-    let data: Vec<Json> = found.traces.iter().map(|t| jaeger::trace(t)).collect();
+    let data: Vec<_> = found.traces.iter().map(|t| jaeger::trace(t)).collect();
     if found.corrupt.is_empty() {
-        return Ok(envelope(json!(data), 0));
+        return Ok(envelope_with(data, 0, None));
     }
     report_corrupt(&metrics, &found);
     let errors: Vec<Json> = found
@@ -330,7 +343,7 @@ async fn find_traces(
             json!({ "code": 500, "msg": format!("trace {trace_id}: stored block is corrupt: {e}"), "traceID": trace_id.to_string() })
         })
         .collect();
-    Ok(axum::Json(json!({ "data": data, "total": 0, "limit": 0, "offset": 0, "errors": errors })).into_response())
+    Ok(envelope_with(data, 0, Some(errors)))
 }
 
 async fn dependencies(State(store): State<Store>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
@@ -348,6 +361,12 @@ async fn dependencies(State(store): State<Store>, RawQuery(raw): RawQuery) -> Re
     Ok(envelope(json!(data), 0))
 }
 
+/// api_v3's `{"result": …}` answer, serialized straight into the body.
+#[derive(serde::Serialize)]
+struct V3Result<T> {
+    result: T,
+}
+
 fn v3_error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "error": { "httpCode": status.as_u16(), "message": message } }))).into_response()
 }
@@ -363,8 +382,7 @@ async fn v3_get_trace(
     };
     match read_trace(&store, &metrics, trace_id).await {
         Ok(Some(spans)) => {
-            let data = TracesData { resource_spans: to_otlp(&spans) };
-            axum::Json(json!({ "result": data })).into_response()
+            axum::Json(V3Result { result: TracesData { resource_spans: to_otlp(&spans) } }).into_response()
         }
         Ok(None) => v3_error(StatusCode::NOT_FOUND, "trace not found"),
         Err(e) => v3_error(e.status, &e.message),
@@ -400,7 +418,7 @@ async fn v3_find_traces(
     match v3_search(&store, &metrics, raw.as_deref()).await {
         Ok(traces) => {
             let resource_spans = traces.iter().flat_map(|t| to_otlp(t)).collect();
-            axum::Json(json!({ "result": TracesData { resource_spans } })).into_response()
+            axum::Json(V3Result { result: TracesData { resource_spans } }).into_response()
         }
         Err(response) => response,
     }
