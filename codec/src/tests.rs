@@ -101,7 +101,15 @@ proptest! {
         prop_assert_eq!(back, spans.clone());
         let v1 = encode_v1(&spans).expect("encode v1");
         prop_assert_eq!(v1[4], VERSION_1);
-        prop_assert_eq!(decode(&v1).expect("decode v1"), spans);
+        prop_assert_eq!(decode(&v1).expect("decode v1"), spans.clone());
+    }
+
+    #[test]
+    fn the_outline_is_the_trace_without_span_attributes(spans in trace_strategy()) {
+        let without: Vec<Span> = spans.iter().cloned().map(|mut s| { s.attributes.clear(); s }).collect();
+        for block in [encode(&spans).expect("encode"), encode_v1(&spans).expect("encode v1")] {
+            prop_assert_eq!(crate::decode_outline_with(&block, &NoDict).expect("outline"), without.clone());
+        }
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl BlockVersion for V2 {
     const VERSION: u8 = VERSION_2;
 
     fn decode(block: &[u8], dicts: &dyn DictLookup) -> Result<Vec<Span>, CodecError> {
-        decode(block, dicts, MAX_BODY_BYTES)
+        decode(block, dicts, MAX_BODY_BYTES, true)
     }
 }
 /// Most entries one [`SharedDict`] holds; later strings and structures stay local to their blocks.
@@ -759,12 +759,18 @@ impl Refs<'_> {
     }
 }
 
-/// Decodes a version 2 block (the caller checked magic and version).
-/// Decodes a version 2 block, resolving shared-dictionary references through `dicts`.
+/// Decodes a version 2 block (the caller checked magic and version), resolving shared-dictionary references
+/// through `dicts`. With `span_attributes` false the attribute-value column is not read and every span's
+/// `attributes` stay empty ([`crate::decode_outline_with`]).
 ///
 /// # Errors
 /// As [`crate::decode_with`].
-pub fn decode(block: &[u8], dicts: &dyn DictLookup, max_body_bytes: usize) -> Result<Vec<Span>, CodecError> {
+pub fn decode(
+    block: &[u8],
+    dicts: &dyn DictLookup,
+    max_body_bytes: usize,
+    span_attributes: bool,
+) -> Result<Vec<Span>, CodecError> {
     let mut r = Reader { buf: block, pos: 5 };
     let dict_id = u64::from_le_bytes(r.array::<8>()?);
     let dict_len = usize::try_from(r.uvarint()?).map_err(|_| CodecError::Corrupt("dictionary length"))?;
@@ -850,19 +856,7 @@ pub fn decode(block: &[u8], dicts: &dyn DictLookup, max_body_bytes: usize) -> Re
         prev_start = start;
         let end = start.wrapping_add(cols[4].uvarint()?);
         let t = refs.template(&mut cols[5])?;
-        let mut attributes = Vec::with_capacity(t.keys.len());
-        let mask_at = cols[6].pos;
-        let mask_end = mask_at.checked_add(t.keys.len().div_ceil(8)).ok_or(CodecError::Corrupt("value mask"))?;
-        cols[6].pos = mask_end;
-        for (i, (key, default)) in t.keys.iter().zip(&t.defaults).enumerate() {
-            let bits = *cols[6].buf.get(mask_at + i / 8).ok_or(CodecError::Corrupt("truncated value mask"))?;
-            let value = if bits & (1 << (i % 8)) != 0 {
-                d.value(&mut cols[6], 0)?
-            } else {
-                default.clone().ok_or(CodecError::Corrupt("value omitted but the template has no default"))?
-            };
-            attributes.push(KeyValue { key: key.clone(), value });
-        }
+        let attributes = if span_attributes { attributes(&d, &mut cols[6], &t)? } else { Vec::new() };
         let mut span = Span {
             trace_id,
             span_id,
@@ -891,6 +885,24 @@ pub fn decode(block: &[u8], dicts: &dyn DictLookup, max_body_bytes: usize) -> Re
         spans.push(span);
     }
     Ok(spans)
+}
+
+/// One span's attribute values from the value column: those its mask marks, the template's defaults for the rest.
+fn attributes(d: &Strings<'_>, col: &mut Reader<'_>, t: &Template) -> Result<Vec<KeyValue>, CodecError> {
+    let mut attributes = Vec::with_capacity(t.keys.len());
+    let mask_at = col.pos;
+    let mask_end = mask_at.checked_add(t.keys.len().div_ceil(8)).ok_or(CodecError::Corrupt("value mask"))?;
+    col.pos = mask_end;
+    for (i, (key, default)) in t.keys.iter().zip(&t.defaults).enumerate() {
+        let bits = *col.buf.get(mask_at + i / 8).ok_or(CodecError::Corrupt("truncated value mask"))?;
+        let value = if bits & (1 << (i % 8)) != 0 {
+            d.value(col, 0)?
+        } else {
+            default.clone().ok_or(CodecError::Corrupt("value omitted but the template has no default"))?
+        };
+        attributes.push(KeyValue { key: key.clone(), value });
+    }
+    Ok(attributes)
 }
 
 fn decode_rare(d: &Strings<'_>, r: &mut Reader<'_>, s: &mut Span) -> Result<(), CodecError> {

@@ -91,6 +91,10 @@ impl TraceStore for CachedStore {
         self.inner.find_traces(query).await
     }
 
+    async fn find_trace_summaries(&self, query: TraceQuery) -> StoreResult<skein_storage::FoundSummaries> {
+        self.inner.find_trace_summaries(query).await
+    }
+
     async fn services(&self) -> StoreResult<Vec<String>> {
         self.inner.services().await
     }

@@ -281,7 +281,7 @@ impl QueryService for QueryGrpc {
         let metrics = self.metrics.clone();
         Ok(Response::new(self.stream(move |store| async move {
             let found = store.find_traces(query).await.map_err(store_status)?;
-            super::report_corrupt(&metrics, &found);
+            super::report_corrupt(&metrics, &found.corrupt);
             Ok(found.traces)
         })))
     }

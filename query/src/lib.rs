@@ -36,7 +36,7 @@ use skein_proto::otlp_trace::TracesData;
 use crate::metrics::QueryMetrics;
 use skein_model::otlp::to_otlp;
 use skein_model::{SpanKind, TraceId};
-use skein_storage::{StoreError, TraceStore};
+use skein_storage::{StoreError, TraceStore, TraceSummary};
 
 /// An error answered in Jaeger's envelope.
 #[derive(Debug)]
@@ -138,8 +138,8 @@ async fn time_limit(
 }
 
 /// Logs and counts (`skein_blocks_corrupt_total`) the traces a search left out because a block failed to decode.
-fn report_corrupt(metrics: &QueryMetrics, found: &skein_storage::FoundTraces) {
-    for (trace_id, e) in &found.corrupt {
+fn report_corrupt(metrics: &QueryMetrics, corrupt: &[(TraceId, String)]) {
+    for (trace_id, e) in corrupt {
         metrics.blocks_corrupt.inc();
         tracing::error!(%trace_id, error = %e, "stored trace block is corrupt; left out of search results");
     }
@@ -184,13 +184,26 @@ struct Envelope<T> {
     errors: Option<Vec<Json>>,
 }
 
-/// Serializes the envelope straight into the body (no intermediate `serde_json::Value`).
-fn envelope_with<T: serde::Serialize>(data: T, total: usize, errors: Option<Vec<Json>>) -> Response {
-    axum::Json(Envelope { data, total, limit: 0, offset: 0, errors }).into_response()
+/// A 200 JSON response of `value`, written into one buffer of at least `size_hint_bytes` (a search's answer
+/// runs to megabytes; growing a small buffer step by step cost a tenth of its time).
+fn json_body<T: serde::Serialize>(value: &T, size_hint_bytes: usize) -> Response {
+    let mut buf = Vec::with_capacity(size_hint_bytes.max(256));
+    match serde_json::to_writer(&mut buf, value) {
+        Ok(()) => ([(axum::http::header::CONTENT_TYPE, "application/json")], buf).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "could not serialize a response");
+            (StatusCode::INTERNAL_SERVER_ERROR, "response serialization failed").into_response()
+        }
+    }
+}
+
+/// Bytes of JSON a trace of `spans` spans usually takes in Jaeger's or OTLP's shape (about 1.5 KB a span).
+fn json_size_hint(spans: usize) -> usize {
+    spans.saturating_mul(1536)
 }
 
 fn envelope(data: Json, total: usize) -> Response {
-    envelope_with(data, total, None)
+    json_body(&Envelope { data, total, limit: 0, offset: 0, errors: None }, 0)
 }
 
 async fn services(State(store): State<Store>) -> Result<Response, ApiError> {
@@ -284,7 +297,10 @@ async fn get_trace(
     if skew {
         analysis::adjust_skew(&mut spans);
     }
-    Ok(envelope_with([jaeger::trace(&spans)], 0, None))
+    Ok(json_body(
+        &Envelope { data: [jaeger::trace(&spans)], total: 0, limit: 0, offset: 0, errors: None },
+        json_size_hint(spans.len()),
+    ))
 }
 
 /// `GET /api/traces/{id}/analysis[?adjust=none]`: [`analysis::Analysis`] in Jaeger's envelope — summary, critical
@@ -326,16 +342,19 @@ async fn find_traces(
                 Err(e) => errors.push(json!({ "code": e.status.as_u16(), "msg": e.message, "traceID": id })),
             }
         }
+        let hint = json_size_hint(found.iter().map(Vec::len).sum());
         let data: Vec<_> = found.iter().map(|t| jaeger::trace(t)).collect();
-        return Ok(envelope_with(data, 0, (!errors.is_empty()).then_some(errors)));
+        let errors = (!errors.is_empty()).then_some(errors);
+        return Ok(json_body(&Envelope { data, total: 0, limit: 0, offset: 0, errors }, hint));
     }
     let query = params::trace_query(&p, skein_model::now_nanos()).map_err(ApiError::bad_request)?;
     let found = store.find_traces(query).await?;
+    let hint = json_size_hint(found.traces.iter().map(Vec::len).sum());
     let data: Vec<_> = found.traces.iter().map(|t| jaeger::trace(t)).collect();
     if found.corrupt.is_empty() {
-        return Ok(envelope_with(data, 0, None));
+        return Ok(json_body(&Envelope { data, total: 0, limit: 0, offset: 0, errors: None }, hint));
     }
-    report_corrupt(&metrics, &found);
+    report_corrupt(&metrics, &found.corrupt);
     let errors: Vec<Json> = found
         .corrupt
         .iter()
@@ -343,7 +362,7 @@ async fn find_traces(
             json!({ "code": 500, "msg": format!("trace {trace_id}: stored block is corrupt: {e}"), "traceID": trace_id.to_string() })
         })
         .collect();
-    Ok(envelope_with(data, 0, Some(errors)))
+    Ok(json_body(&Envelope { data, total: 0, limit: 0, offset: 0, errors: Some(errors) }, hint))
 }
 
 async fn dependencies(State(store): State<Store>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
@@ -382,7 +401,7 @@ async fn v3_get_trace(
     };
     match read_trace(&store, &metrics, trace_id).await {
         Ok(Some(spans)) => {
-            axum::Json(V3Result { result: TracesData { resource_spans: to_otlp(&spans) } }).into_response()
+            json_body(&V3Result { result: TracesData { resource_spans: to_otlp(&spans) } }, json_size_hint(spans.len()))
         }
         Ok(None) => v3_error(StatusCode::NOT_FOUND, "trace not found"),
         Err(e) => v3_error(e.status, &e.message),
@@ -401,7 +420,7 @@ async fn v3_search(
         let e = ApiError::from(e);
         v3_error(e.status, &e.message)
     })?;
-    report_corrupt(metrics, &found);
+    report_corrupt(metrics, &found.corrupt);
     if found.traces.is_empty() {
         // api_v3 answers an empty search with 404, unlike the classic API (Jaeger PR #9260).
         return Err(v3_error(StatusCode::NOT_FOUND, "No traces found"));
@@ -417,8 +436,9 @@ async fn v3_find_traces(
 ) -> Response {
     match v3_search(&store, &metrics, raw.as_deref()).await {
         Ok(traces) => {
+            let hint = json_size_hint(traces.iter().map(Vec::len).sum());
             let resource_spans = traces.iter().flat_map(|t| to_otlp(t)).collect();
-            axum::Json(V3Result { result: TracesData { resource_spans } }).into_response()
+            json_body(&V3Result { result: TracesData { resource_spans } }, hint)
         }
         Err(response) => response,
     }
@@ -426,47 +446,43 @@ async fn v3_find_traces(
 
 /// One trace's api_v3 summary (`FindTraceSummaries`): root service and operation, time range, span and error
 /// counts, per-service counts (in order of first appearance).
-fn v3_summary(spans: &[skein_model::Span]) -> Json {
-    let root = spans.iter().filter(|s| s.parent_id().is_none()).min_by_key(|s| s.start_unix_nanos).or(spans.first());
-    let mut services: Vec<(String, u64, u64)> = Vec::new();
-    for s in spans {
-        let name = s.service_name();
-        let at = match services.iter().position(|(n, _, _)| n == name) {
-            Some(i) => i,
-            None => {
-                services.push((name.to_string(), 0, 0));
-                services.len() - 1
-            }
-        };
-        services[at].1 += 1;
-        services[at].2 += u64::from(s.is_error());
-    }
-    let start = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
-    let end = spans.iter().map(|s| s.end_unix_nanos).max().unwrap_or(0);
+fn v3_summary(t: &TraceSummary) -> Json {
     json!({
-        "traceId": root.map(|s| s.trace_id.to_hex()).unwrap_or_default(),
-        "rootServiceName": root.map(|s| s.service_name()).unwrap_or_default(),
-        "rootOperationName": root.map(|s| s.name.as_str()).unwrap_or_default(),
-        "minStartTimeUnixNano": start.to_string(),
-        "maxEndTimeUnixNano": end.to_string(),
-        "spanCount": spans.len(),
-        "errorSpanCount": spans.iter().filter(|s| s.is_error()).count(),
-        "services": services.iter().map(|(name, n, e)| json!({"name": name, "spanCount": n, "errorSpanCount": e})).collect::<Vec<_>>(),
+        "traceId": t.trace_id.to_hex(),
+        "rootServiceName": t.root_service,
+        "rootOperationName": t.root_operation,
+        "minStartTimeUnixNano": t.start_unix_nanos.to_string(),
+        "maxEndTimeUnixNano": t.end_unix_nanos.to_string(),
+        "spanCount": t.span_count,
+        "errorSpanCount": t.error_span_count,
+        "services": t.services.iter().map(|(name, n, e)| json!({"name": name, "spanCount": n, "errorSpanCount": e})).collect::<Vec<_>>(),
     })
 }
 
-/// `GET /api/v3/trace-summaries?query.serviceName=&…`: the same search, one summary per trace.
+/// `GET /api/v3/trace-summaries?query.serviceName=&…`: the same search as `/api/v3/traces`, one summary per trace,
+/// from the store's summary search (which decodes no span attributes of the traces it returns).
 async fn v3_trace_summaries(
     State(store): State<Store>,
     axum::Extension(metrics): Meters,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    match v3_search(&store, &metrics, raw.as_deref()).await {
-        Ok(traces) => {
-            axum::Json(json!({ "summaries": traces.iter().map(|t| v3_summary(t)).collect::<Vec<_>>() })).into_response()
+    let p = params::pairs(raw.as_deref());
+    let query = match params::v3_trace_query(&p) {
+        Ok(q) => q,
+        Err(e) => return v3_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let found = match store.find_trace_summaries(query).await {
+        Ok(found) => found,
+        Err(e) => {
+            let e = ApiError::from(e);
+            return v3_error(e.status, &e.message);
         }
-        Err(response) => response,
+    };
+    report_corrupt(&metrics, &found.corrupt);
+    if found.summaries.is_empty() {
+        return v3_error(StatusCode::NOT_FOUND, "No traces found");
     }
+    json_body(&json!({ "summaries": found.summaries.iter().map(v3_summary).collect::<Vec<_>>() }), 0)
 }
 
 async fn v3_services(State(store): State<Store>) -> Result<Response, ApiError> {
@@ -527,6 +543,14 @@ impl TraceStore for SpanIdDeduped {
             analysis::dedupe_span_ids(spans);
         }
         Ok(found)
+    }
+
+    /// Summaries count spans and services, which deduplication leaves as they are.
+    async fn find_trace_summaries(
+        &self,
+        query: skein_storage::TraceQuery,
+    ) -> skein_storage::StoreResult<skein_storage::FoundSummaries> {
+        self.0.find_trace_summaries(query).await
     }
 
     async fn services(&self) -> skein_storage::StoreResult<Vec<String>> {

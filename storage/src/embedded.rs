@@ -36,8 +36,8 @@ use fjall::config::CompressionPolicy;
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::{
-    DependencyLink, FoundTraces, IndexEntry, Operation, StoreError, StoreResult, TraceQuery, TraceStore, WriteBatch,
-    merge_chunks, sum_edges,
+    DependencyLink, FoundSummaries, FoundTraces, IndexEntry, Operation, StoreError, StoreResult, TraceQuery,
+    TraceStore, TraceSummary, WriteBatch, merge_chunks, record_outcome, sum_edges,
 };
 use crate::metrics::{StorageMetrics, TierLabels};
 use skein_codec::{CodecError, DictLookup, Dictionary};
@@ -334,6 +334,9 @@ fn open_partition(db: &Database, key: PartitionKey, last_write: u64, max_entry_s
     })
 }
 
+/// Candidates left out of a search because their blocks failed to decode, with the reason.
+type CorruptBlocks = Vec<(TraceId, String)>;
+
 fn decode_u64(v: &[u8]) -> u64 {
     v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0)
 }
@@ -540,11 +543,17 @@ impl Inner {
         Ok(skein_codec::decode_with(block, &PartitionDicts { inner: self, partition: p })?)
     }
 
-    fn get_trace(&self, trace_id: TraceId) -> StoreResult<Option<Vec<Span>>> {
+    /// All spans of a trace, merged and sorted; with `outline`, without span attributes
+    /// ([`skein_codec::decode_outline_with`]).
+    fn get_trace(&self, trace_id: TraceId, outline: bool) -> StoreResult<Option<Vec<Span>>> {
         let mut chunks = Vec::new();
         for (_, p) in self.snapshot() {
             for block in Self::chunks_of(&p, trace_id)? {
-                chunks.push(self.decode(&p, &block)?);
+                chunks.push(if outline {
+                    skein_codec::decode_outline_with(&block, &PartitionDicts { inner: self, partition: &p })?
+                } else {
+                    self.decode(&p, &block)?
+                });
             }
         }
         if chunks.is_empty() {
@@ -554,9 +563,27 @@ impl Inner {
     }
 
     fn find_traces(&self, q: &TraceQuery) -> StoreResult<FoundTraces> {
-        let mut found = FoundTraces::default();
+        let (traces, corrupt) = self.search(q, |trace_id| self.get_trace(trace_id, false))?;
+        Ok(FoundTraces { traces, corrupt })
+    }
+
+    fn find_trace_summaries(&self, q: &TraceQuery) -> StoreResult<FoundSummaries> {
+        let (summaries, corrupt) =
+            self.search(q, |trace_id| Ok(self.get_trace(trace_id, true)?.and_then(|t| TraceSummary::of(&t))))?;
+        Ok(FoundSummaries { summaries, corrupt })
+    }
+
+    /// The search behind [`TraceStore::find_traces`]: candidates from the index, newest first, each confirmed
+    /// against its chunk when the entry cannot prove the match, then `fetch`ed, until `q.limit` results. Returns
+    /// the results and the candidates whose blocks failed to decode.
+    fn search<T>(
+        &self,
+        q: &TraceQuery,
+        fetch: impl Fn(TraceId) -> StoreResult<Option<T>>,
+    ) -> StoreResult<(Vec<T>, CorruptBlocks)> {
+        let (mut found, mut corrupt) = (Vec::new(), Vec::new());
         if q.limit == 0 || q.start_min_unix_nanos > q.start_max_unix_nanos {
-            return Ok(found);
+            return Ok((found, corrupt));
         }
         // Candidates from every partition that can hold entries starting in [scan_min, max] (an entry starts at or
         // after its partition's start, and at most at the partition's latest entry start), newest first overall.
@@ -599,7 +626,7 @@ impl Inner {
             heads.push(next(c)?);
         }
         let mut seen = std::collections::HashSet::new();
-        while found.traces.len() < q.limit {
+        while found.len() < q.limit {
             // The newest head; ties go to the smaller trace ID, as a full sort would order them.
             let Some(i) =
                 (0..heads.len()).filter(|&i| heads[i].is_some()).max_by(|&a, &b| match (&heads[a], &heads[b]) {
@@ -626,13 +653,13 @@ impl Inner {
                         return Ok(None);
                     }
                 }
-                self.get_trace(trace_id)
+                fetch(trace_id)
             })();
-            if found.record(trace_id, result)? {
+            if record_outcome(&mut found, &mut corrupt, trace_id, result)? {
                 seen.insert(trace_id);
             }
         }
-        Ok(found)
+        Ok((found, corrupt))
     }
 
     fn services(&self) -> StoreResult<Vec<String>> {
@@ -714,11 +741,15 @@ impl TraceStore for EmbeddedStore {
     }
 
     async fn get_trace(&self, trace_id: TraceId) -> StoreResult<Option<Vec<Span>>> {
-        self.blocking(move |inner| inner.get_trace(trace_id)).await
+        self.blocking(move |inner| inner.get_trace(trace_id, false)).await
     }
 
     async fn find_traces(&self, query: TraceQuery) -> StoreResult<FoundTraces> {
         self.blocking(move |inner| inner.find_traces(&query)).await
+    }
+
+    async fn find_trace_summaries(&self, query: TraceQuery) -> StoreResult<FoundSummaries> {
+        self.blocking(move |inner| inner.find_trace_summaries(&query)).await
     }
 
     async fn services(&self) -> StoreResult<Vec<String>> {

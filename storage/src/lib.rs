@@ -258,14 +258,91 @@ impl FoundTraces {
     /// # Errors
     /// Any [`StoreError`] other than a codec error, unchanged.
     pub fn record(&mut self, trace_id: TraceId, outcome: StoreResult<Option<Vec<Span>>>) -> StoreResult<bool> {
-        match outcome {
-            Ok(Some(trace)) => self.traces.push(trace),
-            Ok(None) => return Ok(false),
-            Err(StoreError::Codec(e)) => self.corrupt.push((trace_id, e.to_string())),
-            Err(e) => return Err(e),
-        }
-        Ok(true)
+        record_outcome(&mut self.traces, &mut self.corrupt, trace_id, outcome)
     }
+}
+
+/// [`FoundTraces::record`] for any kind of result (full traces, summaries).
+///
+/// # Errors
+/// Any [`StoreError`] other than a codec error, unchanged.
+pub fn record_outcome<T>(
+    found: &mut Vec<T>,
+    corrupt: &mut Vec<(TraceId, String)>,
+    trace_id: TraceId,
+    outcome: StoreResult<Option<T>>,
+) -> StoreResult<bool> {
+    match outcome {
+        Ok(Some(item)) => found.push(item),
+        Ok(None) => return Ok(false),
+        Err(StoreError::Codec(e)) => corrupt.push((trace_id, e.to_string())),
+        Err(e) => return Err(e),
+    }
+    Ok(true)
+}
+
+/// What a search result list shows of a trace (api_v3 `TraceSummary`, the UI's result rows): root, time range,
+/// span and error counts, and counts per service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceSummary {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// Service of the root span (the earliest span without a parent in the trace; else the earliest span).
+    pub root_service: String,
+    /// Name of that span.
+    pub root_operation: String,
+    /// Earliest span start, ns since the Unix epoch.
+    pub start_unix_nanos: u64,
+    /// Latest span end, ns since the Unix epoch.
+    pub end_unix_nanos: u64,
+    /// Spans in the trace.
+    pub span_count: u64,
+    /// Spans with ERROR status.
+    pub error_span_count: u64,
+    /// `(service, spans, error spans)` in order of first appearance (spans sorted by start).
+    pub services: Vec<(String, u64, u64)>,
+}
+
+impl TraceSummary {
+    /// Summarizes the spans of one trace (sorted by start, as [`TraceStore::get_trace`] returns them); `None` for
+    /// no spans. Reads no span attributes, so it takes the outline that [`skein_codec::decode_outline_with`]
+    /// decodes.
+    pub fn of(spans: &[Span]) -> Option<Self> {
+        let first = spans.first()?;
+        let root = spans.iter().filter(|s| s.parent_id().is_none()).min_by_key(|s| s.start_unix_nanos).unwrap_or(first);
+        let mut services: Vec<(String, u64, u64)> = Vec::new();
+        for s in spans {
+            let name = s.service_name();
+            let at = match services.iter().position(|(n, _, _)| n == name) {
+                Some(i) => i,
+                None => {
+                    services.push((name.to_string(), 0, 0));
+                    services.len() - 1
+                }
+            };
+            services[at].1 += 1;
+            services[at].2 += u64::from(s.is_error());
+        }
+        Some(Self {
+            trace_id: first.trace_id,
+            root_service: root.service_name().to_string(),
+            root_operation: root.name.clone(),
+            start_unix_nanos: spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0),
+            end_unix_nanos: spans.iter().map(|s| s.end_unix_nanos).max().unwrap_or(0),
+            span_count: spans.len() as u64,
+            error_span_count: spans.iter().filter(|s| s.is_error()).count() as u64,
+            services,
+        })
+    }
+}
+
+/// The answer to a summary search ([`TraceStore::find_trace_summaries`]).
+#[derive(Clone, Debug, Default)]
+pub struct FoundSummaries {
+    /// Summaries of the matching traces, newest first.
+    pub summaries: Vec<TraceSummary>,
+    /// Candidate traces left out because a stored block could not be decoded, with the reason.
+    pub corrupt: Vec<(TraceId, String)>,
 }
 
 /// One row of the operations listing.
@@ -331,6 +408,20 @@ pub trait TraceStore: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError`] when the engine fails.
     async fn find_traces(&self, query: TraceQuery) -> StoreResult<FoundTraces>;
+
+    /// The traces [`TraceStore::find_traces`] finds, as summaries, in the same order. Backends that can decode
+    /// less than whole traces for it override this (the embedded store reads no span attributes of a matching
+    /// trace); the default summarizes the full traces.
+    ///
+    /// # Errors
+    /// As [`TraceStore::find_traces`].
+    async fn find_trace_summaries(&self, query: TraceQuery) -> StoreResult<FoundSummaries> {
+        let found = self.find_traces(query).await?;
+        Ok(FoundSummaries {
+            summaries: found.traces.iter().filter_map(|t| TraceSummary::of(t)).collect(),
+            corrupt: found.corrupt,
+        })
+    }
 
     /// All service names, sorted.
     ///

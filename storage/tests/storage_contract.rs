@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use skein_model::{Event, KeyValue, Link, Scope, Span, SpanId, SpanKind, StatusCode, TraceId, Value, service_resource};
 use skein_storage::embedded::{EmbeddedConfig, EmbeddedStore};
-use skein_storage::{DependencyLink, Dictionaries, Operation, TraceQuery, TraceStore, WriteBatch, prepare_chunk};
+use skein_storage::{
+    DependencyLink, Dictionaries, Operation, TraceQuery, TraceStore, TraceSummary, WriteBatch, prepare_chunk,
+};
 
 /// 2023-11-14T22:13:20Z.
 const T0: u64 = 1_700_000_000_000_000_000;
@@ -239,9 +241,14 @@ async fn jaeger_semantics(store: Arc<dyn TraceStore>, run: u8) {
     ];
     for (name, q) in cases {
         let want = expected(&q);
-        let mut got = ids(&store.find_traces(q).await.expect("find").traces);
+        let full = store.find_traces(q.clone()).await.expect("find").traces;
+        let mut got = ids(&full);
         got.sort_unstable();
         assert_eq!(got, want, "{name}");
+        // The summary search finds the same traces in the same order, each summarized as its full trace is.
+        let summaries = store.find_trace_summaries(q).await.expect("summaries").summaries;
+        let of_full: Vec<TraceSummary> = full.iter().filter_map(|t| TraceSummary::of(t)).collect();
+        assert_eq!(summaries, of_full, "{name}: summaries");
     }
     // The cases are not vacuous: some find traces, some find none.
     assert_eq!(expected(&window("api", base, base + 3600 * SEC, &[])).len(), 4);

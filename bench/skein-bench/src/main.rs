@@ -6,7 +6,8 @@
 //! - `skein-bench query --synthetic N --otlp-http URL --query URL --pid PID`: sends N synthetic spans to a
 //!   running `skein-all-in-one`, waits until they are written, then measures trace-by-ID latency (uniform over
 //!   100,000 traces, then `--hot-samples` reads of a `--hot-traces` hot set, each with the hot-trace cache's hit
-//!   ratio), service+tag+minDuration search latency and the server's RSS.
+//!   ratio), service+tag+minDuration search latency (classic API with full traces, api_v3 trace summaries) and the
+//!   server's RSS; writes `--report` JSON and an SVG of the percentiles beside it.
 //! - `skein-bench ingest --endpoint URL --clients N --duration-s S [--pid PID] [--payload testbed|synthetic]`:
 //!   N concurrent OTLP/gRPC clients send 100-span batches to a running collector as fast as it acknowledges them;
 //!   reports spans/s, p50/p99 acknowledgement latency, the server's CPU and peak RSS, and — measured on the same
@@ -645,10 +646,18 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
         (0..a.hot_traces.min(ids.len())).map(|_| ids[rng.below(ids.len() as u64) as usize]).collect();
     let by_id_hot = reads_by_id(&http, &a.query, &hot, a.hot_samples, &mut rng).await?;
     let cache_after_hot = cache_counts(&http, &a.admin).await?;
+    // The same search (service + tag + duration, 1 h window, limit 20) through the classic API, which answers full
+    // traces as Jaeger does, and through api_v3's trace summaries, which the UI's result list reads.
     let mut search = Vec::new();
-    let mut hits = 0usize;
+    let mut summaries = Vec::new();
+    let (mut hits, mut summary_hits) = (0usize, 0usize);
     let services = ["checkout", "cart", "frontend", "product-catalog", "payment"];
     let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
+    let rfc3339 = |us: u64| -> anyhow::Result<String> {
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)?;
+        Ok(t.format(&time::format_description::well_known::Rfc3339)?)
+    };
+    let (v3_min, v3_max) = (rfc3339(now_us - 3_600_000_000)?, rfc3339(now_us)?);
     for i in 0..a.search_samples {
         let service = services[i % services.len()];
         let url = format!(
@@ -662,7 +671,19 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
         let body: serde_json::Value = r.json().await?;
         search.push(t.elapsed().as_secs_f64() * 1e3);
         hits += body["data"].as_array().map_or(0, Vec::len);
+        let url = format!(
+            "{}/api/v3/trace-summaries?query.serviceName={service}&query.attributes=%7B%22rpc.system%22%3A%22grpc%22%7D&query.durationMin=5ms&query.startTimeMin={v3_min}&query.startTimeMax={v3_max}&query.searchDepth=20",
+            a.query,
+        );
+        let t = Instant::now();
+        let r = http.get(url).send().await?;
+        // api_v3 answers a search without a match with 404.
+        anyhow::ensure!(r.status().is_success() || r.status() == 404, "summaries: {}", r.status());
+        let body: serde_json::Value = r.json().await?;
+        summaries.push(t.elapsed().as_secs_f64() * 1e3);
+        summary_hits += body["summaries"].as_array().map_or(0, Vec::len);
     }
+    summaries.sort_by(f64::total_cmp);
     search.sort_by(f64::total_cmp);
     let hit_ratio = |from: (f64, f64), to: (f64, f64)| {
         let (h, m) = (to.0 - from.0, to.1 - from.1);
@@ -676,10 +697,58 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
         "trace_by_id_ms": { "p50": percentile(&by_id, 0.5), "p99": percentile(&by_id, 0.99), "max": percentile(&by_id, 1.0), "samples": by_id.len(), "distinct_traces": ids.len(), "cache_hit_ratio": hit_ratio(cache_before, cache_after_cold) },
         "trace_by_id_hot_ms": { "p50": percentile(&by_id_hot, 0.5), "p99": percentile(&by_id_hot, 0.99), "max": percentile(&by_id_hot, 1.0), "samples": by_id_hot.len(), "distinct_traces": hot.len(), "cache_hit_ratio": hit_ratio(cache_after_cold, cache_after_hot) },
         "search_ms": { "p50": percentile(&search, 0.5), "p99": percentile(&search, 0.99), "max": percentile(&search, 1.0), "samples": search.len(), "mean_hits": hits as f64 / search.len().max(1) as f64 },
+        "search_summaries_ms": { "p50": percentile(&summaries, 0.5), "p99": percentile(&summaries, 0.99), "max": percentile(&summaries, 1.0), "samples": summaries.len(), "mean_hits": summary_hits as f64 / summaries.len().max(1) as f64 },
         "rss_kib": rss, "rss_peak_kib": hwm,
     });
     std::fs::write(&a.report, serde_json::to_vec_pretty(&report)?)?;
+    latency_svg(&a.report.with_extension("svg"), &report)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// Bars of p50 and p99 per query kind of a `skein-bench query` report, with the goals of issue #23 as ticks.
+fn latency_svg(path: &std::path::Path, report: &serde_json::Value) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let kinds = [
+        ("trace_by_id_ms", "trace by ID", 5.0),
+        ("search_ms", "search, full traces", 40.0),
+        ("search_summaries_ms", "search, summaries", 10.0),
+    ];
+    let y_max =
+        kinds.iter().flat_map(|(k, _, goal)| [report[*k]["p99"].as_f64().unwrap_or(0.0), *goal]).fold(1.0, f64::max)
+            * 1.2;
+    let root = SVGBackend::new(path, (760, 440)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let caption = format!("Query latency at {} spans (p50, p99; black tick: goal p99)", report["spans"]);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 18))
+        .margin(20)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..kinds.len() as f64, 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(kinds.len())
+        .x_label_formatter(&|x| kinds.get((*x - 0.5).round() as usize).map_or("", |k| k.1).to_string())
+        .y_desc("ms")
+        .draw()?;
+    for (q, (quantile, color)) in
+        [("p50", RGBColor(90, 140, 200)), ("p99", RGBColor(220, 100, 40))].into_iter().enumerate()
+    {
+        chart
+            .draw_series(kinds.iter().enumerate().map(|(i, (k, _, _))| {
+                let x0 = i as f64 + 0.15 + q as f64 * 0.35;
+                Rectangle::new([(x0, 0.0), (x0 + 0.33, report[*k][quantile].as_f64().unwrap_or(0.0))], color.filled())
+            }))?
+            .label(quantile)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart.draw_series(kinds.iter().enumerate().map(|(i, (_, _, goal))| {
+        PathElement::new(vec![(i as f64 + 0.1, *goal), (i as f64 + 0.9, *goal)], BLACK.stroke_width(2))
+    }))?;
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw()?;
+    root.present()?;
     Ok(())
 }
 
