@@ -227,3 +227,206 @@ fn hotrod_otlp_in_api_v3_out_is_lossless() {
     assert!(names(&servers) >= 1 && names(&servers) < names(&all), "{servers} vs {all}");
     assert!(servers["operations"].as_array().expect("ops").iter().all(|o| o["spanKind"] == "server"));
 }
+
+/// A search in both of Jaeger's HTTP dialects: the classic `/api/traces` parameters and api_v3's.
+#[derive(Clone)]
+struct Search {
+    name: String,
+    service: String,
+    operation: Option<String>,
+    tag: Option<(String, String)>,
+    min_duration_us: Option<u64>,
+    window_us: (u64, u64),
+}
+
+impl Search {
+    fn classic(&self) -> String {
+        let mut p = vec![
+            ("service", self.service.clone()),
+            ("start", self.window_us.0.to_string()),
+            ("end", self.window_us.1.to_string()),
+            ("limit", "100".to_string()),
+        ];
+        p.extend(self.operation.clone().map(|o| ("operation", o)));
+        p.extend(self.tag.as_ref().map(|(k, v)| ("tags", json!({ k: v }).to_string())));
+        p.extend(self.min_duration_us.map(|d| ("minDuration", format!("{d}us"))));
+        query_string("/api/traces", &p)
+    }
+
+    fn v3(&self, path: &str) -> String {
+        let rfc3339 = |us: u64| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+                .expect("time")
+                .format(&time::format_description::well_known::Rfc3339)
+                .expect("format")
+        };
+        let mut p = vec![
+            ("query.serviceName", self.service.clone()),
+            ("query.startTimeMin", rfc3339(self.window_us.0)),
+            ("query.startTimeMax", rfc3339(self.window_us.1)),
+            ("query.searchDepth", "100".to_string()),
+        ];
+        p.extend(self.operation.clone().map(|o| ("query.operationName", o)));
+        p.extend(self.tag.as_ref().map(|(k, v)| ("query.attributes", json!({ k: v }).to_string())));
+        p.extend(self.min_duration_us.map(|d| ("query.durationMin", format!("{d}us"))));
+        query_string(path, &p)
+    }
+}
+
+fn query_string(path: &str, params: &[(&str, String)]) -> String {
+    let url = reqwest::Url::parse_with_params(&format!("http://x{path}"), params).expect("url");
+    format!("{path}?{}", url.query().unwrap_or_default())
+}
+
+/// A trace ID as api_v3 writes it: 32 hex characters (the classic API drops 16 leading zeros).
+fn id32(id: &str) -> String {
+    format!("{id:0>32}")
+}
+
+/// api_v3 search (`/api/v3/traces`, `/api/v3/trace-summaries`) answers exactly what the classic API answers for
+/// the same criteria, in the same order, and each summary describes its trace as the full trace does: over the
+/// HotROD Elasticsearch dump, for searches derived from its spans (every service; per service an operation, a
+/// span tag, a process tag, a duration floor and a narrowed window).
+#[test]
+fn api_v3_search_equals_the_classic_search() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = AllInOne::start(dir.path(), 200);
+    let summary = s.replay(&[trace_data().join("jaeger-es-hotrod/jaeger-span-2023-01-24.json")]);
+    assert_eq!(summary["accepted"], 379);
+    s.wait_until_written();
+    let whole = (0, 4_102_444_800_000_000); // 1970 to 2100, in µs
+    let (_, services) = s.get("/api/services");
+    let services: Vec<String> =
+        services["data"].as_array().expect("services").iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
+    // Every trace, in the classic shape, to derive the searches from.
+    let mut traces: BTreeMap<String, Value> = BTreeMap::new();
+    for svc in &services {
+        let search = Search {
+            name: String::new(),
+            service: svc.clone(),
+            operation: None,
+            tag: None,
+            min_duration_us: None,
+            window_us: whole,
+        };
+        let (_, found) = s.get(&search.classic());
+        for t in found["data"].as_array().expect("data") {
+            traces.insert(t["traceID"].as_str().expect("id").to_string(), t.clone());
+        }
+    }
+    assert_eq!(traces.len(), 14);
+    let mut searches = Vec::new();
+    for svc in &services {
+        // The service's spans with their trace's processes.
+        let spans: Vec<(&Value, &Value)> = traces
+            .values()
+            .flat_map(|t| t["spans"].as_array().expect("spans").iter().map(move |sp| (sp, t)))
+            .filter(|(sp, t)| t["processes"][sp["processID"].as_str().unwrap_or("")]["serviceName"] == *svc)
+            .collect();
+        let (span, trace) = spans[spans.len() / 2];
+        let base = Search {
+            name: format!("{svc}: everything"),
+            service: svc.clone(),
+            operation: None,
+            tag: None,
+            min_duration_us: None,
+            window_us: whole,
+        };
+        let mut durations: Vec<u64> = spans.iter().filter_map(|(sp, _)| sp["duration"].as_u64()).collect();
+        durations.sort_unstable();
+        let mut starts: Vec<u64> = spans.iter().filter_map(|(sp, _)| sp["startTime"].as_u64()).collect();
+        starts.sort_unstable();
+        let tag_of = |tags: &Value| {
+            tags.as_array().and_then(|t| t.first()).map(|t| {
+                let v = &t["value"];
+                (t["key"].as_str().unwrap_or("").to_string(), v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            })
+        };
+        let process_tags = &trace["processes"][span["processID"].as_str().unwrap_or("")]["tags"];
+        searches.push(Search {
+            name: format!("{svc}: operation"),
+            operation: span["operationName"].as_str().map(str::to_string),
+            ..base.clone()
+        });
+        searches.push(Search { name: format!("{svc}: span tag"), tag: tag_of(&span["tags"]), ..base.clone() });
+        searches.push(Search { name: format!("{svc}: process tag"), tag: tag_of(process_tags), ..base.clone() });
+        searches.push(Search {
+            name: format!("{svc}: duration floor"),
+            min_duration_us: Some(durations[durations.len() / 2]),
+            ..base.clone()
+        });
+        searches.push(Search {
+            name: format!("{svc}: later half of the window"),
+            window_us: (starts[starts.len() / 2], whole.1),
+            ..base.clone()
+        });
+        searches.push(Search {
+            name: format!("{svc}: no such tag"),
+            tag: Some(("no.such".into(), "tag".into())),
+            ..base.clone()
+        });
+        searches.push(base);
+    }
+    let (mut some, mut none) = (0, 0);
+    for search in &searches {
+        let (status, classic) = s.get(&search.classic());
+        assert_eq!(status, 200, "{}: {classic}", search.name);
+        let want: Vec<String> = classic["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|t| id32(t["traceID"].as_str().expect("id")))
+            .collect();
+        let (status, v3) = s.get(&search.v3("/api/v3/traces"));
+        let (sum_status, sums) = s.get(&search.v3("/api/v3/trace-summaries"));
+        if want.is_empty() {
+            none += 1;
+            assert_eq!((status, sum_status), (404, 404), "{}: api_v3 answers an empty search with 404", search.name);
+            continue;
+        }
+        some += 1;
+        assert_eq!((status, sum_status), (200, 200), "{}: {v3}", search.name);
+        let mut v3_ids: Vec<String> = Vec::new();
+        for rs in v3["result"]["resourceSpans"].as_array().expect("resourceSpans") {
+            for ss in rs["scopeSpans"].as_array().expect("scopeSpans") {
+                for sp in ss["spans"].as_array().expect("spans") {
+                    let id = sp["traceId"].as_str().expect("traceId").to_string();
+                    if !v3_ids.contains(&id) {
+                        v3_ids.push(id);
+                    }
+                }
+            }
+        }
+        assert_eq!(v3_ids, want, "{}: /api/v3/traces", search.name);
+        let summaries = sums["summaries"].as_array().expect("summaries");
+        let sum_ids: Vec<String> = summaries.iter().map(|x| x["traceId"].as_str().expect("id").to_string()).collect();
+        assert_eq!(sum_ids, want, "{}: /api/v3/trace-summaries", search.name);
+        for (sum, t) in summaries.iter().zip(classic["data"].as_array().expect("data")) {
+            let spans = t["spans"].as_array().expect("spans");
+            let service_of = |sp: &Value| t["processes"][sp["processID"].as_str().unwrap_or("")]["serviceName"].clone();
+            let root = spans
+                .iter()
+                .filter(|sp| !sp["references"].as_array().is_some_and(|r| r.iter().any(|r| r["refType"] == "CHILD_OF")))
+                .min_by_key(|sp| sp["startTime"].as_u64())
+                .expect("root");
+            let errors = spans
+                .iter()
+                .filter(|sp| {
+                    sp["tags"].as_array().is_some_and(|t| t.iter().any(|t| t["key"] == "error" && t["value"] == true))
+                })
+                .count();
+            let min_start_us = spans.iter().filter_map(|sp| sp["startTime"].as_u64()).min().expect("start");
+            let sum_start_ns: u64 = sum["minStartTimeUnixNano"].as_str().expect("start").parse().expect("ns");
+            assert_eq!(sum["spanCount"], json!(spans.len()), "{}", search.name);
+            assert_eq!(sum["errorSpanCount"], json!(errors), "{}", search.name);
+            assert_eq!(sum_start_ns / 1000, min_start_us, "{}", search.name);
+            assert_eq!(sum["rootServiceName"], service_of(root), "{}", search.name);
+            assert_eq!(sum["rootOperationName"], root["operationName"], "{}", search.name);
+            let per_service: u64 =
+                sum["services"].as_array().expect("services").iter().filter_map(|x| x["spanCount"].as_u64()).sum();
+            assert_eq!(per_service, spans.len() as u64, "{}", search.name);
+        }
+    }
+    // Not vacuous: searches that find traces and searches that find none.
+    assert!(some >= services.len() && none >= services.len(), "{some} with results, {none} without");
+}

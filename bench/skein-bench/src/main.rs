@@ -207,6 +207,10 @@ struct QueryArgs {
     /// Synthetic spans to load (stop early if fewer are needed).
     #[arg(long, default_value_t = 10_000_000)]
     synthetic: usize,
+    /// Load these dataset files (any skein-replay format, shifted to end now) instead of synthetic traffic, and
+    /// search each of their services over the last hour without tag or duration filters.
+    #[arg(long, num_args = 1..)]
+    dataset: Vec<PathBuf>,
     /// Seed of the synthetic generator.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -591,46 +595,26 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64 - 3_600_000_000_000;
     // Traffic spread over the last hour, as a 1 h search window would see it: the trace rate comes from the
     // generator's mean trace size (sampled with the same seed).
-    let mut sample = Generator::new(a.seed, start_ns, 1);
-    let sample_spans: usize = (0..2000).map(|_| sample.next_trace().len()).sum();
-    let traces_per_sec = ((a.synthetic * 2000 / sample_spans.max(1)) as u64 / 3600).max(1);
-    let mut g = Generator::new(a.seed, start_ns, traces_per_sec);
-    let mut sent = 0usize;
-    let mut ids: Vec<TraceId> = Vec::new();
     let t0 = Instant::now();
-    let mut inflight = tokio::task::JoinSet::new();
-    while sent < a.synthetic {
-        let mut batch = Vec::new();
-        while batch.len() < 2000 && sent < a.synthetic {
-            let t = g.next_trace();
-            sent += t.len();
-            if ids.len() < 100_000 {
-                ids.push(t[0].trace_id);
-            }
-            batch.extend(t);
-        }
-        if a.already_loaded {
-            continue;
-        }
-        let body = ExportTraceServiceRequest { resource_spans: to_otlp(&batch) }.encode_to_vec();
-        while inflight.len() >= a.concurrency {
-            inflight.join_next().await.transpose()?.transpose()?;
-        }
-        let (http, url) = (http.clone(), format!("{}/v1/traces", a.otlp_http));
-        inflight.spawn(async move {
-            let r = http.post(url).header("content-type", "application/x-protobuf").body(body).send().await?;
-            anyhow::ensure!(r.status().is_success(), "export failed: {}", r.status());
-            Ok::<_, anyhow::Error>(())
-        });
-    }
-    while let Some(r) = inflight.join_next().await {
-        r??;
-    }
+    let (sent, ids, services) = if a.dataset.is_empty() {
+        let (sent, ids) = load_synthetic(&a, &http, start_ns).await?;
+        let services = ["checkout", "cart", "frontend", "product-catalog", "payment"].map(str::to_string).to_vec();
+        (sent, ids, services)
+    } else {
+        load_dataset(&a, &http).await?
+    };
     let send_secs = t0.elapsed().as_secs_f64();
     eprintln!("sent {sent} spans in {send_secs:.1} s; waiting until written");
+    // Datasets may repeat spans (written once), so wait until the written count stops moving.
+    let mut last = (written(&http, &a.admin).await?, Instant::now());
     loop {
         let w = written(&http, &a.admin).await?;
         if a.already_loaded || w >= before + sent as u64 {
+            break;
+        }
+        if w != last.0 {
+            last = (w, Instant::now());
+        } else if !a.dataset.is_empty() && last.1.elapsed() > Duration::from_secs(15) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -651,7 +635,15 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
     let mut search = Vec::new();
     let mut summaries = Vec::new();
     let (mut hits, mut summary_hits) = (0usize, 0usize);
-    let services = ["checkout", "cart", "frontend", "product-catalog", "payment"];
+    // Synthetic traffic: service + tag + duration; a dataset: service and window only.
+    let (tag_filter, v3_filter) = if a.dataset.is_empty() {
+        (
+            "&tags=%7B%22rpc.system%22%3A%22grpc%22%7D&minDuration=5ms",
+            "&query.attributes=%7B%22rpc.system%22%3A%22grpc%22%7D&query.durationMin=5ms",
+        )
+    } else {
+        ("", "")
+    };
     let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
     let rfc3339 = |us: u64| -> anyhow::Result<String> {
         let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)?;
@@ -659,9 +651,9 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
     };
     let (v3_min, v3_max) = (rfc3339(now_us - 3_600_000_000)?, rfc3339(now_us)?);
     for i in 0..a.search_samples {
-        let service = services[i % services.len()];
+        let service = &services[i % services.len()];
         let url = format!(
-            "{}/api/traces?service={service}&tags=%7B%22rpc.system%22%3A%22grpc%22%7D&minDuration=5ms&start={}&end={now_us}&limit=20",
+            "{}/api/traces?service={service}{tag_filter}&start={}&end={now_us}&limit=20",
             a.query,
             now_us - 3_600_000_000
         );
@@ -672,7 +664,7 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
         search.push(t.elapsed().as_secs_f64() * 1e3);
         hits += body["data"].as_array().map_or(0, Vec::len);
         let url = format!(
-            "{}/api/v3/trace-summaries?query.serviceName={service}&query.attributes=%7B%22rpc.system%22%3A%22grpc%22%7D&query.durationMin=5ms&query.startTimeMin={v3_min}&query.startTimeMax={v3_max}&query.searchDepth=20",
+            "{}/api/v3/trace-summaries?query.serviceName={service}{v3_filter}&query.startTimeMin={v3_min}&query.startTimeMax={v3_max}&query.searchDepth=20",
             a.query,
         );
         let t = Instant::now();
@@ -706,6 +698,107 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sends `a.synthetic` spans of the generator, spread over the hour before now; returns the spans sent and up to
+/// 100,000 of their trace IDs.
+async fn load_synthetic(a: &QueryArgs, http: &reqwest::Client, start_ns: u64) -> anyhow::Result<(usize, Vec<TraceId>)> {
+    let mut sample = Generator::new(a.seed, start_ns, 1);
+    let sample_spans: usize = (0..2000).map(|_| sample.next_trace().len()).sum();
+    let traces_per_sec = ((a.synthetic * 2000 / sample_spans.max(1)) as u64 / 3600).max(1);
+    let mut g = Generator::new(a.seed, start_ns, traces_per_sec);
+    let mut sent = 0usize;
+    let mut ids: Vec<TraceId> = Vec::new();
+    let mut inflight = tokio::task::JoinSet::new();
+    while sent < a.synthetic {
+        let mut batch = Vec::new();
+        while batch.len() < 2000 && sent < a.synthetic {
+            let t = g.next_trace();
+            sent += t.len();
+            if ids.len() < 100_000 {
+                ids.push(t[0].trace_id);
+            }
+            batch.extend(t);
+        }
+        if a.already_loaded {
+            continue;
+        }
+        let body = ExportTraceServiceRequest { resource_spans: to_otlp(&batch) }.encode_to_vec();
+        while inflight.len() >= a.concurrency {
+            inflight.join_next().await.transpose()?.transpose()?;
+        }
+        let (http, url) = (http.clone(), format!("{}/v1/traces", a.otlp_http));
+        inflight.spawn(async move {
+            let r = http.post(url).header("content-type", "application/x-protobuf").body(body).send().await?;
+            anyhow::ensure!(r.status().is_success(), "export failed: {}", r.status());
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(r) = inflight.join_next().await {
+        r??;
+    }
+    Ok((sent, ids))
+}
+
+/// Sends the `--dataset` files (shifted to end now) in requests of 1,000 spans; returns the spans sent, up to
+/// 100,000 trace IDs and the services.
+async fn load_dataset(a: &QueryArgs, http: &reqwest::Client) -> anyhow::Result<(usize, Vec<TraceId>, Vec<String>)> {
+    let mut all = Vec::new();
+    for f in &a.dataset {
+        all.extend(formats::read_file(f, None).with_context(|| format!("reading {}", f.display()))?);
+    }
+    formats::shift_to_end_at(&mut all, skein_model::now_nanos());
+    let mut services = std::collections::BTreeSet::new();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut sent = 0;
+    let mut batch = Vec::new();
+    let mut batch_spans = 0;
+    for rs in all {
+        let service = rs.resource.as_ref().into_iter().flat_map(|r| &r.attributes).find(|kv| kv.key == "service.name");
+        if let Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(name)) =
+            service.and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
+        {
+            services.insert(name.clone());
+        }
+        for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+            if ids.len() < 100_000
+                && let Ok(id) = <[u8; 16]>::try_from(span.trace_id.as_slice())
+            {
+                ids.insert(TraceId(id));
+            }
+        }
+        batch_spans += rs.scope_spans.iter().map(|s| s.spans.len()).sum::<usize>();
+        batch.push(rs);
+        if batch_spans >= 1000 {
+            sent += batch_spans;
+            send_otlp(http, a, std::mem::take(&mut batch)).await?;
+            batch_spans = 0;
+        }
+    }
+    sent += batch_spans;
+    if !a.already_loaded && !batch.is_empty() {
+        send_otlp(http, a, batch).await?;
+    }
+    Ok((sent, ids.into_iter().collect(), services.into_iter().collect()))
+}
+
+async fn send_otlp(
+    http: &reqwest::Client,
+    a: &QueryArgs,
+    resource_spans: Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>,
+) -> anyhow::Result<()> {
+    if a.already_loaded {
+        return Ok(());
+    }
+    let body = ExportTraceServiceRequest { resource_spans }.encode_to_vec();
+    let r = http
+        .post(format!("{}/v1/traces", a.otlp_http))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "export failed: {}", r.status());
+    Ok(())
+}
+
 /// Bars of p50 and p99 per query kind of a `skein-bench query` report, with the goals of issue #23 as ticks.
 fn latency_svg(path: &std::path::Path, report: &serde_json::Value) -> anyhow::Result<()> {
     use plotters::prelude::*;
@@ -729,8 +822,12 @@ fn latency_svg(path: &std::path::Path, report: &serde_json::Value) -> anyhow::Re
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(kinds.len())
-        .x_label_formatter(&|x| kinds.get((*x - 0.5).round() as usize).map_or("", |k| k.1).to_string())
+        .x_labels(kinds.len() * 2 + 1)
+        // Label only the ticks at bar-group centres (i + 0.5).
+        .x_label_formatter(&|x| {
+            let centre = (x.fract() - 0.5).abs() < 0.01;
+            if centre { kinds.get(x.floor() as usize).map_or("", |k| k.1).to_string() } else { String::new() }
+        })
         .y_desc("ms")
         .draw()?;
     for (q, (quantile, color)) in
