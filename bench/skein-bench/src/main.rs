@@ -610,6 +610,7 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
     loop {
         let w = written(&http, &a.admin).await?;
         if a.already_loaded || w >= before + sent as u64 {
+            last.1 = Instant::now();
             break;
         }
         if w != last.0 {
@@ -619,7 +620,8 @@ async fn query(a: QueryArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let ingest_secs = t0.elapsed().as_secs_f64();
+    // Until the last span was written (not the quiet period that showed it was the last).
+    let ingest_secs = last.1.duration_since(t0).as_secs_f64();
     let mut rng = skein_datasets::synthetic::Rng::new(a.seed ^ 0x5eed);
     let cache_before = cache_counts(&http, &a.admin).await?;
     let by_id = reads_by_id(&http, &a.query, &ids, a.by_id_samples, &mut rng).await?;
