@@ -129,6 +129,26 @@ pub fn decode_with(block: &[u8], dicts: &dyn DictLookup) -> Result<Vec<Span>, Co
     }
 }
 
+/// The trace a block belongs to: read from a version 2 block's header (the body is not touched), or from a
+/// version 1 block's first span.
+///
+/// # Errors
+/// [`CodecError::BadMagic`] / [`CodecError::UnsupportedVersion`] for foreign data, [`CodecError::Corrupt`] when
+/// the header (version 2) or the block (version 1) is damaged.
+pub fn trace_id_of(block: &[u8]) -> Result<skein_model::TraceId, CodecError> {
+    if block.len() < 5 || &block[..4] != MAGIC {
+        return Err(CodecError::BadMagic);
+    }
+    match block[4] {
+        v if v == v1::V1::VERSION => v1::V1::decode(block, &NoDict)?
+            .first()
+            .map(|s| s.trace_id)
+            .ok_or(CodecError::Corrupt("a block without spans")),
+        v if v == v2::V2::VERSION => v2::trace_id_of(block),
+        v => Err(CodecError::UnsupportedVersion(v)),
+    }
+}
+
 /// Decodes a block's outline: every span with its IDs, parent, name, kind, times, status, resource, scope,
 /// events and links, but with empty span `attributes` (version 2 keeps attribute values in a column of their own,
 /// which this skips; a version 1 block is decoded whole and its attributes dropped). What a trace summary or a

@@ -635,6 +635,19 @@ pub fn dictionary_of(block: &[u8]) -> Result<Option<(u64, usize)>, CodecError> {
     Ok((dict_id != 0 && dict_len > 0).then_some((dict_id, dict_len)))
 }
 
+/// The trace a version 2 block belongs to, read from its header without decoding the body.
+///
+/// # Errors
+/// [`CodecError::BadMagic`] for foreign data, [`CodecError::Corrupt`] when the header is truncated.
+pub fn trace_id_of(block: &[u8]) -> Result<TraceId, CodecError> {
+    if block.len() < 5 || &block[..4] != MAGIC || block[4] != VERSION_2 {
+        return Err(CodecError::BadMagic);
+    }
+    let mut r = Reader { buf: block, pos: 5 + 8 };
+    r.uvarint()?;
+    Ok(TraceId(r.array::<16>()?))
+}
+
 /// A block's local definitions.
 #[derive(Default)]
 struct Local {

@@ -15,10 +15,16 @@
 //! throughput with fsync'd batches and half the disk bytes on real trace blocks.
 //!
 //! Keyspaces of a partition (keys are byte strings; `len16` is a big-endian u16 length prefix):
-//! - `traces`: `trace_id[16] ‖ chunk_seq u64be` → trace block, and `trace_id[16]` → empty (the trace's marker:
+//! - `traces`: `chunk_seq u64be` → trace block (a chunk sequence number is unique in the database), and
+//!   `trace_id[16]` → `flags u8 ‖ chunk_seq u64be…` (the trace's marker, listing its chunks in the partition:
 //!   trace by ID point-reads it in each partition, which the tables' bloom filters answer without a seek)
-//! - `index`: `len16 service ‖ !start_nanos u64be ‖ trace_id[16] ‖ chunk_seq u64be` → [`IndexEntry`] value
-//!   (start inverted so a forward scan is newest first)
+//! - `index`: `len16 service ‖ !start_nanos u64be ‖ chunk_seq u64be` → [`IndexEntry`] value (start inverted so a
+//!   forward scan is newest first; the trace ID is read from the block's header, so the entries of a chunk's
+//!   services do not each repeat it)
+//!
+//! Data written before chunk sequence keys (up to version 0.1 of this layout) stays readable: blocks under
+//! `trace_id ‖ chunk_seq`, an empty marker (or flag 1 once a new chunk joined the trace), index keys ending in
+//! `trace_id ‖ chunk_seq`.
 //! - `services`: `service` → empty; `ops`: `len16 service ‖ kind i32be ‖ name` → empty
 //! - `deps`: `bucket_start_secs u64be ‖ len16 parent ‖ parent ‖ child` → `calls u64le ‖ errors u64le`
 //! - `dict`: `dict_id u64be ‖ entry u32be` → serialized entry (shared dictionaries of the partition's blocks)
@@ -32,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use fjall::config::CompressionPolicy;
+use fjall::config::{BlockSizePolicy, CompressionPolicy, FilterPolicy, RestartIntervalPolicy};
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::{
@@ -308,14 +314,30 @@ impl EmbeddedStore {
 
 fn open_partition(db: &Database, key: PartitionKey, last_write: u64, max_entry_start: u64) -> StoreResult<Partition> {
     let prefix = key.prefix();
-    // Trace blocks are zstd-compressed already; every other table (index rows repeat service and operation names)
-    // is LZ4-compressed on every level (fjall's default starts at level 2, which an hour's partition rarely
-    // reaches).
-    let ks = |table: &str| {
-        let lz4 = table != "traces";
+    // Tuned per table for bytes at rest (fjall's defaults suit point reads of large values):
+    // - LZ4 on every level of every table (fjall's default starts at level 2, which an hour's partition rarely
+    //   reaches); trace blocks are zstd frames already, but a one-span trace's block is stored raw and shares its
+    //   header bytes with its neighbours;
+    // - bloom filters only where point reads happen (`traces`: the trace marker; `deps`: the counters' read-modify-
+    //   write); the other tables are only range-scanned, and a filter costs about 10 bits per key;
+    // - the index (range scans of many small rows) in 32 KiB blocks with a restart point every 32 keys: more keys
+    //   share their prefix (service, then start time) and LZ4 sees more repetition.
+    let ks = |table: &'static str| {
         db.keyspace(&format!("{prefix}_{table}"), move || {
-            let o = KeyspaceCreateOptions::default();
-            if lz4 { o.data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4)) } else { o }
+            let mut o = KeyspaceCreateOptions::default()
+                .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4));
+            if !matches!(table, "traces" | "deps") {
+                o = o.filter_policy(FilterPolicy::disabled());
+            }
+            if table == "index" {
+                o = o
+                    .data_block_size_policy(BlockSizePolicy::all(32 * 1024))
+                    .data_block_restart_interval_policy(RestartIntervalPolicy::all(32));
+            }
+            if table == "traces" {
+                o = o.data_block_size_policy(BlockSizePolicy::all(16 * 1024));
+            }
+            o
         })
         .map_err(engine)
     };
@@ -336,6 +358,20 @@ fn open_partition(db: &Database, key: PartitionKey, last_write: u64, max_entry_s
 
 /// Candidates left out of a search because their blocks failed to decode, with the reason.
 type CorruptBlocks = Vec<(TraceId, String)>;
+
+/// Flag of a trace marker: the trace also has chunks an older version stored under `trace_id ‖ seq` keys.
+const MARKER_LEGACY_CHUNKS: u8 = 1;
+
+/// Parses a trace marker's value: `flags u8 ‖ seq u64be…` (the chunks' keys in `traces`); an empty value (older
+/// versions) means legacy chunks only. Returns (has legacy chunks, seqs).
+fn parse_marker(v: &[u8]) -> StoreResult<(bool, Vec<u64>)> {
+    let Some((&flags, seqs)) = v.split_first() else { return Ok((true, Vec::new())) };
+    if seqs.len() % 8 != 0 {
+        return Err(StoreError::Codec(CodecError::Corrupt("trace marker length")));
+    }
+    let seqs = seqs.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default())).collect();
+    Ok((flags & MARKER_LEGACY_CHUNKS != 0, seqs))
+}
 
 fn decode_u64(v: &[u8]) -> u64 {
     v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0)
@@ -454,6 +490,8 @@ impl Inner {
         // Touched partitions with the latest index entry start of this batch in each.
         let mut touched: HashMap<PartitionKey, (Partition, u64)> = HashMap::new();
         let mut ops_seen: std::collections::HashSet<(PartitionKey, &str, i32, &str)> = std::collections::HashSet::new();
+        // New chunks per trace marker, appended to what the marker already lists.
+        let mut markers: HashMap<(PartitionKey, TraceId), (Partition, Vec<u64>)> = HashMap::new();
         for c in &batch.chunks {
             let start = PartitionKey { start_secs: self.partition_start(c.start_unix_nanos), important: c.important };
             let p = self.partition(start)?;
@@ -468,17 +506,12 @@ impl Inner {
                 }
             }
             let seq = self.chunk_seq.fetch_add(1, Ordering::Relaxed);
-            let mut tkey = Vec::with_capacity(24);
-            tkey.extend_from_slice(&c.trace_id.0);
-            tkey.extend_from_slice(&seq.to_be_bytes());
-            b.insert(&p.traces, tkey.as_slice(), c.block.as_slice());
-            // The trace's marker: a point read answers "does this partition hold the trace" through the tables'
-            // bloom filters, where a prefix scan must seek into every table.
-            b.insert(&p.traces, c.trace_id.0, []);
+            b.insert(&p.traces, seq.to_be_bytes(), c.block.as_slice());
+            markers.entry((start, c.trace_id)).or_insert_with(|| (p.clone(), Vec::new())).1.push(seq);
             for e in &c.index {
                 let mut k = service_prefix(&e.service);
                 k.extend_from_slice(&(!e.start_unix_nanos).to_be_bytes());
-                k.extend_from_slice(&tkey);
+                k.extend_from_slice(&seq.to_be_bytes());
                 b.insert(&p.index, k, e.encode_value());
             }
             for (service, kind, name) in &c.operations {
@@ -500,6 +533,18 @@ impl Inner {
                 v.0 += e.calls;
                 v.1 += e.errors;
             }
+        }
+        for ((_, trace_id), (p, seqs)) in markers {
+            // A point read the tables' bloom filters usually answer "absent" (a trace's first chunk).
+            let mut v = match p.traces.get(trace_id.0).map_err(engine)? {
+                None => vec![0],
+                Some(old) if old.is_empty() => vec![MARKER_LEGACY_CHUNKS],
+                Some(old) => old.to_vec(),
+            };
+            for seq in seqs {
+                v.extend_from_slice(&seq.to_be_bytes());
+            }
+            b.insert(&p.traces, trace_id.0, v);
         }
         for (key, (p, latest)) in &touched {
             let mut v = now.to_be_bytes().to_vec();
@@ -525,16 +570,23 @@ impl Inner {
         Ok(())
     }
 
-    fn chunks_of(p: &Partition, trace_id: TraceId) -> StoreResult<Vec<Vec<u8>>> {
+    /// The blocks of a trace's chunks in one partition: those its marker lists, and, for a trace first written
+    /// by an older version, those under `trace_id ‖ seq` keys.
+    fn chunks_of(p: &Partition, trace_id: TraceId) -> StoreResult<Vec<fjall::Slice>> {
         let mut out = Vec::new();
-        if !p.traces.contains_key(trace_id.0).map_err(engine)? {
-            return Ok(out);
-        }
-        for guard in p.traces.prefix(trace_id.0) {
-            let (k, v) = guard.into_inner().map_err(engine)?;
-            if k.len() > 16 {
-                out.push(v.to_vec());
+        let Some(marker) = p.traces.get(trace_id.0).map_err(engine)? else { return Ok(out) };
+        let (legacy, seqs) = parse_marker(&marker)?;
+        if legacy {
+            for guard in p.traces.prefix(trace_id.0) {
+                let (k, v) = guard.into_inner().map_err(engine)?;
+                if k.len() > 16 {
+                    out.push(v);
+                }
             }
+        }
+        for seq in seqs {
+            let block = p.traces.get(seq.to_be_bytes()).map_err(engine)?;
+            out.push(block.ok_or(CodecError::Corrupt("a trace marker lists a chunk that is missing"))?);
         }
         Ok(out)
     }
@@ -607,27 +659,26 @@ impl Inner {
             let range: Box<dyn Iterator<Item = fjall::Guard>> = Box::new(p.index.range(lo.clone()..=hi.clone()));
             cursors.push((range.peekable(), p));
         }
-        // Heads: (start, trace ID, chunk key, value) of each cursor's next entry.
-        type Head = (u64, TraceId, Vec<u8>, fjall::Slice);
+        // Heads: (start, chunk reference, value) of each cursor's next entry. The reference is `seq u64be` (the
+        // chunk's key in `traces`), or `trace_id ‖ seq` for an entry an older version wrote.
+        type Head = (u64, Vec<u8>, fjall::Slice);
         let mut heads: Vec<Option<Head>> = Vec::with_capacity(cursors.len());
         let next = |c: &mut Cursor| -> StoreResult<Option<Head>> {
             let Some(guard) = c.next() else { return Ok(None) };
             let (k, v) = guard.into_inner().map_err(engine)?;
             let rest = &k[prefix.len()..];
-            if rest.len() != 8 + 24 {
-                return Err(StoreError::Codec(skein_codec::CodecError::Corrupt("index key length")));
+            if rest.len() != 8 + 8 && rest.len() != 8 + 24 {
+                return Err(StoreError::Codec(CodecError::Corrupt("index key length")));
             }
             let start = !u64::from_be_bytes(rest[..8].try_into().unwrap_or_default());
-            let mut tid = [0u8; 16];
-            tid.copy_from_slice(&rest[8..24]);
-            Ok(Some((start, TraceId(tid), rest[8..].to_vec(), v)))
+            Ok(Some((start, rest[8..].to_vec(), v)))
         };
         for (c, _) in &mut cursors {
             heads.push(next(c)?);
         }
         let mut seen = std::collections::HashSet::new();
         while found.len() < q.limit {
-            // The newest head; ties go to the smaller trace ID, as a full sort would order them.
+            // The newest head; ties go to the smaller chunk reference.
             let Some(i) =
                 (0..heads.len()).filter(|&i| heads[i].is_some()).max_by(|&a, &b| match (&heads[a], &heads[b]) {
                     (Some(x), Some(y)) => x.0.cmp(&y.0).then(y.1.cmp(&x.1)),
@@ -636,20 +687,40 @@ impl Inner {
             else {
                 break;
             };
-            let Some((start, trace_id, chunk_key, v)) = heads[i].take() else { break };
+            let Some((start, chunk_ref, v)) = heads[i].take() else { break };
             heads[i] = next(&mut cursors[i].0)?;
-            if seen.contains(&trace_id) {
-                continue;
-            }
-            let entry = IndexEntry::decode_value(q.service.clone(), trace_id, start, &v)?;
+            let p = &cursors[i].1;
+            let mut entry = IndexEntry::decode_value(q.service.clone(), TraceId([0; 16]), start, &v)?;
             if !entry.may_match(q) {
                 continue;
             }
-            let p = &cursors[i].1;
+            // The trace: in a legacy reference, or in the header of the chunk's block.
+            let (trace_id, mut block) = if chunk_ref.len() == 8 {
+                let Some(block) = p.traces.get(&chunk_ref).map_err(engine)? else {
+                    return Err(StoreError::Codec(CodecError::Corrupt("an index entry names a missing chunk")));
+                };
+                match skein_codec::trace_id_of(&block) {
+                    Ok(trace_id) => (trace_id, Some(block)),
+                    Err(e) => {
+                        let seq = u64::from_be_bytes(chunk_ref[..8].try_into().unwrap_or_default());
+                        corrupt.push((TraceId([0; 16]), format!("chunk {seq:016x}: unreadable block header: {e}")));
+                        continue;
+                    }
+                }
+            } else {
+                (TraceId(chunk_ref[..16].try_into().unwrap_or_default()), None)
+            };
+            if seen.contains(&trace_id) {
+                continue;
+            }
+            entry.trace_id = trace_id;
             let result = (|| {
                 if q.needs_verification(&entry) {
-                    let Some(block) = p.traces.get(&chunk_key).map_err(engine)? else { return Ok(None) };
-                    if !q.matches_spans(&self.decode(p, &block)?) {
+                    if block.is_none() {
+                        block = p.traces.get(&chunk_ref).map_err(engine)?;
+                    }
+                    let Some(block) = &block else { return Ok(None) };
+                    if !q.matches_spans(&self.decode(p, block)?) {
                         return Ok(None);
                     }
                 }

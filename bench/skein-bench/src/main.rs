@@ -328,7 +328,7 @@ async fn measure(name: &str, traces: Vec<Vec<Span>>, scylla_plan: bool) -> anyho
     let dicts = Dictionaries::new(store.partition_secs());
     let mut encode_time = Duration::ZERO;
     let mut block_bytes = 0u64;
-    // Index rows as the embedded store keys them (service, start, trace ID, chunk) and their values.
+    // Index rows as the embedded store keys them (service, start, chunk sequence number) and their values.
     let mut index_bytes = 0u64;
     let mut rows: HashMap<&'static str, usize> = HashMap::new();
     let mut cache = WriteCache::default();
@@ -354,7 +354,7 @@ async fn measure(name: &str, traces: Vec<Vec<Span>>, scylla_plan: bool) -> anyho
             .chunks
             .iter()
             .flat_map(|c| &c.index)
-            .map(|e| (2 + e.service.len() + 8 + 24 + e.encode_value().len()) as u64)
+            .map(|e| (2 + e.service.len() + 8 + 8 + e.encode_value().len()) as u64)
             .sum::<u64>();
         if scylla_plan {
             for r in plan_rows(&wb, Duration::from_secs(72 * 3600), Duration::from_secs(336 * 3600), &mut cache) {

@@ -133,8 +133,12 @@ async fn a_corrupt_block_fails_its_trace_only() {
     // Overwrite the second trace's block with garbage, as a disk fault would.
     {
         let (_, p) = store.inner.snapshot().into_iter().next().expect("partition");
-        let key = p.traces.prefix(bad[0].trace_id.0).nth(1).expect("block").key().expect("key");
-        p.traces.insert(key, b"SKTB\x02garbage".as_slice()).expect("corrupt");
+        let marker = p.traces.get(bad[0].trace_id.0).expect("read").expect("marker");
+        let (_, seqs) = parse_marker(&marker).expect("marker");
+        let key = seqs[0].to_be_bytes();
+        // The header (and with it the trace ID) survives; the body is cut short.
+        let block = p.traces.get(key).expect("read").expect("block");
+        p.traces.insert(key, &block[..block.len() - 4]).expect("corrupt");
     }
     assert!(matches!(store.get_trace(bad[0].trace_id).await, Err(StoreError::Codec(_))));
     assert_eq!(store.get_trace(good[0].trace_id).await.expect("get").expect("found"), good);
@@ -190,4 +194,43 @@ async fn a_flushed_close_empties_the_journal_and_an_unflushed_one_keeps_it() {
     for t in [&second, &third] {
         assert_eq!(store.get_trace(t[0].trace_id).await.expect("get").as_ref(), Some(t));
     }
+}
+
+#[tokio::test]
+async fn chunks_in_the_legacy_layout_stay_readable_and_join_new_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
+    let dicts = Dictionaries::new(store.partition_secs());
+    let old = trace(3, T0, false);
+    // Stored as versions before chunk sequence keys did: the block under `trace_id ‖ seq`, an empty marker, and
+    // index keys ending in `trace_id ‖ seq`.
+    {
+        let c = prepare_chunk(&old, Vec::new(), None, false).expect("prepare");
+        let key = PartitionKey { start_secs: store.inner.partition_start(T0), important: false };
+        let p = store.inner.partition(key).expect("partition");
+        let mut tkey = old[0].trace_id.0.to_vec();
+        tkey.extend_from_slice(&7u64.to_be_bytes());
+        p.traces.insert(&tkey, c.block.as_slice()).expect("block");
+        p.traces.insert(old[0].trace_id.0, b"").expect("marker");
+        for e in &c.index {
+            let mut k = service_prefix(&e.service);
+            k.extend_from_slice(&(!e.start_unix_nanos).to_be_bytes());
+            k.extend_from_slice(&tkey);
+            p.index.insert(k, e.encode_value()).expect("index");
+        }
+        p.max_entry_start.store(u64::MAX, Ordering::Relaxed);
+    }
+    assert_eq!(store.get_trace(old[0].trace_id).await.expect("get").expect("found"), old);
+    assert_eq!(store.find_traces(query("frontend")).await.expect("find").traces, vec![old.clone()]);
+    // A late chunk of the same trace, written in the current layout, joins it.
+    let mut late = trace(3, T0 + SEC, false);
+    late[0].span_id = SpanId([2; 8]);
+    store.write(batch(&dicts, &[late.clone()]).into()).await.expect("write");
+    let both = merge_chunks(vec![old.clone(), late]);
+    assert_eq!(both.len(), 2);
+    assert_eq!(store.get_trace(old[0].trace_id).await.expect("get").expect("found"), both);
+    assert_eq!(store.find_traces(query("frontend")).await.expect("find").traces, vec![both]);
+    let (_, p) = store.inner.snapshot().into_iter().next().expect("partition");
+    let (legacy, seqs) = parse_marker(&p.traces.get(old[0].trace_id.0).expect("read").expect("marker")).expect("parse");
+    assert!(legacy && seqs.len() == 1, "the marker keeps the legacy flag and lists the new chunk");
 }
