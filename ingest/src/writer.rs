@@ -209,7 +209,7 @@ impl Writer {
 
     /// Encodes chunks on the blocking pool.
     async fn encode(&self, inputs: &Arc<Vec<ChunkInput>>) -> Result<WriteBatch, String> {
-        let (dicts, inputs) = (self.dicts.clone(), inputs.clone());
+        let (dicts, inputs, layout) = (self.dicts.clone(), inputs.clone(), self.store.tag_layout());
         let prepared = tokio::task::spawn_blocking(move || {
             inputs
                 .iter()
@@ -218,7 +218,7 @@ impl Writer {
                         Edges::Known(edges) => edges.clone(),
                         Edges::Against(earlier) => dependencies::edges(spans, earlier),
                     };
-                    prepare_chunk(spans, edges, Some(&dicts), *important)
+                    prepare_chunk(spans, edges, Some(&dicts), *important, layout)
                 })
                 .collect::<Result<Vec<_>, _>>()
         })

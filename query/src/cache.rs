@@ -63,6 +63,10 @@ impl TraceStore for CachedStore {
         self.inner.partition_secs()
     }
 
+    fn tag_layout(&self) -> skein_storage::TagLayout {
+        self.inner.tag_layout()
+    }
+
     async fn write(&self, batch: Arc<WriteBatch>) -> StoreResult<()> {
         self.inner.write(batch).await
     }
@@ -144,6 +148,7 @@ mod tests {
                     skein_model::dependencies::edges(t, &Default::default()),
                     Some(&dicts),
                     false,
+                    store.tag_layout(),
                 )
                 .expect("prepare")
             })

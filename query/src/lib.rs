@@ -522,6 +522,10 @@ impl TraceStore for SpanIdDeduped {
         self.0.partition_secs()
     }
 
+    fn tag_layout(&self) -> skein_storage::TagLayout {
+        self.0.tag_layout()
+    }
+
     async fn write(&self, batch: Arc<skein_storage::WriteBatch>) -> skein_storage::StoreResult<()> {
         self.0.write(batch).await
     }

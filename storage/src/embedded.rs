@@ -41,6 +41,7 @@ use std::time::Duration;
 use fjall::config::{BlockSizePolicy, CompressionPolicy, FilterPolicy, RestartIntervalPolicy};
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
+use super::index;
 use super::{
     DependencyLink, FoundSummaries, FoundTraces, IndexEntry, Operation, StoreError, StoreResult, TraceQuery,
     TraceStore, TraceSummary, WriteBatch, merge_chunks, record_outcome, sum_edges,
@@ -61,7 +62,10 @@ const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 /// Shared dictionaries kept decoded in memory by readers.
 const DICT_CACHE_ENTRIES: usize = 256;
 
-const TABLES: [&str; 6] = ["traces", "index", "services", "ops", "deps", "dict"];
+const TABLES: [&str; 7] = ["traces", "index", "services", "ops", "deps", "dict", "processes"];
+/// Process-table rows a writer remembers having written (each is written once per partition, not once per
+/// batch); past this the memory is cleared and rows are written again.
+const MAX_REMEMBERED_PROCESSES: usize = 65_536;
 
 /// A source of "now", ns since the Unix epoch; injected so retention can be tested without waiting.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -136,6 +140,7 @@ struct Partition {
     ops: Keyspace,
     deps: Keyspace,
     dict: Keyspace,
+    processes: Keyspace,
     /// Last write, ns since the Unix epoch (mirrored in the `meta` keyspace).
     last_write: Arc<AtomicU64>,
     /// Latest index entry start, ns since the Unix epoch (mirrored in the `meta` keyspace; `u64::MAX` when
@@ -145,8 +150,8 @@ struct Partition {
 }
 
 impl Partition {
-    fn keyspaces(&self) -> [&Keyspace; 6] {
-        [&self.traces, &self.index, &self.services, &self.ops, &self.deps, &self.dict]
+    fn keyspaces(&self) -> [&Keyspace; 7] {
+        [&self.traces, &self.index, &self.services, &self.ops, &self.deps, &self.dict, &self.processes]
     }
 }
 
@@ -163,6 +168,9 @@ struct Inner {
     write_lock: Mutex<()>,
     chunk_seq: AtomicU64,
     dict_cache: Mutex<HashMap<u64, Dictionary>>,
+    /// Process-table rows already written, by partition and process hash (bounded by
+    /// [`MAX_REMEMBERED_PROCESSES`]; cleared when a partition expires).
+    processes_written: Mutex<std::collections::HashSet<(PartitionKey, u64)>>,
     /// Declared last: fields drop in order, so the database is closed before the sweep looks at its journal.
     journal: JournalSweep,
 }
@@ -253,6 +261,7 @@ impl EmbeddedStore {
                 write_lock: Mutex::new(()),
                 chunk_seq: AtomicU64::new(now),
                 dict_cache: Mutex::new(HashMap::new()),
+                processes_written: Mutex::new(std::collections::HashSet::new()),
                 journal: JournalSweep { dir: path, clean: std::sync::atomic::AtomicBool::new(false) },
             }),
         })
@@ -342,8 +351,8 @@ fn open_partition(db: &Database, key: PartitionKey, last_write: u64, max_entry_s
         .map_err(engine)
     };
     // Create `traces` last: its presence marks a complete partition when the store is reopened.
-    let (index, services, ops, deps, dict) =
-        (ks(TABLES[1])?, ks(TABLES[2])?, ks(TABLES[3])?, ks(TABLES[4])?, ks(TABLES[5])?);
+    let (index, services, ops, deps, dict, processes) =
+        (ks(TABLES[1])?, ks(TABLES[2])?, ks(TABLES[3])?, ks(TABLES[4])?, ks(TABLES[5])?, ks(TABLES[6])?);
     Ok(Partition {
         traces: ks(TABLES[0])?,
         index,
@@ -351,6 +360,7 @@ fn open_partition(db: &Database, key: PartitionKey, last_write: u64, max_entry_s
         ops,
         deps,
         dict,
+        processes,
         last_write: Arc::new(AtomicU64::new(last_write)),
         max_entry_start: Arc::new(AtomicU64::new(max_entry_start)),
     })
@@ -358,6 +368,28 @@ fn open_partition(db: &Database, key: PartitionKey, last_write: u64, max_entry_s
 
 /// Candidates left out of a search because their blocks failed to decode, with the reason.
 type CorruptBlocks = Vec<(TraceId, String)>;
+
+/// For each of `tags`, the processes of the service (`service_prefix`) in the partition's table that hold it.
+fn matching_processes(
+    p: &Partition,
+    service_prefix: &[u8],
+    tags: &[(String, String)],
+) -> StoreResult<Vec<std::collections::HashSet<u64>>> {
+    let mut out = vec![std::collections::HashSet::new(); tags.len()];
+    for guard in p.processes.prefix(service_prefix) {
+        let (k, v) = guard.into_inner().map_err(engine)?;
+        let Some(hash) = k.get(service_prefix.len()..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) else {
+            return Err(StoreError::Codec(CodecError::Corrupt("process table key length")));
+        };
+        let pairs = index::decode_process_pairs(&v)?;
+        for (i, (key, value)) in tags.iter().enumerate() {
+            if pairs.iter().any(|(k, v)| k == key && v == value) {
+                out[i].insert(hash);
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// Flag of a trace marker: the trace also has chunks an older version stored under `trace_id ‖ seq` keys.
 const MARKER_LEGACY_CHUNKS: u8 = 1;
@@ -474,6 +506,7 @@ impl Inner {
                 self.db.delete_keyspace(ks.clone()).map_err(engine)?;
             }
             self.meta.remove(key.prefix()).map_err(engine)?;
+            self.processes_written.lock().unwrap_or_else(|p| p.into_inner()).retain(|(k, _)| *k != key);
             tracing::info!(partition = %key.prefix(), "retention: partition deleted");
             out.push(key);
         }
@@ -490,6 +523,10 @@ impl Inner {
         // Touched partitions with the latest index entry start of this batch in each.
         let mut touched: HashMap<PartitionKey, (Partition, u64)> = HashMap::new();
         let mut ops_seen: std::collections::HashSet<(PartitionKey, &str, i32, &str)> = std::collections::HashSet::new();
+        // Process-table rows this batch writes (each once), remembered once the batch is committed.
+        let mut new_processes: std::collections::HashSet<(PartitionKey, u64)> = std::collections::HashSet::new();
+        // Held with the write lock, which every writer and retention already take: no contention.
+        let mut remembered = self.processes_written.lock().unwrap_or_else(|p| p.into_inner());
         // New chunks per trace marker, appended to what the marker already lists.
         let mut markers: HashMap<(PartitionKey, TraceId), (Partition, Vec<u64>)> = HashMap::new();
         for c in &batch.chunks {
@@ -513,6 +550,14 @@ impl Inner {
                 k.extend_from_slice(&(!e.start_unix_nanos).to_be_bytes());
                 k.extend_from_slice(&seq.to_be_bytes());
                 b.insert(&p.index, k, e.encode_value());
+            }
+            for proc in &c.processes {
+                if remembered.contains(&(start, proc.hash)) || !new_processes.insert((start, proc.hash)) {
+                    continue;
+                }
+                let mut k = service_prefix(&proc.service);
+                k.extend_from_slice(&proc.hash.to_be_bytes());
+                b.insert(&p.processes, k, index::encode_process_pairs(&proc.pairs));
             }
             for (service, kind, name) in &c.operations {
                 // Most chunks of a batch repeat the same operations: write each key once per batch.
@@ -563,6 +608,11 @@ impl Inner {
             b.insert(&p.deps, k, v);
         }
         b.commit().map_err(engine)?;
+        if remembered.len() + new_processes.len() > MAX_REMEMBERED_PROCESSES {
+            remembered.clear();
+        }
+        remembered.extend(new_processes);
+        drop(remembered);
         for (p, latest) in touched.values() {
             p.last_write.fetch_max(now, Ordering::Relaxed);
             p.max_entry_start.fetch_max(*latest, Ordering::Relaxed);
@@ -677,6 +727,7 @@ impl Inner {
             heads.push(next(c)?);
         }
         let mut seen = std::collections::HashSet::new();
+        let mut process_matches: Vec<Option<Vec<std::collections::HashSet<u64>>>> = vec![None; cursors.len()];
         while found.len() < q.limit {
             // The newest head; ties go to the smaller chunk reference.
             let Some(i) =
@@ -691,7 +742,13 @@ impl Inner {
             heads[i] = next(&mut cursors[i].0)?;
             let p = &cursors[i].1;
             let mut entry = IndexEntry::decode_value(q.service.clone(), TraceId([0; 16]), start, &v)?;
-            if !entry.may_match(q) {
+            // Tags of the entry's processes are in the partition's process table: which processes hold each
+            // queried tag is read once per partition and query.
+            if !entry.processes.is_empty() && !q.tags.is_empty() && process_matches[i].is_none() {
+                process_matches[i] = Some(matching_processes(p, &prefix, &q.tags)?);
+            }
+            let matches = process_matches[i].as_deref().unwrap_or_default();
+            if !entry.may_match_with(q, |tag, hash| matches.get(tag).is_some_and(|m| m.contains(&hash))) {
                 continue;
             }
             // The trace: in a legacy reference, or in the header of the chunk's block.
@@ -805,6 +862,10 @@ fn decode_counts(v: &[u8]) -> (u64, u64) {
 impl TraceStore for EmbeddedStore {
     fn partition_secs(&self) -> u64 {
         self.inner.partition_secs
+    }
+
+    fn tag_layout(&self) -> crate::TagLayout {
+        crate::TagLayout::ProcessTable
     }
 
     async fn write(&self, batch: Arc<WriteBatch>) -> StoreResult<()> {

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::for_each_searchable_tag;
+use super::{ProcessTags, TagLayout, for_each_process_tag, for_each_span_level_tag};
 use skein_codec::CodecError;
 use skein_codec::wire::{Reader, put_uvarint};
 use skein_model::{Span, TraceId};
@@ -98,20 +98,34 @@ pub struct IndexEntry {
     pub max_span_duration_nanos: u64,
     /// Distinct operation names of this service's spans.
     pub operations: BTreeSet<String>,
-    /// Bloom filter over the service's searchable `key=value` tags.
+    /// Bloom filter over the service's searchable `key=value` tags: all of them when `processes` is empty, else
+    /// the span-level ones only.
     pub tags: TagFilter,
+    /// [`ProcessTags::hash`] of each process of the entry's spans ([`TagLayout::ProcessTable`]): their tags are
+    /// in the partition's process table, not in `tags`. Empty: every tag is in `tags`.
+    pub processes: Vec<u64>,
 }
 
 impl IndexEntry {
-    /// True when the entry may match the query; false only when it certainly does not.
+    /// True when the entry may match the query; false only when it certainly does not. For an entry with
+    /// `processes`, use [`IndexEntry::may_match_with`].
     pub fn may_match(&self, q: &super::TraceQuery) -> bool {
+        self.may_match_with(q, |_, _| false)
+    }
+
+    /// [`IndexEntry::may_match`], where `process_has(i, hash)` says whether process `hash` of the partition's
+    /// table holds `q.tags[i]`.
+    pub fn may_match_with(&self, q: &super::TraceQuery, process_has: impl Fn(usize, u64) -> bool) -> bool {
         self.service == q.service
             && self.start_unix_nanos <= q.start_max_unix_nanos
             && self.latest_start_unix_nanos >= q.start_min_unix_nanos
             && q.operation.as_ref().is_none_or(|op| self.operations.contains(op))
             && q.duration_min_nanos.is_none_or(|d| self.max_span_duration_nanos >= d)
             && q.duration_max_nanos.is_none_or(|d| self.min_span_duration_nanos <= d)
-            && q.tags.iter().all(|(k, v)| self.tags.may_contain(k, v))
+            && q.tags
+                .iter()
+                .enumerate()
+                .all(|(i, (k, v))| self.tags.may_contain(k, v) || self.processes.iter().any(|&h| process_has(i, h)))
     }
 
     /// Serializes the value part of an index row (service, trace ID and start are in the key).
@@ -132,6 +146,13 @@ impl IndexEntry {
             b.extend_from_slice(&w.to_le_bytes());
         }
         put_uvarint(&mut b, self.latest_start_unix_nanos.saturating_sub(self.start_unix_nanos));
+        // Entries without process references (ScyllaDB, and older embedded data) end here.
+        if !self.processes.is_empty() {
+            put_uvarint(&mut b, self.processes.len() as u64);
+            for h in &self.processes {
+                b.extend_from_slice(&h.to_le_bytes());
+            }
+        }
         b
     }
 
@@ -159,6 +180,12 @@ impl IndexEntry {
         }
         // Entries written before the latest start was recorded end here: their spans start at `start`.
         let spread = if r.pos < v.len() { r.uvarint()? } else { 0 };
+        let mut processes = Vec::new();
+        if r.pos < v.len() {
+            for _ in 0..r.count()? {
+                processes.push(u64::from_le_bytes(r.array::<8>()?));
+            }
+        }
         Ok(IndexEntry {
             service,
             trace_id,
@@ -172,6 +199,7 @@ impl IndexEntry {
             max_span_duration_nanos,
             operations,
             tags: TagFilter { bits },
+            processes,
         })
     }
 }
@@ -185,8 +213,25 @@ fn get_str(r: &mut Reader<'_>) -> Result<String, CodecError> {
     String::from_utf8(r.bytes()?.to_vec()).map_err(|_| CodecError::Corrupt("index string is not utf-8"))
 }
 
-/// Builds one entry per service for a chunk of one trace.
-pub(crate) fn entries_for_chunk(spans: &[Span]) -> Vec<IndexEntry> {
+/// Processes with fewer tags than this keep them in their entries' filters ([`TagLayout::ProcessTable`]): eight
+/// tags cost about 80 filter bits, the 64-bit reference and its table row about as much.
+const MIN_PROCESS_TABLE_PAIRS: usize = 8;
+
+/// FNV-1a 64-bit over `key=value;` pairs.
+fn hash_pairs(pairs: &[(String, String)]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in pairs {
+        for b in k.bytes().chain(std::iter::once(b'=')).chain(v.bytes()).chain(std::iter::once(b';')) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Builds one entry per service (and stretch of span starts) for a chunk of one trace, and, with
+/// [`TagLayout::ProcessTable`], the process-level tags of each distinct process the entries reference.
+pub(crate) fn entries_for_chunk(spans: &[Span], layout: TagLayout) -> (Vec<IndexEntry>, Vec<ProcessTags>) {
     let chunk_start = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
     let chunk_end = spans.iter().map(|s| s.end_unix_nanos).max().unwrap_or(0);
     let root = spans
@@ -201,6 +246,9 @@ pub(crate) fn entries_for_chunk(spans: &[Span]) -> Vec<IndexEntry> {
         by_service.entry(s.service_name()).or_default().push(s);
     }
     let mut out = Vec::with_capacity(by_service.len());
+    let mut processes: Vec<ProcessTags> = Vec::new();
+    // Distinct (resource, scope) pointers seen, with their process hash: spans of one process share both `Arc`s.
+    let mut known: Vec<(*const skein_model::Resource, *const skein_model::Scope, Option<u64>)> = Vec::new();
     for (service, mut spans) in by_service {
         spans.sort_by_key(|s| s.start_unix_nanos);
         let mut rest = spans.as_slice();
@@ -209,10 +257,41 @@ pub(crate) fn entries_for_chunk(spans: &[Span]) -> Vec<IndexEntry> {
             let (stretch, tail) = rest.split_at(n);
             rest = tail;
             let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
+            let mut refs: Vec<u64> = Vec::new();
             for s in stretch {
-                for_each_searchable_tag(s, |k, v| {
+                let mut add = |k: &str, v: &str| {
                     pairs.insert((k.to_string(), v.to_string()));
-                });
+                };
+                match layout {
+                    TagLayout::AllInFilter => for_each_process_tag(&s.resource, &s.scope, &mut add),
+                    TagLayout::ProcessTable => {
+                        let ptrs = (std::sync::Arc::as_ptr(&s.resource), std::sync::Arc::as_ptr(&s.scope));
+                        let hash = match known.iter().find(|k| (k.0, k.1) == ptrs) {
+                            Some(k) => k.2,
+                            None => {
+                                let mut list = Vec::new();
+                                for_each_process_tag(&s.resource, &s.scope, |k, v| {
+                                    list.push((k.to_string(), v.to_string()))
+                                });
+                                // A small process costs fewer filter bits than a reference: it stays inline.
+                                let hash = (list.len() >= MIN_PROCESS_TABLE_PAIRS).then(|| hash_pairs(&list));
+                                if let Some(hash) = hash
+                                    && !processes.iter().any(|p| p.hash == hash && p.service == service)
+                                {
+                                    processes.push(ProcessTags { service: service.to_string(), hash, pairs: list });
+                                }
+                                known.push((ptrs.0, ptrs.1, hash));
+                                hash
+                            }
+                        };
+                        match hash {
+                            Some(hash) if !refs.contains(&hash) => refs.push(hash),
+                            Some(_) => {}
+                            None => for_each_process_tag(&s.resource, &s.scope, &mut add),
+                        }
+                    }
+                }
+                for_each_span_level_tag(s, add);
             }
             out.push(IndexEntry {
                 service: service.to_string(),
@@ -227,10 +306,36 @@ pub(crate) fn entries_for_chunk(spans: &[Span]) -> Vec<IndexEntry> {
                 max_span_duration_nanos: stretch.iter().map(|s| s.duration_nanos()).max().unwrap_or(0),
                 operations: stretch.iter().map(|s| s.name.clone()).collect(),
                 tags: TagFilter::build(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                processes: refs,
             });
         }
     }
-    out
+    (out, processes)
+}
+
+/// Encodes a process table row's value: count, then `key`, `value` strings.
+pub(crate) fn encode_process_pairs(pairs: &[(String, String)]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>() + 2);
+    put_uvarint(&mut b, pairs.len() as u64);
+    for (k, v) in pairs {
+        put_str(&mut b, k);
+        put_str(&mut b, v);
+    }
+    b
+}
+
+/// Parses [`encode_process_pairs`] output.
+///
+/// # Errors
+/// [`CodecError::Corrupt`] for a malformed row.
+pub(crate) fn decode_process_pairs(v: &[u8]) -> Result<Vec<(String, String)>, CodecError> {
+    let mut r = Reader { buf: v, pos: 0 };
+    let n = r.count()?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push((get_str(&mut r)?, get_str(&mut r)?));
+    }
+    Ok(out)
 }
 
 /// One entry of an index page: where an [`IndexEntry`] of one service points, and its encoded value.
@@ -347,7 +452,8 @@ mod tests {
         let mut b = span(2, "db", "SELECT", 100);
         b.parent_span_id = vec![1; 8];
         b.status_code = StatusCode::ERROR;
-        let entries = entries_for_chunk(&[a, b]);
+        let (entries, processes) = entries_for_chunk(&[a, b], TagLayout::AllInFilter);
+        assert!(processes.is_empty());
         assert_eq!(entries.len(), 2);
         let db = entries.iter().find(|e| e.service == "db").expect("db entry");
         assert!(db.error && db.tags.may_contain("error", "true"));
@@ -373,6 +479,50 @@ mod tests {
         assert!(front.may_match(&q));
         assert!(!front.may_match(&TraceQuery { duration_min_nanos: Some(501), ..q.clone() }));
         assert!(!front.may_match(&TraceQuery { operation: Some("POST".into()), ..q }));
+    }
+
+    #[test]
+    fn process_tags_leave_the_filter_for_the_process_table() {
+        let mut a = span(1, "front", "GET /", 500);
+        a.attributes.push(KeyValue::new("http.route", Value::Str("/".into())));
+        let mut resource = (*a.resource).clone();
+        resource
+            .attributes
+            .extend((0..MIN_PROCESS_TABLE_PAIRS).map(|i| KeyValue::new(format!("k8s.{i}"), Value::Int(1))));
+        a.resource = std::sync::Arc::new(resource);
+        let b = span(2, "front", "GET /x", 100);
+        // Two spans of one process (shared resource): one process row, referenced once.
+        let b = Span { resource: a.resource.clone(), ..b };
+        let (entries, processes) = entries_for_chunk(&[a.clone(), b], TagLayout::ProcessTable);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(processes.len(), 1);
+        // A process with few tags keeps them in the filter.
+        let small = span(3, "db", "SELECT", 100);
+        let (small_entries, small_processes) = entries_for_chunk(&[small], TagLayout::ProcessTable);
+        assert!(small_processes.is_empty() && small_entries[0].processes.is_empty());
+        assert!(small_entries[0].tags.may_contain("service.name", "db"));
+        let p = &processes[0];
+        let mut want = Vec::new();
+        crate::for_each_process_tag(&a.resource, &a.scope, |k, v| want.push((k.to_string(), v.to_string())));
+        assert_eq!(p.pairs, want);
+        assert_eq!(decode_process_pairs(&encode_process_pairs(&p.pairs)).expect("decode"), want);
+        let e = &entries[0];
+        assert_eq!(e.processes, vec![p.hash]);
+        let back = IndexEntry::decode_value(e.service.clone(), e.trace_id, e.start_unix_nanos, &e.encode_value())
+            .expect("decode");
+        assert_eq!(&back, e);
+        // The span-level tag is in the filter; `service.name` only in the process row.
+        assert!(e.tags.may_contain("http.route", "/"));
+        let q = |k: &str, v: &str| TraceQuery {
+            service: "front".into(),
+            tags: vec![(k.into(), v.into())],
+            start_max_unix_nanos: u64::MAX,
+            ..TraceQuery::default()
+        };
+        let process_has = |_: usize, h: u64| h == p.hash;
+        assert!(e.may_match_with(&q("service.name", "front"), process_has));
+        assert!(!e.may_match_with(&q("service.name", "front"), |_, _| false));
+        assert!(e.may_match_with(&q("http.route", "/"), |_, _| false));
     }
 
     #[test]

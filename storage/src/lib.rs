@@ -26,7 +26,7 @@ pub use index::{ENTRY_START_SPREAD_NANOS, IndexEntry, PageEntry, PageMerger, Tag
 
 use skein_codec::CodecError;
 use skein_model::dependencies::DependencyEdge;
-use skein_model::{Span, SpanKind, StatusCode, TraceId};
+use skein_model::{Resource, Scope, Span, SpanKind, StatusCode, TraceId};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -63,12 +63,39 @@ pub struct PreparedChunk {
     pub dict: Option<DictAppend>,
     /// True when the trace is kept for the longer `retention_important` (it has an error or a slow span).
     pub important: bool,
-    /// One index entry per service in the chunk.
+    /// One index entry per service in the chunk (and stretch of span starts).
     pub index: Vec<IndexEntry>,
+    /// With [`TagLayout::ProcessTable`]: the process-level tags of each distinct process in the chunk, which its
+    /// entries reference by hash; empty otherwise.
+    pub processes: Vec<ProcessTags>,
     /// Distinct (service, span kind, operation) triples.
     pub operations: BTreeSet<(String, SpanKind, String)>,
     /// Parent→child service edges, counted per time bucket.
     pub edges: Vec<DependencyEdge>,
+}
+
+/// Where a backend's index entries keep process-level tags ([`for_each_process_tag`]: resource and scope
+/// attributes, scope name and version), which every span of a process repeats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TagLayout {
+    /// Every tag in the entry's bloom filter: entries are self-contained (ScyllaDB).
+    #[default]
+    AllInFilter,
+    /// Span-level tags in the bloom filter; process-level tags once per process in a table of the partition,
+    /// which entries reference by [`ProcessTags::hash`] (the embedded store). A resource with fifteen attributes
+    /// then costs its entries eight bytes instead of fifteen filter slots each.
+    ProcessTable,
+}
+
+/// The process-level tags of one process (resource and scope) of one service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessTags {
+    /// The service.
+    pub service: String,
+    /// FNV-1a (64-bit) over the pairs, in order; the key of the process in its partition's table.
+    pub hash: u64,
+    /// `(key, value as string)` pairs, in [`for_each_process_tag`] order.
+    pub pairs: Vec<(String, String)>,
 }
 
 /// What one [`TraceStore::write`] call persists atomically.
@@ -81,7 +108,8 @@ pub struct WriteBatch {
 /// Encodes a trace chunk and derives its index entries and operations; `edges` are its dependency edges
 /// (`skein_model::dependencies::edges`, against the trace's stored spans for a late chunk), computed once by the
 /// caller, which usually has them already.
-/// With `dicts`, the block references the partition's shared dictionary; without, it is self-contained.
+/// With `dicts`, the block references the partition's shared dictionary; without, it is self-contained. `layout`
+/// is the target store's [`TraceStore::tag_layout`].
 ///
 /// # Errors
 /// [`StoreError::Codec`] when the spans are not one trace.
@@ -90,6 +118,7 @@ pub fn prepare_chunk(
     edges: Vec<DependencyEdge>,
     dicts: Option<&Dictionaries>,
     important: bool,
+    layout: TagLayout,
 ) -> StoreResult<PreparedChunk> {
     let trace_id = spans.first().ok_or_else(|| CodecError::NotOneTrace("no spans".into()))?.trace_id;
     let start_unix_nanos = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
@@ -98,6 +127,7 @@ pub fn prepare_chunk(
         None => (skein_codec::encode(spans)?, None),
     };
     let operations = spans.iter().map(|s| (s.service_name().to_string(), s.kind, s.name.clone())).collect();
+    let (index, processes) = index::entries_for_chunk(spans, layout);
     Ok(PreparedChunk {
         trace_id,
         start_unix_nanos,
@@ -105,7 +135,8 @@ pub fn prepare_chunk(
         block,
         dict,
         important,
-        index: index::entries_for_chunk(spans),
+        index,
+        processes,
         operations,
         edges,
     })
@@ -206,10 +237,30 @@ pub fn span_has_tag(span: &Span, key: &str, value: &str) -> bool {
 /// attributes (Jaeger's process tags), scope attributes, event attributes (log fields), link attributes (Jaeger v2
 /// searches all of them), and the tags Jaeger's OTLP translator adds
 /// (`span.kind`, `otel.status_code`, `otel.status_description`, `error=true`, `otel.scope.name`,
-/// `otel.scope.version`, `w3c.tracestate`).
+/// `otel.scope.version`, `w3c.tracestate`): [`for_each_span_level_tag`] and [`for_each_process_tag`] together.
 pub fn for_each_searchable_tag(span: &Span, mut f: impl FnMut(&str, &str)) {
-    let places = [&span.attributes, &span.resource.attributes, &span.scope.attributes]
-        .into_iter()
+    for_each_process_tag(&span.resource, &span.scope, &mut f);
+    for_each_span_level_tag(span, f);
+}
+
+/// The searchable tags every span of one process (resource and instrumentation scope) shares: resource
+/// attributes, scope attributes, `otel.scope.name`, `otel.scope.version`.
+pub fn for_each_process_tag(resource: &Resource, scope: &Scope, mut f: impl FnMut(&str, &str)) {
+    for kv in resource.attributes.iter().chain(&scope.attributes) {
+        f(&kv.key, &kv.value.to_tag_string());
+    }
+    if !scope.name.is_empty() {
+        f("otel.scope.name", &scope.name);
+    }
+    if !scope.version.is_empty() {
+        f("otel.scope.version", &scope.version);
+    }
+}
+
+/// The searchable tags of the span itself: span, event and link attributes, `span.kind`, `otel.status_code`,
+/// `otel.status_description`, `error=true`, `w3c.tracestate`.
+pub fn for_each_span_level_tag(span: &Span, mut f: impl FnMut(&str, &str)) {
+    let places = std::iter::once(&span.attributes)
         .chain(span.events.iter().map(|e| &e.attributes))
         .chain(span.links.iter().map(|l| &l.attributes));
     for kv in places.flatten() {
@@ -229,12 +280,6 @@ pub fn for_each_searchable_tag(span: &Span, mut f: impl FnMut(&str, &str)) {
     }
     if !span.status_message.is_empty() {
         f("otel.status_description", &span.status_message);
-    }
-    if !span.scope.name.is_empty() {
-        f("otel.scope.name", &span.scope.name);
-    }
-    if !span.scope.version.is_empty() {
-        f("otel.scope.version", &span.scope.version);
     }
     if !span.trace_state.is_empty() {
         f("w3c.tracestate", &span.trace_state);
@@ -389,6 +434,11 @@ pub trait TraceStore: Send + Sync + 'static {
     /// Length of one time partition, seconds: writers keep one shared dictionary per partition and tier, so a
     /// dictionary never outlives the blocks that use it.
     fn partition_secs(&self) -> u64;
+
+    /// Where this backend's index entries keep process-level tags; [`prepare_chunk`] builds entries for it.
+    fn tag_layout(&self) -> TagLayout {
+        TagLayout::AllInFilter
+    }
 
     /// Persists a batch atomically and durably.
     ///

@@ -344,6 +344,7 @@ async fn measure(name: &str, traces: Vec<Vec<Span>>, scylla_plan: bool) -> anyho
                     skein_model::dependencies::edges(spans, &Default::default()),
                     Some(&dicts),
                     important,
+                    store.tag_layout(),
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -3,7 +3,7 @@
 use std::sync::atomic::AtomicU64;
 
 use super::*;
-use crate::{Dictionaries, prepare_chunk};
+use crate::{Dictionaries, TagLayout, prepare_chunk};
 use skein_model::{KeyValue, SpanId, StatusCode, Value, service_resource};
 
 const T0: u64 = 1_700_000_000_000_000_000;
@@ -27,8 +27,14 @@ fn batch(dicts: &Dictionaries, traces: &[Vec<Span>]) -> WriteBatch {
         .iter()
         .map(|t| {
             let important = t[0].status_code == StatusCode::ERROR;
-            prepare_chunk(t, skein_model::dependencies::edges(t, &Default::default()), Some(dicts), important)
-                .expect("prepare")
+            prepare_chunk(
+                t,
+                skein_model::dependencies::edges(t, &Default::default()),
+                Some(dicts),
+                important,
+                TagLayout::ProcessTable,
+            )
+            .expect("prepare")
         })
         .collect();
     WriteBatch { chunks }
@@ -205,7 +211,7 @@ async fn chunks_in_the_legacy_layout_stay_readable_and_join_new_ones() {
     // Stored as versions before chunk sequence keys did: the block under `trace_id ‖ seq`, an empty marker, and
     // index keys ending in `trace_id ‖ seq`.
     {
-        let c = prepare_chunk(&old, Vec::new(), None, false).expect("prepare");
+        let c = prepare_chunk(&old, Vec::new(), None, false, TagLayout::AllInFilter).expect("prepare");
         let key = PartitionKey { start_secs: store.inner.partition_start(T0), important: false };
         let p = store.inner.partition(key).expect("partition");
         let mut tkey = old[0].trace_id.0.to_vec();
@@ -233,4 +239,45 @@ async fn chunks_in_the_legacy_layout_stay_readable_and_join_new_ones() {
     let (_, p) = store.inner.snapshot().into_iter().next().expect("partition");
     let (legacy, seqs) = parse_marker(&p.traces.get(old[0].trace_id.0).expect("read").expect("marker")).expect("parse");
     assert!(legacy && seqs.len() == 1, "the marker keeps the legacy flag and lists the new chunk");
+}
+
+#[tokio::test]
+async fn process_tags_are_searched_through_the_process_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
+    let dicts = Dictionaries::new(store.partition_secs());
+    // Pods of one deployment: resources with many attributes, which the entries reference.
+    let pod = |name: &str| {
+        let mut r = (*service_resource("frontend")).clone();
+        r.attributes.push(KeyValue::new("k8s.pod.name", Value::Str(name.into())));
+        r.attributes.extend((0..10).map(|i| KeyValue::new(format!("label.{i}"), Value::Str("x".into()))));
+        Arc::new(r)
+    };
+    let (a, b) = (pod("frontend-a"), pod("frontend-b"));
+    let traces: Vec<Vec<Span>> = (0..6u8)
+        .map(|i| {
+            let mut t = trace(10 + i, T0 + u64::from(i) * SEC, false);
+            t[0].resource = if i % 2 == 0 { a.clone() } else { b.clone() };
+            t
+        })
+        .collect();
+    // Two batches: the second references processes whose rows the first wrote.
+    store.write(batch(&dicts, &traces[..3]).into()).await.expect("write");
+    store.write(batch(&dicts, &traces[3..]).into()).await.expect("write");
+    let (_, p) = store.inner.snapshot().into_iter().next().expect("partition");
+    assert_eq!(p.processes.iter().count(), 2, "one row per process");
+    let search = |pod: &str| {
+        let q = TraceQuery { tags: vec![("k8s.pod.name".into(), pod.into())], ..query("frontend") };
+        let store = store.clone();
+        async move {
+            let mut ids: Vec<u8> =
+                store.find_traces(q).await.expect("find").traces.iter().map(|t| t[0].trace_id.0[0]).collect();
+            ids.sort_unstable();
+            ids
+        }
+    };
+    let want = |even: bool| -> Vec<u8> { (0..6u8).filter(|i| (i % 2 == 0) == even).map(|i| 10 + i).collect() };
+    assert_eq!(search("frontend-a").await, want(true));
+    assert_eq!(search("frontend-b").await, want(false));
+    assert!(search("frontend-c").await.is_empty());
 }

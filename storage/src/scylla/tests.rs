@@ -19,8 +19,14 @@ fn chunk(id: u8, spans_per_service: usize, error: bool, dicts: &Dictionaries) ->
             spans.push(s);
         }
     }
-    prepare_chunk(&spans, skein_model::dependencies::edges(&spans, &Default::default()), Some(dicts), error)
-        .expect("prepare")
+    prepare_chunk(
+        &spans,
+        skein_model::dependencies::edges(&spans, &Default::default()),
+        Some(dicts),
+        error,
+        crate::TagLayout::AllInFilter,
+    )
+    .expect("prepare")
 }
 
 #[test]
