@@ -27,14 +27,21 @@ const PROBES: u32 = 7;
 /// knowing how long traces are.
 pub const ENTRY_START_SPREAD_NANOS: u64 = 10_000_000_000;
 
-/// FNV-1a 64-bit (stable across builds and platforms, unlike `std`'s hasher) over `key`, `=`, `value`.
-fn hash_pair(key: &str, value: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes().chain(std::iter::once(b'=')).chain(value.bytes()) {
+/// FNV-1a 64-bit offset basis.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Continues an FNV-1a 64-bit hash (stable across builds and platforms, unlike `std`'s hasher) over `bytes`.
+fn fnv1a(mut h: u64, bytes: impl Iterator<Item = u8>) -> u64 {
+    for b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// FNV-1a over `key`, `=`, `value`.
+fn hash_pair(key: &str, value: &str) -> u64 {
+    fnv1a(FNV_OFFSET, key.bytes().chain(std::iter::once(b'=')).chain(value.bytes()))
 }
 
 impl TagFilter {
@@ -219,14 +226,9 @@ const MIN_PROCESS_TABLE_PAIRS: usize = 8;
 
 /// FNV-1a 64-bit over `key=value;` pairs.
 fn hash_pairs(pairs: &[(String, String)]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (k, v) in pairs {
-        for b in k.bytes().chain(std::iter::once(b'=')).chain(v.bytes()).chain(std::iter::once(b';')) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
+    pairs.iter().fold(FNV_OFFSET, |h, (k, v)| {
+        fnv1a(h, k.bytes().chain(std::iter::once(b'=')).chain(v.bytes()).chain(std::iter::once(b';')))
+    })
 }
 
 /// Builds one entry per service (and stretch of span starts) for a chunk of one trace, and, with
