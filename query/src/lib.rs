@@ -408,24 +408,27 @@ async fn v3_get_trace(
     }
 }
 
-/// Runs an api_v3 search: the parameters' 400, the store's error, or the traces found (corrupt ones logged and
-/// left out, as the classic search does).
-async fn v3_search(
-    store: &Store,
+/// Runs an api_v3 search with `search` (full traces or summaries): the parameters' 400, the store's error, or what
+/// was found (corrupt blocks logged and left out, as the classic search does); an empty answer is api_v3's 404.
+async fn v3_search<T, Fut>(
     metrics: &QueryMetrics,
     raw: Option<&str>,
-) -> Result<Vec<Vec<skein_model::Span>>, Response> {
+    search: impl FnOnce(skein_storage::TraceQuery) -> Fut,
+) -> Result<Vec<T>, Response>
+where
+    Fut: std::future::Future<Output = skein_storage::StoreResult<(Vec<T>, Vec<(TraceId, String)>)>>,
+{
     let query = params::v3_trace_query(&params::pairs(raw)).map_err(|e| v3_error(StatusCode::BAD_REQUEST, &e))?;
-    let found = store.find_traces(query).await.map_err(|e| {
+    let (found, corrupt) = search(query).await.map_err(|e| {
         let e = ApiError::from(e);
         v3_error(e.status, &e.message)
     })?;
-    report_corrupt(metrics, &found.corrupt);
-    if found.traces.is_empty() {
+    report_corrupt(metrics, &corrupt);
+    if found.is_empty() {
         // api_v3 answers an empty search with 404, unlike the classic API (Jaeger PR #9260).
         return Err(v3_error(StatusCode::NOT_FOUND, "No traces found"));
     }
-    Ok(found.traces)
+    Ok(found)
 }
 
 /// `GET /api/v3/traces?query.serviceName=&…`: every trace found, as one OTLP `TracesData` in `result`.
@@ -434,7 +437,8 @@ async fn v3_find_traces(
     axum::Extension(metrics): Meters,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    match v3_search(&store, &metrics, raw.as_deref()).await {
+    let search = |q| async move { store.find_traces(q).await.map(|f| (f.traces, f.corrupt)) };
+    match v3_search(&metrics, raw.as_deref(), search).await {
         Ok(traces) => {
             let hint = json_size_hint(traces.iter().map(Vec::len).sum());
             let resource_spans = traces.iter().flat_map(|t| to_otlp(t)).collect();
@@ -466,23 +470,11 @@ async fn v3_trace_summaries(
     axum::Extension(metrics): Meters,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let p = params::pairs(raw.as_deref());
-    let query = match params::v3_trace_query(&p) {
-        Ok(q) => q,
-        Err(e) => return v3_error(StatusCode::BAD_REQUEST, &e),
-    };
-    let found = match store.find_trace_summaries(query).await {
-        Ok(found) => found,
-        Err(e) => {
-            let e = ApiError::from(e);
-            return v3_error(e.status, &e.message);
-        }
-    };
-    report_corrupt(&metrics, &found.corrupt);
-    if found.summaries.is_empty() {
-        return v3_error(StatusCode::NOT_FOUND, "No traces found");
+    let search = |q| async move { store.find_trace_summaries(q).await.map(|f| (f.summaries, f.corrupt)) };
+    match v3_search(&metrics, raw.as_deref(), search).await {
+        Ok(summaries) => json_body(&json!({ "summaries": summaries.iter().map(v3_summary).collect::<Vec<_>>() }), 0),
+        Err(response) => response,
     }
-    json_body(&json!({ "summaries": found.summaries.iter().map(v3_summary).collect::<Vec<_>>() }), 0)
 }
 
 async fn v3_services(State(store): State<Store>) -> Result<Response, ApiError> {
