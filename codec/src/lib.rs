@@ -35,12 +35,14 @@ use skein_model::Span;
 pub mod dict;
 pub mod v1;
 pub mod v2;
+pub mod v3;
 mod values;
 pub mod wire;
 
 pub use dict::{DictEntry, DictLookup, Dictionary, NoDict, Template};
 pub use v1::{VERSION_1, encode as encode_v1};
 pub use v2::{SharedDict, VERSION_2, decode_dictionary, dictionary_of};
+pub use v3::{VERSION_3, decode_pack, encode_pack};
 
 /// Magic bytes at the start of every block.
 pub const MAGIC: &[u8; 4] = b"SKTB";
@@ -125,6 +127,7 @@ pub fn decode_with(block: &[u8], dicts: &dyn DictLookup) -> Result<Vec<Span>, Co
     match block[4] {
         v if v == v1::V1::VERSION => v1::V1::decode(block, dicts),
         v if v == v2::V2::VERSION => v2::V2::decode(block, dicts),
+        v if v == v3::V3::VERSION => v3::V3::decode(block, dicts),
         v => Err(CodecError::UnsupportedVersion(v)),
     }
 }
@@ -167,6 +170,9 @@ pub fn decode_outline_with(block: &[u8], dicts: &dyn DictLookup) -> Result<Vec<S
             Ok(spans)
         }
         v if v == v2::V2::VERSION => v2::decode(block, dicts, MAX_BODY_BYTES, false),
+        v if v == v3::V3::VERSION => {
+            Ok(v3::decode_pack(block, dicts, &|_| true, false)?.into_iter().flatten().collect())
+        }
         v => Err(CodecError::UnsupportedVersion(v)),
     }
 }

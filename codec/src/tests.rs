@@ -128,7 +128,36 @@ proptest! {
     }
 
     #[test]
-    fn random_bytes_never_panic(version in 0u8..4, body in proptest::collection::vec(any::<u8>(), 0..512)) {
+    fn a_pack_returns_each_trace_and_only_the_traces_asked_for(
+        traces in proptest::collection::vec(trace_strategy(), 1..6),
+        pick in any::<prop::sample::Index>(),
+        shared in any::<bool>(),
+    ) {
+        let mut dict = SharedDict::with_id(5);
+        let groups: Vec<&[Span]> = traces.iter().map(Vec::as_slice).collect();
+        // A warm dictionary the second time round, so templates and frequent values come from it.
+        let _ = encode_pack(&groups, shared.then_some(&mut dict)).expect("warm");
+        let block = encode_pack(&groups, shared.then_some(&mut dict)).expect("encode");
+        prop_assert_eq!(block[4], VERSION_3);
+        let ids: Vec<TraceId> = traces.iter().map(|t| t[0].trace_id).collect();
+        prop_assert_eq!(v3::trace_ids(&block).expect("trace table"), ids);
+        prop_assert_eq!(decode_pack(&block, &dict, &|_| true, true).expect("decode"), traces.clone());
+        prop_assert_eq!(decode_with(&block, &dict).expect("flat"), traces.concat());
+        let k = pick.index(traces.len());
+        let one = decode_pack(&block, &dict, &|i| i == k, true).expect("one trace");
+        for (i, got) in one.iter().enumerate() {
+            if i == k { prop_assert_eq!(got, &traces[k]); } else { prop_assert!(got.is_empty()); }
+        }
+        let outline = decode_pack(&block, &dict, &|i| i == k, false).expect("outline");
+        let without: Vec<Span> = traces[k].iter().cloned().map(|mut s| { s.attributes.clear(); s }).collect();
+        prop_assert_eq!(&outline[k], &without);
+        for cut in [block.len() / 3, block.len() - 1] {
+            prop_assert!(decode_pack(&block[..cut], &dict, &|_| true, true).is_err());
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic(version in 0u8..5, body in proptest::collection::vec(any::<u8>(), 0..512)) {
         let mut block = MAGIC.to_vec();
         block.push(version);
         block.extend_from_slice(&body);

@@ -42,7 +42,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 pub use crate::dict::{DictEntry, DictLookup, Dictionary, NoDict, Template};
-use crate::values::{Strings, position_or_push, put_attrs, put_value};
+use crate::values::{Strings, position_or_push, put_attrs, put_value, skip_value};
 use crate::wire::{Reader, put_bytes, put_ivarint, put_uvarint};
 use crate::{BlockVersion, CodecError, MAGIC, MAX_BODY_BYTES, ZSTD_LEVEL};
 use skein_model::{KeyValue, Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId, Value};
@@ -404,22 +404,58 @@ impl Enc<'_> {
 /// # Errors
 /// [`CodecError::NotOneTrace`] when `spans` is empty or mixes trace IDs; [`CodecError::Zstd`] if compression fails.
 pub fn encode(spans: &[Span], dict: Option<&mut SharedDict>) -> Result<Vec<u8>, CodecError> {
-    let first = spans.first().ok_or_else(|| CodecError::NotOneTrace("no spans".into()))?;
-    let trace_id = first.trace_id;
-    if let Some(other) = spans.iter().find(|s| s.trace_id != trace_id) {
-        return Err(CodecError::NotOneTrace(format!("{} and {}", trace_id, other.trace_id)));
+    let trace_id = one_trace(spans)?;
+    let rows = encode_rows(&[spans], dict)?;
+    let mut out = Vec::with_capacity(48 + spans.len() * 8 + rows.body.len());
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION_2);
+    out.extend_from_slice(&rows.dict_id.to_le_bytes());
+    put_uvarint(&mut out, rows.dict_len as u64);
+    out.extend_from_slice(&trace_id.0);
+    put_uvarint(&mut out, rows.base);
+    put_uvarint(&mut out, spans.len() as u64);
+    for s in spans {
+        out.extend_from_slice(&s.span_id.0);
     }
+    out.extend_from_slice(&rows.body);
+    Ok(out)
+}
+
+/// The trace ID shared by all of `spans`.
+pub(crate) fn one_trace(spans: &[Span]) -> Result<TraceId, CodecError> {
+    let first = spans.first().ok_or_else(|| CodecError::NotOneTrace("no spans".into()))?;
+    match spans.iter().find(|s| s.trace_id != first.trace_id) {
+        Some(other) => Err(CodecError::NotOneTrace(format!("{} and {}", first.trace_id, other.trace_id))),
+        None => Ok(first.trace_id),
+    }
+}
+
+/// The encoded rows of a block: what follows the span IDs (`mode u8 | body`), and the header fields they depend on.
+pub(crate) struct Rows {
+    pub(crate) dict_id: u64,
+    pub(crate) dict_len: usize,
+    /// Earliest span start, ns since the Unix epoch.
+    pub(crate) base: u64,
+    /// `mode u8 | body` as the module docs describe.
+    pub(crate) body: Vec<u8>,
+}
+
+/// Encodes the rows of `traces` (each the spans of one trace, in order; parents are resolved within a trace) into
+/// one body: the sections of the module docs over all spans, one trace after another.
+pub(crate) fn encode_rows(traces: &[&[Span]], dict: Option<&mut SharedDict>) -> Result<Rows, CodecError> {
     let dict_id = dict.as_ref().map_or(0, |d| d.id);
     let mut enc = Enc { dict, strings: Defs::default(), refs: HashMap::new(), used_local: false };
-    let base = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
+    let spans = || traces.iter().flat_map(|t| t.iter());
+    let n: usize = traces.iter().map(|t| t.len()).sum();
+    let base = spans().map(|s| s.start_unix_nanos).min().unwrap_or(0);
 
     // Resources and scopes, deduplicated by pointer first, then by value; each shared whole when it can be.
     let (mut resources, mut scopes): (Vec<Arc<Resource>>, Vec<Arc<Scope>>) = (Vec::new(), Vec::new());
     let (mut resource_defs, mut scope_defs, mut template_defs) = (Defs::default(), Defs::default(), Defs::default());
     let (mut resource_refs, mut scope_refs) = (Vec::new(), Vec::new());
-    let mut res_idx = Vec::with_capacity(spans.len());
-    let mut scope_idx = Vec::with_capacity(spans.len());
-    for s in spans {
+    let mut res_idx = Vec::with_capacity(n);
+    let mut scope_idx = Vec::with_capacity(n);
+    for s in spans() {
         let i = position_or_push(&mut resources, &s.resource);
         if i == resource_refs.len() {
             resource_refs.push(enc.resource(&s.resource, &mut resource_defs));
@@ -432,58 +468,64 @@ pub fn encode(spans: &[Span], dict: Option<&mut SharedDict>) -> Result<Vec<u8>, 
         scope_idx.push(scope_refs[i]);
     }
 
-    let mut index_of: HashMap<SpanId, usize> = HashMap::with_capacity(spans.len());
-    for (i, s) in spans.iter().enumerate() {
-        index_of.entry(s.span_id).or_insert(i);
-    }
     let mut templates: HashMap<TemplateKey, (u64, Defaults)> = HashMap::new();
     let mut scratch = Vec::new();
     let mut prev_flags = 0;
     let mut cols: [Vec<u8>; SECTIONS] = Default::default();
     let mut prev_start = base;
-    for (i, s) in spans.iter().enumerate() {
-        match s.parent_span_id.as_slice() {
-            [] => put_uvarint(&mut cols[1], 0),
-            raw => match raw.try_into().ok().and_then(|id: [u8; 8]| index_of.get(&SpanId(id))) {
-                Some(&k) => put_uvarint(&mut cols[1], 2 + zigzag(i as i64 - k as i64)),
+    let mut index_of: HashMap<SpanId, usize> = HashMap::new();
+    let mut i = 0;
+    for trace in traces {
+        // Parents are referenced within their trace only: span IDs of different traces may collide.
+        index_of.clear();
+        for (k, s) in trace.iter().enumerate() {
+            index_of.entry(s.span_id).or_insert(i + k);
+        }
+        for s in trace.iter() {
+            match s.parent_span_id.as_slice() {
+                [] => put_uvarint(&mut cols[1], 0),
+                raw => match raw.try_into().ok().and_then(|id: [u8; 8]| index_of.get(&SpanId(id))) {
+                    Some(&k) => put_uvarint(&mut cols[1], 2 + zigzag(i as i64 - k as i64)),
+                    None => {
+                        put_uvarint(&mut cols[1], 1);
+                        put_bytes(&mut cols[2], raw);
+                    }
+                },
+            }
+            put_ivarint(&mut cols[3], s.start_unix_nanos.wrapping_sub(prev_start) as i64);
+            prev_start = s.start_unix_nanos;
+            put_uvarint(&mut cols[4], s.end_unix_nanos.wrapping_sub(s.start_unix_nanos));
+            let key = TemplateKey {
+                resource: res_idx[i],
+                scope: scope_idx[i],
+                name: enc.string(&s.name, Class::Shared),
+                kind: s.kind.0,
+                keys: s.attributes.iter().map(|kv| enc.string(&kv.key, Class::Shared)).collect(),
+            };
+            let (t, defaults) = match templates.get(&key) {
+                Some(t) => t.clone(),
                 None => {
-                    put_uvarint(&mut cols[1], 1);
-                    put_bytes(&mut cols[2], raw);
+                    let t = enc.template(&key, &s.attributes, &mut template_defs);
+                    templates.insert(key, t.clone());
+                    t
                 }
-            },
-        }
-        put_ivarint(&mut cols[3], s.start_unix_nanos.wrapping_sub(prev_start) as i64);
-        prev_start = s.start_unix_nanos;
-        put_uvarint(&mut cols[4], s.end_unix_nanos.wrapping_sub(s.start_unix_nanos));
-        let key = TemplateKey {
-            resource: res_idx[i],
-            scope: scope_idx[i],
-            name: enc.string(&s.name, Class::Shared),
-            kind: s.kind.0,
-            keys: s.attributes.iter().map(|kv| enc.string(&kv.key, Class::Shared)).collect(),
-        };
-        let (t, defaults) = match templates.get(&key) {
-            Some(t) => t.clone(),
-            None => {
-                let t = enc.template(&key, &s.attributes, &mut template_defs);
-                templates.insert(key, t.clone());
-                t
+            };
+            put_uvarint(&mut cols[5], t);
+            // Values: a bit mask of those that differ from the template's defaults, then those values.
+            let mask_at = cols[6].len();
+            cols[6].resize(mask_at + s.attributes.len().div_ceil(8), 0);
+            for (a, kv) in s.attributes.iter().enumerate() {
+                scratch.clear();
+                enc.value(&mut scratch, &kv.value, Class::Frequent);
+                if defaults.get(a).and_then(Option::as_ref) != Some(&scratch) {
+                    cols[6][mask_at + a / 8] |= 1 << (a % 8);
+                    cols[6].extend_from_slice(&scratch);
+                }
             }
-        };
-        put_uvarint(&mut cols[5], t);
-        // Values: a bit mask of those that differ from the template's defaults, then those values.
-        let mask_at = cols[6].len();
-        cols[6].resize(mask_at + s.attributes.len().div_ceil(8), 0);
-        for (i, kv) in s.attributes.iter().enumerate() {
-            scratch.clear();
-            enc.value(&mut scratch, &kv.value, Class::Frequent);
-            if defaults.get(i).and_then(Option::as_ref) != Some(&scratch) {
-                cols[6][mask_at + i / 8] |= 1 << (i % 8);
-                cols[6].extend_from_slice(&scratch);
-            }
+            rare(&mut enc, &mut cols[7], s, prev_flags);
+            prev_flags = s.flags;
+            i += 1;
         }
-        rare(&mut enc, &mut cols[7], s, prev_flags);
-        prev_flags = s.flags;
     }
     let table = &mut cols[0];
     for defs in [&enc.strings, &resource_defs, &scope_defs, &template_defs] {
@@ -491,34 +533,24 @@ pub fn encode(spans: &[Span], dict: Option<&mut SharedDict>) -> Result<Vec<u8>, 
         table.extend_from_slice(&defs.buf);
     }
 
-    let mut body = Vec::with_capacity(cols.iter().map(|c| c.len() + 2).sum());
+    let mut raw = Vec::with_capacity(cols.iter().map(|c| c.len() + 2).sum());
     for col in &cols {
-        put_bytes(&mut body, col);
+        put_bytes(&mut raw, col);
     }
     let dict_len = enc.dict.as_ref().map_or(0, |d| d.raw.len());
-    let mut out = Vec::with_capacity(48 + spans.len() * 8 + body.len() / 2);
-    out.extend_from_slice(MAGIC);
-    out.push(VERSION_2);
-    out.extend_from_slice(&dict_id.to_le_bytes());
-    put_uvarint(&mut out, dict_len as u64);
-    out.extend_from_slice(&trace_id.0);
-    put_uvarint(&mut out, base);
-    put_uvarint(&mut out, spans.len() as u64);
-    for s in spans {
-        out.extend_from_slice(&s.span_id.0);
-    }
-    if body.len() >= MIN_COMPRESS_BYTES {
-        let z = compress(&body)?;
-        if z.len() + 2 < body.len() {
-            out.push(1);
-            put_uvarint(&mut out, body.len() as u64);
-            put_bytes(&mut out, &z);
-            return Ok(out);
+    let mut body = Vec::with_capacity(raw.len() / 2 + 8);
+    if raw.len() >= MIN_COMPRESS_BYTES {
+        let z = compress(&raw)?;
+        if z.len() + 2 < raw.len() {
+            body.push(1);
+            put_uvarint(&mut body, raw.len() as u64);
+            put_bytes(&mut body, &z);
+            return Ok(Rows { dict_id, dict_len, base, body });
         }
     }
-    out.push(0);
-    put_bytes(&mut out, &body);
-    Ok(out)
+    body.push(0);
+    put_bytes(&mut body, &raw);
+    Ok(Rows { dict_id, dict_len, base, body })
 }
 
 /// Appends a span's rare fields: a presence byte, then the fields that differ from their defaults.
@@ -618,7 +650,7 @@ fn decompress(z: &[u8], raw_len: usize) -> Result<Vec<u8>, CodecError> {
 }
 
 /// The dictionary a block needs: `(dict_id, dict_len)`, or `None` when it needs none (version 1 blocks and
-/// self-contained version 2 blocks).
+/// self-contained version 2 and 3 blocks; a pack's header starts as version 2's).
 ///
 /// # Errors
 /// [`CodecError::BadMagic`] for foreign data, [`CodecError::Corrupt`] when the header is truncated.
@@ -626,7 +658,7 @@ pub fn dictionary_of(block: &[u8]) -> Result<Option<(u64, usize)>, CodecError> {
     if block.len() < 5 || &block[..4] != MAGIC {
         return Err(CodecError::BadMagic);
     }
-    if block[4] != VERSION_2 {
+    if block[4] != VERSION_2 && block[4] != crate::v3::VERSION_3 {
         return Ok(None);
     }
     let mut r = Reader { buf: block, pos: 5 };
@@ -787,15 +819,44 @@ pub fn decode(
     let mut r = Reader { buf: block, pos: 5 };
     let dict_id = u64::from_le_bytes(r.array::<8>()?);
     let dict_len = usize::try_from(r.uvarint()?).map_err(|_| CodecError::Corrupt("dictionary length"))?;
+    let trace_id = TraceId(r.array::<16>()?);
+    let base = r.uvarint()?;
+    let n = r.count_any()?;
+    let head = Head { dict_id, dict_len, traces: vec![(trace_id, n)], base };
+    let mut out = decode_rows(&head, &mut r, dicts, max_body_bytes, span_attributes, &|_| true)?;
+    Ok(out.pop().unwrap_or_default())
+}
+
+/// Header fields a block's rows depend on.
+pub(crate) struct Head {
+    pub(crate) dict_id: u64,
+    pub(crate) dict_len: usize,
+    /// Each trace of the block with its span count, in row order.
+    pub(crate) traces: Vec<(TraceId, usize)>,
+    /// Earliest span start, ns since the Unix epoch.
+    pub(crate) base: u64,
+}
+
+/// Decodes the rows that follow a header (`r` at the span-ID column): one `Vec` of spans per trace of
+/// `head.traces`, empty for the traces `want` (given the trace's position) declines. Declined rows are parsed,
+/// not built.
+pub(crate) fn decode_rows(
+    head: &Head,
+    r: &mut Reader<'_>,
+    dicts: &dyn DictLookup,
+    max_body_bytes: usize,
+    span_attributes: bool,
+    want: &dyn Fn(usize) -> bool,
+) -> Result<Vec<Vec<Span>>, CodecError> {
+    let (dict_id, dict_len) = (head.dict_id, head.dict_len);
     let dictionary: Option<Dictionary> =
         if dict_id != 0 && dict_len > 0 { Some(dicts.dictionary(dict_id, dict_len)?) } else { None };
     let shared: &[DictEntry] = match &dictionary {
         Some(d) => d.get(..dict_len).ok_or(CodecError::MissingDictionary(dict_id))?,
         None => &[],
     };
-    let trace_id = TraceId(r.array::<16>()?);
-    let base = r.uvarint()?;
-    let n = r.count_any()?;
+    let n = head.traces.iter().try_fold(0usize, |a, (_, c)| a.checked_add(*c));
+    let n = n.ok_or(CodecError::Corrupt("span count"))?;
     if n.checked_mul(8).is_none_or(|b| b > r.buf.len().saturating_sub(r.pos)) {
         return Err(CodecError::Corrupt("span count larger than the span-ID column"));
     }
@@ -851,53 +912,111 @@ pub fn decode(
     }
     let refs = Refs { local: &local, shared };
 
-    let mut spans = Vec::with_capacity(n);
-    let mut prev_start = base;
+    let mut out = Vec::with_capacity(head.traces.len());
+    // Rare fields of declined rows are read into this span and dropped.
+    let mut scratch = Span {
+        trace_id: TraceId([0; 16]),
+        span_id: SpanId([0; 8]),
+        parent_span_id: Vec::new(),
+        trace_state: String::new(),
+        flags: 0,
+        name: String::new(),
+        kind: SpanKind(0),
+        start_unix_nanos: 0,
+        end_unix_nanos: 0,
+        attributes: Vec::new(),
+        dropped_attributes_count: 0,
+        events: Vec::new(),
+        dropped_events_count: 0,
+        links: Vec::new(),
+        dropped_links_count: 0,
+        status_code: StatusCode(0),
+        status_message: String::new(),
+        resource: Arc::new(Resource::default()),
+        scope: Arc::new(Scope::default()),
+        warnings: Vec::new(),
+    };
+    let mut prev_start = head.base;
     let mut prev_flags = 0;
-    for (i, &span_id) in span_ids.iter().enumerate() {
-        let parent_span_id = match cols[1].uvarint()? {
-            0 => Vec::new(),
-            1 => cols[2].bytes()?.to_vec(),
-            k => {
-                let delta = unzigzag(k - 2);
-                let idx = (i as i64).checked_sub(delta).ok_or(CodecError::Corrupt("parent index"))?;
-                let idx = usize::try_from(idx).map_err(|_| CodecError::Corrupt("parent index"))?;
-                span_ids.get(idx).ok_or(CodecError::Corrupt("parent index out of range"))?.0.to_vec()
+    let mut i = 0;
+    for (ordinal, &(trace_id, count)) in head.traces.iter().enumerate() {
+        let wanted = want(ordinal);
+        let mut spans = Vec::with_capacity(if wanted { count } else { 0 });
+        for _ in 0..count {
+            let parent = cols[1].uvarint()?;
+            let raw_parent = if parent == 1 { Some(cols[2].bytes()?) } else { None };
+            let start = prev_start.wrapping_add(cols[3].ivarint()? as u64);
+            prev_start = start;
+            let end = start.wrapping_add(cols[4].uvarint()?);
+            let t = refs.template(&mut cols[5])?;
+            if !wanted {
+                skip_attributes(&mut cols[6], &t)?;
+                scratch.flags = prev_flags;
+                decode_rare(&d, &mut cols[7], &mut scratch)?;
+                prev_flags = scratch.flags;
+                i += 1;
+                continue;
             }
-        };
-        let start = prev_start.wrapping_add(cols[3].ivarint()? as u64);
-        prev_start = start;
-        let end = start.wrapping_add(cols[4].uvarint()?);
-        let t = refs.template(&mut cols[5])?;
-        let attributes = if span_attributes { attributes(&d, &mut cols[6], &t)? } else { Vec::new() };
-        let mut span = Span {
-            trace_id,
-            span_id,
-            parent_span_id,
-            trace_state: String::new(),
-            flags: 0,
-            name: t.name.clone(),
-            kind: t.kind,
-            start_unix_nanos: start,
-            end_unix_nanos: end,
-            attributes,
-            dropped_attributes_count: 0,
-            events: Vec::new(),
-            dropped_events_count: 0,
-            links: Vec::new(),
-            dropped_links_count: 0,
-            status_code: StatusCode(0),
-            status_message: String::new(),
-            resource: t.resource.clone(),
-            scope: t.scope.clone(),
-            warnings: Vec::new(),
-        };
-        span.flags = prev_flags;
-        decode_rare(&d, &mut cols[7], &mut span)?;
-        prev_flags = span.flags;
-        spans.push(span);
+            let parent_span_id = match (parent, raw_parent) {
+                (0, _) => Vec::new(),
+                (_, Some(raw)) => raw.to_vec(),
+                (k, None) => {
+                    let delta = unzigzag(k - 2);
+                    let idx = (i as i64).checked_sub(delta).ok_or(CodecError::Corrupt("parent index"))?;
+                    let idx = usize::try_from(idx).map_err(|_| CodecError::Corrupt("parent index"))?;
+                    span_ids.get(idx).ok_or(CodecError::Corrupt("parent index out of range"))?.0.to_vec()
+                }
+            };
+            let attributes = if span_attributes {
+                attributes(&d, &mut cols[6], &t)?
+            } else {
+                skip_attributes(&mut cols[6], &t)?;
+                Vec::new()
+            };
+            let mut span = Span {
+                trace_id,
+                span_id: span_ids[i],
+                parent_span_id,
+                trace_state: String::new(),
+                flags: 0,
+                name: t.name.clone(),
+                kind: t.kind,
+                start_unix_nanos: start,
+                end_unix_nanos: end,
+                attributes,
+                dropped_attributes_count: 0,
+                events: Vec::new(),
+                dropped_events_count: 0,
+                links: Vec::new(),
+                dropped_links_count: 0,
+                status_code: StatusCode(0),
+                status_message: String::new(),
+                resource: t.resource.clone(),
+                scope: t.scope.clone(),
+                warnings: Vec::new(),
+            };
+            span.flags = prev_flags;
+            decode_rare(&d, &mut cols[7], &mut span)?;
+            prev_flags = span.flags;
+            spans.push(span);
+            i += 1;
+        }
+        out.push(spans);
     }
-    Ok(spans)
+    Ok(out)
+}
+
+/// Skips one span's entry in the attribute-value column.
+fn skip_attributes(col: &mut Reader<'_>, t: &Template) -> Result<(), CodecError> {
+    let mask_at = col.pos;
+    let mask_end = mask_at.checked_add(t.keys.len().div_ceil(8)).ok_or(CodecError::Corrupt("value mask"))?;
+    let mask = col.buf.get(mask_at..mask_end).ok_or(CodecError::Corrupt("truncated value mask"))?;
+    let present: u32 = mask.iter().map(|b| b.count_ones()).sum();
+    col.pos = mask_end;
+    for _ in 0..present {
+        skip_value(col, 0)?;
+    }
+    Ok(())
 }
 
 /// One span's attribute values from the value column: those its mask marks, the template's defaults for the rest.

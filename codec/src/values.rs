@@ -172,3 +172,38 @@ impl Strings<'_> {
         })
     }
 }
+
+/// Skips one value written by [`put_value`] (string references are varints).
+pub(crate) fn skip_value(r: &mut Reader<'_>, depth: usize) -> Result<(), CodecError> {
+    if depth > MAX_VALUE_DEPTH {
+        return Err(CodecError::Corrupt("values nested too deeply"));
+    }
+    match r.u8()? {
+        0 | 2 | 3 => {}
+        1 => {
+            r.uvarint()?;
+        }
+        4 => {
+            r.ivarint()?;
+        }
+        5 => {
+            r.array::<8>()?;
+        }
+        6 => {
+            r.bytes()?;
+        }
+        7 => {
+            for _ in 0..r.count()? {
+                skip_value(r, depth + 1)?;
+            }
+        }
+        8 => {
+            for _ in 0..r.count()? {
+                r.uvarint()?;
+                skip_value(r, depth + 1)?;
+            }
+        }
+        _ => return Err(CodecError::Corrupt("unknown value tag")),
+    }
+    Ok(())
+}
