@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::wal::SegmentRefs;
 use skein_model::dependencies::{self, DependencyEdge, Earlier};
 use skein_model::{Span, TraceId};
-use skein_storage::{Dictionaries, ImportancePolicy, TraceStore, WriteBatch, prepare_chunk};
+use skein_storage::{Dictionaries, ImportancePolicy, TraceStore, WriteBatch, prepare_batch};
 
 /// Maximum chunks per storage write.
 pub const MAX_BATCH_CHUNKS: usize = 512;
@@ -209,22 +209,22 @@ impl Writer {
 
     /// Encodes chunks on the blocking pool.
     async fn encode(&self, inputs: &Arc<Vec<ChunkInput>>) -> Result<WriteBatch, String> {
-        let (dicts, inputs, layout) = (self.dicts.clone(), inputs.clone(), self.store.tag_layout());
+        let (dicts, inputs, layout) = (self.dicts.clone(), inputs.clone(), self.store.layout());
         let prepared = tokio::task::spawn_blocking(move || {
-            inputs
+            let edges: Vec<Vec<DependencyEdge>> = inputs
                 .iter()
-                .map(|(spans, edges, important)| {
-                    let edges = match edges {
-                        Edges::Known(edges) => edges.clone(),
-                        Edges::Against(earlier) => dependencies::edges(spans, earlier),
-                    };
-                    prepare_chunk(spans, edges, Some(&dicts), *important, layout)
+                .map(|(spans, edges, _)| match edges {
+                    Edges::Known(edges) => edges.clone(),
+                    Edges::Against(earlier) => dependencies::edges(spans, earlier),
                 })
-                .collect::<Result<Vec<_>, _>>()
+                .collect();
+            let chunks =
+                inputs.iter().zip(edges).map(|((spans, _, important), edges)| (spans.as_slice(), edges, *important));
+            prepare_batch(chunks, &dicts, layout)
         })
         .await;
         match prepared {
-            Ok(Ok(chunks)) => Ok(WriteBatch { chunks }),
+            Ok(Ok(batch)) => Ok(batch),
             Ok(Err(e)) => Err(e.to_string()),
             Err(e) => Err(format!("encoder task failed: {e}")),
         }

@@ -63,8 +63,8 @@ impl TraceStore for CachedStore {
         self.inner.partition_secs()
     }
 
-    fn tag_layout(&self) -> skein_storage::TagLayout {
-        self.inner.tag_layout()
+    fn layout(&self) -> skein_storage::StoreLayout {
+        self.inner.layout()
     }
 
     async fn write(&self, batch: Arc<WriteBatch>) -> StoreResult<()> {
@@ -140,20 +140,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
         let dicts = skein_storage::Dictionaries::new(store.partition_secs());
-        let chunks = traces
-            .iter()
-            .map(|t| {
-                skein_storage::prepare_chunk(
-                    t,
-                    skein_model::dependencies::edges(t, &Default::default()),
-                    Some(&dicts),
-                    false,
-                    store.tag_layout(),
-                )
-                .expect("prepare")
-            })
-            .collect();
-        store.write(Arc::new(WriteBatch { chunks })).await.expect("write");
+        let inputs =
+            traces.iter().map(|t| (t.as_slice(), skein_model::dependencies::edges(t, &Default::default()), false));
+        let batch = skein_storage::prepare_batch(inputs, &dicts, store.layout()).expect("prepare");
+        store.write(Arc::new(batch)).await.expect("write");
         (dir, Arc::new(store))
     }
 

@@ -514,8 +514,8 @@ impl TraceStore for SpanIdDeduped {
         self.0.partition_secs()
     }
 
-    fn tag_layout(&self) -> skein_storage::TagLayout {
-        self.0.tag_layout()
+    fn layout(&self) -> skein_storage::StoreLayout {
+        self.0.layout()
     }
 
     async fn write(&self, batch: Arc<skein_storage::WriteBatch>) -> skein_storage::StoreResult<()> {

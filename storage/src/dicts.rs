@@ -33,6 +33,11 @@ impl Dictionaries {
         Self { partition_secs: partition_secs.max(1), open: Mutex::new(BTreeMap::new()) }
     }
 
+    /// The start second of the partition holding data that starts at `start_unix_nanos`.
+    pub fn partition_of(&self, start_unix_nanos: u64) -> u64 {
+        start_unix_nanos / 1_000_000_000 / self.partition_secs * self.partition_secs
+    }
+
     /// Encodes one trace chunk with the dictionary of its partition, returning the block and any new entries.
     ///
     /// # Errors
@@ -43,7 +48,30 @@ impl Dictionaries {
         start_unix_nanos: u64,
         important: bool,
     ) -> Result<(Vec<u8>, Option<DictAppend>), CodecError> {
-        let partition = start_unix_nanos / 1_000_000_000 / self.partition_secs * self.partition_secs;
+        self.with_dict(start_unix_nanos, important, |dict| skein_codec::encode_with_dict(spans, dict))
+    }
+
+    /// Encodes a pack of chunks (each one trace's spans) of one partition with its dictionary
+    /// ([`skein_codec::encode_pack`]), returning the pack and any new entries.
+    ///
+    /// # Errors
+    /// As [`skein_codec::encode_pack`].
+    pub fn encode_pack(
+        &self,
+        traces: &[&[Span]],
+        start_unix_nanos: u64,
+        important: bool,
+    ) -> Result<(Vec<u8>, Option<DictAppend>), CodecError> {
+        self.with_dict(start_unix_nanos, important, |dict| skein_codec::encode_pack(traces, Some(dict)))
+    }
+
+    fn with_dict(
+        &self,
+        start_unix_nanos: u64,
+        important: bool,
+        encode: impl FnOnce(&mut SharedDict) -> Result<Vec<u8>, CodecError>,
+    ) -> Result<(Vec<u8>, Option<DictAppend>), CodecError> {
+        let partition = self.partition_of(start_unix_nanos);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if !open.contains_key(&(partition, important))
             && open.len() >= MAX_OPEN_DICTIONARIES
@@ -52,7 +80,7 @@ impl Dictionaries {
             open.remove(&oldest);
         }
         let dict = open.entry((partition, important)).or_default();
-        let block = skein_codec::encode_with_dict(spans, dict)?;
+        let block = encode(dict)?;
         let (first, entries) = dict.take_unpersisted();
         let append = (!entries.is_empty()).then(|| DictAppend { dict_id: dict.id(), first, entries });
         Ok((block, append))

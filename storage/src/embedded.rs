@@ -14,20 +14,25 @@
 //! deleting it on arrival. [`run_retention`] calls it on a schedule and exports disk bytes and partition counts. fjall was chosen over redb by `bench/engine-choice`: 4x the write
 //! throughput with fsync'd batches and half the disk bytes on real trace blocks.
 //!
-//! Keyspaces of a partition (keys are byte strings; `len16` is a big-endian u16 length prefix):
-//! - `traces`: `chunk_seq u64be` → trace block (a chunk sequence number is unique in the database), and
-//!   `trace_id[16]` → `flags u8 ‖ chunk_seq u64be…` (the trace's marker, listing its chunks in the partition:
-//!   trace by ID point-reads it in each partition, which the tables' bloom filters answer without a seek)
-//! - `index`: `len16 service ‖ !start_nanos u64be ‖ chunk_seq u64be` → [`IndexEntry`] value (start inverted so a
-//!   forward scan is newest first; the trace ID is read from the block's header, so the entries of a chunk's
-//!   services do not each repeat it)
-//!
-//! Data written before chunk sequence keys (up to version 0.1 of this layout) stays readable: blocks under
-//! `trace_id ‖ chunk_seq`, an empty marker (or flag 1 once a new chunk joined the trace), index keys ending in
-//! `trace_id ‖ chunk_seq`.
+//! Keyspaces of a partition (keys are byte strings; `len16` is a big-endian u16 length prefix). A write batch is
+//! packed ([`crate::StoreLayout::Packed`]): its chunks' spans are one pack (codec version 3) per partition and
+//! tier, so small traces share a zstd frame and a header instead of paying each their own.
+//! - `packs`: `pack_seq u64be` → pack (a pack sequence number is unique in the database)
+//! - `filters`: `pack_seq u64be` → [`index::TraceFilter`] over the pack's trace IDs. Trace by ID tests every
+//!   filter of a partition (kept in memory, bounded by [`FILTER_CACHE_BYTES`]), reads the packs that may hold the
+//!   trace, checks their trace tables and decodes only the trace's rows; no row per trace is stored.
+//! - `pages`: `len16 service ‖ !newest_start_nanos u64be ‖ pack_seq u64be ‖ page u16be` → packed index page
+//!   (index entries of one service in one pack, starts within [`crate::ENTRY_START_SPREAD_NANOS`] of the newest;
+//!   newest inverted so a forward scan is newest first; entries reference their trace by its place in the pack)
+//! - `processes`: `len16 service ‖ hash u64be` → process-level tags of one process (see
+//!   [`crate::StoreLayout::Packed`])
 //! - `services`: `service` → empty; `ops`: `len16 service ‖ kind i32be ‖ name` → empty
 //! - `deps`: `bucket_start_secs u64be ‖ len16 parent ‖ parent ‖ child` → `calls u64le ‖ errors u64le`
-//! - `dict`: `dict_id u64be ‖ entry u32be` → serialized entry (shared dictionaries of the partition's blocks)
+//! - `dict`: `dict_id u64be ‖ entry u32be` → serialized entry (shared dictionaries of the partition's packs)
+//!
+//! Partitions written before packs (one block per chunk in `traces`, index rows in `index`) are rewritten into
+//! packs when the store opens ([`EmbeddedStore::open`] logs each), then their old keyspaces are deleted. A crash
+//! during the rewrite leaves chunks that are rewritten again at the next open; reads drop the duplicate spans.
 //!
 //! A database-wide `meta` keyspace maps each partition's name prefix to its last write time (ns, u64be) and the
 //! latest index entry start it holds (ns, u64be; a search skips partitions whose entries all start too early).
@@ -62,7 +67,12 @@ const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 /// Shared dictionaries kept decoded in memory by readers.
 const DICT_CACHE_ENTRIES: usize = 256;
 
-const TABLES: [&str; 7] = ["traces", "index", "services", "ops", "deps", "dict", "processes"];
+const TABLES: [&str; 8] = ["packs", "filters", "pages", "services", "ops", "deps", "dict", "processes"];
+/// Bytes of trace filters kept in memory across partitions; past it, partitions' filters are dropped and read
+/// again from disk when needed.
+pub const FILTER_CACHE_BYTES: usize = 256 << 20;
+/// Chunks per write while a partition of the older layout is rewritten into packs.
+const MIGRATION_BATCH_CHUNKS: usize = 512;
 /// Process-table rows a writer remembers having written (each is written once per partition, not once per
 /// batch); past this the memory is cleared and rows are written again.
 const MAX_REMEMBERED_PROCESSES: usize = 65_536;
@@ -116,8 +126,9 @@ impl PartitionKey {
         format!("{}{}", if self.important { 'i' } else { 'p' }, self.start_secs)
     }
 
-    fn parse(name: &str) -> Option<Self> {
-        let rest = name.strip_suffix("_traces")?;
+    /// The partition of a keyspace named `<prefix><suffix>`.
+    fn parse(name: &str, suffix: &str) -> Option<Self> {
+        let rest = name.strip_suffix(suffix)?;
         let important = match rest.as_bytes().first()? {
             b'p' => false,
             b'i' => true,
@@ -134,8 +145,9 @@ fn engine(e: fjall::Error) -> StoreError {
 /// The keyspaces of one time partition.
 #[derive(Clone)]
 struct Partition {
-    traces: Keyspace,
-    index: Keyspace,
+    packs: Keyspace,
+    filters: Keyspace,
+    pages: Keyspace,
     services: Keyspace,
     ops: Keyspace,
     deps: Keyspace,
@@ -150,8 +162,8 @@ struct Partition {
 }
 
 impl Partition {
-    fn keyspaces(&self) -> [&Keyspace; 7] {
-        [&self.traces, &self.index, &self.services, &self.ops, &self.deps, &self.dict, &self.processes]
+    fn keyspaces(&self) -> [&Keyspace; 8] {
+        [&self.packs, &self.filters, &self.pages, &self.services, &self.ops, &self.deps, &self.dict, &self.processes]
     }
 }
 
@@ -171,6 +183,7 @@ struct Inner {
     /// Process-table rows already written, by partition and process hash (bounded by
     /// [`MAX_REMEMBERED_PROCESSES`]; cleared when a partition expires).
     processes_written: Mutex<std::collections::HashSet<(PartitionKey, u64)>>,
+    filters: Mutex<FilterCache>,
     /// Declared last: fields drop in order, so the database is closed before the sweep looks at its journal.
     journal: JournalSweep,
 }
@@ -221,7 +234,8 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store and every existing partition.
+    /// Opens (or creates) the store and every existing partition, rewriting partitions of the older one-block-per-
+    /// chunk layout into packs first.
     ///
     /// # Errors
     /// [`StoreError::Io`] when the directory cannot be created; [`StoreError::Engine`] when the database cannot be
@@ -241,15 +255,18 @@ impl EmbeddedStore {
         let db = Database::builder(&path).max_journaling_size(MAX_JOURNAL_BYTES).open().map_err(engine)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default).map_err(engine)?;
         let mut partitions = BTreeMap::new();
-        for name in db.list_keyspace_names() {
-            let Some(key) = PartitionKey::parse(name.as_ref()) else { continue };
+        let names = db.list_keyspace_names();
+        let legacy: Vec<PartitionKey> =
+            names.iter().filter_map(|n| PartitionKey::parse(n.as_ref(), "_traces")).collect();
+        for name in &names {
+            let Some(key) = PartitionKey::parse(name.as_ref(), "_packs") else { continue };
             let stored = meta.get(key.prefix()).map_err(engine)?;
             let last_write = stored.as_deref().map_or(0, decode_u64);
             let max_entry_start = stored.as_deref().and_then(|v| v.get(8..)).map_or(u64::MAX, decode_u64);
             partitions.insert(key, open_partition(&db, key, last_write, max_entry_start)?);
         }
         let now = clock();
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 db,
                 meta,
@@ -262,9 +279,14 @@ impl EmbeddedStore {
                 chunk_seq: AtomicU64::new(now),
                 dict_cache: Mutex::new(HashMap::new()),
                 processes_written: Mutex::new(std::collections::HashSet::new()),
+                filters: Mutex::new(FilterCache::default()),
                 journal: JournalSweep { dir: path, clean: std::sync::atomic::AtomicBool::new(false) },
             }),
-        })
+        };
+        for key in legacy {
+            store.inner.migrate(key)?;
+        }
+        Ok(store)
     }
 
     /// Deletes every partition whose time range and last write are both older than its tier's retention.
@@ -327,35 +349,39 @@ fn open_partition(db: &Database, key: PartitionKey, last_write: u64, max_entry_s
     // - LZ4 on every level of every table (fjall's default starts at level 2, which an hour's partition rarely
     //   reaches); trace blocks are zstd frames already, but a one-span trace's block is stored raw and shares its
     //   header bytes with its neighbours;
-    // - bloom filters only where point reads happen (`traces`: the trace marker; `deps`: the counters' read-modify-
-    //   write); the other tables are only range-scanned, and a filter costs about 10 bits per key;
-    // - the index (range scans of many small rows) in 32 KiB blocks with a restart point every 32 keys: more keys
-    //   share their prefix (service, then start time) and LZ4 sees more repetition.
+    // - bloom filters only where point reads happen (`packs`, `deps`: the counters' read-modify-write); the other
+    //   tables are range-scanned, and a filter costs about 10 bits per key;
+    // - index pages in 32 KiB blocks with a restart point every 32 keys: more keys share their prefix.
     let ks = |table: &'static str| {
         db.keyspace(&format!("{prefix}_{table}"), move || {
             let mut o = KeyspaceCreateOptions::default()
                 .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4));
-            if !matches!(table, "traces" | "deps") {
+            if !matches!(table, "packs" | "deps") {
                 o = o.filter_policy(FilterPolicy::disabled());
             }
-            if table == "index" {
+            if table == "pages" {
                 o = o
                     .data_block_size_policy(BlockSizePolicy::all(32 * 1024))
                     .data_block_restart_interval_policy(RestartIntervalPolicy::all(32));
-            }
-            if table == "traces" {
-                o = o.data_block_size_policy(BlockSizePolicy::all(16 * 1024));
             }
             o
         })
         .map_err(engine)
     };
-    // Create `traces` last: its presence marks a complete partition when the store is reopened.
-    let (index, services, ops, deps, dict, processes) =
-        (ks(TABLES[1])?, ks(TABLES[2])?, ks(TABLES[3])?, ks(TABLES[4])?, ks(TABLES[5])?, ks(TABLES[6])?);
+    // Create `packs` last: its presence marks a complete partition when the store is reopened.
+    let (filters, pages, services, ops, deps, dict, processes) = (
+        ks(TABLES[1])?,
+        ks(TABLES[2])?,
+        ks(TABLES[3])?,
+        ks(TABLES[4])?,
+        ks(TABLES[5])?,
+        ks(TABLES[6])?,
+        ks(TABLES[7])?,
+    );
     Ok(Partition {
-        traces: ks(TABLES[0])?,
-        index,
+        packs: ks(TABLES[0])?,
+        filters,
+        pages,
         services,
         ops,
         deps,
@@ -391,18 +417,16 @@ fn matching_processes(
     Ok(out)
 }
 
-/// Flag of a trace marker: the trace also has chunks an older version stored under `trace_id ‖ seq` keys.
-const MARKER_LEGACY_CHUNKS: u8 = 1;
+/// Trace filters of partitions, by partition: `(pack_seq, filter)` ascending by sequence number. Bounded by
+/// [`FILTER_CACHE_BYTES`]; a partition's list is loaded whole from its `filters` table when first needed.
+#[derive(Default)]
+struct FilterCache {
+    parts: HashMap<PartitionKey, Arc<Vec<(u64, index::TraceFilter)>>>,
+    bytes: usize,
+}
 
-/// Parses a trace marker's value: `flags u8 ‖ seq u64be…` (the chunks' keys in `traces`); an empty value (older
-/// versions) means legacy chunks only. Returns (has legacy chunks, seqs).
-fn parse_marker(v: &[u8]) -> StoreResult<(bool, Vec<u64>)> {
-    let Some((&flags, seqs)) = v.split_first() else { return Ok((true, Vec::new())) };
-    if seqs.len() % 8 != 0 {
-        return Err(StoreError::Codec(CodecError::Corrupt("trace marker length")));
-    }
-    let seqs = seqs.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default())).collect();
-    Ok((flags & MARKER_LEGACY_CHUNKS != 0, seqs))
+fn filter_bytes(list: &[(u64, index::TraceFilter)]) -> usize {
+    list.iter().map(|(_, f)| f.len_bytes() + 32).sum()
 }
 
 fn decode_u64(v: &[u8]) -> u64 {
@@ -501,12 +525,17 @@ impl Inner {
         let mut out = Vec::with_capacity(expired.len());
         for (key, p) in expired {
             self.partitions.write().unwrap_or_else(|p| p.into_inner()).remove(&key);
-            // `traces` first: a partition without it is not reopened, even if a crash interrupts the rest.
+            // `packs` first: a partition without it is not reopened, even if a crash interrupts the rest.
             for ks in p.keyspaces() {
                 self.db.delete_keyspace(ks.clone()).map_err(engine)?;
             }
             self.meta.remove(key.prefix()).map_err(engine)?;
             self.processes_written.lock().unwrap_or_else(|p| p.into_inner()).retain(|(k, _)| *k != key);
+            let mut filters = self.filters.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(list) = filters.parts.remove(&key) {
+                filters.bytes -= filter_bytes(&list);
+            }
+            drop(filters);
             tracing::info!(partition = %key.prefix(), "retention: partition deleted");
             out.push(key);
         }
@@ -514,6 +543,13 @@ impl Inner {
     }
 
     fn write(&self, batch: &WriteBatch) -> StoreResult<()> {
+        if batch.packs.is_empty() != batch.chunks.is_empty()
+            || batch.packs.iter().map(|p| p.chunks.len()).sum::<usize>() != batch.chunks.len()
+        {
+            return Err(StoreError::Engine(
+                "the embedded store takes packed batches (prepare_batch with StoreLayout::Packed)".into(),
+            ));
+        }
         let _writer = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.journal.clean.store(false, Ordering::Release);
         let now = (self.clock)();
@@ -527,15 +563,12 @@ impl Inner {
         let mut new_processes: std::collections::HashSet<(PartitionKey, u64)> = std::collections::HashSet::new();
         // Held with the write lock, which every writer and retention already take: no contention.
         let mut remembered = self.processes_written.lock().unwrap_or_else(|p| p.into_inner());
-        // New chunks per trace marker, appended to what the marker already lists.
-        let mut markers: HashMap<(PartitionKey, TraceId), (Partition, Vec<u64>)> = HashMap::new();
-        for c in &batch.chunks {
-            let start = PartitionKey { start_secs: self.partition_start(c.start_unix_nanos), important: c.important };
+        let mut new_filters: Vec<(PartitionKey, u64, &[u8])> = Vec::with_capacity(batch.packs.len());
+        for pack in &batch.packs {
+            let start =
+                PartitionKey { start_secs: self.partition_start(pack.start_unix_nanos), important: pack.important };
             let p = self.partition(start)?;
-            let latest = c.index.iter().map(|e| e.start_unix_nanos).max().unwrap_or(0);
-            let t = touched.entry(start).or_insert_with(|| (p.clone(), 0));
-            t.1 = t.1.max(latest);
-            if let Some(d) = &c.dict {
+            if let Some(d) = &pack.dict {
                 for (i, entry) in d.entries.iter().enumerate() {
                     let mut k = d.dict_id.to_be_bytes().to_vec();
                     k.extend_from_slice(&(d.first + i as u32).to_be_bytes());
@@ -543,53 +576,49 @@ impl Inner {
                 }
             }
             let seq = self.chunk_seq.fetch_add(1, Ordering::Relaxed);
-            b.insert(&p.traces, seq.to_be_bytes(), c.block.as_slice());
-            markers.entry((start, c.trace_id)).or_insert_with(|| (p.clone(), Vec::new())).1.push(seq);
-            for e in &c.index {
-                let mut k = service_prefix(&e.service);
-                k.extend_from_slice(&(!e.start_unix_nanos).to_be_bytes());
-                k.extend_from_slice(&seq.to_be_bytes());
-                b.insert(&p.index, k, e.encode_value());
-            }
-            for proc in &c.processes {
-                if remembered.contains(&(start, proc.hash)) || !new_processes.insert((start, proc.hash)) {
-                    continue;
-                }
-                let mut k = service_prefix(&proc.service);
-                k.extend_from_slice(&proc.hash.to_be_bytes());
-                b.insert(&p.processes, k, index::encode_process_pairs(&proc.pairs));
-            }
-            for (service, kind, name) in &c.operations {
-                // Most chunks of a batch repeat the same operations: write each key once per batch.
-                if !ops_seen.insert((start, service.as_str(), kind.0, name.as_str())) {
-                    continue;
-                }
-                b.insert(&p.services, service.as_bytes(), b"");
+            b.insert(&p.packs, seq.to_be_bytes(), pack.block.as_slice());
+            b.insert(&p.filters, seq.to_be_bytes(), pack.trace_filter.as_slice());
+            new_filters.push((start, seq, &pack.trace_filter));
+            let mut latest = 0;
+            for (i, (service, newest, page)) in pack.pages.iter().enumerate() {
                 let mut k = service_prefix(service);
-                k.extend_from_slice(&kind.0.to_be_bytes());
-                k.extend_from_slice(name.as_bytes());
-                b.insert(&p.ops, k, b"");
+                k.extend_from_slice(&(!newest).to_be_bytes());
+                k.extend_from_slice(&seq.to_be_bytes());
+                k.extend_from_slice(&u16::try_from(i).unwrap_or(u16::MAX).to_be_bytes());
+                b.insert(&p.pages, k, page.as_slice());
+                latest = latest.max(*newest);
             }
-            for e in &c.edges {
-                let mut k = e.bucket_start_secs.to_be_bytes().to_vec();
-                len16(&mut k, &e.parent);
-                k.extend_from_slice(e.child.as_bytes());
-                let v = deps.entry((start, k)).or_default();
-                v.0 += e.calls;
-                v.1 += e.errors;
+            let t = touched.entry(start).or_insert_with(|| (p.clone(), 0));
+            t.1 = t.1.max(latest);
+            for c in pack.chunks.iter().filter_map(|&i| batch.chunks.get(i)) {
+                for proc in &c.processes {
+                    if remembered.contains(&(start, proc.hash)) || !new_processes.insert((start, proc.hash)) {
+                        continue;
+                    }
+                    let mut k = service_prefix(&proc.service);
+                    k.extend_from_slice(&proc.hash.to_be_bytes());
+                    b.insert(&p.processes, k, index::encode_process_pairs(&proc.pairs));
+                }
+                for (service, kind, name) in &c.operations {
+                    // Most chunks of a batch repeat the same operations: write each key once per batch.
+                    if !ops_seen.insert((start, service.as_str(), kind.0, name.as_str())) {
+                        continue;
+                    }
+                    b.insert(&p.services, service.as_bytes(), b"");
+                    let mut k = service_prefix(service);
+                    k.extend_from_slice(&kind.0.to_be_bytes());
+                    k.extend_from_slice(name.as_bytes());
+                    b.insert(&p.ops, k, b"");
+                }
+                for e in &c.edges {
+                    let mut k = e.bucket_start_secs.to_be_bytes().to_vec();
+                    len16(&mut k, &e.parent);
+                    k.extend_from_slice(e.child.as_bytes());
+                    let v = deps.entry((start, k)).or_default();
+                    v.0 += e.calls;
+                    v.1 += e.errors;
+                }
             }
-        }
-        for ((_, trace_id), (p, seqs)) in markers {
-            // A point read the tables' bloom filters usually answer "absent" (a trace's first chunk).
-            let mut v = match p.traces.get(trace_id.0).map_err(engine)? {
-                None => vec![0],
-                Some(old) if old.is_empty() => vec![MARKER_LEGACY_CHUNKS],
-                Some(old) => old.to_vec(),
-            };
-            for seq in seqs {
-                v.extend_from_slice(&seq.to_be_bytes());
-            }
-            b.insert(&p.traces, trace_id.0, v);
         }
         for (key, (p, latest)) in &touched {
             let mut v = now.to_be_bytes().to_vec();
@@ -613,6 +642,19 @@ impl Inner {
         }
         remembered.extend(new_processes);
         drop(remembered);
+        // Filters of partitions already in memory grow with the batch (a partition loaded after the commit has
+        // them already: sequence numbers only grow, so the list's last entry tells).
+        let mut cache = self.filters.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, seq, bytes) in new_filters {
+            let FilterCache { parts, bytes: total } = &mut *cache;
+            if let Some(list) = parts.get_mut(&key)
+                && list.last().is_none_or(|(last, _)| *last < seq)
+            {
+                Arc::make_mut(list).push((seq, index::TraceFilter::from_bytes(bytes.to_vec())));
+                *total += bytes.len() + 32;
+            }
+        }
+        drop(cache);
         for (p, latest) in touched.values() {
             p.last_write.fetch_max(now, Ordering::Relaxed);
             p.max_entry_start.fetch_max(*latest, Ordering::Relaxed);
@@ -620,42 +662,79 @@ impl Inner {
         Ok(())
     }
 
-    /// The blocks of a trace's chunks in one partition: those its marker lists, and, for a trace first written
-    /// by an older version, those under `trace_id ‖ seq` keys.
-    fn chunks_of(p: &Partition, trace_id: TraceId) -> StoreResult<Vec<fjall::Slice>> {
-        let mut out = Vec::new();
-        let Some(marker) = p.traces.get(trace_id.0).map_err(engine)? else { return Ok(out) };
-        let (legacy, seqs) = parse_marker(&marker)?;
-        if legacy {
-            for guard in p.traces.prefix(trace_id.0) {
-                let (k, v) = guard.into_inner().map_err(engine)?;
-                if k.len() > 16 {
-                    out.push(v);
-                }
+    /// The trace filters of a partition's packs, loaded from its `filters` table on first use.
+    fn filters(&self, key: PartitionKey, p: &Partition) -> StoreResult<Arc<Vec<(u64, index::TraceFilter)>>> {
+        let mut cache = self.filters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = cache.parts.get(&key) {
+            return Ok(list.clone());
+        }
+        // Loaded under the lock, so a write that commits meanwhile finds the list and appends to it.
+        let mut list = Vec::new();
+        for guard in p.filters.iter() {
+            let (k, v) = guard.into_inner().map_err(engine)?;
+            let seq = k.as_ref().try_into().map(u64::from_be_bytes);
+            let seq = seq.map_err(|_| StoreError::Codec(CodecError::Corrupt("trace filter key length")))?;
+            list.push((seq, index::TraceFilter::from_bytes(v.to_vec())));
+        }
+        let list = Arc::new(list);
+        let size = filter_bytes(&list);
+        while cache.bytes + size > FILTER_CACHE_BYTES {
+            let Some(&evict) = cache.parts.keys().next() else { break };
+            if let Some(old) = cache.parts.remove(&evict) {
+                cache.bytes -= filter_bytes(&old);
             }
         }
-        for seq in seqs {
-            let block = p.traces.get(seq.to_be_bytes()).map_err(engine)?;
-            out.push(block.ok_or(CodecError::Corrupt("a trace marker lists a chunk that is missing"))?);
+        if size <= FILTER_CACHE_BYTES {
+            cache.bytes += size;
+            cache.parts.insert(key, list.clone());
         }
-        Ok(out)
+        Ok(list)
     }
 
-    fn decode(&self, p: &Partition, block: &[u8]) -> StoreResult<Vec<Span>> {
-        Ok(skein_codec::decode_with(block, &PartitionDicts { inner: self, partition: p })?)
+    /// A pack's block and trace table, read once per query (`packs` caches them by partition and sequence).
+    fn pack<'c>(
+        packs: &'c mut HashMap<(PartitionKey, u64), (fjall::Slice, Vec<TraceId>)>,
+        key: PartitionKey,
+        p: &Partition,
+        seq: u64,
+    ) -> StoreResult<&'c (fjall::Slice, Vec<TraceId>)> {
+        match packs.entry((key, seq)) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let block = p.packs.get(seq.to_be_bytes()).map_err(engine)?;
+                let block = block.ok_or(CodecError::Corrupt("a pack named by the index or a filter is missing"))?;
+                let ids = skein_codec::v3::trace_ids(&block)?;
+                Ok(e.insert((block, ids)))
+            }
+        }
+    }
+
+    fn decode_pack(
+        &self,
+        p: &Partition,
+        block: &[u8],
+        want: &dyn Fn(usize) -> bool,
+        outline: bool,
+    ) -> StoreResult<Vec<Vec<Span>>> {
+        Ok(skein_codec::decode_pack(block, &PartitionDicts { inner: self, partition: p }, want, !outline)?)
     }
 
     /// All spans of a trace, merged and sorted; with `outline`, without span attributes
     /// ([`skein_codec::decode_outline_with`]).
     fn get_trace(&self, trace_id: TraceId, outline: bool) -> StoreResult<Option<Vec<Span>>> {
         let mut chunks = Vec::new();
-        for (_, p) in self.snapshot() {
-            for block in Self::chunks_of(&p, trace_id)? {
-                chunks.push(if outline {
-                    skein_codec::decode_outline_with(&block, &PartitionDicts { inner: self, partition: &p })?
-                } else {
-                    self.decode(&p, &block)?
-                });
+        let mut packs = HashMap::new();
+        for (key, p) in self.snapshot() {
+            for (seq, filter) in self.filters(key, &p)?.iter() {
+                if !filter.may_contain(trace_id) {
+                    continue;
+                }
+                let (block, ids) = Self::pack(&mut packs, key, &p, *seq)?;
+                if !ids.contains(&trace_id) {
+                    continue;
+                }
+                let decoded = self.decode_pack(&p, block, &|i| ids[i] == trace_id, outline)?;
+                chunks.extend(decoded.into_iter().filter(|c| !c.is_empty()));
             }
         }
         if chunks.is_empty() {
@@ -675,9 +754,10 @@ impl Inner {
         Ok(FoundSummaries { summaries, corrupt })
     }
 
-    /// The search behind [`TraceStore::find_traces`]: candidates from the index, newest first, each confirmed
-    /// against its chunk when the entry cannot prove the match, then `fetch`ed, until `q.limit` results. Returns
-    /// the results and the candidates whose blocks failed to decode.
+    /// The search behind [`TraceStore::find_traces`]: index entries from the pages of every partition that can
+    /// hold entries in the window, newest first overall, each confirmed against its chunk when the entry cannot
+    /// prove the match, then `fetch`ed, until `q.limit` results. Returns the results and the candidates whose
+    /// packs failed to decode.
     fn search<T>(
         &self,
         q: &TraceQuery,
@@ -687,61 +767,69 @@ impl Inner {
         if q.limit == 0 || q.start_min_unix_nanos > q.start_max_unix_nanos {
             return Ok((found, corrupt));
         }
-        // Candidates from every partition that can hold entries starting in [scan_min, max] (an entry starts at or
-        // after its partition's start, and at most at the partition's latest entry start), newest first overall.
+        // Entries start in [scan_min, max]; a page's newest entry start is at most ENTRY_START_SPREAD_NANOS after
+        // its other entries'. Partitions hold entries starting at or after their start, and at most at their
+        // latest entry start.
         let scan_min = q.scan_start_min_unix_nanos();
+        let newest_max = q.start_max_unix_nanos.saturating_add(crate::ENTRY_START_SPREAD_NANOS);
         let max_partition_start = q.start_max_unix_nanos / 1_000_000_000;
         let prefix = service_prefix(&q.service);
         let mut lo = prefix.clone();
-        lo.extend_from_slice(&(!q.start_max_unix_nanos).to_be_bytes());
+        lo.extend_from_slice(&(!newest_max).to_be_bytes());
         let mut hi = prefix.clone();
         hi.extend_from_slice(&(!scan_min).to_be_bytes());
-        hi.extend_from_slice(&[0xff; 24]);
-        // Each partition's index range is sorted newest first (start is stored inverted); merging them lazily
-        // visits candidates newest first overall and stops at `limit` traces, instead of collecting every entry
-        // of the window.
+        hi.extend_from_slice(&[0xff; 10]);
         type Cursor = std::iter::Peekable<Box<dyn Iterator<Item = fjall::Guard>>>;
-        let mut cursors: Vec<(Cursor, Partition)> = Vec::new();
+        let mut cursors: Vec<(Cursor, PartitionKey, Partition)> = Vec::new();
         for (key, p) in self.snapshot().into_iter().rev() {
             if key.start_secs > max_partition_start || p.max_entry_start.load(Ordering::Relaxed) < scan_min {
                 continue;
             }
-            let range: Box<dyn Iterator<Item = fjall::Guard>> = Box::new(p.index.range(lo.clone()..=hi.clone()));
-            cursors.push((range.peekable(), p));
+            let range: Box<dyn Iterator<Item = fjall::Guard>> = Box::new(p.pages.range(lo.clone()..=hi.clone()));
+            cursors.push((range.peekable(), key, p));
         }
-        // Heads: (start, chunk reference, value) of each cursor's next entry. The reference is `seq u64be` (the
-        // chunk's key in `traces`), or `trace_id ‖ seq` for an entry an older version wrote.
-        type Head = (u64, Vec<u8>, fjall::Slice);
-        let mut heads: Vec<Option<Head>> = Vec::with_capacity(cursors.len());
-        let next = |c: &mut Cursor| -> StoreResult<Option<Head>> {
+        // The next page of each cursor: (newest entry start, pack seq, page).
+        type Page = (u64, u64, fjall::Slice);
+        let next = |c: &mut Cursor| -> StoreResult<Option<Page>> {
             let Some(guard) = c.next() else { return Ok(None) };
             let (k, v) = guard.into_inner().map_err(engine)?;
             let rest = &k[prefix.len()..];
-            if rest.len() != 8 + 8 && rest.len() != 8 + 24 {
-                return Err(StoreError::Codec(CodecError::Corrupt("index key length")));
+            if rest.len() != 8 + 8 + 2 {
+                return Err(StoreError::Codec(CodecError::Corrupt("index page key length")));
             }
-            let start = !u64::from_be_bytes(rest[..8].try_into().unwrap_or_default());
-            Ok(Some((start, rest[8..].to_vec(), v)))
+            let newest = !u64::from_be_bytes(rest[..8].try_into().unwrap_or_default());
+            Ok(Some((newest, u64::from_be_bytes(rest[8..16].try_into().unwrap_or_default()), v)))
         };
-        for (c, _) in &mut cursors {
+        let mut heads: Vec<Option<Page>> = Vec::with_capacity(cursors.len());
+        for (c, _, _) in &mut cursors {
             heads.push(next(c)?);
         }
+        // Buffered entries, newest first (ties: lower cursor, pack, place in the pack): (start, tie, arena index).
+        type Item = (u64, std::cmp::Reverse<(usize, u64, u32)>, usize);
+        let mut heap: std::collections::BinaryHeap<Item> = std::collections::BinaryHeap::new();
+        let mut arena: Vec<IndexEntry> = Vec::new();
+        let mut packs = HashMap::new();
         let mut seen = std::collections::HashSet::new();
         let mut process_matches: Vec<Option<Vec<std::collections::HashSet<u64>>>> = vec![None; cursors.len()];
         while found.len() < q.limit {
-            // The newest head; ties go to the smaller chunk reference.
-            let Some(i) =
-                (0..heads.len()).filter(|&i| heads[i].is_some()).max_by(|&a, &b| match (&heads[a], &heads[b]) {
-                    (Some(x), Some(y)) => x.0.cmp(&y.0).then(y.1.cmp(&x.1)),
-                    _ => std::cmp::Ordering::Equal,
-                })
-            else {
-                break;
-            };
-            let Some((start, chunk_ref, v)) = heads[i].take() else { break };
-            heads[i] = next(&mut cursors[i].0)?;
-            let p = &cursors[i].1;
-            let mut entry = IndexEntry::decode_value(q.service.clone(), TraceId([0; 16]), start, &v)?;
+            // Read the newest unread page while it may hold an entry newer than every buffered one.
+            let newest_page = (0..heads.len()).filter_map(|i| heads[i].as_ref().map(|h| (h.0, i))).max();
+            if let Some((newest, i)) = newest_page
+                && heap.peek().is_none_or(|top| newest >= top.0)
+            {
+                let Some((_, seq, page)) = heads[i].take() else { break };
+                heads[i] = next(&mut cursors[i].0)?;
+                for (ordinal, e) in index::decode_packed_page(&q.service, newest, &page)? {
+                    if (scan_min..=q.start_max_unix_nanos).contains(&e.start_unix_nanos) {
+                        heap.push((e.start_unix_nanos, std::cmp::Reverse((i, seq, ordinal)), arena.len()));
+                        arena.push(e);
+                    }
+                }
+                continue;
+            }
+            let Some((_, std::cmp::Reverse((i, seq, ordinal)), at)) = heap.pop() else { break };
+            let (key, p) = (cursors[i].1, &cursors[i].2);
+            let entry = &mut arena[at];
             // Tags of the entry's processes are in the partition's process table: which processes hold each
             // queried tag is read once per partition and query.
             if !entry.processes.is_empty() && !q.tags.is_empty() && process_matches[i].is_none() {
@@ -751,33 +839,25 @@ impl Inner {
             if !entry.may_match_with(q, |tag, hash| matches.get(tag).is_some_and(|m| m.contains(&hash))) {
                 continue;
             }
-            // The trace: in a legacy reference, or in the header of the chunk's block.
-            let (trace_id, mut block) = if chunk_ref.len() == 8 {
-                let Some(block) = p.traces.get(&chunk_ref).map_err(engine)? else {
-                    return Err(StoreError::Codec(CodecError::Corrupt("an index entry names a missing chunk")));
-                };
-                match skein_codec::trace_id_of(&block) {
-                    Ok(trace_id) => (trace_id, Some(block)),
-                    Err(e) => {
-                        let seq = u64::from_be_bytes(chunk_ref[..8].try_into().unwrap_or_default());
-                        corrupt.push((TraceId([0; 16]), format!("chunk {seq:016x}: unreadable block header: {e}")));
-                        continue;
-                    }
+            let (block, ids) = match Self::pack(&mut packs, key, p, seq) {
+                Ok(pack) => pack,
+                Err(e) => {
+                    corrupt.push((TraceId([0; 16]), format!("pack {seq:016x}: {e}")));
+                    continue;
                 }
-            } else {
-                (TraceId(chunk_ref[..16].try_into().unwrap_or_default()), None)
+            };
+            let Some(&trace_id) = ids.get(ordinal as usize) else {
+                corrupt.push((TraceId([0; 16]), format!("pack {seq:016x}: an index entry names trace {ordinal}")));
+                continue;
             };
             if seen.contains(&trace_id) {
                 continue;
             }
             entry.trace_id = trace_id;
             let result = (|| {
-                if q.needs_verification(&entry) {
-                    if block.is_none() {
-                        block = p.traces.get(&chunk_ref).map_err(engine)?;
-                    }
-                    let Some(block) = &block else { return Ok(None) };
-                    if !q.matches_spans(&self.decode(p, block)?) {
+                if q.needs_verification(entry) {
+                    let mut chunk = self.decode_pack(p, block, &|k| k == ordinal as usize, false)?;
+                    if !q.matches_spans(&chunk.swap_remove(ordinal as usize)) {
                         return Ok(None);
                     }
                 }
@@ -788,6 +868,52 @@ impl Inner {
             }
         }
         Ok((found, corrupt))
+    }
+
+    /// Rewrites a partition of the older layout (a block per chunk in `<prefix>_traces`, index rows in
+    /// `<prefix>_index`) into packs, then deletes the old keyspaces. Dependency counters, services, operations,
+    /// dictionaries and process rows stay where they are.
+    fn migrate(&self, key: PartitionKey) -> StoreResult<()> {
+        let prefix = key.prefix();
+        let legacy = |table: &str| {
+            self.db.keyspace(&format!("{prefix}_{table}"), KeyspaceCreateOptions::default).map_err(engine)
+        };
+        let (traces, index) = (legacy("traces")?, legacy("index")?);
+        let p = self.partition(key)?;
+        let dicts = crate::Dictionaries::new(self.partition_secs);
+        let (mut chunks, mut moved, mut unreadable) = (Vec::new(), 0usize, 0usize);
+        let mut flush = |chunks: &mut Vec<Vec<Span>>| -> StoreResult<()> {
+            let inputs = chunks.iter().map(|c| (c.as_slice(), Vec::new(), key.important));
+            self.write(&crate::prepare_batch(inputs, &dicts, crate::StoreLayout::Packed)?)?;
+            moved += chunks.len();
+            chunks.clear();
+            Ok(())
+        };
+        for guard in traces.iter() {
+            let (k, v) = guard.into_inner().map_err(engine)?;
+            // Trace markers (16-byte keys) only listed chunks.
+            if k.len() == 16 {
+                continue;
+            }
+            match skein_codec::decode_with(&v, &PartitionDicts { inner: self, partition: &p }) {
+                Ok(spans) if !spans.is_empty() => chunks.push(spans),
+                Ok(_) => {}
+                Err(e) => {
+                    unreadable += 1;
+                    tracing::warn!(partition = %prefix, error = %e, "an unreadable block of the older layout is dropped");
+                }
+            }
+            if chunks.len() >= MIGRATION_BATCH_CHUNKS {
+                flush(&mut chunks)?;
+            }
+        }
+        if !chunks.is_empty() {
+            flush(&mut chunks)?;
+        }
+        self.db.delete_keyspace(traces).map_err(engine)?;
+        self.db.delete_keyspace(index).map_err(engine)?;
+        tracing::info!(partition = %prefix, chunks = moved, unreadable, "partition rewritten into packs");
+        Ok(())
     }
 
     fn services(&self) -> StoreResult<Vec<String>> {
@@ -864,8 +990,8 @@ impl TraceStore for EmbeddedStore {
         self.inner.partition_secs
     }
 
-    fn tag_layout(&self) -> crate::TagLayout {
-        crate::TagLayout::ProcessTable
+    fn layout(&self) -> crate::StoreLayout {
+        crate::StoreLayout::Packed
     }
 
     async fn write(&self, batch: Arc<WriteBatch>) -> StoreResult<()> {

@@ -27,8 +27,8 @@ impl TraceStore for StallingStore {
     fn partition_secs(&self) -> u64 {
         self.inner.partition_secs()
     }
-    fn tag_layout(&self) -> crate::TagLayout {
-        self.inner.tag_layout()
+    fn layout(&self) -> crate::StoreLayout {
+        self.inner.layout()
     }
     async fn write(&self, batch: Arc<WriteBatch>) -> StoreResult<()> {
         while tokio::fs::try_exists(&self.stall_while).await.unwrap_or(false) {

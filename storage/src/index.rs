@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{ProcessTags, TagLayout, for_each_process_tag, for_each_span_level_tag};
+use super::{ProcessTags, StoreLayout, for_each_process_tag, for_each_span_level_tag};
 use skein_codec::CodecError;
 use skein_codec::wire::{Reader, put_uvarint};
 use skein_model::{Span, TraceId};
@@ -17,6 +17,9 @@ use skein_model::{Span, TraceId};
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct TagFilter {
     bits: Vec<u64>,
+    /// Bits in use (at most `bits.len() * 64`): whole words for self-contained entries, whole bytes in packed
+    /// index pages ([`TagFilter::build_compact`]).
+    nbits: usize,
 }
 
 const PROBES: u32 = 7;
@@ -47,17 +50,43 @@ fn hash_pair(key: &str, value: &str) -> u64 {
 impl TagFilter {
     /// Builds a filter holding every pair.
     pub fn build<'a>(pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> Self {
-        let n = pairs.len().max(1);
-        let words = (n * 10).div_ceil(64);
-        let mut f = TagFilter { bits: vec![0; words] };
+        let words = (pairs.len().max(1) * 10).div_ceil(64);
+        Self::with_bits(pairs, words * 64)
+    }
+
+    /// As [`TagFilter::build`], rounded to whole bytes instead of 64-bit words (a one-span trace's three tags take
+    /// four bytes, not eight); what packed index pages store.
+    pub fn build_compact<'a>(pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> Self {
+        let bytes = (pairs.len().max(1) * 10).div_ceil(8);
+        Self::with_bits(pairs, bytes * 8)
+    }
+
+    fn with_bits<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>, nbits: usize) -> Self {
+        let mut f = TagFilter { bits: vec![0; nbits.div_ceil(64)], nbits };
         for (k, v) in pairs {
             f.insert(hash_pair(k, v));
         }
         f
     }
 
+    /// The filter's bits as bytes (little-endian words cut to whole bytes): the form packed pages store.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out: Vec<u8> = self.bits.iter().flat_map(|w| w.to_le_bytes()).collect();
+        out.truncate(self.nbits.div_ceil(8));
+        out
+    }
+
+    /// The inverse of [`TagFilter::to_bytes`].
+    fn from_bytes(b: &[u8]) -> Self {
+        let mut bits = vec![0u64; b.len().div_ceil(8)];
+        for (i, byte) in b.iter().enumerate() {
+            bits[i / 8] |= u64::from(*byte) << ((i % 8) * 8);
+        }
+        TagFilter { bits, nbits: b.len() * 8 }
+    }
+
     fn positions(&self, h: u64) -> impl Iterator<Item = usize> + '_ {
-        let m = (self.bits.len() * 64) as u64;
+        let m = self.nbits as u64;
         let h1 = h;
         let h2 = h.rotate_left(32) | 1;
         (0..PROBES).map(move |i| (h1.wrapping_add(u64::from(i).wrapping_mul(h2)) % m) as usize)
@@ -72,7 +101,7 @@ impl TagFilter {
 
     /// False when the pair is certainly absent; true when it may be present.
     pub fn may_contain(&self, key: &str, value: &str) -> bool {
-        if self.bits.is_empty() {
+        if self.nbits == 0 {
             return false;
         }
         self.positions(hash_pair(key, value)).all(|p| self.bits[p / 64] & (1 << (p % 64)) != 0)
@@ -108,7 +137,7 @@ pub struct IndexEntry {
     /// Bloom filter over the service's searchable `key=value` tags: all of them when `processes` is empty, else
     /// the span-level ones only.
     pub tags: TagFilter,
-    /// [`ProcessTags::hash`] of each process of the entry's spans ([`TagLayout::ProcessTable`]): their tags are
+    /// [`ProcessTags::hash`] of each process of the entry's spans ([`StoreLayout::Packed`]): their tags are
     /// in the partition's process table, not in `tags`. Empty: every tag is in `tags`.
     pub processes: Vec<u64>,
 }
@@ -205,7 +234,7 @@ impl IndexEntry {
             min_span_duration_nanos,
             max_span_duration_nanos,
             operations,
-            tags: TagFilter { bits },
+            tags: TagFilter { nbits: bits.len() * 64, bits },
             processes,
         })
     }
@@ -220,7 +249,7 @@ fn get_str(r: &mut Reader<'_>) -> Result<String, CodecError> {
     String::from_utf8(r.bytes()?.to_vec()).map_err(|_| CodecError::Corrupt("index string is not utf-8"))
 }
 
-/// Processes with fewer tags than this keep them in their entries' filters ([`TagLayout::ProcessTable`]): eight
+/// Processes with fewer tags than this keep them in their entries' filters ([`StoreLayout::Packed`]): eight
 /// tags cost about 80 filter bits, the 64-bit reference and its table row about as much.
 const MIN_PROCESS_TABLE_PAIRS: usize = 8;
 
@@ -232,8 +261,8 @@ fn hash_pairs(pairs: &[(String, String)]) -> u64 {
 }
 
 /// Builds one entry per service (and stretch of span starts) for a chunk of one trace, and, with
-/// [`TagLayout::ProcessTable`], the process-level tags of each distinct process the entries reference.
-pub(crate) fn entries_for_chunk(spans: &[Span], layout: TagLayout) -> (Vec<IndexEntry>, Vec<ProcessTags>) {
+/// [`StoreLayout::Packed`], the process-level tags of each distinct process the entries reference.
+pub(crate) fn entries_for_chunk(spans: &[Span], layout: StoreLayout) -> (Vec<IndexEntry>, Vec<ProcessTags>) {
     let chunk_start = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
     let chunk_end = spans.iter().map(|s| s.end_unix_nanos).max().unwrap_or(0);
     let root = spans
@@ -265,8 +294,8 @@ pub(crate) fn entries_for_chunk(spans: &[Span], layout: TagLayout) -> (Vec<Index
                     pairs.insert((k.to_string(), v.to_string()));
                 };
                 match layout {
-                    TagLayout::AllInFilter => for_each_process_tag(&s.resource, &s.scope, &mut add),
-                    TagLayout::ProcessTable => {
+                    StoreLayout::PerTrace => for_each_process_tag(&s.resource, &s.scope, &mut add),
+                    StoreLayout::Packed => {
                         let ptrs = (std::sync::Arc::as_ptr(&s.resource), std::sync::Arc::as_ptr(&s.scope));
                         let hash = match known.iter().find(|k| (k.0, k.1) == ptrs) {
                             Some(k) => k.2,
@@ -307,7 +336,12 @@ pub(crate) fn entries_for_chunk(spans: &[Span], layout: TagLayout) -> (Vec<Index
                 min_span_duration_nanos: stretch.iter().map(|s| s.duration_nanos()).min().unwrap_or(0),
                 max_span_duration_nanos: stretch.iter().map(|s| s.duration_nanos()).max().unwrap_or(0),
                 operations: stretch.iter().map(|s| s.name.clone()).collect(),
-                tags: TagFilter::build(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                tags: match layout {
+                    StoreLayout::PerTrace => TagFilter::build(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                    StoreLayout::Packed => {
+                        TagFilter::build_compact(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    }
+                },
                 processes: refs,
             });
         }
@@ -336,6 +370,239 @@ pub(crate) fn decode_process_pairs(v: &[u8]) -> Result<Vec<(String, String)>, Co
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         out.push((get_str(&mut r)?, get_str(&mut r)?));
+    }
+    Ok(out)
+}
+
+/// A bloom filter over the trace IDs of one pack: 20 bits and 14 probes per trace, about one false positive in
+/// 10,000 lookups, so a trace-by-ID lookup that tests every pack of a partition rarely opens a pack in vain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceFilter {
+    bits: Vec<u8>,
+}
+
+const TRACE_PROBES: u64 = 14;
+
+/// SplitMix64's finalizer: trace IDs are not always random (64-bit Zipkin IDs leave half of them zero).
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl TraceFilter {
+    /// A filter holding `ids`.
+    pub fn build(ids: impl ExactSizeIterator<Item = TraceId>) -> Self {
+        let bytes = (ids.len().max(1) * 20).div_ceil(8);
+        let mut f = TraceFilter { bits: vec![0; bytes] };
+        for id in ids {
+            for p in f.positions(id) {
+                f.bits[p / 8] |= 1 << (p % 8);
+            }
+        }
+        f
+    }
+
+    fn positions(&self, id: TraceId) -> impl Iterator<Item = usize> + use<> {
+        let lo = u64::from_le_bytes(id.0[..8].try_into().unwrap_or_default());
+        let hi = u64::from_le_bytes(id.0[8..].try_into().unwrap_or_default());
+        let h1 = mix(lo ^ mix(hi));
+        let h2 = mix(h1) | 1;
+        let m = (self.bits.len() * 8) as u64;
+        (0..TRACE_PROBES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % m.max(1)) as usize)
+    }
+
+    /// False when the trace is certainly not in the pack.
+    pub fn may_contain(&self, id: TraceId) -> bool {
+        !self.bits.is_empty() && self.positions(id).all(|p| self.bits[p / 8] & (1 << (p % 8)) != 0)
+    }
+
+    /// The stored form.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bits
+    }
+
+    /// A filter from its stored form.
+    pub fn from_bytes(bits: Vec<u8>) -> Self {
+        TraceFilter { bits }
+    }
+
+    /// Bytes held.
+    pub fn len_bytes(&self) -> usize {
+        self.bits.len()
+    }
+}
+
+/// Builds the packed index pages of one pack from its chunks' entries (`(trace-table ordinal, entry)`): one page
+/// per service and stretch of entry starts of at most [`ENTRY_START_SPREAD_NANOS`], as `(service, newest entry
+/// start ns, page)`.
+///
+/// # Errors
+/// [`CodecError::Zstd`] when compression fails.
+pub(crate) fn packed_pages(entries: &[(u32, &IndexEntry)]) -> Result<Vec<(String, u64, Vec<u8>)>, CodecError> {
+    let mut by_service: BTreeMap<&str, Vec<(u32, &IndexEntry)>> = BTreeMap::new();
+    for &(ordinal, e) in entries {
+        by_service.entry(e.service.as_str()).or_default().push((ordinal, e));
+    }
+    let mut out = Vec::new();
+    for (service, mut list) in by_service {
+        list.sort_by(|a, b| b.1.start_unix_nanos.cmp(&a.1.start_unix_nanos).then(a.0.cmp(&b.0)));
+        let mut rest = list.as_slice();
+        while let Some(first) = rest.first() {
+            let newest = first.1.start_unix_nanos;
+            let n = rest.partition_point(|(_, e)| newest - e.start_unix_nanos <= ENTRY_START_SPREAD_NANOS);
+            let (page, tail) = rest.split_at(n);
+            rest = tail;
+            out.push((service.to_string(), newest, encode_packed_page(newest, page)?));
+        }
+    }
+    Ok(out)
+}
+
+/// Serializes one packed index page: the entries (`(ordinal, entry)`, newest first) of one service in one pack,
+/// column by column under one zstd frame:
+///
+/// ```text
+/// raw_len uvarint | zstd( n | operations: count, (len, utf-8)… | processes: count, hash u64 LE…
+///       | ordinal × n | newest − start × n | latest start − start × n | min span duration × n
+///       | max − min span duration × n | (op count, op#…) × n | (process count, process#…) × n
+///       | (filter bytes len, bytes) × n )
+/// ```
+///
+/// all integers uvarints, `#` an index into the page's list. The entry fields search does not read (trace
+/// duration, root operation, error, span count) are not stored.
+fn encode_packed_page(newest: u64, entries: &[(u32, &IndexEntry)]) -> Result<Vec<u8>, CodecError> {
+    let mut ops: Vec<&str> = Vec::new();
+    let mut procs: Vec<u64> = Vec::new();
+    for (_, e) in entries {
+        for op in &e.operations {
+            if !ops.contains(&op.as_str()) {
+                ops.push(op);
+            }
+        }
+        for h in &e.processes {
+            if !procs.contains(h) {
+                procs.push(*h);
+            }
+        }
+    }
+    let mut b = Vec::with_capacity(entries.len() * 24 + 64);
+    put_uvarint(&mut b, entries.len() as u64);
+    put_uvarint(&mut b, ops.len() as u64);
+    for op in &ops {
+        put_str(&mut b, op);
+    }
+    put_uvarint(&mut b, procs.len() as u64);
+    for h in &procs {
+        b.extend_from_slice(&h.to_le_bytes());
+    }
+    type Column<'a> = &'a dyn Fn(&IndexEntry, u32) -> u64;
+    let columns: [Column<'_>; 5] = [
+        &|_, ordinal| u64::from(ordinal),
+        &|e, _| newest.saturating_sub(e.start_unix_nanos),
+        &|e, _| e.latest_start_unix_nanos.saturating_sub(e.start_unix_nanos),
+        &|e, _| e.min_span_duration_nanos,
+        &|e, _| e.max_span_duration_nanos.saturating_sub(e.min_span_duration_nanos),
+    ];
+    for column in columns {
+        for (ordinal, e) in entries {
+            put_uvarint(&mut b, column(e, *ordinal));
+        }
+    }
+    for (_, e) in entries {
+        put_uvarint(&mut b, e.operations.len() as u64);
+        for op in &e.operations {
+            put_uvarint(&mut b, ops.iter().position(|o| o == op).unwrap_or_default() as u64);
+        }
+    }
+    for (_, e) in entries {
+        put_uvarint(&mut b, e.processes.len() as u64);
+        for h in &e.processes {
+            put_uvarint(&mut b, procs.iter().position(|p| p == h).unwrap_or_default() as u64);
+        }
+    }
+    for (_, e) in entries {
+        let bytes = e.tags.to_bytes();
+        put_uvarint(&mut b, bytes.len() as u64);
+        b.extend_from_slice(&bytes);
+    }
+    let z = zstd::bulk::compress(&b, skein_codec::ZSTD_LEVEL)?;
+    let mut out = Vec::with_capacity(z.len() + 4);
+    put_uvarint(&mut out, b.len() as u64);
+    out.extend_from_slice(&z);
+    Ok(out)
+}
+
+/// Largest decompressed packed page accepted, bytes.
+const MAX_PAGE_BYTES: usize = 64 << 20;
+
+/// Parses a packed index page of `service` whose newest entry starts at `newest` ns: `(ordinal, entry)`, newest
+/// first. Entries carry a zero trace ID (the pack's trace table has it) and none of the fields the page leaves out.
+///
+/// # Errors
+/// [`CodecError::Corrupt`] or [`CodecError::Zstd`] for a malformed page.
+pub(crate) fn decode_packed_page(
+    service: &str,
+    newest: u64,
+    page: &[u8],
+) -> Result<Vec<(u32, IndexEntry)>, CodecError> {
+    let mut head = Reader { buf: page, pos: 0 };
+    let raw_len = head.count_any()?;
+    if raw_len > MAX_PAGE_BYTES {
+        return Err(CodecError::Corrupt("packed index page larger than the limit"));
+    }
+    let raw = zstd::bulk::decompress(&page[head.pos..], raw_len)?;
+    let mut r = Reader { buf: &raw, pos: 0 };
+    let n = r.count()?;
+    let ops = (0..r.count()?).map(|_| get_str(&mut r)).collect::<Result<Vec<_>, _>>()?;
+    let procs = (0..r.count()?).map(|_| r.array::<8>().map(u64::from_le_bytes)).collect::<Result<Vec<_>, _>>()?;
+    let mut cols = [const { Vec::new() }; 5];
+    for col in &mut cols {
+        for _ in 0..n {
+            col.push(r.uvarint()?);
+        }
+    }
+    let [ordinals, ages, spreads, mins, ranges] = cols;
+    let mut out = Vec::with_capacity(n);
+    let columns = ordinals.into_iter().zip(ages).zip(spreads).zip(mins).zip(ranges);
+    for ((((ordinal, age), spread), min), range) in columns {
+        let start = newest.checked_sub(age).ok_or(CodecError::Corrupt("page entry start"))?;
+        let ordinal = u32::try_from(ordinal).map_err(|_| CodecError::Corrupt("page entry ordinal"))?;
+        out.push((
+            ordinal,
+            IndexEntry {
+                service: service.to_string(),
+                trace_id: TraceId([0; 16]),
+                start_unix_nanos: start,
+                latest_start_unix_nanos: start.saturating_add(spread),
+                trace_duration_nanos: 0,
+                root_operation: String::new(),
+                error: false,
+                span_count: 0,
+                min_span_duration_nanos: min,
+                max_span_duration_nanos: min.saturating_add(range),
+                operations: BTreeSet::new(),
+                tags: TagFilter::default(),
+                processes: Vec::new(),
+            },
+        ));
+    }
+    for (_, e) in &mut out {
+        for _ in 0..r.count()? {
+            let op = ops.get(r.count_any()?).ok_or(CodecError::Corrupt("page operation reference"))?;
+            e.operations.insert(op.clone());
+        }
+    }
+    for (_, e) in &mut out {
+        for _ in 0..r.count()? {
+            e.processes.push(*procs.get(r.count_any()?).ok_or(CodecError::Corrupt("page process reference"))?);
+        }
+    }
+    for (_, e) in &mut out {
+        e.tags = TagFilter::from_bytes(r.bytes()?);
+    }
+    if r.pos != raw.len() {
+        return Err(CodecError::Corrupt("trailing bytes in a packed index page"));
     }
     Ok(out)
 }
@@ -454,7 +721,7 @@ mod tests {
         let mut b = span(2, "db", "SELECT", 100);
         b.parent_span_id = vec![1; 8];
         b.status_code = StatusCode::ERROR;
-        let (entries, processes) = entries_for_chunk(&[a, b], TagLayout::AllInFilter);
+        let (entries, processes) = entries_for_chunk(&[a, b], StoreLayout::PerTrace);
         assert!(processes.is_empty());
         assert_eq!(entries.len(), 2);
         let db = entries.iter().find(|e| e.service == "db").expect("db entry");
@@ -495,12 +762,12 @@ mod tests {
         let b = span(2, "front", "GET /x", 100);
         // Two spans of one process (shared resource): one process row, referenced once.
         let b = Span { resource: a.resource.clone(), ..b };
-        let (entries, processes) = entries_for_chunk(&[a.clone(), b], TagLayout::ProcessTable);
+        let (entries, processes) = entries_for_chunk(&[a.clone(), b], StoreLayout::Packed);
         assert_eq!(entries.len(), 1);
         assert_eq!(processes.len(), 1);
         // A process with few tags keeps them in the filter.
         let small = span(3, "db", "SELECT", 100);
-        let (small_entries, small_processes) = entries_for_chunk(&[small], TagLayout::ProcessTable);
+        let (small_entries, small_processes) = entries_for_chunk(&[small], StoreLayout::Packed);
         assert!(small_processes.is_empty() && small_entries[0].processes.is_empty());
         assert!(small_entries[0].tags.may_contain("service.name", "db"));
         let p = &processes[0];
@@ -510,9 +777,20 @@ mod tests {
         assert_eq!(decode_process_pairs(&encode_process_pairs(&p.pairs)).expect("decode"), want);
         let e = &entries[0];
         assert_eq!(e.processes, vec![p.hash]);
-        let back = IndexEntry::decode_value(e.service.clone(), e.trace_id, e.start_unix_nanos, &e.encode_value())
+        // A packed page keeps what search reads: starts, durations, operations, the filter and the processes.
+        let newest = e.start_unix_nanos + 5;
+        let page = decode_packed_page(&e.service, newest, &encode_packed_page(newest, &[(3, e)]).expect("encode"))
             .expect("decode");
-        assert_eq!(&back, e);
+        let stored = IndexEntry {
+            trace_id: TraceId([0; 16]),
+            trace_duration_nanos: 0,
+            root_operation: String::new(),
+            error: false,
+            span_count: 0,
+            ..e.clone()
+        };
+        assert_eq!(page, vec![(3, stored)]);
+        assert!(decode_packed_page(&e.service, newest, b"\x05garbage").is_err());
         // The span-level tag is in the filter; `service.name` only in the process row.
         assert!(e.tags.may_contain("http.route", "/"));
         let q = |k: &str, v: &str| TraceQuery {

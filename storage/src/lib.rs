@@ -57,7 +57,8 @@ pub struct PreparedChunk {
     pub start_unix_nanos: u64,
     /// Number of spans in the block.
     pub span_count: usize,
-    /// The encoded block ([`skein_codec`]).
+    /// The chunk's own block ([`skein_codec`]) with [`StoreLayout::PerTrace`]; empty with [`StoreLayout::Packed`],
+    /// where the batch's [`WriteBatch::packs`] hold the spans.
     pub block: Vec<u8>,
     /// Shared-dictionary entries the block introduced; stored with (or before) it.
     pub dict: Option<DictAppend>,
@@ -65,7 +66,7 @@ pub struct PreparedChunk {
     pub important: bool,
     /// One index entry per service in the chunk (and stretch of span starts).
     pub index: Vec<IndexEntry>,
-    /// With [`TagLayout::ProcessTable`]: the process-level tags of each distinct process in the chunk, which its
+    /// With [`StoreLayout::Packed`]: the process-level tags of each distinct process in the chunk, which its
     /// entries reference by hash; empty otherwise.
     pub processes: Vec<ProcessTags>,
     /// Distinct (service, span kind, operation) triples.
@@ -74,17 +75,20 @@ pub struct PreparedChunk {
     pub edges: Vec<DependencyEdge>,
 }
 
-/// Where a backend's index entries keep process-level tags ([`for_each_process_tag`]: resource and scope
-/// attributes, scope name and version), which every span of a process repeats.
+/// How a backend lays out what it stores: blocks per trace chunk or packs of many, and where index entries keep
+/// process-level tags ([`for_each_process_tag`]: resource and scope attributes, scope name and version), which
+/// every span of a process repeats.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum TagLayout {
-    /// Every tag in the entry's bloom filter: entries are self-contained (ScyllaDB).
+pub enum StoreLayout {
+    /// One block per chunk ([`PreparedChunk::block`]); every tag in the entry's bloom filter, so entries are
+    /// self-contained (ScyllaDB).
     #[default]
-    AllInFilter,
-    /// Span-level tags in the bloom filter; process-level tags once per process in a table of the partition,
-    /// which entries reference by [`ProcessTags::hash`] (the embedded store). A resource with fifteen attributes
-    /// then costs its entries eight bytes instead of fifteen filter slots each.
-    ProcessTable,
+    PerTrace,
+    /// The chunks of a batch packed by partition ([`WriteBatch::packs`], codec version 3), so a one-span trace costs
+    /// little more than its span; span-level tags in a byte-sized bloom filter and process-level tags once per
+    /// process in a table of the partition, which entries reference by [`ProcessTags::hash`] (the embedded store).
+    /// A resource with fifteen attributes then costs its entries eight bytes instead of fifteen filter slots each.
+    Packed,
 }
 
 /// The process-level tags of one process (resource and scope) of one service.
@@ -103,6 +107,73 @@ pub struct ProcessTags {
 pub struct WriteBatch {
     /// The chunks.
     pub chunks: Vec<PreparedChunk>,
+    /// With [`StoreLayout::Packed`]: the chunks' spans, one pack per partition and tier; every chunk is in exactly
+    /// one pack. Empty with [`StoreLayout::PerTrace`].
+    pub packs: Vec<PreparedPack>,
+}
+
+/// The spans of many chunks of one partition and tier in one version 3 block ([`skein_codec::v3`]).
+#[derive(Clone, Debug)]
+pub struct PreparedPack {
+    /// Earliest start among its chunks, ns since the Unix epoch (the partition, as a chunk's start decides it).
+    pub start_unix_nanos: u64,
+    /// The retention tier of all its chunks.
+    pub important: bool,
+    /// The pack.
+    pub block: Vec<u8>,
+    /// Shared-dictionary entries the pack introduced; stored with (or before) it.
+    pub dict: Option<DictAppend>,
+    /// The pack's chunks: positions in [`WriteBatch::chunks`], in the pack's trace-table order.
+    pub chunks: Vec<usize>,
+    /// [`index::TraceFilter`] bytes over the pack's trace IDs.
+    pub trace_filter: Vec<u8>,
+    /// The chunks' index entries as pages ([`index::encode_packed_page`]): `(service, newest entry start ns,
+    /// page)`, one per service and stretch of at most [`ENTRY_START_SPREAD_NANOS`].
+    pub pages: Vec<(String, u64, Vec<u8>)>,
+}
+
+/// Prepares a write batch for a store of `layout` ([`TraceStore::layout`]): each input is a chunk's spans, its
+/// dependency edges and its retention tier, as [`prepare_chunk`] takes them. With [`StoreLayout::Packed`] the
+/// chunks are grouped by partition and tier into packs encoded with the partition's shared dictionary, each with
+/// its trace filter and index pages.
+///
+/// # Errors
+/// [`StoreError::Codec`] when a chunk is not one trace or encoding fails.
+pub fn prepare_batch<'a>(
+    inputs: impl IntoIterator<Item = (&'a [Span], Vec<DependencyEdge>, bool)>,
+    dicts: &Dictionaries,
+    layout: StoreLayout,
+) -> StoreResult<WriteBatch> {
+    let inputs: Vec<_> = inputs.into_iter().collect();
+    if layout == StoreLayout::PerTrace {
+        let chunks = inputs
+            .into_iter()
+            .map(|(spans, edges, important)| prepare_chunk(spans, edges, Some(dicts), important, layout))
+            .collect::<StoreResult<Vec<_>>>()?;
+        return Ok(WriteBatch { chunks, packs: Vec::new() });
+    }
+    let mut chunks = Vec::with_capacity(inputs.len());
+    let mut groups: BTreeMap<(u64, bool), Vec<usize>> = BTreeMap::new();
+    for (i, (spans, edges, important)) in inputs.iter().enumerate() {
+        let c = prepare_chunk(spans, edges.clone(), None, *important, layout)?;
+        groups.entry((dicts.partition_of(c.start_unix_nanos), *important)).or_default().push(i);
+        chunks.push(c);
+    }
+    let mut packs = Vec::with_capacity(groups.len());
+    for ((_, important), members) in groups {
+        let traces: Vec<&[Span]> = members.iter().map(|&i| inputs[i].0).collect();
+        let start_unix_nanos = members.iter().map(|&i| chunks[i].start_unix_nanos).min().unwrap_or(0);
+        let (block, dict) = dicts.encode_pack(&traces, start_unix_nanos, important)?;
+        let trace_filter = index::TraceFilter::build(members.iter().map(|&i| chunks[i].trace_id)).into_bytes();
+        let entries: Vec<(u32, &IndexEntry)> = members
+            .iter()
+            .enumerate()
+            .flat_map(|(ordinal, &i)| chunks[i].index.iter().map(move |e| (ordinal as u32, e)))
+            .collect();
+        let pages = index::packed_pages(&entries)?;
+        packs.push(PreparedPack { start_unix_nanos, important, block, dict, chunks: members, trace_filter, pages });
+    }
+    Ok(WriteBatch { chunks, packs })
 }
 
 /// Encodes a trace chunk and derives its index entries and operations; `edges` are its dependency edges
@@ -118,13 +189,14 @@ pub fn prepare_chunk(
     edges: Vec<DependencyEdge>,
     dicts: Option<&Dictionaries>,
     important: bool,
-    layout: TagLayout,
+    layout: StoreLayout,
 ) -> StoreResult<PreparedChunk> {
     let trace_id = spans.first().ok_or_else(|| CodecError::NotOneTrace("no spans".into()))?.trace_id;
     let start_unix_nanos = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
-    let (block, dict) = match dicts {
-        Some(d) => d.encode(spans, start_unix_nanos, important)?,
-        None => (skein_codec::encode(spans)?, None),
+    let (block, dict) = match (layout, dicts) {
+        (StoreLayout::Packed, _) => (Vec::new(), None),
+        (StoreLayout::PerTrace, Some(d)) => d.encode(spans, start_unix_nanos, important)?,
+        (StoreLayout::PerTrace, None) => (skein_codec::encode(spans)?, None),
     };
     let operations = spans.iter().map(|s| (s.service_name().to_string(), s.kind, s.name.clone())).collect();
     let (index, processes) = index::entries_for_chunk(spans, layout);
@@ -436,8 +508,8 @@ pub trait TraceStore: Send + Sync + 'static {
     fn partition_secs(&self) -> u64;
 
     /// Where this backend's index entries keep process-level tags; [`prepare_chunk`] builds entries for it.
-    fn tag_layout(&self) -> TagLayout {
-        TagLayout::AllInFilter
+    fn layout(&self) -> StoreLayout {
+        StoreLayout::PerTrace
     }
 
     /// Persists a batch atomically and durably.

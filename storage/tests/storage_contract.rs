@@ -7,7 +7,8 @@ use std::sync::Arc;
 use skein_model::{Event, KeyValue, Link, Scope, Span, SpanId, SpanKind, StatusCode, TraceId, Value, service_resource};
 use skein_storage::embedded::{EmbeddedConfig, EmbeddedStore};
 use skein_storage::{
-    DependencyLink, Dictionaries, Operation, TagLayout, TraceQuery, TraceStore, TraceSummary, WriteBatch, prepare_chunk,
+    DependencyLink, Dictionaries, Operation, StoreLayout, TraceQuery, TraceStore, TraceSummary, WriteBatch,
+    prepare_batch,
 };
 
 /// 2023-11-14T22:13:20Z.
@@ -34,23 +35,12 @@ fn trace(run: u8, id: u8, start: u64) -> Vec<Span> {
     vec![root, child]
 }
 
-fn batch(dicts: &Dictionaries, traces: &[Vec<Span>], layout: TagLayout) -> WriteBatch {
-    WriteBatch {
-        chunks: traces
-            .iter()
-            .map(|t| {
-                let important = t.iter().any(|s| s.status_code == StatusCode::ERROR);
-                prepare_chunk(
-                    t,
-                    skein_model::dependencies::edges(t, &Default::default()),
-                    Some(dicts),
-                    important,
-                    layout,
-                )
-                .expect("prepare")
-            })
-            .collect(),
-    }
+fn batch(dicts: &Dictionaries, traces: &[Vec<Span>], layout: StoreLayout) -> WriteBatch {
+    let inputs = traces.iter().map(|t| {
+        let important = t.iter().any(|s| s.status_code == StatusCode::ERROR);
+        (t.as_slice(), skein_model::dependencies::edges(t, &Default::default()), important)
+    });
+    prepare_batch(inputs, dicts, layout).expect("prepare")
 }
 
 fn query(service: &str) -> TraceQuery {
@@ -66,9 +56,9 @@ async fn contract(store: Arc<dyn TraceStore>, run: u8) {
     let dicts = Dictionaries::new(store.partition_secs());
     // Three traces, two hours apart, so that they land in three time partitions / buckets.
     let traces: Vec<Vec<Span>> = (1..=3).map(|i| trace(run, i, T0 + u64::from(i) * 2 * HOUR)).collect();
-    store.write(batch(&dicts, &traces[..1], store.tag_layout()).into()).await.expect("write");
+    store.write(batch(&dicts, &traces[..1], store.layout()).into()).await.expect("write");
     // A later batch reuses dictionary entries written by the first one.
-    store.write(batch(&dicts, &traces[1..], store.tag_layout()).into()).await.expect("write");
+    store.write(batch(&dicts, &traces[1..], store.layout()).into()).await.expect("write");
 
     let got = store.get_trace(traces[1][0].trace_id).await.expect("get").expect("found");
     assert_eq!(got, traces[1], "every field round-trips through storage");
@@ -117,20 +107,20 @@ async fn contract(store: Arc<dyn TraceStore>, run: u8) {
 
     // Late chunks merge with what is stored; exact duplicates collapse on read.
     let t = trace(run, 5, T0 + 9 * HOUR);
-    store.write(batch(&dicts, &[vec![t[0].clone()]], store.tag_layout()).into()).await.expect("write first chunk");
-    store.write(batch(&dicts, std::slice::from_ref(&t), store.tag_layout()).into()).await.expect("write late chunk");
+    store.write(batch(&dicts, &[vec![t[0].clone()]], store.layout()).into()).await.expect("write first chunk");
+    store.write(batch(&dicts, std::slice::from_ref(&t), store.layout()).into()).await.expect("write late chunk");
     assert_eq!(store.get_trace(t[0].trace_id).await.expect("get").expect("found"), t);
     let mut q5 = query("frontend");
     q5.start_min_unix_nanos = T0 + 9 * HOUR;
     assert_eq!(store.find_traces(q5).await.expect("find").traces.len(), 1, "one trace, not one per chunk");
 
-    // A self-contained block (no shared dictionary) is readable too.
-    let t6 = trace(run, 6, T0 + 10 * HOUR);
-    let c =
-        prepare_chunk(&t6, skein_model::dependencies::edges(&t6, &Default::default()), None, false, store.tag_layout())
-            .expect("prepare");
-    store.write(WriteBatch { chunks: vec![c] }.into()).await.expect("write");
-    assert_eq!(store.get_trace(t6[0].trace_id).await.expect("get").expect("found"), t6);
+    // A batch of many traces (one pack in the embedded store): each comes back whole and alone.
+    let many: Vec<Vec<Span>> =
+        (0..40u8).map(|i| trace(run, 100 + i, T0 + 10 * HOUR + u64::from(i) * 1_000_000)).collect();
+    store.write(batch(&dicts, &many, store.layout()).into()).await.expect("write many");
+    for t in &many {
+        assert_eq!(&store.get_trace(t[0].trace_id).await.expect("get").expect("found"), t);
+    }
 }
 
 /// Jaeger's search semantics (its storage integration suite, `fixtures/queries.json`): a trace matches when one
@@ -191,7 +181,7 @@ async fn jaeger_semantics(store: Arc<dyn TraceStore>, run: u8) {
     // 5: one service's spans 40 s apart (wider than one index entry covers).
     let long = vec![span(5, 1, "api", base + 200 * SEC), span(5, 2, "api", base + 240 * SEC)];
     let traces = [straddling, before, vec![tagged], vec![split_a, split_b], long];
-    store.write(batch(&dicts, &traces, store.tag_layout()).into()).await.expect("write");
+    store.write(batch(&dicts, &traces, store.layout()).into()).await.expect("write");
 
     let expected = |q: &TraceQuery| -> Vec<u8> {
         traces

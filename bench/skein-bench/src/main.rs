@@ -42,7 +42,7 @@ use skein_proto::otlp_collector_trace::ExportTraceServiceRequest;
 use skein_proto::otlp_trace::{ResourceSpans, ScopeSpans, TracesData};
 use skein_storage::embedded::{EmbeddedConfig, EmbeddedStore};
 use skein_storage::scylla::{Row, WriteCache, plan_rows};
-use skein_storage::{Dictionaries, TraceStore, WriteBatch, prepare_chunk};
+use skein_storage::{Dictionaries, StoreLayout, TraceStore, prepare_batch};
 
 #[derive(Parser)]
 #[command(version, about = "Skein benchmarks (write reports; not tests)")]
@@ -326,6 +326,7 @@ async fn measure(name: &str, traces: Vec<Vec<Span>>, scylla_plan: bool) -> anyho
     let dir = tempfile::tempdir()?;
     let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path()))?;
     let dicts = Dictionaries::new(store.partition_secs());
+    let scylla_dicts = Dictionaries::new(store.partition_secs());
     let mut encode_time = Duration::ZERO;
     let mut block_bytes = 0u64;
     // Index rows as the embedded store keys them (service, start, chunk sequence number) and their values.
@@ -335,30 +336,26 @@ async fn measure(name: &str, traces: Vec<Vec<Span>>, scylla_plan: bool) -> anyho
     let mut blocks = Vec::new();
     for batch in traces.chunks(512) {
         let t = Instant::now();
-        let chunks = batch
-            .iter()
-            .map(|spans| {
-                let important = spans.iter().any(|s| s.status_code == skein_model::StatusCode::ERROR);
-                prepare_chunk(
-                    spans,
-                    skein_model::dependencies::edges(spans, &Default::default()),
-                    Some(&dicts),
-                    important,
-                    store.tag_layout(),
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let inputs = batch.iter().map(|spans| {
+            let important = spans.iter().any(|s| s.status_code == skein_model::StatusCode::ERROR);
+            (spans.as_slice(), skein_model::dependencies::edges(spans, &Default::default()), important)
+        });
+        let wb = prepare_batch(inputs, &dicts, store.layout())?;
         encode_time += t.elapsed();
-        let wb = WriteBatch { chunks };
-        block_bytes += wb.chunks.iter().map(|c| c.block.len() as u64).sum::<u64>();
+        // Packs (the spans) and index pages as the embedded store writes them.
+        block_bytes += wb.packs.iter().map(|p| p.block.len() as u64).sum::<u64>();
         index_bytes += wb
-            .chunks
+            .packs
             .iter()
-            .flat_map(|c| &c.index)
-            .map(|e| (2 + e.service.len() + 8 + 8 + e.encode_value().len()) as u64)
+            .flat_map(|p| &p.pages)
+            .map(|(service, _, page)| (2 + service.len() + 8 + 8 + 2 + page.len()) as u64)
             .sum::<u64>();
         if scylla_plan {
-            for r in plan_rows(&wb, Duration::from_secs(72 * 3600), Duration::from_secs(336 * 3600), &mut cache) {
+            // ScyllaDB's rows come from a batch laid out for it: one block per chunk.
+            let inputs = batch.iter().map(|spans| (spans.as_slice(), Vec::new(), false));
+            let per_trace = prepare_batch(inputs, &scylla_dicts, StoreLayout::PerTrace)?;
+            for r in plan_rows(&per_trace, Duration::from_secs(72 * 3600), Duration::from_secs(336 * 3600), &mut cache)
+            {
                 let k = match r {
                     Row::Dictionary { .. } => "dictionaries",
                     Row::Trace { .. } => "traces",

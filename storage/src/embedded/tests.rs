@@ -3,7 +3,7 @@
 use std::sync::atomic::AtomicU64;
 
 use super::*;
-use crate::{Dictionaries, TagLayout, prepare_chunk};
+use crate::{Dictionaries, StoreLayout, prepare_batch, prepare_chunk};
 use skein_model::{KeyValue, SpanId, StatusCode, Value, service_resource};
 
 const T0: u64 = 1_700_000_000_000_000_000;
@@ -23,21 +23,10 @@ fn trace(id: u8, start: u64, error: bool) -> Vec<Span> {
 }
 
 fn batch(dicts: &Dictionaries, traces: &[Vec<Span>]) -> WriteBatch {
-    let chunks = traces
-        .iter()
-        .map(|t| {
-            let important = t[0].status_code == StatusCode::ERROR;
-            prepare_chunk(
-                t,
-                skein_model::dependencies::edges(t, &Default::default()),
-                Some(dicts),
-                important,
-                TagLayout::ProcessTable,
-            )
-            .expect("prepare")
-        })
-        .collect();
-    WriteBatch { chunks }
+    let inputs = traces.iter().map(|t| {
+        (t.as_slice(), skein_model::dependencies::edges(t, &Default::default()), t[0].status_code == StatusCode::ERROR)
+    });
+    prepare_batch(inputs, dicts, StoreLayout::Packed).expect("prepare")
 }
 
 fn query(service: &str) -> TraceQuery {
@@ -135,16 +124,14 @@ async fn a_corrupt_block_fails_its_trace_only() {
     let dicts = Dictionaries::new(store.partition_secs());
     let good = trace(1, T0, false);
     let bad = trace(2, T0 + SEC, false);
-    store.write(batch(&dicts, &[good.clone(), bad.clone()]).into()).await.expect("write");
-    // Overwrite the second trace's block with garbage, as a disk fault would.
+    // Two batches, two packs: the second one is damaged, as a disk fault would.
+    store.write(batch(&dicts, std::slice::from_ref(&good)).into()).await.expect("write");
+    store.write(batch(&dicts, std::slice::from_ref(&bad)).into()).await.expect("write");
     {
         let (_, p) = store.inner.snapshot().into_iter().next().expect("partition");
-        let marker = p.traces.get(bad[0].trace_id.0).expect("read").expect("marker");
-        let (_, seqs) = parse_marker(&marker).expect("marker");
-        let key = seqs[0].to_be_bytes();
-        // The header (and with it the trace ID) survives; the body is cut short.
-        let block = p.traces.get(key).expect("read").expect("block");
-        p.traces.insert(key, &block[..block.len() - 4]).expect("corrupt");
+        let (key, block) = p.packs.last_key_value().expect("pack").into_inner().expect("read");
+        // The header (and with it the trace table) survives; the body is cut short.
+        p.packs.insert(key, &block[..block.len() - 4]).expect("corrupt");
     }
     assert!(matches!(store.get_trace(bad[0].trace_id).await, Err(StoreError::Codec(_))));
     assert_eq!(store.get_trace(good[0].trace_id).await.expect("get").expect("found"), good);
@@ -203,42 +190,72 @@ async fn a_flushed_close_empties_the_journal_and_an_unflushed_one_keeps_it() {
 }
 
 #[tokio::test]
-async fn chunks_in_the_legacy_layout_stay_readable_and_join_new_ones() {
+async fn partitions_of_the_older_layout_are_rewritten_into_packs_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = EmbeddedConfig::new(dir.path());
+    let store = EmbeddedStore::open(&cfg).expect("open");
+    let (old, older) = (trace(3, T0, false), trace(4, T0 + SEC, true));
+    let mut late = trace(3, T0 + 2 * SEC, false);
+    late[0].span_id = SpanId([2; 8]);
+    // Stored as earlier versions did, one block per chunk in `traces`: under `seq` keys with a marker listing them,
+    // and (older still) under `trace_id ‖ seq` keys with an empty marker; index rows in `index`.
+    for (t, important) in [(&old, false), (&older, true)] {
+        let key = PartitionKey { start_secs: store.inner.partition_start(T0), important };
+        let ks = |table: &str| {
+            store.inner.db.keyspace(&format!("{}_{table}", key.prefix()), KeyspaceCreateOptions::default).expect("ks")
+        };
+        let (traces, index) = (ks("traces"), ks("index"));
+        let c = prepare_chunk(t, Vec::new(), None, important, StoreLayout::PerTrace).expect("prepare");
+        let mut legacy_key = t[0].trace_id.0.to_vec();
+        legacy_key.extend_from_slice(&7u64.to_be_bytes());
+        traces.insert(&legacy_key, c.block.as_slice()).expect("block");
+        traces.insert(t[0].trace_id.0, b"").expect("marker");
+        index.insert(b"\0\x08frontend", b"").expect("index row");
+        if !important {
+            let c = prepare_chunk(&late, Vec::new(), None, false, StoreLayout::PerTrace).expect("prepare");
+            traces.insert(9u64.to_be_bytes(), c.block.as_slice()).expect("block");
+            let mut marker = vec![1];
+            marker.extend_from_slice(&9u64.to_be_bytes());
+            traces.insert(t[0].trace_id.0, marker).expect("marker");
+        }
+    }
+    drop(store);
+
+    let store = EmbeddedStore::open(&cfg).expect("reopen and rewrite");
+    let names: Vec<String> = store.inner.db.list_keyspace_names().iter().map(|n| n.to_string()).collect();
+    assert!(!names.iter().any(|n| n.ends_with("_traces") || n.ends_with("_index")), "old keyspaces deleted: {names:?}");
+    let both = merge_chunks(vec![old.clone(), late.clone()]);
+    assert_eq!(both.len(), 2);
+    assert_eq!(store.get_trace(old[0].trace_id).await.expect("get").expect("found"), both);
+    assert_eq!(store.get_trace(older[0].trace_id).await.expect("get").expect("found"), older);
+    let found = store.find_traces(query("frontend")).await.expect("find").traces;
+    // Newest entry first: the late chunk's (T0 + 2 s), then the older trace's (T0 + 1 s).
+    assert_eq!(found, vec![both.clone(), older.clone()]);
+    assert_eq!(store.partitions().len(), 2);
+    drop(store);
+    // Nothing is left to rewrite at the next open, and nothing is doubled.
+    let store = EmbeddedStore::open(&cfg).expect("reopen");
+    assert_eq!(store.get_trace(old[0].trace_id).await.expect("get").expect("found"), both);
+    assert_eq!(store.find_traces(query("frontend")).await.expect("find").traces.len(), 2);
+}
+
+#[tokio::test]
+async fn trace_by_id_finds_each_trace_of_many_packs_and_no_other() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
     let dicts = Dictionaries::new(store.partition_secs());
-    let old = trace(3, T0, false);
-    // Stored as versions before chunk sequence keys did: the block under `trace_id ‖ seq`, an empty marker, and
-    // index keys ending in `trace_id ‖ seq`.
-    {
-        let c = prepare_chunk(&old, Vec::new(), None, false, TagLayout::AllInFilter).expect("prepare");
-        let key = PartitionKey { start_secs: store.inner.partition_start(T0), important: false };
-        let p = store.inner.partition(key).expect("partition");
-        let mut tkey = old[0].trace_id.0.to_vec();
-        tkey.extend_from_slice(&7u64.to_be_bytes());
-        p.traces.insert(&tkey, c.block.as_slice()).expect("block");
-        p.traces.insert(old[0].trace_id.0, b"").expect("marker");
-        for e in &c.index {
-            let mut k = service_prefix(&e.service);
-            k.extend_from_slice(&(!e.start_unix_nanos).to_be_bytes());
-            k.extend_from_slice(&tkey);
-            p.index.insert(k, e.encode_value()).expect("index");
-        }
-        p.max_entry_start.store(u64::MAX, Ordering::Relaxed);
+    let traces: Vec<Vec<Span>> = (0..200u8).map(|i| trace(i, T0 + u64::from(i) * 1_000_000, false)).collect();
+    for part in traces.chunks(37) {
+        store.write(batch(&dicts, part).into()).await.expect("write");
     }
-    assert_eq!(store.get_trace(old[0].trace_id).await.expect("get").expect("found"), old);
-    assert_eq!(store.find_traces(query("frontend")).await.expect("find").traces, vec![old.clone()]);
-    // A late chunk of the same trace, written in the current layout, joins it.
-    let mut late = trace(3, T0 + SEC, false);
-    late[0].span_id = SpanId([2; 8]);
-    store.write(batch(&dicts, &[late.clone()]).into()).await.expect("write");
-    let both = merge_chunks(vec![old.clone(), late]);
-    assert_eq!(both.len(), 2);
-    assert_eq!(store.get_trace(old[0].trace_id).await.expect("get").expect("found"), both);
-    assert_eq!(store.find_traces(query("frontend")).await.expect("find").traces, vec![both]);
-    let (_, p) = store.inner.snapshot().into_iter().next().expect("partition");
-    let (legacy, seqs) = parse_marker(&p.traces.get(old[0].trace_id.0).expect("read").expect("marker")).expect("parse");
-    assert!(legacy && seqs.len() == 1, "the marker keeps the legacy flag and lists the new chunk");
+    for t in &traces {
+        assert_eq!(&store.get_trace(t[0].trace_id).await.expect("get").expect("found"), t);
+    }
+    assert!(store.get_trace(TraceId([0xee; 16])).await.expect("get").is_none());
+    // The search walks the packs' index pages newest first.
+    let found = store.find_traces(TraceQuery { limit: 50, ..query("frontend") }).await.expect("find").traces;
+    let want: Vec<TraceId> = traces.iter().rev().take(50).map(|t| t[0].trace_id).collect();
+    assert_eq!(found.iter().map(|t| t[0].trace_id).collect::<Vec<_>>(), want);
 }
 
 #[tokio::test]

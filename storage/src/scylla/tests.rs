@@ -24,7 +24,7 @@ fn chunk(id: u8, spans_per_service: usize, error: bool, dicts: &Dictionaries) ->
         skein_model::dependencies::edges(&spans, &Default::default()),
         Some(dicts),
         error,
-        crate::TagLayout::AllInFilter,
+        crate::StoreLayout::PerTrace,
     )
     .expect("prepare")
 }
@@ -34,7 +34,7 @@ fn rows_per_chunk_are_one_trace_row_plus_one_index_row_per_service() {
     let dicts = Dictionaries::new(BUCKET_SECS);
     let mut cache = WriteCache::default();
     let day = Duration::from_secs(86_400);
-    let first = WriteBatch { chunks: vec![chunk(1, 10, false, &dicts)] };
+    let first = WriteBatch { chunks: vec![chunk(1, 10, false, &dicts)], packs: Vec::new() };
     let rows = plan_rows(&first, day, 2 * day, &mut cache);
     let count = |rows: &[Row], f: fn(&Row) -> bool| rows.iter().filter(|r| f(r)).count();
     assert_eq!(count(&rows, |r| matches!(r, Row::Trace { .. })), 1);
@@ -46,7 +46,7 @@ fn rows_per_chunk_are_one_trace_row_plus_one_index_row_per_service() {
     assert!(matches!(rows[0], Row::Dictionary { .. }), "dictionary rows come first");
 
     // The next batch repeats nothing the write cache and dictionary already hold.
-    let second = WriteBatch { chunks: vec![chunk(2, 10, false, &dicts)] };
+    let second = WriteBatch { chunks: vec![chunk(2, 10, false, &dicts)], packs: Vec::new() };
     let rows = plan_rows(&second, day, 2 * day, &mut cache);
     assert_eq!(
         count(&rows, |r| matches!(r, Row::Operation { .. } | Row::ServiceBucket { .. } | Row::Dictionary { .. })),
@@ -54,7 +54,7 @@ fn rows_per_chunk_are_one_trace_row_plus_one_index_row_per_service() {
     );
     assert_eq!(rows.len(), 4, "trace + 2 index + 1 dependency row for 20 spans: {rows:?}");
     // Important traces (their own dictionary tier) get the long TTL; ordinary ones the short.
-    let third = WriteBatch { chunks: vec![chunk(3, 10, true, &dicts)] };
+    let third = WriteBatch { chunks: vec![chunk(3, 10, true, &dicts)], packs: Vec::new() };
     for (rows, want) in [(rows, 86_400), (plan_rows(&third, day, 2 * day, &mut cache), 2 * 86_400)] {
         assert!(rows.iter().all(|r| match r {
             Row::Trace { ttl, .. } | Row::Index { ttl, .. } => *ttl == want,
@@ -84,7 +84,7 @@ fn a_batch_writes_one_index_page_per_service_and_the_pages_hold_every_entry() {
     let dicts = Dictionaries::new(BUCKET_SECS);
     let mut cache = WriteCache::default();
     let day = Duration::from_secs(86_400);
-    let batch = WriteBatch { chunks: (1..=40).map(|id| chunk(id, 3, false, &dicts)).collect() };
+    let batch = WriteBatch { chunks: (1..=40).map(|id| chunk(id, 3, false, &dicts)).collect(), packs: Vec::new() };
     let rows = plan_rows(&batch, day, 2 * day, &mut cache);
     let pages: Vec<(&String, Vec<PageEntry>)> = rows
         .iter()
