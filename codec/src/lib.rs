@@ -41,7 +41,7 @@ pub mod wire;
 
 pub use dict::{DictEntry, DictLookup, Dictionary, NoDict, Template};
 pub use v1::{VERSION_1, encode as encode_v1};
-pub use v2::{SharedDict, VERSION_2, decode_dictionary, dictionary_of};
+pub use v2::{SharedDict, VERSION_2, decode_dictionary};
 pub use v3::{VERSION_3, decode_pack, encode_pack};
 
 /// Magic bytes at the start of every block.
@@ -150,6 +150,24 @@ pub fn trace_id_of(block: &[u8]) -> Result<skein_model::TraceId, CodecError> {
         v if v == v2::V2::VERSION => v2::trace_id_of(block),
         v => Err(CodecError::UnsupportedVersion(v)),
     }
+}
+
+/// The dictionary a block needs: `(dict_id, dict_len)`, or `None` when it needs none (version 1 blocks and
+/// self-contained version 2 and 3 blocks; both start their header with `dict_id u64 LE | dict_len uvarint`).
+///
+/// # Errors
+/// [`CodecError::BadMagic`] for foreign data, [`CodecError::Corrupt`] when the header is truncated.
+pub fn dictionary_of(block: &[u8]) -> Result<Option<(u64, usize)>, CodecError> {
+    if block.len() < 5 || &block[..4] != MAGIC {
+        return Err(CodecError::BadMagic);
+    }
+    if block[4] != VERSION_2 && block[4] != VERSION_3 {
+        return Ok(None);
+    }
+    let mut r = wire::Reader { buf: block, pos: 5 };
+    let dict_id = u64::from_le_bytes(r.array::<8>()?);
+    let dict_len = usize::try_from(r.uvarint()?).map_err(|_| CodecError::Corrupt("dictionary length"))?;
+    Ok((dict_id != 0 && dict_len > 0).then_some((dict_id, dict_len)))
 }
 
 /// Decodes a block's outline: every span with its IDs, parent, name, kind, times, status, resource, scope,

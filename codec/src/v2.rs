@@ -649,24 +649,6 @@ fn decompress(z: &[u8], raw_len: usize) -> Result<Vec<u8>, CodecError> {
     })
 }
 
-/// The dictionary a block needs: `(dict_id, dict_len)`, or `None` when it needs none (version 1 blocks and
-/// self-contained version 2 and 3 blocks; a pack's header starts as version 2's).
-///
-/// # Errors
-/// [`CodecError::BadMagic`] for foreign data, [`CodecError::Corrupt`] when the header is truncated.
-pub fn dictionary_of(block: &[u8]) -> Result<Option<(u64, usize)>, CodecError> {
-    if block.len() < 5 || &block[..4] != MAGIC {
-        return Err(CodecError::BadMagic);
-    }
-    if block[4] != VERSION_2 && block[4] != crate::v3::VERSION_3 {
-        return Ok(None);
-    }
-    let mut r = Reader { buf: block, pos: 5 };
-    let dict_id = u64::from_le_bytes(r.array::<8>()?);
-    let dict_len = usize::try_from(r.uvarint()?).map_err(|_| CodecError::Corrupt("dictionary length"))?;
-    Ok((dict_id != 0 && dict_len > 0).then_some((dict_id, dict_len)))
-}
-
 /// The trace a version 2 block belongs to, read from its header without decoding the body.
 ///
 /// # Errors
