@@ -132,26 +132,6 @@ pub fn decode_with(block: &[u8], dicts: &dyn DictLookup) -> Result<Vec<Span>, Co
     }
 }
 
-/// The trace a block belongs to: read from a version 2 block's header (the body is not touched), or from a
-/// version 1 block's first span.
-///
-/// # Errors
-/// [`CodecError::BadMagic`] / [`CodecError::UnsupportedVersion`] for foreign data, [`CodecError::Corrupt`] when
-/// the header (version 2) or the block (version 1) is damaged.
-pub fn trace_id_of(block: &[u8]) -> Result<skein_model::TraceId, CodecError> {
-    if block.len() < 5 || &block[..4] != MAGIC {
-        return Err(CodecError::BadMagic);
-    }
-    match block[4] {
-        v if v == v1::V1::VERSION => v1::V1::decode(block, &NoDict)?
-            .first()
-            .map(|s| s.trace_id)
-            .ok_or(CodecError::Corrupt("a block without spans")),
-        v if v == v2::V2::VERSION => v2::trace_id_of(block),
-        v => Err(CodecError::UnsupportedVersion(v)),
-    }
-}
-
 /// The dictionary a block needs: `(dict_id, dict_len)`, or `None` when it needs none (version 1 blocks and
 /// self-contained version 2 and 3 blocks; both start their header with `dict_id u64 LE | dict_len uvarint`).
 ///

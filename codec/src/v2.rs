@@ -649,19 +649,6 @@ fn decompress(z: &[u8], raw_len: usize) -> Result<Vec<u8>, CodecError> {
     })
 }
 
-/// The trace a version 2 block belongs to, read from its header without decoding the body.
-///
-/// # Errors
-/// [`CodecError::BadMagic`] for foreign data, [`CodecError::Corrupt`] when the header is truncated.
-pub fn trace_id_of(block: &[u8]) -> Result<TraceId, CodecError> {
-    if block.len() < 5 || &block[..4] != MAGIC || block[4] != VERSION_2 {
-        return Err(CodecError::BadMagic);
-    }
-    let mut r = Reader { buf: block, pos: 5 + 8 };
-    r.uvarint()?;
-    Ok(TraceId(r.array::<16>()?))
-}
-
 /// A block's local definitions.
 #[derive(Default)]
 struct Local {
@@ -896,28 +883,7 @@ pub(crate) fn decode_rows(
 
     let mut out = Vec::with_capacity(head.traces.len());
     // Rare fields of declined rows are read into this span and dropped.
-    let mut scratch = Span {
-        trace_id: TraceId([0; 16]),
-        span_id: SpanId([0; 8]),
-        parent_span_id: Vec::new(),
-        trace_state: String::new(),
-        flags: 0,
-        name: String::new(),
-        kind: SpanKind(0),
-        start_unix_nanos: 0,
-        end_unix_nanos: 0,
-        attributes: Vec::new(),
-        dropped_attributes_count: 0,
-        events: Vec::new(),
-        dropped_events_count: 0,
-        links: Vec::new(),
-        dropped_links_count: 0,
-        status_code: StatusCode(0),
-        status_message: String::new(),
-        resource: Arc::new(Resource::default()),
-        scope: Arc::new(Scope::default()),
-        warnings: Vec::new(),
-    };
+    let mut scratch = Span::minimal(TraceId([0; 16]), SpanId([0; 8]), "", Arc::new(Resource::default()));
     let mut prev_start = head.base;
     let mut prev_flags = 0;
     let mut i = 0;

@@ -32,6 +32,14 @@ pub fn trace_data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/trace-data")
 }
 
+/// The HotROD Elasticsearch dump (`jaeger-es-hotrod`): 14 traces of 6 services.
+pub fn hotrod_es_dump() -> PathBuf {
+    trace_data().join("jaeger-es-hotrod/jaeger-span-2023-01-24.json")
+}
+
+/// Spans in [`hotrod_es_dump`] (its `SOURCE.md`).
+pub const HOTROD_ES_SPANS: u64 = 379;
+
 /// A free TCP port on 127.0.0.1 for a listener that must keep its address across restarts.
 ///
 /// The port comes from below the kernel's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`), so no
@@ -387,6 +395,16 @@ impl AllInOne {
             .expect("run skein-replay");
         assert!(out.status.success(), "skein-replay failed: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).expect("replay summary JSON")
+    }
+
+    /// Replays [`hotrod_es_dump`] and waits until every span of it is written.
+    ///
+    /// # Panics
+    /// When the replay fails or the instance accepts fewer than [`HOTROD_ES_SPANS`] spans.
+    pub fn load_hotrod(&self) {
+        let summary = self.replay(&[hotrod_es_dump()]);
+        assert_eq!(summary["accepted"], HOTROD_ES_SPANS);
+        self.wait_until_written();
     }
 }
 

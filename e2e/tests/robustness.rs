@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use prost::Message as _;
 use serde_json::{Value, json};
-use skein_e2e::{AllInOne, trace_data};
+use skein_e2e::{AllInOne, hotrod_es_dump, trace_data};
 use skein_proto::otlp_collector_trace::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use skein_proto::otlp_common::{AnyValue, KeyValue, any_value};
 use skein_proto::otlp_resource::Resource;
@@ -221,7 +221,7 @@ fn flate2_gzip(data: &[u8]) -> Vec<u8> {
 #[test]
 fn sigterm_after_replay_then_restart_keeps_every_trace() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let es = trace_data().join("jaeger-es-hotrod/jaeger-span-2023-01-24.json");
+    let es = hotrod_es_dump();
     let otlp = trace_data().join("jaeger-otlp-hotrod-oteldemo/n_plus_one_full_serial.json");
     // A long idle time: nothing is written before SIGTERM, so shutdown must write every held trace.
     let s = AllInOne::start(dir.path(), 600_000);
@@ -250,9 +250,7 @@ fn sigterm_after_replay_then_restart_keeps_every_trace() {
 fn written_traces_survive_sigkill() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = AllInOne::start(dir.path(), 100);
-    let summary = s.replay(&[trace_data().join("jaeger-es-hotrod/jaeger-span-2023-01-24.json")]);
-    assert_eq!(summary["accepted"], 379);
-    s.wait_until_written();
+    s.load_hotrod();
     drop(s); // SIGKILL: no shutdown path runs; only what the store made durable survives.
 
     let s = AllInOne::start(dir.path(), 100);

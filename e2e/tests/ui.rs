@@ -11,7 +11,7 @@ use std::process::Command;
 use prost::Message as _;
 use serde_json::Value;
 use skein_e2e::otlp::{kv, now_nanos};
-use skein_e2e::{AllInOne, trace_data};
+use skein_e2e::{AllInOne, hotrod_es_dump, trace_data};
 use skein_proto::otlp_collector_trace::ExportTraceServiceRequest;
 use skein_proto::otlp_resource::Resource;
 use skein_proto::otlp_trace::{ResourceSpans, ScopeSpans, Span, Status};
@@ -95,7 +95,7 @@ fn the_ui_searches_shows_waterfall_critical_path_and_dependency_graph_in_chromiu
     let chromium = browser_tools();
     let dir = tempfile::tempdir().expect("tempdir");
     let s = AllInOne::start(dir.path(), 200);
-    let hotrod = trace_data().join("jaeger-es-hotrod/jaeger-span-2023-01-24.json");
+    let hotrod = hotrod_es_dump();
     let otlp = trace_data().join("jaeger-otlp-hotrod-oteldemo/apiv3_getTrace_hotrod.json");
     assert_eq!(s.replay(&[hotrod, otlp])["accepted"], 419);
     let response = s

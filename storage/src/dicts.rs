@@ -35,7 +35,7 @@ impl Dictionaries {
 
     /// The start second of the partition holding data that starts at `start_unix_nanos`.
     pub fn partition_of(&self, start_unix_nanos: u64) -> u64 {
-        start_unix_nanos / 1_000_000_000 / self.partition_secs * self.partition_secs
+        crate::partition_start_secs(start_unix_nanos, self.partition_secs)
     }
 
     /// Encodes one trace chunk with the dictionary of its partition, returning the block and any new entries.

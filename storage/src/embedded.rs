@@ -2,7 +2,7 @@
 //! for one machine.
 //!
 //! Layout: one fjall database in `<data_dir>/fjall`; each time partition of `partition_secs` (default one hour)
-//! and retention tier owns six keyspaces named `p<partition_start_secs>_<table>` (standard tier) or
+//! and retention tier owns eight keyspaces named `p<partition_start_secs>_<table>` (standard tier) or
 //! `i<partition_start_secs>_<table>` (important tier: traces with an error or a slow span, kept for
 //! `retention_important`). A chunk lives in the partition of its earliest span start and its tier. Every
 //! [`TraceStore::write`] is one atomic fjall write batch across all touched keyspaces, fsync'd
@@ -392,6 +392,11 @@ fn open_partition(db: &Database, key: PartitionKey, last_write: u64, max_entry_s
     })
 }
 
+/// A pack's block and its trace table.
+type Pack = (fjall::Slice, Arc<[TraceId]>);
+/// Packs one query has read, by partition and sequence number.
+type PackCache = HashMap<(PartitionKey, u64), Pack>;
+
 /// Candidates left out of a search because their blocks failed to decode, with the reason.
 type CorruptBlocks = Vec<(TraceId, String)>;
 
@@ -489,7 +494,7 @@ impl Inner {
     }
 
     fn partition_start(&self, start_unix_nanos: u64) -> u64 {
-        start_unix_nanos / 1_000_000_000 / self.partition_secs * self.partition_secs
+        crate::partition_start_secs(start_unix_nanos, self.partition_secs)
     }
 
     fn partition(&self, key: PartitionKey) -> StoreResult<Partition> {
@@ -691,22 +696,17 @@ impl Inner {
         Ok(list)
     }
 
-    /// A pack's block and trace table, read once per query (`packs` caches them by partition and sequence).
-    fn pack<'c>(
-        packs: &'c mut HashMap<(PartitionKey, u64), (fjall::Slice, Vec<TraceId>)>,
-        key: PartitionKey,
-        p: &Partition,
-        seq: u64,
-    ) -> StoreResult<&'c (fjall::Slice, Vec<TraceId>)> {
-        match packs.entry((key, seq)) {
-            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let block = p.packs.get(seq.to_be_bytes()).map_err(engine)?;
-                let block = block.ok_or(CodecError::Corrupt("a pack named by the index or a filter is missing"))?;
-                let ids = skein_codec::v3::trace_ids(&block)?;
-                Ok(e.insert((block, ids)))
-            }
+    /// A pack's block and trace table, read once per query: `packs` keeps them (both cheap to clone) by
+    /// partition and sequence number for the query's later candidates and fetches.
+    fn pack(packs: &mut PackCache, key: PartitionKey, p: &Partition, seq: u64) -> StoreResult<Pack> {
+        if let Some(pack) = packs.get(&(key, seq)) {
+            return Ok(pack.clone());
         }
+        let block = p.packs.get(seq.to_be_bytes()).map_err(engine)?;
+        let block = block.ok_or(CodecError::Corrupt("a pack named by the index or a filter is missing"))?;
+        let ids: Arc<[TraceId]> = skein_codec::v3::trace_ids(&block)?.into();
+        packs.insert((key, seq), (block.clone(), ids.clone()));
+        Ok((block, ids))
     }
 
     fn decode_pack(
@@ -720,20 +720,19 @@ impl Inner {
     }
 
     /// All spans of a trace, merged and sorted; with `outline`, without span attributes
-    /// ([`skein_codec::decode_outline_with`]).
-    fn get_trace(&self, trace_id: TraceId, outline: bool) -> StoreResult<Option<Vec<Span>>> {
+    /// ([`skein_codec::decode_outline_with`]). Packs read are kept in `packs`.
+    fn get_trace(&self, trace_id: TraceId, outline: bool, packs: &mut PackCache) -> StoreResult<Option<Vec<Span>>> {
         let mut chunks = Vec::new();
-        let mut packs = HashMap::new();
         for (key, p) in self.snapshot() {
             for (seq, filter) in self.filters(key, &p)?.iter() {
                 if !filter.may_contain(trace_id) {
                     continue;
                 }
-                let (block, ids) = Self::pack(&mut packs, key, &p, *seq)?;
+                let (block, ids) = Self::pack(packs, key, &p, *seq)?;
                 if !ids.contains(&trace_id) {
                     continue;
                 }
-                let decoded = self.decode_pack(&p, block, &|i| ids[i] == trace_id, outline)?;
+                let decoded = self.decode_pack(&p, &block, &|i| ids[i] == trace_id, outline)?;
                 chunks.extend(decoded.into_iter().filter(|c| !c.is_empty()));
             }
         }
@@ -744,13 +743,15 @@ impl Inner {
     }
 
     fn find_traces(&self, q: &TraceQuery) -> StoreResult<FoundTraces> {
-        let (traces, corrupt) = self.search(q, |trace_id| self.get_trace(trace_id, false))?;
+        let (traces, corrupt) = self.search(q, |trace_id, packs| self.get_trace(trace_id, false, packs))?;
         Ok(FoundTraces { traces, corrupt })
     }
 
     fn find_trace_summaries(&self, q: &TraceQuery) -> StoreResult<FoundSummaries> {
-        let (summaries, corrupt) =
-            self.search(q, |trace_id| Ok(self.get_trace(trace_id, true)?.and_then(|t| TraceSummary::of(&t))))?;
+        let summary = |trace_id, packs: &mut PackCache| {
+            Ok(self.get_trace(trace_id, true, packs)?.and_then(|t| TraceSummary::of(&t)))
+        };
+        let (summaries, corrupt) = self.search(q, summary)?;
         Ok(FoundSummaries { summaries, corrupt })
     }
 
@@ -761,7 +762,7 @@ impl Inner {
     fn search<T>(
         &self,
         q: &TraceQuery,
-        fetch: impl Fn(TraceId) -> StoreResult<Option<T>>,
+        fetch: impl Fn(TraceId, &mut PackCache) -> StoreResult<Option<T>>,
     ) -> StoreResult<(Vec<T>, CorruptBlocks)> {
         let (mut found, mut corrupt) = (Vec::new(), Vec::new());
         if q.limit == 0 || q.start_min_unix_nanos > q.start_max_unix_nanos {
@@ -808,7 +809,7 @@ impl Inner {
         type Item = (u64, std::cmp::Reverse<(usize, u64, u32)>, usize);
         let mut heap: std::collections::BinaryHeap<Item> = std::collections::BinaryHeap::new();
         let mut arena: Vec<IndexEntry> = Vec::new();
-        let mut packs = HashMap::new();
+        let mut packs = PackCache::new();
         let mut seen = std::collections::HashSet::new();
         let mut process_matches: Vec<Option<Vec<std::collections::HashSet<u64>>>> = vec![None; cursors.len()];
         while found.len() < q.limit {
@@ -856,12 +857,12 @@ impl Inner {
             entry.trace_id = trace_id;
             let result = (|| {
                 if q.needs_verification(entry) {
-                    let mut chunk = self.decode_pack(p, block, &|k| k == ordinal as usize, false)?;
+                    let mut chunk = self.decode_pack(p, &block, &|k| k == ordinal as usize, false)?;
                     if !q.matches_spans(&chunk.swap_remove(ordinal as usize)) {
                         return Ok(None);
                     }
                 }
-                fetch(trace_id)
+                fetch(trace_id, &mut packs)
             })();
             if record_outcome(&mut found, &mut corrupt, trace_id, result)? {
                 seen.insert(trace_id);
@@ -999,7 +1000,7 @@ impl TraceStore for EmbeddedStore {
     }
 
     async fn get_trace(&self, trace_id: TraceId) -> StoreResult<Option<Vec<Span>>> {
-        self.blocking(move |inner| inner.get_trace(trace_id, false)).await
+        self.blocking(move |inner| inner.get_trace(trace_id, false, &mut PackCache::new())).await
     }
 
     async fn find_traces(&self, query: TraceQuery) -> StoreResult<FoundTraces> {

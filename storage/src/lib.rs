@@ -132,6 +132,13 @@ pub struct PreparedPack {
     pub pages: Vec<(String, u64, Vec<u8>)>,
 }
 
+/// The start second of the time partition of `partition_secs` seconds that holds data starting at
+/// `start_unix_nanos` (ns since the Unix epoch).
+pub fn partition_start_secs(start_unix_nanos: u64, partition_secs: u64) -> u64 {
+    let partition_secs = partition_secs.max(1);
+    start_unix_nanos / 1_000_000_000 / partition_secs * partition_secs
+}
+
 /// Prepares a write batch for a store of `layout` ([`TraceStore::layout`]): each input is a chunk's spans, its
 /// dependency edges and its retention tier, as [`prepare_chunk`] takes them. With [`StoreLayout::Packed`] the
 /// chunks are grouped by partition and tier into packs encoded with the partition's shared dictionary, each with
@@ -153,15 +160,17 @@ pub fn prepare_batch<'a>(
         return Ok(WriteBatch { chunks, packs: Vec::new() });
     }
     let mut chunks = Vec::with_capacity(inputs.len());
+    let mut spans_of = Vec::with_capacity(inputs.len());
     let mut groups: BTreeMap<(u64, bool), Vec<usize>> = BTreeMap::new();
-    for (i, (spans, edges, important)) in inputs.iter().enumerate() {
-        let c = prepare_chunk(spans, edges.clone(), None, *important, layout)?;
-        groups.entry((dicts.partition_of(c.start_unix_nanos), *important)).or_default().push(i);
+    for (i, (spans, edges, important)) in inputs.into_iter().enumerate() {
+        let c = prepare_chunk(spans, edges, None, important, layout)?;
+        groups.entry((dicts.partition_of(c.start_unix_nanos), important)).or_default().push(i);
         chunks.push(c);
+        spans_of.push(spans);
     }
     let mut packs = Vec::with_capacity(groups.len());
     for ((_, important), members) in groups {
-        let traces: Vec<&[Span]> = members.iter().map(|&i| inputs[i].0).collect();
+        let traces: Vec<&[Span]> = members.iter().map(|&i| spans_of[i]).collect();
         let start_unix_nanos = members.iter().map(|&i| chunks[i].start_unix_nanos).min().unwrap_or(0);
         let (block, dict) = dicts.encode_pack(&traces, start_unix_nanos, important)?;
         let trace_filter = index::TraceFilter::build(members.iter().map(|&i| chunks[i].trace_id)).into_bytes();
@@ -180,7 +189,7 @@ pub fn prepare_batch<'a>(
 /// (`skein_model::dependencies::edges`, against the trace's stored spans for a late chunk), computed once by the
 /// caller, which usually has them already.
 /// With `dicts`, the block references the partition's shared dictionary; without, it is self-contained. `layout`
-/// is the target store's [`TraceStore::tag_layout`].
+/// is the target store's [`TraceStore::layout`].
 ///
 /// # Errors
 /// [`StoreError::Codec`] when the spans are not one trace.
