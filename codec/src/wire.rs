@@ -88,6 +88,11 @@ impl<'a> Reader<'a> {
     /// A length-prefixed byte string.
     pub fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
         let n = self.count_any()?;
+        self.take(n)
+    }
+
+    /// The next `n` bytes.
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         let end = self.pos.checked_add(n).ok_or(CodecError::Corrupt("length overflows"))?;
         let b = self.buf.get(self.pos..end).ok_or(CodecError::Corrupt("truncated"))?;
         self.pos = end;

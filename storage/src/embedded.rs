@@ -22,8 +22,9 @@
 //!   filter of a partition (kept in memory, bounded by [`FILTER_CACHE_BYTES`]), reads the packs that may hold the
 //!   trace, checks their trace tables and decodes only the trace's rows; no row per trace is stored.
 //! - `pages`: `len16 service ‖ !newest_start_nanos u64be ‖ pack_seq u64be ‖ page u16be` → packed index page
-//!   (index entries of one service in one pack, starts within [`crate::ENTRY_START_SPREAD_NANOS`] of the newest;
-//!   newest inverted so a forward scan is newest first; entries reference their trace by its place in the pack)
+//!   (index entries of one service in one pack, starts within [`crate::PAGE_SPAN_NANOS`] of the newest; newest
+//!   inverted so a forward scan is newest first; entries reference their trace by its place in the pack, their
+//!   operations by name hash in `ops`, and keep starts and durations rounded outwards)
 //! - `processes`: `len16 service ‖ hash u64be` → process-level tags of one process (see
 //!   [`crate::StoreLayout::Packed`])
 //! - `services`: `service` → empty; `ops`: `len16 service ‖ kind i32be ‖ name` → empty
@@ -392,10 +393,50 @@ fn open_partition(db: &Database, key: PartitionKey, last_write: u64, max_entry_s
     })
 }
 
-/// A pack's block and its trace table.
-type Pack = (fjall::Slice, Arc<[TraceId]>);
-/// Packs one query has read, by partition and sequence number.
-type PackCache = HashMap<(PartitionKey, u64), Pack>;
+/// Bytes one query keeps of the packs it read and the traces it decoded from them (blocks, and decoded spans at
+/// [`DECODED_SPAN_BYTES`] each); past it, the cache is emptied and packs are read again when needed.
+const QUERY_PACK_CACHE_BYTES: usize = 64 << 20;
+/// What one decoded span is counted as in [`QUERY_PACK_CACHE_BYTES`], bytes.
+const DECODED_SPAN_BYTES: usize = 512;
+
+/// Packs one query has read, by partition and sequence number, with the traces decoded from them: a search's
+/// verification and its fetch of the same trace decode it once, and a pack asked for a second trace is decoded
+/// whole, once. Bounded by [`QUERY_PACK_CACHE_BYTES`].
+struct PackCache {
+    packs: HashMap<(PartitionKey, u64), CachedPack>,
+    bytes: usize,
+    limit_bytes: usize,
+}
+
+impl PackCache {
+    fn new(limit_bytes: usize) -> Self {
+        PackCache { packs: HashMap::new(), bytes: 0, limit_bytes }
+    }
+
+    /// Counts `bytes` more for the pack `keep`; when they would exceed the bound, every other pack is dropped
+    /// first (so the cache holds at most its bound, or one pack that is larger on its own).
+    fn reserve(&mut self, keep: (PartitionKey, u64), bytes: usize) {
+        if self.bytes + bytes > self.limit_bytes {
+            self.packs.retain(|k, _| *k == keep);
+            self.bytes = self.packs.values().map(CachedPack::bytes).sum();
+        }
+        self.bytes += bytes;
+    }
+}
+
+impl CachedPack {
+    /// What the pack counts for in its [`PackCache`]: its block and decoded spans.
+    fn bytes(&self) -> usize {
+        self.block.len() + self.traces.values().map(|t| t.len() * DECODED_SPAN_BYTES).sum::<usize>()
+    }
+}
+
+/// A pack's block, its trace table and the traces decoded so far (with attributes), by place in the pack.
+struct CachedPack {
+    block: fjall::Slice,
+    ids: Arc<[TraceId]>,
+    traces: HashMap<usize, Arc<Vec<Span>>>,
+}
 
 /// Candidates left out of a search because their blocks failed to decode, with the reason.
 type CorruptBlocks = Vec<(TraceId, String)>;
@@ -418,6 +459,22 @@ fn matching_processes(
                 out[i].insert(hash);
             }
         }
+    }
+    Ok(out)
+}
+
+/// The service's (`service_prefix`) operation names in the partition's `ops` table, by [`index::name_hash`]: what
+/// packed index pages name operations by.
+fn service_operations(p: &Partition, service_prefix: &[u8]) -> StoreResult<HashMap<u64, String>> {
+    let mut out = HashMap::new();
+    for guard in p.ops.prefix(service_prefix) {
+        let k = guard.key().map_err(engine)?;
+        // `len16 service ‖ kind i32be ‖ name`.
+        let Some(name) = k.get(service_prefix.len() + 4..) else {
+            return Err(StoreError::Codec(CodecError::Corrupt("operation table key length")));
+        };
+        let name = String::from_utf8_lossy(name);
+        out.entry(index::name_hash(&name)).or_insert_with(|| name.into_owned());
     }
     Ok(out)
 }
@@ -696,46 +753,69 @@ impl Inner {
         Ok(list)
     }
 
-    /// A pack's block and trace table, read once per query: `packs` keeps them (both cheap to clone) by
-    /// partition and sequence number for the query's later candidates and fetches.
-    fn pack(packs: &mut PackCache, key: PartitionKey, p: &Partition, seq: u64) -> StoreResult<Pack> {
-        if let Some(pack) = packs.get(&(key, seq)) {
-            return Ok(pack.clone());
+    /// A pack's trace table, its block read once per query into `packs`.
+    fn pack_ids(packs: &mut PackCache, key: PartitionKey, p: &Partition, seq: u64) -> StoreResult<Arc<[TraceId]>> {
+        if let Some(pack) = packs.packs.get(&(key, seq)) {
+            return Ok(pack.ids.clone());
         }
         let block = p.packs.get(seq.to_be_bytes()).map_err(engine)?;
         let block = block.ok_or(CodecError::Corrupt("a pack named by the index or a filter is missing"))?;
         let ids: Arc<[TraceId]> = skein_codec::v3::trace_ids(&block)?.into();
-        packs.insert((key, seq), (block.clone(), ids.clone()));
-        Ok((block, ids))
+        packs.reserve((key, seq), block.len());
+        packs.packs.insert((key, seq), CachedPack { block, ids: ids.clone(), traces: HashMap::new() });
+        Ok(ids)
     }
 
-    fn decode_pack(
+    /// The spans (with attributes) of the trace at `place` in a pack's trace table, decoded once per query: the
+    /// first trace asked of a pack is decoded alone, a second one decodes the whole pack.
+    fn pack_trace(
         &self,
+        packs: &mut PackCache,
+        key: PartitionKey,
         p: &Partition,
-        block: &[u8],
-        want: &dyn Fn(usize) -> bool,
-        outline: bool,
-    ) -> StoreResult<Vec<Vec<Span>>> {
-        Ok(skein_codec::decode_pack(block, &PartitionDicts { inner: self, partition: p }, want, !outline)?)
+        seq: u64,
+        place: usize,
+    ) -> StoreResult<Arc<Vec<Span>>> {
+        Self::pack_ids(packs, key, p, seq)?;
+        let pack = packs.packs.get(&(key, seq)).ok_or(CodecError::Corrupt("pack cache"))?;
+        if let Some(spans) = pack.traces.get(&place) {
+            return Ok(spans.clone());
+        }
+        let whole = !pack.traces.is_empty();
+        let dicts = PartitionDicts { inner: self, partition: p };
+        let decoded = skein_codec::decode_pack(&pack.block, &dicts, &|i| whole || i == place, true)?;
+        let spans: usize =
+            decoded.iter().enumerate().filter(|(i, _)| !pack.traces.contains_key(i)).map(|(_, t)| t.len()).sum();
+        packs.reserve((key, seq), spans * DECODED_SPAN_BYTES);
+        let pack = packs.packs.get_mut(&(key, seq)).ok_or(CodecError::Corrupt("pack cache"))?;
+        let mut want = None;
+        for (i, trace) in decoded.into_iter().enumerate() {
+            if (whole || i == place) && !pack.traces.contains_key(&i) {
+                let trace = Arc::new(trace);
+                if i == place {
+                    want = Some(trace.clone());
+                }
+                pack.traces.insert(i, trace);
+            }
+        }
+        want.ok_or_else(|| StoreError::Codec(CodecError::Corrupt("an index entry names a trace past the pack")))
     }
 
-    /// All spans of a trace, merged and sorted; with `outline`, without span attributes
-    /// ([`skein_codec::decode_outline_with`]). Packs read are kept in `packs`.
-    fn get_trace(&self, trace_id: TraceId, outline: bool, packs: &mut PackCache) -> StoreResult<Option<Vec<Span>>> {
+    /// All spans of a trace, merged and sorted. Packs read and traces decoded are kept in `packs`.
+    fn get_trace(&self, trace_id: TraceId, packs: &mut PackCache) -> StoreResult<Option<Vec<Span>>> {
         let mut chunks = Vec::new();
         for (key, p) in self.snapshot() {
             for (seq, filter) in self.filters(key, &p)?.iter() {
                 if !filter.may_contain(trace_id) {
                     continue;
                 }
-                let (block, ids) = Self::pack(packs, key, &p, *seq)?;
-                if !ids.contains(&trace_id) {
-                    continue;
+                let ids = Self::pack_ids(packs, key, &p, *seq)?;
+                for place in (0..ids.len()).filter(|&i| ids[i] == trace_id) {
+                    chunks.push(self.pack_trace(packs, key, &p, *seq, place)?.as_ref().clone());
                 }
-                let decoded = self.decode_pack(&p, &block, &|i| ids[i] == trace_id, outline)?;
-                chunks.extend(decoded.into_iter().filter(|c| !c.is_empty()));
             }
         }
+        chunks.retain(|c| !c.is_empty());
         if chunks.is_empty() {
             return Ok(None);
         }
@@ -743,14 +823,13 @@ impl Inner {
     }
 
     fn find_traces(&self, q: &TraceQuery) -> StoreResult<FoundTraces> {
-        let (traces, corrupt) = self.search(q, |trace_id, packs| self.get_trace(trace_id, false, packs))?;
+        let (traces, corrupt) = self.search(q, |trace_id, packs| self.get_trace(trace_id, packs))?;
         Ok(FoundTraces { traces, corrupt })
     }
 
     fn find_trace_summaries(&self, q: &TraceQuery) -> StoreResult<FoundSummaries> {
-        let summary = |trace_id, packs: &mut PackCache| {
-            Ok(self.get_trace(trace_id, true, packs)?.and_then(|t| TraceSummary::of(&t)))
-        };
+        let summary =
+            |trace_id, packs: &mut PackCache| Ok(self.get_trace(trace_id, packs)?.and_then(|t| TraceSummary::of(&t)));
         let (summaries, corrupt) = self.search(q, summary)?;
         Ok(FoundSummaries { summaries, corrupt })
     }
@@ -768,11 +847,11 @@ impl Inner {
         if q.limit == 0 || q.start_min_unix_nanos > q.start_max_unix_nanos {
             return Ok((found, corrupt));
         }
-        // Entries start in [scan_min, max]; a page's newest entry start is at most ENTRY_START_SPREAD_NANOS after
-        // its other entries'. Partitions hold entries starting at or after their start, and at most at their
-        // latest entry start.
+        // Entries start in [scan_min, max]; a page's newest entry start is at most PAGE_SPAN_NANOS after its
+        // other entries'. Partitions hold entries starting at or after their start, and at most at their latest
+        // entry start.
         let scan_min = q.scan_start_min_unix_nanos();
-        let newest_max = q.start_max_unix_nanos.saturating_add(crate::ENTRY_START_SPREAD_NANOS);
+        let newest_max = q.start_max_unix_nanos.saturating_add(crate::PAGE_SPAN_NANOS);
         let max_partition_start = q.start_max_unix_nanos / 1_000_000_000;
         let prefix = service_prefix(&q.service);
         let mut lo = prefix.clone();
@@ -809,9 +888,10 @@ impl Inner {
         type Item = (u64, std::cmp::Reverse<(usize, u64, u32)>, usize);
         let mut heap: std::collections::BinaryHeap<Item> = std::collections::BinaryHeap::new();
         let mut arena: Vec<IndexEntry> = Vec::new();
-        let mut packs = PackCache::new();
+        let mut packs = PackCache::new(QUERY_PACK_CACHE_BYTES);
         let mut seen = std::collections::HashSet::new();
         let mut process_matches: Vec<Option<Vec<std::collections::HashSet<u64>>>> = vec![None; cursors.len()];
+        let mut operation_names: Vec<Option<HashMap<u64, String>>> = vec![None; cursors.len()];
         while found.len() < q.limit {
             // Read the newest unread page while it may hold an entry newer than every buffered one.
             let newest_page = (0..heads.len()).filter_map(|i| heads[i].as_ref().map(|h| (h.0, i))).max();
@@ -820,8 +900,14 @@ impl Inner {
             {
                 let Some((_, seq, page)) = heads[i].take() else { break };
                 heads[i] = next(&mut cursors[i].0)?;
-                for (ordinal, e) in index::decode_packed_page(&q.service, newest, &page)? {
-                    if (scan_min..=q.start_max_unix_nanos).contains(&e.start_unix_nanos) {
+                let names = match &mut operation_names[i] {
+                    Some(names) => names,
+                    slot => slot.insert(service_operations(&cursors[i].2, &prefix)?),
+                };
+                for (ordinal, e) in index::decode_packed_page(&q.service, newest, &page, names)? {
+                    if e.start_unix_nanos <= q.start_max_unix_nanos
+                        && e.latest_start_unix_nanos >= q.start_min_unix_nanos
+                    {
                         heap.push((e.start_unix_nanos, std::cmp::Reverse((i, seq, ordinal)), arena.len()));
                         arena.push(e);
                     }
@@ -840,8 +926,8 @@ impl Inner {
             if !entry.may_match_with(q, |tag, hash| matches.get(tag).is_some_and(|m| m.contains(&hash))) {
                 continue;
             }
-            let (block, ids) = match Self::pack(&mut packs, key, p, seq) {
-                Ok(pack) => pack,
+            let ids = match Self::pack_ids(&mut packs, key, p, seq) {
+                Ok(ids) => ids,
                 Err(e) => {
                     corrupt.push((TraceId([0; 16]), format!("pack {seq:016x}: {e}")));
                     continue;
@@ -856,11 +942,10 @@ impl Inner {
             }
             entry.trace_id = trace_id;
             let result = (|| {
-                if q.needs_verification(entry) {
-                    let mut chunk = self.decode_pack(p, &block, &|k| k == ordinal as usize, false)?;
-                    if !q.matches_spans(&chunk.swap_remove(ordinal as usize)) {
-                        return Ok(None);
-                    }
+                if q.needs_verification(entry)
+                    && !q.matches_spans(&self.pack_trace(&mut packs, key, p, seq, ordinal as usize)?)
+                {
+                    return Ok(None);
                 }
                 fetch(trace_id, &mut packs)
             })();
@@ -1000,7 +1085,7 @@ impl TraceStore for EmbeddedStore {
     }
 
     async fn get_trace(&self, trace_id: TraceId) -> StoreResult<Option<Vec<Span>>> {
-        self.blocking(move |inner| inner.get_trace(trace_id, false, &mut PackCache::new())).await
+        self.blocking(move |inner| inner.get_trace(trace_id, &mut PackCache::new(QUERY_PACK_CACHE_BYTES))).await
     }
 
     async fn find_traces(&self, query: TraceQuery) -> StoreResult<FoundTraces> {

@@ -6,29 +6,44 @@
 //! removed by checking the decoded chunk). A service's spans whose starts spread wider than
 //! [`ENTRY_START_SPREAD_NANOS`] get one entry per stretch, which bounds how far before its window a search scans.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{ProcessTags, StoreLayout, for_each_process_tag, for_each_span_level_tag};
 use skein_codec::CodecError;
-use skein_codec::wire::{Reader, put_uvarint};
+use skein_codec::wire::{Reader, put_ivarint, put_uvarint};
 use skein_model::{Span, TraceId};
 
-/// A bloom filter over `key=value` tag pairs (about 1 % false positives at 10 bits per pair, 7 probes).
+/// The `key=value` tag pairs of an index entry: a bloom filter (about 1 % false positives at 10 bits per pair, 7
+/// probes) and, in packed index pages, the exact pair hashes the page keeps in its table of common pairs.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct TagFilter {
     bits: Vec<u64>,
     /// Bits in use (at most `bits.len() * 64`): whole words for self-contained entries, whole bytes in packed
-    /// index pages ([`TagFilter::build_compact`]).
+    /// index pages.
     nbits: usize,
+    /// Pair hashes ([`hash_pair`]) the entry holds for certain, sorted: the pairs a packed page stores once in its
+    /// table instead of in each entry's bloom filter (and, on the write side, every pair before the page is
+    /// built).
+    exact: Vec<u64>,
 }
 
 const PROBES: u32 = 7;
+/// Bloom filter bits per tag pair.
+const BITS_PER_PAIR: usize = 10;
 
 /// Widest stretch of span starts one index entry covers, ns (10 s): a service's spans in a chunk are split into
 /// entries whose earliest and latest starts lie at most this far apart, so a search for spans starting in
 /// `[min, max]` scans entries starting in `[min − spread, max]` and misses none (the exact-match guarantee) without
 /// knowing how long traces are.
 pub const ENTRY_START_SPREAD_NANOS: u64 = 10_000_000_000;
+
+/// Widest stretch of entry starts one packed index page covers, ns (60 s): a search for spans starting at or
+/// before `max` reads pages whose newest entry starts at or before `max` plus this.
+pub const PAGE_SPAN_NANOS: u64 = 60_000_000_000;
+
+/// Grid of the entry starts kept in packed index pages, ns (1 ms): an entry's earliest start is rounded down and
+/// its latest start up to it.
+const PAGE_TIME_GRID_NANOS: u64 = 1_000_000;
 
 /// FNV-1a 64-bit offset basis.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -47,42 +62,61 @@ fn hash_pair(key: &str, value: &str) -> u64 {
     fnv1a(FNV_OFFSET, key.bytes().chain(std::iter::once(b'=')).chain(value.bytes()))
 }
 
+/// FNV-1a over an operation name: how packed index pages name operations (resolved through the partition's
+/// operation table).
+pub(crate) fn name_hash(name: &str) -> u64 {
+    fnv1a(FNV_OFFSET, name.bytes())
+}
+
 impl TagFilter {
-    /// Builds a filter holding every pair.
+    /// Builds a bloom filter holding every pair.
     pub fn build<'a>(pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> Self {
-        let words = (pairs.len().max(1) * 10).div_ceil(64);
-        Self::with_bits(pairs, words * 64)
+        let hashes: Vec<u64> = pairs.map(|(k, v)| hash_pair(k, v)).collect();
+        Self::bloom(&hashes)
     }
 
-    /// As [`TagFilter::build`], rounded to whole bytes instead of 64-bit words (a one-span trace's three tags take
-    /// four bytes, not eight); what packed index pages store.
-    pub fn build_compact<'a>(pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> Self {
-        let bytes = (pairs.len().max(1) * 10).div_ceil(8);
-        Self::with_bits(pairs, bytes * 8)
+    /// A bloom filter over pair hashes, in whole 64-bit words (self-contained index entries).
+    fn bloom(hashes: &[u64]) -> Self {
+        let words = (hashes.len().max(1) * BITS_PER_PAIR).div_ceil(64);
+        Self::with_bits(hashes, words * 64)
     }
 
-    fn with_bits<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>, nbits: usize) -> Self {
-        let mut f = TagFilter { bits: vec![0; nbits.div_ceil(64)], nbits };
-        for (k, v) in pairs {
-            f.insert(hash_pair(k, v));
+    /// A bloom filter over pair hashes, in whole bytes (a packed page's per-entry filters); empty for no pairs.
+    fn compact_bloom(hashes: &[u64]) -> Self {
+        Self::with_bits(hashes, (hashes.len() * BITS_PER_PAIR).div_ceil(8) * 8)
+    }
+
+    /// The exact pair hashes, no bloom filter: what [`entries_for_chunk`] gives a packed page to split.
+    fn exact(mut hashes: Vec<u64>) -> Self {
+        hashes.sort_unstable();
+        hashes.dedup();
+        TagFilter { bits: Vec::new(), nbits: 0, exact: hashes }
+    }
+
+    fn with_bits(hashes: &[u64], nbits: usize) -> Self {
+        let mut f = TagFilter { bits: vec![0; nbits.div_ceil(64)], nbits, exact: Vec::new() };
+        if nbits > 0 {
+            for &h in hashes {
+                f.insert(h);
+            }
         }
         f
     }
 
-    /// The filter's bits as bytes (little-endian words cut to whole bytes): the form packed pages store.
+    /// The bloom filter's bits as bytes (little-endian words cut to whole bytes): the form packed pages store.
     fn to_bytes(&self) -> Vec<u8> {
         let mut out: Vec<u8> = self.bits.iter().flat_map(|w| w.to_le_bytes()).collect();
         out.truncate(self.nbits.div_ceil(8));
         out
     }
 
-    /// The inverse of [`TagFilter::to_bytes`].
-    fn from_bytes(b: &[u8]) -> Self {
+    /// The inverse of [`TagFilter::to_bytes`], with the entry's exact pairs from the page's table.
+    fn from_bytes(b: &[u8], exact: Vec<u64>) -> Self {
         let mut bits = vec![0u64; b.len().div_ceil(8)];
         for (i, byte) in b.iter().enumerate() {
             bits[i / 8] |= u64::from(*byte) << ((i % 8) * 8);
         }
-        TagFilter { bits, nbits: b.len() * 8 }
+        TagFilter { bits, nbits: b.len() * 8, exact }
     }
 
     fn positions(&self, h: u64) -> impl Iterator<Item = usize> + '_ {
@@ -101,10 +135,9 @@ impl TagFilter {
 
     /// False when the pair is certainly absent; true when it may be present.
     pub fn may_contain(&self, key: &str, value: &str) -> bool {
-        if self.nbits == 0 {
-            return false;
-        }
-        self.positions(hash_pair(key, value)).all(|p| self.bits[p / 64] & (1 << (p % 64)) != 0)
+        let h = hash_pair(key, value);
+        self.exact.binary_search(&h).is_ok()
+            || (self.nbits > 0 && self.positions(h).all(|p| self.bits[p / 64] & (1 << (p % 64)) != 0))
     }
 }
 
@@ -140,6 +173,11 @@ pub struct IndexEntry {
     /// [`ProcessTags::hash`] of each process of the entry's spans ([`StoreLayout::Packed`]): their tags are
     /// in the partition's process table, not in `tags`. Empty: every tag is in `tags`.
     pub processes: Vec<u64>,
+    /// True for entries read from packed index pages: the starts are rounded outwards to 1 ms and the span
+    /// durations outwards to a quarter octave, so they bound the true values without proving them; a search
+    /// confirms such an entry against its spans unless the bounds alone prove the match
+    /// ([`crate::TraceQuery::needs_verification`]).
+    pub coarse: bool,
 }
 
 impl IndexEntry {
@@ -234,8 +272,9 @@ impl IndexEntry {
             min_span_duration_nanos,
             max_span_duration_nanos,
             operations,
-            tags: TagFilter { nbits: bits.len() * 64, bits },
+            tags: TagFilter { nbits: bits.len() * 64, bits, exact: Vec::new() },
             processes,
+            coarse: false,
         })
     }
 }
@@ -287,12 +326,11 @@ pub(crate) fn entries_for_chunk(spans: &[Span], layout: StoreLayout) -> (Vec<Ind
             let n = rest.partition_point(|s| s.start_unix_nanos - first.start_unix_nanos <= ENTRY_START_SPREAD_NANOS);
             let (stretch, tail) = rest.split_at(n);
             rest = tail;
-            let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
+            // Pair hashes, not owned strings: duplicates are removed once the stretch is done.
+            let mut pairs: Vec<u64> = Vec::new();
             let mut refs: Vec<u64> = Vec::new();
             for s in stretch {
-                let mut add = |k: &str, v: &str| {
-                    pairs.insert((k.to_string(), v.to_string()));
-                };
+                let mut add = |k: &str, v: &str| pairs.push(hash_pair(k, v));
                 match layout {
                     StoreLayout::PerTrace => for_each_process_tag(&s.resource, &s.scope, &mut add),
                     StoreLayout::Packed => {
@@ -337,12 +375,15 @@ pub(crate) fn entries_for_chunk(spans: &[Span], layout: StoreLayout) -> (Vec<Ind
                 max_span_duration_nanos: stretch.iter().map(|s| s.duration_nanos()).max().unwrap_or(0),
                 operations: stretch.iter().map(|s| s.name.clone()).collect(),
                 tags: match layout {
-                    StoreLayout::PerTrace => TagFilter::build(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-                    StoreLayout::Packed => {
-                        TagFilter::build_compact(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    StoreLayout::PerTrace => {
+                        pairs.sort_unstable();
+                        pairs.dedup();
+                        TagFilter::bloom(&pairs)
                     }
+                    StoreLayout::Packed => TagFilter::exact(pairs),
                 },
                 processes: refs,
+                coarse: false,
             });
         }
     }
@@ -433,9 +474,10 @@ impl TraceFilter {
     }
 }
 
-/// Builds the packed index pages of one pack from its chunks' entries (`(trace-table ordinal, entry)`): one page
-/// per service and stretch of entry starts of at most [`ENTRY_START_SPREAD_NANOS`], as `(service, newest entry
-/// start ns, page)`.
+/// Builds the packed index pages of one pack from its chunks' entries (`(trace-table ordinal, entry)`, each
+/// entry's tags as [`TagFilter::exact`] hashes, as [`entries_for_chunk`] makes them for [`StoreLayout::Packed`]): one
+/// page per service and stretch of entry starts of at most [`PAGE_SPAN_NANOS`], as `(service, newest entry start
+/// ns, page)`.
 ///
 /// # Errors
 /// [`CodecError::Zstd`] when compression fails.
@@ -446,11 +488,11 @@ pub(crate) fn packed_pages(entries: &[(u32, &IndexEntry)]) -> Result<Vec<(String
     }
     let mut out = Vec::new();
     for (service, mut list) in by_service {
-        list.sort_by(|a, b| b.1.start_unix_nanos.cmp(&a.1.start_unix_nanos).then(a.0.cmp(&b.0)));
+        list.sort_by(|a, b| b.1.start_unix_nanos.cmp(&a.1.start_unix_nanos).then(b.0.cmp(&a.0)));
         let mut rest = list.as_slice();
         while let Some(first) = rest.first() {
             let newest = first.1.start_unix_nanos;
-            let n = rest.partition_point(|(_, e)| newest - e.start_unix_nanos <= ENTRY_START_SPREAD_NANOS);
+            let n = rest.partition_point(|(_, e)| newest - e.start_unix_nanos <= PAGE_SPAN_NANOS);
             let (page, tail) = rest.split_at(n);
             rest = tail;
             out.push((service.to_string(), newest, encode_packed_page(newest, page)?));
@@ -459,25 +501,55 @@ pub(crate) fn packed_pages(entries: &[(u32, &IndexEntry)]) -> Result<Vec<(String
     Ok(out)
 }
 
+/// Version byte of packed index pages.
+const PACKED_PAGE_FORMAT: u8 = 1;
+
+/// Log-scale bucket of a duration, ns: exact below 4, then four buckets per octave (each at most 25 % wide).
+fn duration_bucket(d: u64) -> u64 {
+    if d < 4 {
+        return d;
+    }
+    let e = u64::from(63 - d.leading_zeros());
+    4 + (e - 2) * 4 + ((d >> (e - 2)) & 3)
+}
+
+/// The smallest and largest duration, ns, of a [`duration_bucket`].
+fn bucket_bounds(b: u64) -> (u64, u64) {
+    if b < 4 {
+        return (b, b);
+    }
+    let (shift, m) = (((b - 4) / 4).min(61) as u32, u128::from((b - 4) % 4));
+    let clamp = |x: u128| u64::try_from(x).unwrap_or(u64::MAX);
+    (clamp((4 + m) << shift), clamp(((5 + m) << shift) - 1))
+}
+
 /// Serializes one packed index page: the entries (`(ordinal, entry)`, newest first) of one service in one pack,
 /// column by column under one zstd frame:
 ///
 /// ```text
-/// raw_len uvarint | zstd( n | operations: count, (len, utf-8)… | processes: count, hash u64 LE…
-///       | ordinal × n | newest − start × n | latest start − start × n | min span duration × n
-///       | max − min span duration × n | (op count, op#…) × n | (process count, process#…) × n
-///       | (filter bytes len, bytes) × n )
+/// 1 | raw_len uvarint | zstd( n | operations: count, name hash u64 LE… | processes: count, hash u64 LE…
+///       | common pairs: count, pair hash u64 LE…, then per pair a bitmap of the n entries (⌈n/8⌉ bytes)
+///       | ordinal − previous ordinal (zigzag) × n | age − previous age × n | spread × n
+///       | min duration bucket × n | max − min duration bucket × n | (op count, op#…) × n
+///       | (process count, process#…) × n | (filter bytes len, bytes) × n )
 /// ```
 ///
-/// all integers uvarints, `#` an index into the page's list. The entry fields search does not read (trace
-/// duration, root operation, error, span count) are not stored.
+/// all integers uvarints, `#` an index into the page's list. Starts are kept on a 1 ms grid: `age` is
+/// ⌈(newest − earliest start) / 1 ms⌉, `spread` ⌈(latest start − (newest − age ms)) / 1 ms⌉, so the decoded
+/// interval holds the true one. Durations are [`duration_bucket`]s. Operation names are hashes ([`name_hash`]) of
+/// names in the partition's operation table. A tag pair held by enough of the page's entries that a bitmap costs
+/// less than its bloom bits is a common pair, listed once; the others go into each entry's bloom filter. The entry
+/// fields search does not read (trace duration, root operation, error, span count) are not stored.
 fn encode_packed_page(newest: u64, entries: &[(u32, &IndexEntry)]) -> Result<Vec<u8>, CodecError> {
-    let mut ops: Vec<&str> = Vec::new();
+    let n = entries.len();
+    let mut ops: Vec<u64> = Vec::new();
     let mut procs: Vec<u64> = Vec::new();
+    let mut pair_counts: HashMap<u64, usize> = HashMap::new();
     for (_, e) in entries {
         for op in &e.operations {
-            if !ops.contains(&op.as_str()) {
-                ops.push(op);
+            let h = name_hash(op);
+            if !ops.contains(&h) {
+                ops.push(h);
             }
         }
         for h in &e.processes {
@@ -485,34 +557,58 @@ fn encode_packed_page(newest: u64, entries: &[(u32, &IndexEntry)]) -> Result<Vec
                 procs.push(*h);
             }
         }
-    }
-    let mut b = Vec::with_capacity(entries.len() * 24 + 64);
-    put_uvarint(&mut b, entries.len() as u64);
-    put_uvarint(&mut b, ops.len() as u64);
-    for op in &ops {
-        put_str(&mut b, op);
-    }
-    put_uvarint(&mut b, procs.len() as u64);
-    for h in &procs {
-        b.extend_from_slice(&h.to_le_bytes());
-    }
-    type Column<'a> = &'a dyn Fn(&IndexEntry, u32) -> u64;
-    let columns: [Column<'_>; 5] = [
-        &|_, ordinal| u64::from(ordinal),
-        &|e, _| newest.saturating_sub(e.start_unix_nanos),
-        &|e, _| e.latest_start_unix_nanos.saturating_sub(e.start_unix_nanos),
-        &|e, _| e.min_span_duration_nanos,
-        &|e, _| e.max_span_duration_nanos.saturating_sub(e.min_span_duration_nanos),
-    ];
-    for column in columns {
-        for (ordinal, e) in entries {
-            put_uvarint(&mut b, column(e, *ordinal));
+        for &h in &e.tags.exact {
+            *pair_counts.entry(h).or_default() += 1;
         }
+    }
+    // A common pair costs its hash and a bitmap; in the entries' bloom filters it would cost 10 bits per entry.
+    let mut common: Vec<u64> =
+        pair_counts.into_iter().filter(|&(_, count)| 64 + n < count * BITS_PER_PAIR).map(|(h, _)| h).collect();
+    common.sort_unstable();
+    let mut b = Vec::with_capacity(n * 16 + 64);
+    put_uvarint(&mut b, n as u64);
+    for list in [&ops, &procs, &common] {
+        put_uvarint(&mut b, list.len() as u64);
+        for h in list {
+            b.extend_from_slice(&h.to_le_bytes());
+        }
+    }
+    for h in &common {
+        let mut bitmap = vec![0u8; n.div_ceil(8)];
+        for (i, (_, e)) in entries.iter().enumerate() {
+            if e.tags.exact.binary_search(h).is_ok() {
+                bitmap[i / 8] |= 1 << (i % 8);
+            }
+        }
+        b.extend_from_slice(&bitmap);
+    }
+    let grid = PAGE_TIME_GRID_NANOS;
+    let mut previous = (0u32, 0u64);
+    for (ordinal, _) in entries {
+        put_ivarint(&mut b, i64::from(*ordinal) - i64::from(previous.0));
+        previous.0 = *ordinal;
+    }
+    let ages: Vec<u64> =
+        entries.iter().map(|(_, e)| newest.saturating_sub(e.start_unix_nanos).div_ceil(grid)).collect();
+    for age in &ages {
+        put_uvarint(&mut b, age.saturating_sub(previous.1));
+        previous.1 = *age;
+    }
+    for ((_, e), age) in entries.iter().zip(&ages) {
+        let start = newest.saturating_sub(age.saturating_mul(grid));
+        put_uvarint(&mut b, e.latest_start_unix_nanos.saturating_sub(start).div_ceil(grid));
+    }
+    for (_, e) in entries {
+        put_uvarint(&mut b, duration_bucket(e.min_span_duration_nanos));
+    }
+    for (_, e) in entries {
+        let min = duration_bucket(e.min_span_duration_nanos);
+        put_uvarint(&mut b, duration_bucket(e.max_span_duration_nanos).saturating_sub(min));
     }
     for (_, e) in entries {
         put_uvarint(&mut b, e.operations.len() as u64);
         for op in &e.operations {
-            put_uvarint(&mut b, ops.iter().position(|o| o == op).unwrap_or_default() as u64);
+            put_uvarint(&mut b, ops.iter().position(|&h| h == name_hash(op)).unwrap_or_default() as u64);
         }
     }
     for (_, e) in entries {
@@ -522,12 +618,14 @@ fn encode_packed_page(newest: u64, entries: &[(u32, &IndexEntry)]) -> Result<Vec
         }
     }
     for (_, e) in entries {
-        let bytes = e.tags.to_bytes();
+        let rare: Vec<u64> = e.tags.exact.iter().copied().filter(|h| common.binary_search(h).is_err()).collect();
+        let bytes = TagFilter::compact_bloom(&rare).to_bytes();
         put_uvarint(&mut b, bytes.len() as u64);
         b.extend_from_slice(&bytes);
     }
     let z = zstd::bulk::compress(&b, skein_codec::ZSTD_LEVEL)?;
-    let mut out = Vec::with_capacity(z.len() + 4);
+    let mut out = Vec::with_capacity(z.len() + 5);
+    out.push(PACKED_PAGE_FORMAT);
     put_uvarint(&mut out, b.len() as u64);
     out.extend_from_slice(&z);
     Ok(out)
@@ -537,16 +635,23 @@ fn encode_packed_page(newest: u64, entries: &[(u32, &IndexEntry)]) -> Result<Vec
 const MAX_PAGE_BYTES: usize = 64 << 20;
 
 /// Parses a packed index page of `service` whose newest entry starts at `newest` ns: `(ordinal, entry)`, newest
-/// first. Entries carry a zero trace ID (the pack's trace table has it) and none of the fields the page leaves out.
+/// first. `operation_names` maps [`name_hash`] to the names of the service's operations (the partition's operation
+/// table). Entries are [`IndexEntry::coarse`], carry a zero trace ID (the pack's trace table has it) and none of
+/// the fields the page leaves out.
 ///
 /// # Errors
-/// [`CodecError::Corrupt`] or [`CodecError::Zstd`] for a malformed page.
+/// [`CodecError::Corrupt`] or [`CodecError::Zstd`] for a malformed page, or one naming an operation the table
+/// does not hold.
 pub(crate) fn decode_packed_page(
     service: &str,
     newest: u64,
     page: &[u8],
+    operation_names: &HashMap<u64, String>,
 ) -> Result<Vec<(u32, IndexEntry)>, CodecError> {
     let mut head = Reader { buf: page, pos: 0 };
+    if head.u8()? != PACKED_PAGE_FORMAT {
+        return Err(CodecError::Corrupt("unknown packed index page format"));
+    }
     let raw_len = head.count_any()?;
     if raw_len > MAX_PAGE_BYTES {
         return Err(CodecError::Corrupt("packed index page larger than the limit"));
@@ -554,19 +659,38 @@ pub(crate) fn decode_packed_page(
     let raw = zstd::bulk::decompress(&page[head.pos..], raw_len)?;
     let mut r = Reader { buf: &raw, pos: 0 };
     let n = r.count()?;
-    let ops = (0..r.count()?).map(|_| get_str(&mut r)).collect::<Result<Vec<_>, _>>()?;
-    let procs = (0..r.count()?).map(|_| r.array::<8>().map(u64::from_le_bytes)).collect::<Result<Vec<_>, _>>()?;
-    let mut cols = [const { Vec::new() }; 5];
+    let mut hashes = || (0..r.count()?).map(|_| r.array::<8>().map(u64::from_le_bytes)).collect::<Result<Vec<_>, _>>();
+    let ops = hashes()?
+        .into_iter()
+        .map(|h| operation_names.get(&h).cloned().ok_or(CodecError::Corrupt("page operation not in the table")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let procs = hashes()?;
+    let common = hashes()?;
+    let mut exact: Vec<Vec<u64>> = vec![Vec::new(); n];
+    for h in &common {
+        let bitmap = r.take(n.div_ceil(8))?;
+        for (i, list) in exact.iter_mut().enumerate() {
+            if bitmap[i / 8] & (1 << (i % 8)) != 0 {
+                list.push(*h);
+            }
+        }
+    }
+    let ordinal_deltas = (0..n).map(|_| r.ivarint()).collect::<Result<Vec<_>, _>>()?;
+    let mut cols = [const { Vec::new() }; 4];
     for col in &mut cols {
         for _ in 0..n {
             col.push(r.uvarint()?);
         }
     }
-    let [ordinals, ages, spreads, mins, ranges] = cols;
+    let [age_deltas, spreads, mins, ranges] = cols;
+    let grid = PAGE_TIME_GRID_NANOS;
+    let (mut ordinal, mut age) = (0i64, 0u64);
     let mut out = Vec::with_capacity(n);
-    let columns = ordinals.into_iter().zip(ages).zip(spreads).zip(mins).zip(ranges);
-    for ((((ordinal, age), spread), min), range) in columns {
-        let start = newest.checked_sub(age).ok_or(CodecError::Corrupt("page entry start"))?;
+    let columns = ordinal_deltas.into_iter().zip(age_deltas).zip(spreads).zip(mins).zip(ranges).zip(exact);
+    for (((((ordinal_delta, age_delta), spread), min), range), exact) in columns {
+        ordinal = ordinal.saturating_add(ordinal_delta);
+        age = age.saturating_add(age_delta);
+        let start = newest.saturating_sub(age.saturating_mul(grid));
         let ordinal = u32::try_from(ordinal).map_err(|_| CodecError::Corrupt("page entry ordinal"))?;
         out.push((
             ordinal,
@@ -574,16 +698,17 @@ pub(crate) fn decode_packed_page(
                 service: service.to_string(),
                 trace_id: TraceId([0; 16]),
                 start_unix_nanos: start,
-                latest_start_unix_nanos: start.saturating_add(spread),
+                latest_start_unix_nanos: start.saturating_add(spread.saturating_mul(grid)),
                 trace_duration_nanos: 0,
                 root_operation: String::new(),
                 error: false,
                 span_count: 0,
-                min_span_duration_nanos: min,
-                max_span_duration_nanos: min.saturating_add(range),
+                min_span_duration_nanos: bucket_bounds(min).0,
+                max_span_duration_nanos: bucket_bounds(min.saturating_add(range)).1,
                 operations: BTreeSet::new(),
-                tags: TagFilter::default(),
+                tags: TagFilter { exact, ..TagFilter::default() },
                 processes: Vec::new(),
+                coarse: true,
             },
         ));
     }
@@ -599,7 +724,8 @@ pub(crate) fn decode_packed_page(
         }
     }
     for (_, e) in &mut out {
-        e.tags = TagFilter::from_bytes(r.bytes()?);
+        let exact = std::mem::take(&mut e.tags.exact);
+        e.tags = TagFilter::from_bytes(r.bytes()?, exact);
     }
     if r.pos != raw.len() {
         return Err(CodecError::Corrupt("trailing bytes in a packed index page"));
@@ -777,20 +903,17 @@ mod tests {
         assert_eq!(decode_process_pairs(&encode_process_pairs(&p.pairs)).expect("decode"), want);
         let e = &entries[0];
         assert_eq!(e.processes, vec![p.hash]);
-        // A packed page keeps what search reads: starts, durations, operations, the filter and the processes.
+        // A packed page keeps what search reads: operations, processes and tags exactly, starts and durations
+        // as bounds.
         let newest = e.start_unix_nanos + 5;
-        let page = decode_packed_page(&e.service, newest, &encode_packed_page(newest, &[(3, e)]).expect("encode"))
-            .expect("decode");
-        let stored = IndexEntry {
-            trace_id: TraceId([0; 16]),
-            trace_duration_nanos: 0,
-            root_operation: String::new(),
-            error: false,
-            span_count: 0,
-            ..e.clone()
-        };
-        assert_eq!(page, vec![(3, stored)]);
-        assert!(decode_packed_page(&e.service, newest, b"\x05garbage").is_err());
+        let names: HashMap<u64, String> = ["GET /", "GET /x"].map(|n| (name_hash(n), n.to_string())).into();
+        let page = encode_packed_page(newest, &[(3, e)]).expect("encode");
+        let decoded = decode_packed_page(&e.service, newest, &page, &names).expect("decode");
+        let [(3, d)] = decoded.as_slice() else { panic!("one entry, ordinal 3: {decoded:?}") };
+        assert!(d.coarse && d.operations == e.operations && d.processes == e.processes);
+        assert!(d.tags.may_contain("http.route", "/"));
+        assert!(decode_packed_page(&e.service, newest, &page, &HashMap::new()).is_err(), "unknown operation");
+        assert!(decode_packed_page(&e.service, newest, b"\x01\x05garbage", &names).is_err());
         // The span-level tag is in the filter; `service.name` only in the process row.
         assert!(e.tags.may_contain("http.route", "/"));
         let q = |k: &str, v: &str| TraceQuery {
@@ -803,6 +926,74 @@ mod tests {
         assert!(e.may_match_with(&q("service.name", "front"), process_has));
         assert!(!e.may_match_with(&q("service.name", "front"), |_, _| false));
         assert!(e.may_match_with(&q("http.route", "/"), |_, _| false));
+    }
+
+    #[test]
+    fn duration_buckets_bound_each_duration_within_a_quarter_octave() {
+        let mut d = 0u64;
+        while d < u64::MAX / 3 {
+            for x in [d, d + 1, d.saturating_mul(3) / 2] {
+                let (lo, hi) = bucket_bounds(duration_bucket(x));
+                assert!(lo <= x && x <= hi, "{x}: [{lo}, {hi}]");
+                assert!(hi - lo <= x / 4, "{x}: [{lo}, {hi}] is wider than a quarter of it");
+            }
+            d = d * 2 + 1;
+        }
+        assert_eq!(bucket_bounds(duration_bucket(u64::MAX)).1, u64::MAX);
+    }
+
+    #[test]
+    fn packed_pages_bound_every_entry_and_keep_its_tags() {
+        // 300 one-service traces whose spans carry a pair shared by all (a common pair), one shared by every
+        // third (common) and one of their own (a bloom filter pair).
+        let mut entries = Vec::new();
+        let mut names = HashMap::new();
+        for t in 0..300u64 {
+            let trace_id = TraceId([t as u8; 16]);
+            let spans: Vec<Span> = (0..1 + t % 4)
+                .map(|i| {
+                    let op = format!("op{}", (t + i) % 5);
+                    names.insert(name_hash(&op), op.clone());
+                    let mut s = Span::minimal(trace_id, SpanId([i as u8 + 1; 8]), &op, service_resource("svc"));
+                    s.start_unix_nanos = 1_700_000_000_000_000_000 + t * 7_777_777 + i * 1_234_567;
+                    s.end_unix_nanos = s.start_unix_nanos + 1_000 * (t * 37 % 1_000 + i);
+                    s.attributes.push(KeyValue::new("env", Value::Str("prod".into())));
+                    s.attributes.push(KeyValue::new("shard", Value::Int((t % 3) as i64)));
+                    s.attributes.push(KeyValue::new("request", Value::Int(t as i64)));
+                    s
+                })
+                .collect();
+            let (list, _) = entries_for_chunk(&spans, StoreLayout::Packed);
+            entries.extend(list.into_iter().map(|e| (t as u32, e)));
+        }
+        let refs: Vec<(u32, &IndexEntry)> = entries.iter().map(|(o, e)| (*o, e)).collect();
+        let pages = packed_pages(&refs).expect("pages");
+        let mut decoded = Vec::new();
+        for (service, newest, page) in &pages {
+            decoded.extend(decode_packed_page(service, *newest, page, &names).expect("decode"));
+        }
+        assert_eq!(decoded.len(), entries.len());
+        let mut absent_hits = 0;
+        for (ordinal, e) in &entries {
+            let (_, d) = decoded.iter().find(|(o, _)| o == ordinal).expect("every entry comes back");
+            assert!(d.start_unix_nanos <= e.start_unix_nanos && e.start_unix_nanos - d.start_unix_nanos < 1_000_000);
+            assert!(d.latest_start_unix_nanos >= e.latest_start_unix_nanos);
+            assert!(d.latest_start_unix_nanos - e.latest_start_unix_nanos < 2_000_000);
+            assert!(d.min_span_duration_nanos <= e.min_span_duration_nanos);
+            assert!(d.max_span_duration_nanos >= e.max_span_duration_nanos);
+            assert_eq!(d.operations, e.operations);
+            let t = u64::from(*ordinal);
+            assert!(d.tags.may_contain("env", "prod"));
+            assert!(d.tags.may_contain("shard", &(t % 3).to_string()));
+            assert!(d.tags.may_contain("request", &t.to_string()));
+            absent_hits += usize::from(d.tags.may_contain("request", &(t + 1).to_string()));
+            absent_hits += usize::from(d.tags.may_contain("shard", &(t % 3 + 1).to_string()));
+        }
+        // Common pairs are exact; bloom filter pairs err about 1 % of the time.
+        assert!(absent_hits < entries.len() / 20, "{absent_hits} false positives of {}", 2 * entries.len());
+        // The shared pairs are listed once per page, not in 300 filters: the pages are far smaller than them.
+        let page_bytes: usize = pages.iter().map(|p| p.2.len()).sum();
+        assert!(page_bytes < entries.len() * 8, "{page_bytes} bytes for {} entries", entries.len());
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub mod scylla;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use dicts::{DictAppend, Dictionaries, MAX_OPEN_DICTIONARIES};
-pub use index::{ENTRY_START_SPREAD_NANOS, IndexEntry, PageEntry, PageMerger, TagFilter, decode_page, encode_page};
+pub use index::{
+    ENTRY_START_SPREAD_NANOS, IndexEntry, PAGE_SPAN_NANOS, PageEntry, PageMerger, TagFilter, decode_page, encode_page,
+};
 
 use skein_codec::CodecError;
 use skein_model::dependencies::DependencyEdge;
@@ -123,12 +125,12 @@ pub struct PreparedPack {
     pub block: Vec<u8>,
     /// Shared-dictionary entries the pack introduced; stored with (or before) it.
     pub dict: Option<DictAppend>,
-    /// The pack's chunks: positions in [`WriteBatch::chunks`], in the pack's trace-table order.
+    /// The pack's chunks: positions in [`WriteBatch::chunks`], in the pack's trace-table order (by start).
     pub chunks: Vec<usize>,
     /// [`index::TraceFilter`] bytes over the pack's trace IDs.
     pub trace_filter: Vec<u8>,
     /// The chunks' index entries as pages ([`index::encode_packed_page`]): `(service, newest entry start ns,
-    /// page)`, one per service and stretch of at most [`ENTRY_START_SPREAD_NANOS`].
+    /// page)`, one per service and stretch of at most [`PAGE_SPAN_NANOS`].
     pub pages: Vec<(String, u64, Vec<u8>)>,
 }
 
@@ -169,7 +171,9 @@ pub fn prepare_batch<'a>(
         spans_of.push(spans);
     }
     let mut packs = Vec::with_capacity(groups.len());
-    for ((_, important), members) in groups {
+    for ((_, important), mut members) in groups {
+        // Traces in start order: an index page (newest first) then names them by nearly constant steps.
+        members.sort_by_key(|&i| (chunks[i].start_unix_nanos, chunks[i].trace_id));
         let traces: Vec<&[Span]> = members.iter().map(|&i| spans_of[i]).collect();
         let start_unix_nanos = members.iter().map(|&i| chunks[i].start_unix_nanos).min().unwrap_or(0);
         let (block, dict) = dicts.encode_pack(&traces, start_unix_nanos, important)?;
@@ -276,8 +280,11 @@ impl TraceQuery {
         let one_inside = window.contains(&entry.start_unix_nanos) || window.contains(&entry.latest_start_unix_nanos);
         let span_criteria =
             self.operation.is_some() || self.duration_min_nanos.is_some() || self.duration_max_nanos.is_some();
-        !self.tags.is_empty()
-            || (self.operation.is_some() && (self.duration_min_nanos.is_some() || self.duration_max_nanos.is_some()))
+        let duration_criteria = self.duration_min_nanos.is_some() || self.duration_max_nanos.is_some();
+        // A coarse entry's bounds prove only that all its spans start inside the window.
+        (entry.coarse && (!all_inside || duration_criteria))
+            || !self.tags.is_empty()
+            || (self.operation.is_some() && duration_criteria)
             || (self.duration_min_nanos.is_some() && self.duration_max_nanos.is_some())
             || !one_inside
             || (!all_inside && span_criteria)

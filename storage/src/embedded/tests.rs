@@ -259,6 +259,44 @@ async fn trace_by_id_finds_each_trace_of_many_packs_and_no_other() {
 }
 
 #[tokio::test]
+async fn a_query_decodes_a_pack_once_and_stays_within_its_cache_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
+    let dicts = Dictionaries::new(store.partition_secs());
+    let traces: Vec<Vec<Span>> = (0..40u8).map(|i| trace(i, T0 + u64::from(i) * 1_000_000, false)).collect();
+    store.write(batch(&dicts, &traces).into()).await.expect("write");
+    let (key, p) = store.inner.snapshot().into_iter().next().expect("partition");
+    let seq = store.inner.filters(key, &p).expect("filters")[0].0;
+    let spans: usize = traces.iter().map(Vec::len).sum();
+    // Room for the whole pack decoded: the second trace asked decodes all of them, the rest come from memory.
+    let mut packs = PackCache::new(usize::MAX);
+    let ids = Inner::pack_ids(&mut packs, key, &p, seq).expect("ids");
+    for (place, id) in ids.iter().enumerate() {
+        let want = traces.iter().find(|t| t[0].trace_id == *id).expect("a written trace");
+        assert_eq!(store.inner.pack_trace(&mut packs, key, &p, seq, place).expect("trace").as_ref(), want);
+        let decoded = packs.packs[&(key, seq)].traces.len();
+        assert_eq!(decoded, if place == 0 { 1 } else { ids.len() });
+    }
+    let whole = packs.bytes;
+    assert!(whole >= spans * DECODED_SPAN_BYTES);
+    // A bound below one decoded pack: every answer is still right, what is held is what is counted, and other
+    // packs are dropped to make room for the one in use.
+    let mut packs = PackCache::new(whole / 2);
+    for (place, id) in ids.iter().enumerate().rev() {
+        let want = traces.iter().find(|t| t[0].trace_id == *id).expect("a written trace");
+        assert_eq!(store.inner.pack_trace(&mut packs, key, &p, seq, place).expect("trace").as_ref(), want);
+        assert_eq!(packs.bytes, packs.packs.values().map(CachedPack::bytes).sum::<usize>());
+    }
+    let mut packs = PackCache::new(1);
+    Inner::pack_ids(&mut packs, key, &p, seq).expect("ids");
+    store.write(batch(&dicts, &[trace(99, T0, false)]).into()).await.expect("write");
+    let other = store.inner.filters(key, &p).expect("filters")[1].0;
+    Inner::pack_ids(&mut packs, key, &p, other).expect("ids");
+    assert_eq!(packs.packs.keys().collect::<Vec<_>>(), vec![&(key, other)], "over the bound, older packs go");
+    assert!(Inner::pack_ids(&mut packs, key, &p, seq + 1000).is_err(), "a missing pack is an error");
+}
+
+#[tokio::test]
 async fn process_tags_are_searched_through_the_process_table() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
