@@ -798,7 +798,7 @@ impl Inner {
                 pack.traces.insert(i, trace);
             }
         }
-        want.ok_or_else(|| StoreError::Codec(CodecError::Corrupt("an index entry names a trace past the pack")))
+        want.ok_or(StoreError::Codec(CodecError::Corrupt("an index entry names a trace past the pack")))
     }
 
     /// All spans of a trace, merged and sorted. Packs read and traces decoded are kept in `packs`.
