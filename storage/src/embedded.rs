@@ -2,7 +2,7 @@
 //! for one machine.
 //!
 //! Layout: one fjall database in `<data_dir>/fjall`; each time partition of `partition_secs` (default one hour)
-//! and retention tier owns eight keyspaces named `p<partition_start_secs>_<table>` (standard tier) or
+//! and retention tier owns three keyspaces named `p<partition_start_secs>_<table>` (standard tier) or
 //! `i<partition_start_secs>_<table>` (important tier: traces with an error or a slow span, kept for
 //! `retention_important`). A chunk lives in the partition of its earliest span start and its tier. Every
 //! [`TraceStore::write`] is one atomic fjall write batch across all touched keyspaces, fsync'd
@@ -18,21 +18,25 @@
 //! packed ([`crate::StoreLayout::Packed`]): its chunks' spans are one pack (codec version 3) per partition and
 //! tier, so small traces share a zstd frame and a header instead of paying each their own.
 //! - `packs`: `pack_seq u64be` → pack (a pack sequence number is unique in the database)
-//! - `filters`: `pack_seq u64be` → [`index::TraceFilter`] over the pack's trace IDs. Trace by ID tests every
-//!   filter of a partition (kept in memory, bounded by [`FILTER_CACHE_BYTES`]), reads the packs that may hold the
-//!   trace, checks their trace tables and decodes only the trace's rows; no row per trace is stored.
 //! - `pages`: `len16 service ‖ !newest_start_nanos u64be ‖ pack_seq u64be ‖ page u16be` → packed index page
 //!   (index entries of one service in one pack, starts within [`crate::PAGE_SPAN_NANOS`] of the newest; newest
 //!   inverted so a forward scan is newest first; entries reference their trace by its place in the pack, their
-//!   operations by name hash in `ops`, and keep starts and durations rounded outwards)
-//! - `processes`: `len16 service ‖ hash u64be` → process-level tags of one process (see
-//!   [`crate::StoreLayout::Packed`])
-//! - `services`: `service` → empty; `ops`: `len16 service ‖ kind i32be ‖ name` → empty
-//! - `deps`: `bucket_start_secs u64be ‖ len16 parent ‖ parent ‖ child` → `calls u64le ‖ errors u64le`
-//! - `dict`: `dict_id u64be ‖ entry u32be` → serialized entry (shared dictionaries of the partition's packs)
+//!   operations by name hash in the operation table, and keep starts and durations rounded outwards)
+//! - `tables`: the small tables, each under a leading tag byte (`Table`), sharing one keyspace because each
+//!   keyspace costs files of its own at rest:
+//!   - trace filters: `pack_seq u64be` → [`index::TraceFilter`] over the pack's trace IDs. Trace by ID tests
+//!     every filter of a partition (kept in memory, bounded by [`FILTER_CACHE_BYTES`]), reads the packs that may
+//!     hold the trace, checks their trace tables and decodes only the trace's rows; no row per trace is stored.
+//!   - operations: `len16 service ‖ kind i32be ‖ name` → empty (the service list is their key prefixes)
+//!   - dependency counters: `bucket_start_secs u64be ‖ len16 parent ‖ parent ‖ child` → `calls u64le ‖ errors
+//!     u64le`
+//!   - shared dictionaries: `dict_id u64be ‖ entry u32be` → serialized entry
+//!   - processes: `len16 service ‖ hash u64be` → process-level tags of one process (see
+//!     [`crate::StoreLayout::Packed`])
 //!
 //! Partitions written before packs (one block per chunk in `traces`, index rows in `index`) are rewritten into
-//! packs when the store opens ([`EmbeddedStore::open`] logs each), then their old keyspaces are deleted. A crash
+//! packs, and small tables kept in keyspaces of their own (`ops`, `deps`, …) are moved into `tables`, when the
+//! store opens ([`EmbeddedStore::open`] logs each), then their old keyspaces are deleted. A crash
 //! during the rewrite leaves chunks that are rewritten again at the next open; reads drop the duplicate spans.
 //!
 //! A database-wide `meta` keyspace maps each partition's name prefix to its last write time (ns, u64be) and the
@@ -68,7 +72,44 @@ const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 /// Shared dictionaries kept decoded in memory by readers.
 const DICT_CACHE_ENTRIES: usize = 256;
 
-const TABLES: [&str; 8] = ["packs", "filters", "pages", "services", "ops", "deps", "dict", "processes"];
+/// Keyspaces of a partition, `<prefix>_<name>`.
+const KEYSPACES: [&str; 3] = ["packs", "pages", "tables"];
+/// Keyspaces that earlier layouts gave the tables now in `tables` (`services` is now read from the operations);
+/// their rows are moved when the store opens.
+const SEPARATE_TABLES: [(&str, Option<Table>); 6] = [
+    ("filters", Some(Table::Filters)),
+    ("services", None),
+    ("ops", Some(Table::Ops)),
+    ("deps", Some(Table::Deps)),
+    ("dict", Some(Table::Dict)),
+    ("processes", Some(Table::Processes)),
+];
+
+/// The small tables of a partition, kept in its one `tables` keyspace under a leading tag byte: a keyspace costs
+/// files and directories of its own (about 20 KB at rest), which a partition of a few traces notices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Table {
+    /// `pack_seq u64be` → [`index::TraceFilter`] over the pack's trace IDs.
+    Filters = b'f' as isize,
+    /// `len16 service ‖ kind i32be ‖ name` → empty.
+    Ops = b'o' as isize,
+    /// `bucket_start_secs u64be ‖ len16 parent ‖ parent ‖ child` → `calls u64le ‖ errors u64le`.
+    Deps = b'd' as isize,
+    /// `dict_id u64be ‖ entry u32be` → serialized shared-dictionary entry.
+    Dict = b'c' as isize,
+    /// `len16 service ‖ hash u64be` → process-level tags of one process.
+    Processes = b'p' as isize,
+}
+
+impl Table {
+    /// The `tables` key of `rest` in this table.
+    fn key(self, rest: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(rest.len() + 1);
+        k.push(self as u8);
+        k.extend_from_slice(rest);
+        k
+    }
+}
 /// Bytes of trace filters kept in memory across partitions; past it, partitions' filters are dropped and read
 /// again from disk when needed.
 pub const FILTER_CACHE_BYTES: usize = 256 << 20;
@@ -147,13 +188,9 @@ fn engine(e: fjall::Error) -> StoreError {
 #[derive(Clone)]
 struct Partition {
     packs: Keyspace,
-    filters: Keyspace,
     pages: Keyspace,
-    services: Keyspace,
-    ops: Keyspace,
-    deps: Keyspace,
-    dict: Keyspace,
-    processes: Keyspace,
+    /// The small tables ([`Table`]).
+    tables: Keyspace,
     /// Last write, ns since the Unix epoch (mirrored in the `meta` keyspace).
     last_write: Arc<AtomicU64>,
     /// Latest index entry start, ns since the Unix epoch (mirrored in the `meta` keyspace; `u64::MAX` when
@@ -163,8 +200,16 @@ struct Partition {
 }
 
 impl Partition {
-    fn keyspaces(&self) -> [&Keyspace; 8] {
-        [&self.packs, &self.filters, &self.pages, &self.services, &self.ops, &self.deps, &self.dict, &self.processes]
+    fn keyspaces(&self) -> [&Keyspace; 3] {
+        [&self.packs, &self.pages, &self.tables]
+    }
+
+    /// The rows of `table` whose keys start with `prefix`, as `(key without the tag, value)`.
+    fn rows(&self, table: Table, prefix: &[u8]) -> impl Iterator<Item = StoreResult<(Vec<u8>, fjall::Slice)>> {
+        self.tables.prefix(table.key(prefix)).map(|guard| {
+            let (k, v) = guard.into_inner().map_err(engine)?;
+            Ok((k[1..].to_vec(), v))
+        })
     }
 }
 
@@ -256,11 +301,10 @@ impl EmbeddedStore {
         let db = Database::builder(&path).max_journaling_size(MAX_JOURNAL_BYTES).open().map_err(engine)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default).map_err(engine)?;
         let mut partitions = BTreeMap::new();
-        let names = db.list_keyspace_names();
-        let legacy: Vec<PartitionKey> =
-            names.iter().filter_map(|n| PartitionKey::parse(n.as_ref(), "_traces")).collect();
+        let names: Vec<String> = db.list_keyspace_names().iter().map(|n| n.to_string()).collect();
+        let legacy: Vec<PartitionKey> = names.iter().filter_map(|n| PartitionKey::parse(n, "_traces")).collect();
         for name in &names {
-            let Some(key) = PartitionKey::parse(name.as_ref(), "_packs") else { continue };
+            let Some(key) = PartitionKey::parse(name, "_packs") else { continue };
             let stored = meta.get(key.prefix()).map_err(engine)?;
             let last_write = stored.as_deref().map_or(0, decode_u64);
             let max_entry_start = stored.as_deref().and_then(|v| v.get(8..)).map_or(u64::MAX, decode_u64);
@@ -284,6 +328,9 @@ impl EmbeddedStore {
                 journal: JournalSweep { dir: path, clean: std::sync::atomic::AtomicBool::new(false) },
             }),
         };
+        for key in store.inner.snapshot().into_iter().map(|(k, _)| k).chain(legacy.iter().copied()) {
+            store.inner.consolidate(key, &names)?;
+        }
         for key in legacy {
             store.inner.migrate(key)?;
         }
@@ -350,14 +397,14 @@ fn open_partition(db: &Database, key: PartitionKey, last_write: u64, max_entry_s
     // - LZ4 on every level of every table (fjall's default starts at level 2, which an hour's partition rarely
     //   reaches); trace blocks are zstd frames already, but a one-span trace's block is stored raw and shares its
     //   header bytes with its neighbours;
-    // - bloom filters only where point reads happen (`packs`, `deps`: the counters' read-modify-write); the other
-    //   tables are range-scanned, and a filter costs about 10 bits per key;
+    // - bloom filters only where point reads happen (`packs`; `tables`, for the dependency counters'
+    //   read-modify-write); pages are range-scanned, and a filter costs about 10 bits per key;
     // - index pages in 32 KiB blocks with a restart point every 32 keys: more keys share their prefix.
     let ks = |table: &'static str| {
         db.keyspace(&format!("{prefix}_{table}"), move || {
             let mut o = KeyspaceCreateOptions::default()
                 .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4));
-            if !matches!(table, "packs" | "deps") {
+            if table == "pages" {
                 o = o.filter_policy(FilterPolicy::disabled());
             }
             if table == "pages" {
@@ -370,24 +417,11 @@ fn open_partition(db: &Database, key: PartitionKey, last_write: u64, max_entry_s
         .map_err(engine)
     };
     // Create `packs` last: its presence marks a complete partition when the store is reopened.
-    let (filters, pages, services, ops, deps, dict, processes) = (
-        ks(TABLES[1])?,
-        ks(TABLES[2])?,
-        ks(TABLES[3])?,
-        ks(TABLES[4])?,
-        ks(TABLES[5])?,
-        ks(TABLES[6])?,
-        ks(TABLES[7])?,
-    );
+    let (pages, tables) = (ks(KEYSPACES[1])?, ks(KEYSPACES[2])?);
     Ok(Partition {
-        packs: ks(TABLES[0])?,
-        filters,
+        packs: ks(KEYSPACES[0])?,
         pages,
-        services,
-        ops,
-        deps,
-        dict,
-        processes,
+        tables,
         last_write: Arc::new(AtomicU64::new(last_write)),
         max_entry_start: Arc::new(AtomicU64::new(max_entry_start)),
     })
@@ -448,8 +482,8 @@ fn matching_processes(
     tags: &[(String, String)],
 ) -> StoreResult<Vec<std::collections::HashSet<u64>>> {
     let mut out = vec![std::collections::HashSet::new(); tags.len()];
-    for guard in p.processes.prefix(service_prefix) {
-        let (k, v) = guard.into_inner().map_err(engine)?;
+    for row in p.rows(Table::Processes, service_prefix) {
+        let (k, v) = row?;
         let Some(hash) = k.get(service_prefix.len()..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) else {
             return Err(StoreError::Codec(CodecError::Corrupt("process table key length")));
         };
@@ -467,9 +501,8 @@ fn matching_processes(
 /// packed index pages name operations by.
 fn service_operations(p: &Partition, service_prefix: &[u8]) -> StoreResult<HashMap<u64, String>> {
     let mut out = HashMap::new();
-    for guard in p.ops.prefix(service_prefix) {
-        let k = guard.key().map_err(engine)?;
-        // `len16 service ‖ kind i32be ‖ name`.
+    for row in p.rows(Table::Ops, service_prefix) {
+        let (k, _) = row?;
         let Some(name) = k.get(service_prefix.len() + 4..) else {
             return Err(StoreError::Codec(CodecError::Corrupt("operation table key length")));
         };
@@ -508,8 +541,8 @@ impl DictLookup for PartitionDicts<'_> {
             return Ok(d.clone());
         }
         let mut raw = Vec::new();
-        for guard in self.partition.dict.prefix(dict_id.to_be_bytes()) {
-            let (k, v) = guard.into_inner().map_err(|_| CodecError::MissingDictionary(dict_id))?;
+        for row in self.partition.rows(Table::Dict, &dict_id.to_be_bytes()) {
+            let (k, v) = row.map_err(|_| CodecError::MissingDictionary(dict_id))?;
             let seq = k.get(8..12).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes);
             if seq != Some(raw.len() as u32) {
                 return Err(CodecError::Corrupt("shared dictionary has a gap"));
@@ -634,12 +667,12 @@ impl Inner {
                 for (i, entry) in d.entries.iter().enumerate() {
                     let mut k = d.dict_id.to_be_bytes().to_vec();
                     k.extend_from_slice(&(d.first + i as u32).to_be_bytes());
-                    b.insert(&p.dict, k, &entry[..]);
+                    b.insert(&p.tables, Table::Dict.key(&k), &entry[..]);
                 }
             }
             let seq = self.chunk_seq.fetch_add(1, Ordering::Relaxed);
             b.insert(&p.packs, seq.to_be_bytes(), pack.block.as_slice());
-            b.insert(&p.filters, seq.to_be_bytes(), pack.trace_filter.as_slice());
+            b.insert(&p.tables, Table::Filters.key(&seq.to_be_bytes()), pack.trace_filter.as_slice());
             new_filters.push((start, seq, &pack.trace_filter));
             let mut latest = 0;
             for (i, (service, newest, page)) in pack.pages.iter().enumerate() {
@@ -659,18 +692,17 @@ impl Inner {
                     }
                     let mut k = service_prefix(&proc.service);
                     k.extend_from_slice(&proc.hash.to_be_bytes());
-                    b.insert(&p.processes, k, index::encode_process_pairs(&proc.pairs));
+                    b.insert(&p.tables, Table::Processes.key(&k), index::encode_process_pairs(&proc.pairs));
                 }
                 for (service, kind, name) in &c.operations {
                     // Most chunks of a batch repeat the same operations: write each key once per batch.
                     if !ops_seen.insert((start, service.as_str(), kind.0, name.as_str())) {
                         continue;
                     }
-                    b.insert(&p.services, service.as_bytes(), b"");
                     let mut k = service_prefix(service);
                     k.extend_from_slice(&kind.0.to_be_bytes());
                     k.extend_from_slice(name.as_bytes());
-                    b.insert(&p.ops, k, b"");
+                    b.insert(&p.tables, Table::Ops.key(&k), b"");
                 }
                 for e in &c.edges {
                     let mut k = e.bucket_start_secs.to_be_bytes().to_vec();
@@ -689,14 +721,15 @@ impl Inner {
         }
         for ((start, k), (calls, errors)) in deps {
             let p = self.partition(start)?;
-            let (old_calls, old_errors) = match p.deps.get(&k).map_err(engine)? {
+            let k = Table::Deps.key(&k);
+            let (old_calls, old_errors) = match p.tables.get(&k).map_err(engine)? {
                 Some(v) => decode_counts(&v),
                 None => (0, 0),
             };
             let mut v = Vec::with_capacity(16);
             v.extend_from_slice(&(old_calls + calls).to_le_bytes());
             v.extend_from_slice(&(old_errors + errors).to_le_bytes());
-            b.insert(&p.deps, k, v);
+            b.insert(&p.tables, k, v);
         }
         b.commit().map_err(engine)?;
         if remembered.len() + new_processes.len() > MAX_REMEMBERED_PROCESSES {
@@ -732,9 +765,9 @@ impl Inner {
         }
         // Loaded under the lock, so a write that commits meanwhile finds the list and appends to it.
         let mut list = Vec::new();
-        for guard in p.filters.iter() {
-            let (k, v) = guard.into_inner().map_err(engine)?;
-            let seq = k.as_ref().try_into().map(u64::from_be_bytes);
+        for row in p.rows(Table::Filters, &[]) {
+            let (k, v) = row?;
+            let seq = <[u8; 8]>::try_from(k.as_slice()).map(u64::from_be_bytes);
             let seq = seq.map_err(|_| StoreError::Codec(CodecError::Corrupt("trace filter key length")))?;
             list.push((seq, index::TraceFilter::from_bytes(v.to_vec())));
         }
@@ -956,6 +989,32 @@ impl Inner {
         Ok((found, corrupt))
     }
 
+    /// Moves the rows of a partition's small tables that an earlier layout kept in keyspaces of their own
+    /// ([`SEPARATE_TABLES`]; `names` lists the database's keyspaces) into its `tables` keyspace, then deletes
+    /// those keyspaces. Idempotent: a crash before a delete copies the same rows again at the next open.
+    fn consolidate(&self, key: PartitionKey, names: &[String]) -> StoreResult<()> {
+        let prefix = key.prefix();
+        for (name, table) in SEPARATE_TABLES {
+            let full = format!("{prefix}_{name}");
+            if !names.contains(&full) {
+                continue;
+            }
+            let p = self.partition(key)?;
+            let old = self.db.keyspace(&full, KeyspaceCreateOptions::default).map_err(engine)?;
+            if let Some(table) = table {
+                let mut b = self.db.batch().durability(Some(PersistMode::SyncAll));
+                for guard in old.iter() {
+                    let (k, v) = guard.into_inner().map_err(engine)?;
+                    b.insert(&p.tables, table.key(&k), v);
+                }
+                b.commit().map_err(engine)?;
+            }
+            self.db.delete_keyspace(old).map_err(engine)?;
+            tracing::info!(partition = %prefix, table = name, "table moved into the partition's tables keyspace");
+        }
+        Ok(())
+    }
+
     /// Rewrites a partition of the older layout (a block per chunk in `<prefix>_traces`, index rows in
     /// `<prefix>_index`) into packs, then deletes the old keyspaces. Dependency counters, services, operations,
     /// dictionaries and process rows stay where they are.
@@ -1003,22 +1062,29 @@ impl Inner {
     }
 
     fn services(&self) -> StoreResult<Vec<String>> {
-        let mut out = std::collections::BTreeSet::new();
+        let mut out: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
         for (_, p) in self.snapshot() {
-            for guard in p.services.iter() {
-                let k = guard.key().map_err(engine)?;
-                out.insert(String::from_utf8_lossy(&k).into_owned());
+            // Every service has an operation: the names are the operations' key prefixes (`len16 service ‖ …`).
+            for row in p.rows(Table::Ops, &[]) {
+                let (k, _) = row?;
+                let len = k.get(..2).map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+                let Some(service) = k.get(2..2 + len) else {
+                    return Err(StoreError::Codec(CodecError::Corrupt("operation table key length")));
+                };
+                if !out.contains(service) {
+                    out.insert(service.to_vec());
+                }
             }
         }
-        Ok(out.into_iter().collect())
+        Ok(out.into_iter().map(|s| String::from_utf8_lossy(&s).into_owned()).collect())
     }
 
     fn operations(&self, service: &str, kind: Option<SpanKind>) -> StoreResult<Vec<Operation>> {
         let prefix = service_prefix(service);
         let mut out = std::collections::BTreeSet::new();
         for (_, p) in self.snapshot() {
-            for guard in p.ops.prefix(&prefix) {
-                let k = guard.key().map_err(engine)?;
+            for row in p.rows(Table::Ops, &prefix) {
+                let (k, _) = row?;
                 let Some(rest) = k.strip_prefix(prefix.as_slice()) else { continue };
                 if rest.len() < 4 {
                     continue;
@@ -1042,8 +1108,9 @@ impl Inner {
         let hi = (end_secs + 1).to_be_bytes();
         let mut edges = Vec::new();
         for (_, p) in self.snapshot() {
-            for guard in p.deps.range(lo..hi) {
+            for guard in p.tables.range(Table::Deps.key(&lo)..Table::Deps.key(&hi)) {
                 let (k, v) = guard.into_inner().map_err(engine)?;
+                let k = &k[1..];
                 if k.len() < 10 {
                     continue;
                 }

@@ -205,6 +205,18 @@ async fn partitions_of_the_older_layout_are_rewritten_into_packs_at_open() {
             store.inner.db.keyspace(&format!("{}_{table}", key.prefix()), KeyspaceCreateOptions::default).expect("ks")
         };
         let (traces, index) = (ks("traces"), ks("index"));
+        // The small tables had keyspaces of their own: an operation and a dependency counter.
+        let mut op = service_prefix(&format!("svc-{important}"));
+        op.extend_from_slice(&SpanKind::SERVER.0.to_be_bytes());
+        op.extend_from_slice(b"GET /old");
+        ks("ops").insert(op, b"").expect("op");
+        ks("services").insert(format!("svc-{important}"), b"").expect("service");
+        let mut dep = (T0 / SEC).to_be_bytes().to_vec();
+        len16(&mut dep, &format!("svc-{important}"));
+        dep.extend_from_slice(b"db");
+        let mut counts = 5u64.to_le_bytes().to_vec();
+        counts.extend_from_slice(&1u64.to_le_bytes());
+        ks("deps").insert(dep, counts).expect("dep");
         let c = prepare_chunk(t, Vec::new(), None, important, StoreLayout::PerTrace).expect("prepare");
         let mut legacy_key = t[0].trace_id.0.to_vec();
         legacy_key.extend_from_slice(&7u64.to_be_bytes());
@@ -223,7 +235,19 @@ async fn partitions_of_the_older_layout_are_rewritten_into_packs_at_open() {
 
     let store = EmbeddedStore::open(&cfg).expect("reopen and rewrite");
     let names: Vec<String> = store.inner.db.list_keyspace_names().iter().map(|n| n.to_string()).collect();
-    assert!(!names.iter().any(|n| n.ends_with("_traces") || n.ends_with("_index")), "old keyspaces deleted: {names:?}");
+    assert!(
+        names.iter().all(|n| n == "meta" || KEYSPACES.iter().any(|k| n.ends_with(&format!("_{k}")))),
+        "old keyspaces deleted: {names:?}"
+    );
+    let services = store.services().await.expect("services");
+    assert!(services.contains(&"svc-true".to_string()) && services.contains(&"svc-false".to_string()));
+    let ops = store.operations("svc-false", None).await.expect("operations");
+    assert_eq!(ops.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), vec!["GET /old"]);
+    let deps = store.dependencies(T0 + 3_600 * SEC, 7_200 * SEC).await.expect("dependencies");
+    for important in [false, true] {
+        let link = deps.iter().find(|d| d.parent == format!("svc-{important}")).expect("the moved counter");
+        assert_eq!((link.child.as_str(), link.call_count), ("db", 5));
+    }
     let both = merge_chunks(vec![old.clone(), late.clone()]);
     assert_eq!(both.len(), 2);
     assert_eq!(store.get_trace(old[0].trace_id).await.expect("get").expect("found"), both);
@@ -320,7 +344,7 @@ async fn process_tags_are_searched_through_the_process_table() {
     store.write(batch(&dicts, &traces[..3]).into()).await.expect("write");
     store.write(batch(&dicts, &traces[3..]).into()).await.expect("write");
     let (_, p) = store.inner.snapshot().into_iter().next().expect("partition");
-    assert_eq!(p.processes.iter().count(), 2, "one row per process");
+    assert_eq!(p.rows(Table::Processes, &[]).count(), 2, "one row per process");
     let search = |pod: &str| {
         let q = TraceQuery { tags: vec![("k8s.pod.name".into(), pod.into())], ..query("frontend") };
         let store = store.clone();
