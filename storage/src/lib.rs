@@ -134,6 +134,10 @@ pub struct PreparedPack {
     pub pages: Vec<(String, u64, Vec<u8>)>,
 }
 
+/// Most spans in one pack ([`StoreLayout::Packed`]), unless one trace chunk alone has more: reading a trace by ID
+/// parses its whole pack (about 0.5 ms for this many spans), so a write batch of large traces becomes several packs.
+pub const MAX_PACK_SPANS: usize = 4096;
+
 /// The start second of the time partition of `partition_secs` seconds that holds data starting at
 /// `start_unix_nanos` (ns since the Unix epoch).
 pub fn partition_start_secs(start_unix_nanos: u64, partition_secs: u64) -> u64 {
@@ -171,9 +175,23 @@ pub fn prepare_batch<'a>(
         spans_of.push(spans);
     }
     let mut packs = Vec::with_capacity(groups.len());
+    // Traces in start order: an index page (newest first) then names them by nearly constant steps. A group is
+    // cut into packs of at most MAX_PACK_SPANS spans (a trace is never split).
+    let mut runs: Vec<(bool, Vec<usize>)> = Vec::new();
     for ((_, important), mut members) in groups {
-        // Traces in start order: an index page (newest first) then names them by nearly constant steps.
         members.sort_by_key(|&i| (chunks[i].start_unix_nanos, chunks[i].trace_id));
+        let (mut run, mut spans) = (Vec::new(), 0);
+        for i in members {
+            if !run.is_empty() && spans + chunks[i].span_count > MAX_PACK_SPANS {
+                runs.push((important, std::mem::take(&mut run)));
+                spans = 0;
+            }
+            spans += chunks[i].span_count;
+            run.push(i);
+        }
+        runs.push((important, run));
+    }
+    for (important, members) in runs {
         let traces: Vec<&[Span]> = members.iter().map(|&i| spans_of[i]).collect();
         let start_unix_nanos = members.iter().map(|&i| chunks[i].start_unix_nanos).min().unwrap_or(0);
         let (block, dict) = dicts.encode_pack(&traces, start_unix_nanos, important)?;
@@ -278,9 +296,8 @@ impl TraceQuery {
         let window = self.start_min_unix_nanos..=self.start_max_unix_nanos;
         let all_inside = window.contains(&entry.start_unix_nanos) && window.contains(&entry.latest_start_unix_nanos);
         let one_inside = window.contains(&entry.start_unix_nanos) || window.contains(&entry.latest_start_unix_nanos);
-        let span_criteria =
-            self.operation.is_some() || self.duration_min_nanos.is_some() || self.duration_max_nanos.is_some();
         let duration_criteria = self.duration_min_nanos.is_some() || self.duration_max_nanos.is_some();
+        let span_criteria = self.operation.is_some() || duration_criteria;
         // A coarse entry's bounds prove only that all its spans start inside the window.
         (entry.coarse && (!all_inside || duration_criteria))
             || !self.tags.is_empty()

@@ -283,6 +283,40 @@ async fn trace_by_id_finds_each_trace_of_many_packs_and_no_other() {
 }
 
 #[tokio::test]
+async fn a_batch_of_many_spans_becomes_packs_of_at_most_max_pack_spans() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
+    let dicts = Dictionaries::new(store.partition_secs());
+    // Traces of 700 spans each, out of start order, and one trace larger than a pack on its own.
+    let wide = |id: u8, start: u64, n: usize| -> Vec<Span> {
+        (0..n)
+            .map(|i| {
+                let mut s = trace(id, start + i as u64, false).swap_remove(0);
+                s.span_id = SpanId((i as u64 + 1).to_be_bytes());
+                s.parent_span_id = if i == 0 { Vec::new() } else { 1u64.to_be_bytes().to_vec() };
+                s
+            })
+            .collect()
+    };
+    let mut traces: Vec<Vec<Span>> = (0..20u8).rev().map(|i| wide(i, T0 + u64::from(i) * SEC, 700)).collect();
+    traces.push(wide(99, T0 + 30 * SEC, crate::MAX_PACK_SPANS + 1));
+    let wb = batch(&dicts, &traces);
+    let spans_of = |pack: &crate::PreparedPack| pack.chunks.iter().map(|&c| wb.chunks[c].span_count).sum::<usize>();
+    assert!(wb.packs.len() > 20 * 700 / crate::MAX_PACK_SPANS, "{} packs", wb.packs.len());
+    for pack in &wb.packs {
+        assert!(spans_of(pack) <= crate::MAX_PACK_SPANS || pack.chunks.len() == 1, "{} spans", spans_of(pack));
+        let starts: Vec<u64> = pack.chunks.iter().map(|&c| wb.chunks[c].start_unix_nanos).collect();
+        assert!(starts.is_sorted(), "a pack's traces are in start order: {starts:?}");
+    }
+    assert_eq!(wb.packs.iter().map(|p| p.chunks.len()).sum::<usize>(), traces.len());
+    store.write(wb.into()).await.expect("write");
+    for t in &traces {
+        let got = store.get_trace(t[0].trace_id).await.expect("get").expect("found");
+        assert_eq!(got.len(), t.len());
+    }
+}
+
+#[tokio::test]
 async fn a_query_decodes_a_pack_once_and_stays_within_its_cache_bound() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
