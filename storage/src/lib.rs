@@ -135,8 +135,8 @@ pub struct PreparedPack {
 }
 
 /// Most spans in one pack ([`StoreLayout::Packed`]), unless one trace chunk alone has more: reading a trace by ID
-/// parses its whole pack (about 0.5 ms for this many spans), so a write batch of large traces becomes several packs.
-pub const MAX_PACK_SPANS: usize = 4096;
+/// parses its whole pack (about 1 ms for this many spans), so a write batch of large traces becomes several packs.
+pub const MAX_PACK_SPANS: usize = 8192;
 
 /// The start second of the time partition of `partition_secs` seconds that holds data starting at
 /// `start_unix_nanos` (ns since the Unix epoch).
