@@ -301,7 +301,7 @@ impl EmbeddedStore {
         let db = Database::builder(&path).max_journaling_size(MAX_JOURNAL_BYTES).open().map_err(engine)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default).map_err(engine)?;
         let mut partitions = BTreeMap::new();
-        let names: Vec<String> = db.list_keyspace_names().iter().map(|n| n.to_string()).collect();
+        let names: std::collections::HashSet<String> = db.list_keyspace_names().iter().map(|n| n.to_string()).collect();
         let legacy: Vec<PartitionKey> = names.iter().filter_map(|n| PartitionKey::parse(n, "_traces")).collect();
         for name in &names {
             let Some(key) = PartitionKey::parse(name, "_packs") else { continue };
@@ -405,10 +405,8 @@ fn open_partition(db: &Database, key: PartitionKey, last_write: u64, max_entry_s
             let mut o = KeyspaceCreateOptions::default()
                 .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4));
             if table == "pages" {
-                o = o.filter_policy(FilterPolicy::disabled());
-            }
-            if table == "pages" {
                 o = o
+                    .filter_policy(FilterPolicy::disabled())
                     .data_block_size_policy(BlockSizePolicy::all(32 * 1024))
                     .data_block_restart_interval_policy(RestartIntervalPolicy::all(32));
             }
@@ -428,7 +426,7 @@ fn open_partition(db: &Database, key: PartitionKey, last_write: u64, max_entry_s
 }
 
 /// Bytes one query keeps of the packs it read and the traces it decoded from them (blocks, and decoded spans at
-/// [`DECODED_SPAN_BYTES`] each); past it, the cache is emptied and packs are read again when needed.
+/// [`DECODED_SPAN_BYTES`] each); past it, the other packs are dropped and read again when needed.
 const QUERY_PACK_CACHE_BYTES: usize = 64 << 20;
 /// What one decoded span is counted as in [`QUERY_PACK_CACHE_BYTES`], bytes.
 const DECODED_SPAN_BYTES: usize = 512;
@@ -992,7 +990,7 @@ impl Inner {
     /// Moves the rows of a partition's small tables that an earlier layout kept in keyspaces of their own
     /// ([`SEPARATE_TABLES`]; `names` lists the database's keyspaces) into its `tables` keyspace, then deletes
     /// those keyspaces. Idempotent: a crash before a delete copies the same rows again at the next open.
-    fn consolidate(&self, key: PartitionKey, names: &[String]) -> StoreResult<()> {
+    fn consolidate(&self, key: PartitionKey, names: &std::collections::HashSet<String>) -> StoreResult<()> {
         let prefix = key.prefix();
         for (name, table) in SEPARATE_TABLES {
             let full = format!("{prefix}_{name}");

@@ -29,6 +29,14 @@ fn batch(dicts: &Dictionaries, traces: &[Vec<Span>]) -> WriteBatch {
     prepare_batch(inputs, dicts, StoreLayout::Packed).expect("prepare")
 }
 
+/// An empty store in a temporary directory (kept while the returned guard lives) and the writer's dictionaries.
+fn fresh_store() -> (tempfile::TempDir, EmbeddedStore, Dictionaries) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
+    let dicts = Dictionaries::new(store.partition_secs());
+    (dir, store, dicts)
+}
+
 fn query(service: &str) -> TraceQuery {
     TraceQuery { service: service.into(), start_max_unix_nanos: u64::MAX, limit: 100, ..TraceQuery::default() }
 }
@@ -119,9 +127,7 @@ async fn old_data_lives_one_retention_period_from_its_write() {
 
 #[tokio::test]
 async fn a_corrupt_block_fails_its_trace_only() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
-    let dicts = Dictionaries::new(store.partition_secs());
+    let (_dir, store, dicts) = fresh_store();
     let good = trace(1, T0, false);
     let bad = trace(2, T0 + SEC, false);
     // Two batches, two packs: the second one is damaged, as a disk fault would.
@@ -265,9 +271,7 @@ async fn partitions_of_the_older_layout_are_rewritten_into_packs_at_open() {
 
 #[tokio::test]
 async fn trace_by_id_finds_each_trace_of_many_packs_and_no_other() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
-    let dicts = Dictionaries::new(store.partition_secs());
+    let (_dir, store, dicts) = fresh_store();
     let traces: Vec<Vec<Span>> = (0..200u8).map(|i| trace(i, T0 + u64::from(i) * 1_000_000, false)).collect();
     for part in traces.chunks(37) {
         store.write(batch(&dicts, part).into()).await.expect("write");
@@ -284,9 +288,7 @@ async fn trace_by_id_finds_each_trace_of_many_packs_and_no_other() {
 
 #[tokio::test]
 async fn a_batch_of_many_spans_becomes_packs_of_at_most_max_pack_spans() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
-    let dicts = Dictionaries::new(store.partition_secs());
+    let (_dir, store, dicts) = fresh_store();
     // Traces of 700 spans each, out of start order, and one trace larger than a pack on its own.
     let wide = |id: u8, start: u64, n: usize| -> Vec<Span> {
         (0..n)
@@ -318,9 +320,7 @@ async fn a_batch_of_many_spans_becomes_packs_of_at_most_max_pack_spans() {
 
 #[tokio::test]
 async fn a_query_decodes_a_pack_once_and_stays_within_its_cache_bound() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
-    let dicts = Dictionaries::new(store.partition_secs());
+    let (_dir, store, dicts) = fresh_store();
     let traces: Vec<Vec<Span>> = (0..40u8).map(|i| trace(i, T0 + u64::from(i) * 1_000_000, false)).collect();
     store.write(batch(&dicts, &traces).into()).await.expect("write");
     let (key, p) = store.inner.snapshot().into_iter().next().expect("partition");
@@ -356,9 +356,7 @@ async fn a_query_decodes_a_pack_once_and_stays_within_its_cache_bound() {
 
 #[tokio::test]
 async fn process_tags_are_searched_through_the_process_table() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("open");
-    let dicts = Dictionaries::new(store.partition_secs());
+    let (_dir, store, dicts) = fresh_store();
     // Pods of one deployment: resources with many attributes, which the entries reference.
     let pod = |name: &str| {
         let mut r = (*service_resource("frontend")).clone();
