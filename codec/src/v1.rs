@@ -24,7 +24,7 @@ use skein_model::{KeyValue, Resource, Scope, Span, SpanId, SpanKind, StatusCode,
 
 use crate::dict::DictLookup;
 use crate::values::{Strings, position_or_push, put_attrs};
-use crate::wire::{Reader, put_bytes, put_ivarint, put_uvarint};
+use crate::wire::{OrCorrupt, Reader, put_bytes, put_ivarint, put_uvarint};
 use crate::{BlockVersion, CodecError, MAGIC, MAX_BODY_BYTES, ZSTD_LEVEL};
 
 /// Version byte of this layout.
@@ -46,7 +46,7 @@ impl BlockVersion for V1 {
 /// # Errors
 /// As [`crate::encode`].
 pub fn encode(spans: &[Span]) -> Result<Vec<u8>, CodecError> {
-    let first = spans.first().ok_or_else(|| CodecError::NotOneTrace("no spans".into()))?;
+    let first = spans.first().ok_or(CodecError::NotOneTrace("no spans".into()))?;
     let trace_id = first.trace_id;
     if let Some(other) = spans.iter().find(|s| s.trace_id != trace_id) {
         return Err(CodecError::NotOneTrace(format!("{} and {}", trace_id, other.trace_id)));
@@ -179,7 +179,7 @@ pub fn decode(block: &[u8]) -> Result<Vec<Span>, CodecError> {
         let b = r.bytes()?;
         strings.push(std::str::from_utf8(b).map_err(|_| CodecError::Corrupt("string is not utf-8"))?.to_string());
     }
-    let d = Strings { strings, shared: None };
+    let d = Strings { strings: &strings, shared: None };
     let n_res = r.count()?;
     let mut resources = Vec::with_capacity(n_res);
     for _ in 0..n_res {
@@ -214,10 +214,10 @@ pub fn decode(block: &[u8]) -> Result<Vec<Span>, CodecError> {
             1 => cols[2].bytes()?.to_vec(),
             k => {
                 let idx = usize::try_from(k - 2).map_err(|_| CodecError::Corrupt("parent index"))?;
-                span_ids.get(idx).ok_or(CodecError::Corrupt("parent index out of range"))?.0.to_vec()
+                span_ids.get(idx).or_corrupt("parent index out of range")?.0.to_vec()
             }
         };
-        let start = base.checked_add(cols[3].uvarint()?).ok_or(CodecError::Corrupt("start overflows"))?;
+        let start = base.checked_add(cols[3].uvarint()?).or_corrupt("start overflows")?;
         let end = start.wrapping_add(cols[4].uvarint()?);
         let name = d.string(&mut cols[5])?;
         let kind = SpanKind(cols[6].i32()?);
@@ -225,8 +225,8 @@ pub fn decode(block: &[u8]) -> Result<Vec<Span>, CodecError> {
         let trace_state = d.string(&mut cols[8])?;
         let status_code = StatusCode(cols[9].i32()?);
         let status_message = d.string(&mut cols[10])?;
-        let resource = resources.get(cols[11].count_any()?).ok_or(CodecError::Corrupt("resource index"))?.clone();
-        let scope = scopes.get(cols[12].count_any()?).ok_or(CodecError::Corrupt("scope index"))?.clone();
+        let resource = resources.get(cols[11].count_any()?).or_corrupt("resource index")?.clone();
+        let scope = scopes.get(cols[12].count_any()?).or_corrupt("scope index")?.clone();
         let dropped_attributes_count = cols[13].u32()?;
         let dropped_events_count = cols[13].u32()?;
         let dropped_links_count = cols[13].u32()?;

@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 pub use crate::dict::{DictEntry, DictLookup, Dictionary, NoDict, Template};
 use crate::values::{Strings, position_or_push, put_attrs, put_value, skip_value};
-use crate::wire::{Reader, put_bytes, put_ivarint, put_uvarint};
+use crate::wire::{OrCorrupt, Reader, put_bytes, put_ivarint, put_uvarint};
 use crate::{BlockVersion, CodecError, MAGIC, MAX_BODY_BYTES, ZSTD_LEVEL};
 use skein_model::{KeyValue, Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId, Value};
 
@@ -232,7 +232,7 @@ impl Default for SharedDict {
 pub fn decode_dictionary<'a>(raw: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<DictEntry>, CodecError> {
     let mut out: Vec<DictEntry> = Vec::new();
     for entry in raw {
-        let (&kind, payload) = entry.split_first().ok_or(CodecError::Corrupt("empty dictionary entry"))?;
+        let (&kind, payload) = entry.split_first().or_corrupt("empty dictionary entry")?;
         let local = Local::default();
         let refs = Refs { local: &local, shared: &out };
         let mut r = Reader { buf: payload, pos: 0 };
@@ -423,7 +423,7 @@ pub fn encode(spans: &[Span], dict: Option<&mut SharedDict>) -> Result<Vec<u8>, 
 
 /// The trace ID shared by all of `spans`.
 pub(crate) fn one_trace(spans: &[Span]) -> Result<TraceId, CodecError> {
-    let first = spans.first().ok_or_else(|| CodecError::NotOneTrace("no spans".into()))?;
+    let first = spans.first().ok_or(CodecError::NotOneTrace("no spans".into()))?;
     match spans.iter().find(|s| s.trace_id != first.trace_id) {
         Some(other) => Err(CodecError::NotOneTrace(format!("{} and {}", first.trace_id, other.trace_id))),
         None => Ok(first.trace_id),
@@ -663,42 +663,35 @@ struct Refs<'a> {
     shared: &'a [DictEntry],
 }
 
-impl Refs<'_> {
-    fn shared(&self, r: u64) -> Result<&DictEntry, CodecError> {
-        usize::try_from(r >> 1)
-            .ok()
-            .and_then(|i| self.shared.get(i))
-            .ok_or(CodecError::Corrupt("dictionary reference out of range"))
+impl<'a> Refs<'a> {
+    fn shared(&self, r: u64) -> Result<&'a DictEntry, CodecError> {
+        usize::try_from(r >> 1).ok().and_then(|i| self.shared.get(i)).or_corrupt("dictionary reference out of range")
     }
 
-    fn local<T>(list: &[Arc<T>], r: u64) -> Result<Arc<T>, CodecError> {
-        usize::try_from(r >> 1)
-            .ok()
-            .and_then(|i| list.get(i))
-            .cloned()
-            .ok_or(CodecError::Corrupt("local reference out of range"))
+    fn local<T>(list: &[Arc<T>], r: u64) -> Result<&Arc<T>, CodecError> {
+        usize::try_from(r >> 1).ok().and_then(|i| list.get(i)).or_corrupt("local reference out of range")
     }
 
     fn dict(&self) -> Strings<'_> {
-        Strings { strings: Vec::new(), shared: Some(self.shared) }
+        Strings { strings: &[], shared: Some(self.shared) }
     }
 
     /// Resolves a ref of one kind: even → `local[r >> 1]`, odd → the shared entry, which `pick` must accept.
     fn entry<T>(
         &self,
         r: &mut Reader<'_>,
-        local: &[Arc<T>],
+        local: &'a [Arc<T>],
         pick: fn(&DictEntry) -> Option<&Arc<T>>,
         not_kind: &'static str,
-    ) -> Result<Arc<T>, CodecError> {
+    ) -> Result<&'a Arc<T>, CodecError> {
         let v = r.uvarint()?;
         if v & 1 == 0 {
             return Self::local(local, v);
         }
-        pick(self.shared(v)?).cloned().ok_or(CodecError::Corrupt(not_kind))
+        pick(self.shared(v)?).or_corrupt(not_kind)
     }
 
-    fn resource(&self, r: &mut Reader<'_>) -> Result<Arc<Resource>, CodecError> {
+    fn resource(&self, r: &mut Reader<'_>) -> Result<&'a Arc<Resource>, CodecError> {
         self.entry(
             r,
             &self.local.resources,
@@ -707,7 +700,7 @@ impl Refs<'_> {
         )
     }
 
-    fn scope(&self, r: &mut Reader<'_>) -> Result<Arc<Scope>, CodecError> {
+    fn scope(&self, r: &mut Reader<'_>) -> Result<&'a Arc<Scope>, CodecError> {
         self.entry(
             r,
             &self.local.scopes,
@@ -716,7 +709,7 @@ impl Refs<'_> {
         )
     }
 
-    fn template(&self, r: &mut Reader<'_>) -> Result<Arc<Template>, CodecError> {
+    fn template(&self, r: &mut Reader<'_>) -> Result<&'a Arc<Template>, CodecError> {
         self.entry(
             r,
             &self.local.templates,
@@ -754,8 +747,8 @@ impl Refs<'_> {
     }
 
     fn template_def_with(&self, d: &Strings<'_>, r: &mut Reader<'_>) -> Result<Template, CodecError> {
-        let resource = self.resource(r)?;
-        let scope = self.scope(r)?;
+        let resource = self.resource(r)?.clone();
+        let scope = self.scope(r)?.clone();
         let name = d.string(r)?;
         let kind = SpanKind(r.i32()?);
         let n_keys = r.count()?;
@@ -792,7 +785,7 @@ pub fn decode(
     let base = r.uvarint()?;
     let n = r.count_any()?;
     let head = Head { dict_id, dict_len, traces: vec![(trace_id, n)], base };
-    let mut out = decode_rows(&head, &mut r, dicts, max_body_bytes, span_attributes, &|_| true)?;
+    let mut out = decode_rows(head, &mut r, dicts, max_body_bytes, span_attributes, &|_| true)?;
     Ok(out.pop().unwrap_or_default())
 }
 
@@ -810,86 +803,176 @@ pub(crate) struct Head {
 /// `head.traces`, empty for the traces `want` (given the trace's position) declines. Declined rows are parsed,
 /// not built.
 pub(crate) fn decode_rows(
-    head: &Head,
+    head: Head,
     r: &mut Reader<'_>,
     dicts: &dyn DictLookup,
     max_body_bytes: usize,
     span_attributes: bool,
     want: &dyn Fn(usize) -> bool,
 ) -> Result<Vec<Vec<Span>>, CodecError> {
-    let (dict_id, dict_len) = (head.dict_id, head.dict_len);
-    let dictionary: Option<Dictionary> =
-        if dict_id != 0 && dict_len > 0 { Some(dicts.dictionary(dict_id, dict_len)?) } else { None };
-    let shared: &[DictEntry] = match &dictionary {
-        Some(d) => d.get(..dict_len).ok_or(CodecError::MissingDictionary(dict_id))?,
-        None => &[],
-    };
-    let n = head.traces.iter().try_fold(0usize, |a, (_, c)| a.checked_add(*c));
-    let n = n.ok_or(CodecError::Corrupt("span count"))?;
-    if n.checked_mul(8).is_none_or(|b| b > r.buf.len().saturating_sub(r.pos)) {
-        return Err(CodecError::Corrupt("span count larger than the span-ID column"));
+    let rows = OpenRows::open(head, r, dicts, max_body_bytes)?;
+    let mut out = Vec::with_capacity(rows.traces.len());
+    let mut at = rows.first();
+    for ordinal in 0..rows.traces.len() {
+        out.push(rows.read(&mut at, ordinal, want(ordinal), span_attributes)?);
     }
-    let mut span_ids = Vec::with_capacity(n);
-    for _ in 0..n {
-        span_ids.push(SpanId(r.array::<8>()?));
-    }
-    let body: std::borrow::Cow<'_, [u8]> = match r.u8()? {
-        0 => std::borrow::Cow::Borrowed(r.bytes()?),
-        1 => {
-            let raw_len = usize::try_from(r.uvarint()?).map_err(|_| CodecError::Corrupt("body length"))?;
-            if raw_len > max_body_bytes {
-                return Err(CodecError::Corrupt("body larger than the limit"));
-            }
-            let raw = decompress(r.bytes()?, raw_len)?;
-            if raw.len() != raw_len {
-                return Err(CodecError::Corrupt("body length mismatch"));
-            }
-            std::borrow::Cow::Owned(raw)
+    Ok(out)
+}
+
+/// Where the rows of one trace begin: a position in each section and the running values rows are deltas of.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cursor {
+    /// Read position in each section (section 0, the local table, is read at open).
+    pos: [usize; SECTIONS],
+    /// Index of the row in the block (into the span-ID column).
+    row: usize,
+    /// Start of the previous row, ns (the block's base before the first row).
+    prev_start: u64,
+    /// Flags of the previous row.
+    prev_flags: u32,
+}
+
+/// The rows of a block, opened: its body decompressed once and its local table and shared dictionary resolved, so
+/// that the rows of any of its traces can be built from a [`Cursor`] without building the others'.
+pub(crate) struct OpenRows {
+    /// Each trace of the block with its span count, in row order.
+    pub(crate) traces: Vec<(TraceId, usize)>,
+    base: u64,
+    span_ids: Vec<SpanId>,
+    body: Vec<u8>,
+    /// Byte range of each section in `body`.
+    sections: [(usize, usize); SECTIONS],
+    shared: Option<Dictionary>,
+    dict_len: usize,
+    strings: Vec<String>,
+    local: Local,
+}
+
+impl OpenRows {
+    /// Opens the rows that follow a header (`r` at the span-ID column).
+    ///
+    /// # Errors
+    /// As [`crate::decode_with`].
+    pub(crate) fn open(
+        head: Head,
+        r: &mut Reader<'_>,
+        dicts: &dyn DictLookup,
+        max_body_bytes: usize,
+    ) -> Result<Self, CodecError> {
+        let (dict_id, dict_len) = (head.dict_id, head.dict_len);
+        let dictionary: Option<Dictionary> =
+            if dict_id != 0 && dict_len > 0 { Some(dicts.dictionary(dict_id, dict_len)?) } else { None };
+        let shared: &[DictEntry] = match &dictionary {
+            Some(d) => d.get(..dict_len).ok_or(CodecError::MissingDictionary(dict_id))?,
+            None => &[],
+        };
+        let n = head.traces.iter().try_fold(0usize, |a, (_, c)| a.checked_add(*c));
+        let n = n.or_corrupt("span count")?;
+        if n.checked_mul(8).is_none_or(|b| b > r.buf.len().saturating_sub(r.pos)) {
+            return Err(CodecError::Corrupt("span count larger than the span-ID column"));
         }
-        _ => return Err(CodecError::Corrupt("unknown body mode")),
-    };
-    let mut b = Reader { buf: &body, pos: 0 };
-    let mut cols: Vec<Reader<'_>> = Vec::with_capacity(SECTIONS);
-    for _ in 0..SECTIONS {
-        cols.push(Reader { buf: b.bytes()?, pos: 0 });
+        let mut span_ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            span_ids.push(SpanId(r.array::<8>()?));
+        }
+        let body = match r.u8()? {
+            0 => r.bytes()?.to_vec(),
+            1 => {
+                let raw_len = usize::try_from(r.uvarint()?).map_err(|_| CodecError::Corrupt("body length"))?;
+                if raw_len > max_body_bytes {
+                    return Err(CodecError::Corrupt("body larger than the limit"));
+                }
+                let raw = decompress(r.bytes()?, raw_len)?;
+                if raw.len() != raw_len {
+                    return Err(CodecError::Corrupt("body length mismatch"));
+                }
+                raw
+            }
+            _ => return Err(CodecError::Corrupt("unknown body mode")),
+        };
+        let mut sections = [(0, 0); SECTIONS];
+        let mut b = Reader { buf: &body, pos: 0 };
+        for section in &mut sections {
+            let len = b.count_any()?;
+            let start = b.pos;
+            b.take(len)?;
+            *section = (start, b.pos);
+        }
+
+        // Local table: strings, then resources, scopes and templates (each may reference the ones before).
+        let t = &mut Reader { buf: &body[sections[0].0..sections[0].1], pos: 0 };
+        let n_strings = t.count()?;
+        let mut strings = Vec::with_capacity(n_strings);
+        for _ in 0..n_strings {
+            let s = std::str::from_utf8(t.bytes()?).map_err(|_| CodecError::Corrupt("string is not utf-8"))?;
+            strings.push(s.to_string());
+        }
+        let d = Strings { strings: &strings, shared: Some(shared) };
+        let mut local = Local::default();
+        let n_res = t.count()?;
+        for _ in 0..n_res {
+            let x = Refs { local: &local, shared }.resource_def_with(&d, t)?;
+            local.resources.push(Arc::new(x));
+        }
+        let n_scopes = t.count()?;
+        for _ in 0..n_scopes {
+            let x = Refs { local: &local, shared }.scope_def_with(&d, t)?;
+            local.scopes.push(Arc::new(x));
+        }
+        let n_templates = t.count()?;
+        for _ in 0..n_templates {
+            let x = Refs { local: &local, shared }.template_def_with(&d, t)?;
+            local.templates.push(Arc::new(x));
+        }
+        Ok(OpenRows {
+            traces: head.traces,
+            base: head.base,
+            span_ids,
+            body,
+            sections,
+            shared: dictionary,
+            dict_len,
+            strings,
+            local,
+        })
     }
 
-    // Local table: strings, then resources, scopes and templates (each may reference the ones before).
-    let t = &mut cols[0];
-    let n_strings = t.count()?;
-    let mut strings = Vec::with_capacity(n_strings);
-    for _ in 0..n_strings {
-        strings
-            .push(std::str::from_utf8(t.bytes()?).map_err(|_| CodecError::Corrupt("string is not utf-8"))?.to_string());
+    /// The cursor at the first row.
+    pub(crate) fn first(&self) -> Cursor {
+        Cursor { pos: [0; SECTIONS], row: 0, prev_start: self.base, prev_flags: 0 }
     }
-    let d = Strings { strings, shared: Some(shared) };
-    let mut local = Local::default();
-    let n_res = t.count()?;
-    for _ in 0..n_res {
-        let x = Refs { local: &local, shared }.resource_def_with(&d, t)?;
-        local.resources.push(Arc::new(x));
-    }
-    let n_scopes = t.count()?;
-    for _ in 0..n_scopes {
-        let x = Refs { local: &local, shared }.scope_def_with(&d, t)?;
-        local.scopes.push(Arc::new(x));
-    }
-    let n_templates = t.count()?;
-    for _ in 0..n_templates {
-        let x = Refs { local: &local, shared }.template_def_with(&d, t)?;
-        local.templates.push(Arc::new(x));
-    }
-    let refs = Refs { local: &local, shared };
 
-    let mut out = Vec::with_capacity(head.traces.len());
-    // Rare fields of declined rows are read into this span and dropped.
-    let mut scratch = Span::minimal(TraceId([0; 16]), SpanId([0; 8]), "", Arc::new(Resource::default()));
-    let mut prev_start = head.base;
-    let mut prev_flags = 0;
-    let mut i = 0;
-    for (ordinal, &(trace_id, count)) in head.traces.iter().enumerate() {
-        let wanted = want(ordinal);
-        let mut spans = Vec::with_capacity(if wanted { count } else { 0 });
+    /// Heap bytes held (body, span IDs, trace table and local strings; local definitions approximately).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.body.len()
+            + self.span_ids.len() * 8
+            + self.traces.len() * 24
+            + self.strings.iter().map(|s| s.len() + 24).sum::<usize>()
+            + (self.local.resources.len() + self.local.scopes.len() + self.local.templates.len()) * 256
+    }
+
+    /// Reads the rows of trace `ordinal`, which must start at `at`, and leaves `at` at the next trace's first row.
+    /// Returns its spans when `build` is true (with span attributes when `span_attributes` is), else nothing.
+    ///
+    /// # Errors
+    /// [`CodecError::Corrupt`] when a row is truncated or references what does not exist.
+    pub(crate) fn read(
+        &self,
+        at: &mut Cursor,
+        ordinal: usize,
+        build: bool,
+        span_attributes: bool,
+    ) -> Result<Vec<Span>, CodecError> {
+        let &(trace_id, count) = self.traces.get(ordinal).or_corrupt("trace ordinal")?;
+        let shared: &[DictEntry] = self.shared.as_deref().and_then(|d| d.get(..self.dict_len)).unwrap_or(&[]);
+        let d = Strings { strings: &self.strings, shared: Some(shared) };
+        let refs = Refs { local: &self.local, shared };
+        let mut cols: [Reader<'_>; SECTIONS] = std::array::from_fn(|k| {
+            let (start, end) = self.sections[k];
+            Reader { buf: &self.body[start..end], pos: at.pos[k] }
+        });
+        let mut spans = Vec::with_capacity(if build { count } else { 0 });
+        let (mut prev_start, mut prev_flags, mut i) = (at.prev_start, at.prev_flags, at.row);
         for _ in 0..count {
             let parent = cols[1].uvarint()?;
             let raw_parent = if parent == 1 { Some(cols[2].bytes()?) } else { None };
@@ -897,11 +980,9 @@ pub(crate) fn decode_rows(
             prev_start = start;
             let end = start.wrapping_add(cols[4].uvarint()?);
             let t = refs.template(&mut cols[5])?;
-            if !wanted {
-                skip_attributes(&mut cols[6], &t)?;
-                scratch.flags = prev_flags;
-                decode_rare(&d, &mut cols[7], &mut scratch)?;
-                prev_flags = scratch.flags;
+            if !build {
+                skip_attributes(&mut cols[6], t)?;
+                prev_flags = skip_rare(&mut cols[7])?.unwrap_or(prev_flags);
                 i += 1;
                 continue;
             }
@@ -910,23 +991,23 @@ pub(crate) fn decode_rows(
                 (_, Some(raw)) => raw.to_vec(),
                 (k, None) => {
                     let delta = unzigzag(k - 2);
-                    let idx = (i as i64).checked_sub(delta).ok_or(CodecError::Corrupt("parent index"))?;
+                    let idx = (i as i64).checked_sub(delta).or_corrupt("parent index")?;
                     let idx = usize::try_from(idx).map_err(|_| CodecError::Corrupt("parent index"))?;
-                    span_ids.get(idx).ok_or(CodecError::Corrupt("parent index out of range"))?.0.to_vec()
+                    self.span_ids.get(idx).or_corrupt("parent index out of range")?.0.to_vec()
                 }
             };
             let attributes = if span_attributes {
-                attributes(&d, &mut cols[6], &t)?
+                attributes(&d, &mut cols[6], t)?
             } else {
-                skip_attributes(&mut cols[6], &t)?;
+                skip_attributes(&mut cols[6], t)?;
                 Vec::new()
             };
             let mut span = Span {
                 trace_id,
-                span_id: span_ids[i],
+                span_id: *self.span_ids.get(i).or_corrupt("span-ID column")?,
                 parent_span_id,
                 trace_state: String::new(),
-                flags: 0,
+                flags: prev_flags,
                 name: t.name.clone(),
                 kind: t.kind,
                 start_unix_nanos: start,
@@ -943,22 +1024,21 @@ pub(crate) fn decode_rows(
                 scope: t.scope.clone(),
                 warnings: Vec::new(),
             };
-            span.flags = prev_flags;
             decode_rare(&d, &mut cols[7], &mut span)?;
             prev_flags = span.flags;
             spans.push(span);
             i += 1;
         }
-        out.push(spans);
+        *at = Cursor { pos: std::array::from_fn(|k| cols[k].pos), row: i, prev_start, prev_flags };
+        Ok(spans)
     }
-    Ok(out)
 }
 
 /// Skips one span's entry in the attribute-value column.
 fn skip_attributes(col: &mut Reader<'_>, t: &Template) -> Result<(), CodecError> {
     let mask_at = col.pos;
-    let mask_end = mask_at.checked_add(t.keys.len().div_ceil(8)).ok_or(CodecError::Corrupt("value mask"))?;
-    let mask = col.buf.get(mask_at..mask_end).ok_or(CodecError::Corrupt("truncated value mask"))?;
+    let mask_end = mask_at.checked_add(t.keys.len().div_ceil(8)).or_corrupt("value mask")?;
+    let mask = col.buf.get(mask_at..mask_end).or_corrupt("truncated value mask")?;
     let present: u32 = mask.iter().map(|b| b.count_ones()).sum();
     col.pos = mask_end;
     for _ in 0..present {
@@ -971,14 +1051,14 @@ fn skip_attributes(col: &mut Reader<'_>, t: &Template) -> Result<(), CodecError>
 fn attributes(d: &Strings<'_>, col: &mut Reader<'_>, t: &Template) -> Result<Vec<KeyValue>, CodecError> {
     let mut attributes = Vec::with_capacity(t.keys.len());
     let mask_at = col.pos;
-    let mask_end = mask_at.checked_add(t.keys.len().div_ceil(8)).ok_or(CodecError::Corrupt("value mask"))?;
+    let mask_end = mask_at.checked_add(t.keys.len().div_ceil(8)).or_corrupt("value mask")?;
     col.pos = mask_end;
     for (i, (key, default)) in t.keys.iter().zip(&t.defaults).enumerate() {
-        let bits = *col.buf.get(mask_at + i / 8).ok_or(CodecError::Corrupt("truncated value mask"))?;
+        let bits = *col.buf.get(mask_at + i / 8).or_corrupt("truncated value mask")?;
         let value = if bits & (1 << (i % 8)) != 0 {
             d.value(col, 0)?
         } else {
-            default.clone().ok_or(CodecError::Corrupt("value omitted but the template has no default"))?
+            default.clone().or_corrupt("value omitted but the template has no default")?
         };
         attributes.push(KeyValue { key: key.clone(), value });
     }
@@ -1014,6 +1094,57 @@ fn decode_rare(d: &Strings<'_>, r: &mut Reader<'_>, s: &mut Span) -> Result<(), 
         s.warnings = d.strings(r)?;
     }
     Ok(())
+}
+
+/// Skips one span's rare fields; returns its flags when the row sets them.
+fn skip_rare(r: &mut Reader<'_>) -> Result<Option<u32>, CodecError> {
+    let skip_attrs = |r: &mut Reader<'_>| -> Result<(), CodecError> {
+        for _ in 0..r.count()? {
+            r.uvarint()?;
+            skip_value(r, 0)?;
+        }
+        Ok(())
+    };
+    let presence = r.u8()?;
+    let flags = if presence & RARE_FLAGS != 0 { Some(r.u32()?) } else { None };
+    if presence & RARE_TRACE_STATE != 0 {
+        r.uvarint()?;
+    }
+    if presence & RARE_STATUS_CODE != 0 {
+        r.i32()?;
+    }
+    if presence & RARE_STATUS_MESSAGE != 0 {
+        r.uvarint()?;
+    }
+    if presence & RARE_DROPPED != 0 {
+        for _ in 0..3 {
+            r.u32()?;
+        }
+    }
+    if presence & RARE_EVENTS != 0 {
+        for _ in 0..r.count()? {
+            r.ivarint()?;
+            r.uvarint()?;
+            skip_attrs(r)?;
+            r.u32()?;
+        }
+    }
+    if presence & RARE_LINKS != 0 {
+        for _ in 0..r.count()? {
+            r.bytes()?;
+            r.bytes()?;
+            r.uvarint()?;
+            skip_attrs(r)?;
+            r.u32()?;
+            r.u32()?;
+        }
+    }
+    if presence & RARE_WARNINGS != 0 {
+        for _ in 0..r.count()? {
+            r.uvarint()?;
+        }
+    }
+    Ok(flags)
 }
 
 fn unzigzag(u: u64) -> i64 {

@@ -17,8 +17,8 @@
 
 use skein_model::{Span, TraceId};
 
-use crate::v2::{Head, SharedDict, decode_rows, encode_rows, one_trace};
-use crate::wire::{Reader, put_uvarint};
+use crate::v2::{Cursor, Head, OpenRows, SharedDict, decode_rows, encode_rows, one_trace};
+use crate::wire::{OrCorrupt, Reader, put_uvarint};
 use crate::{BlockVersion, CodecError, DictLookup, MAGIC, MAX_BODY_BYTES};
 
 /// Version byte of this layout.
@@ -116,5 +116,52 @@ pub fn decode_pack(
     span_attributes: bool,
 ) -> Result<Vec<Vec<Span>>, CodecError> {
     let (head, mut r) = head(block)?;
-    decode_rows(&head, &mut r, dicts, MAX_BODY_BYTES, span_attributes, want)
+    decode_rows(head, &mut r, dicts, MAX_BODY_BYTES, span_attributes, want)
+}
+
+/// A pack opened for reading its traces one at a time: the body is decompressed, the local table and the shared
+/// dictionary resolved and the first row of every trace located once ([`OpenPack::open`]); each
+/// [`OpenPack::trace`] then builds the spans of that trace alone. What a search that confirms or fetches a few
+/// traces of a pack of thousands wants; [`decode_pack`] is cheaper for decoding most of a pack once.
+pub struct OpenPack {
+    rows: OpenRows,
+    /// The cursor at the first row of each trace, in trace-table order.
+    starts: Vec<Cursor>,
+}
+
+impl OpenPack {
+    /// Opens a pack: decompresses its body and parses every row once without building spans.
+    ///
+    /// # Errors
+    /// As [`crate::decode_with`].
+    pub fn open(block: &[u8], dicts: &dyn DictLookup) -> Result<Self, CodecError> {
+        let (head, mut r) = head(block)?;
+        let rows = OpenRows::open(head, &mut r, dicts, MAX_BODY_BYTES)?;
+        let mut starts = Vec::with_capacity(rows.traces.len());
+        let mut at = rows.first();
+        for ordinal in 0..rows.traces.len() {
+            starts.push(at);
+            rows.read(&mut at, ordinal, false, false)?;
+        }
+        Ok(OpenPack { rows, starts })
+    }
+
+    /// The pack's trace table: each trace (or chunk of one) with its span count, in order.
+    pub fn traces(&self) -> &[(TraceId, usize)] {
+        &self.rows.traces
+    }
+
+    /// The spans of the trace at `ordinal` in the trace table (with span attributes when `span_attributes`).
+    ///
+    /// # Errors
+    /// [`CodecError::Corrupt`] when `ordinal` is past the trace table or its rows reference what does not exist.
+    pub fn trace(&self, ordinal: usize, span_attributes: bool) -> Result<Vec<Span>, CodecError> {
+        let mut at = *self.starts.get(ordinal).or_corrupt("trace ordinal past the trace table")?;
+        self.rows.read(&mut at, ordinal, true, span_attributes)
+    }
+
+    /// Heap bytes held, approximately (dominated by the decompressed body).
+    pub fn heap_bytes(&self) -> usize {
+        self.rows.heap_bytes() + self.starts.len() * std::mem::size_of::<Cursor>()
+    }
 }

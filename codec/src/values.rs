@@ -8,7 +8,7 @@ use skein_model::{Event, KeyValue, Link, Value};
 
 use crate::CodecError;
 use crate::dict::DictEntry;
-use crate::wire::{Reader, put_bytes, put_ivarint, put_uvarint};
+use crate::wire::{OrCorrupt, Reader, put_bytes, put_ivarint, put_uvarint};
 
 /// The index of `item` in `list` (by pointer, then by value), appending it when absent.
 pub(crate) fn position_or_push<T: PartialEq>(list: &mut Vec<Arc<T>>, item: &Arc<T>) -> usize {
@@ -69,7 +69,7 @@ pub(crate) fn put_value(buf: &mut Vec<u8>, v: &Value, string: &mut dyn FnMut(&mu
 /// String references of a block: version 1 indexes `strings` directly; version 2 (`shared` is `Some`) uses refs,
 /// odd for entries of the shared dictionary and even for the block's local `strings`.
 pub(crate) struct Strings<'a> {
-    pub(crate) strings: Vec<String>,
+    pub(crate) strings: &'a [String],
     pub(crate) shared: Option<&'a [DictEntry]>,
 }
 
@@ -120,10 +120,10 @@ impl Strings<'_> {
     pub(crate) fn string(&self, r: &mut Reader<'_>) -> Result<String, CodecError> {
         let i = r.count_any()?;
         let Some(shared) = self.shared else {
-            return self.strings.get(i).cloned().ok_or(CodecError::Corrupt("string index out of range"));
+            return self.strings.get(i).cloned().or_corrupt("string index out of range");
         };
         if i & 1 == 0 {
-            return self.strings.get(i >> 1).cloned().ok_or(CodecError::Corrupt("string index out of range"));
+            return self.strings.get(i >> 1).cloned().or_corrupt("string index out of range");
         }
         match shared.get(i >> 1) {
             Some(DictEntry::Str(s)) => Ok(s.to_string()),

@@ -23,6 +23,26 @@ pub fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
     buf.extend_from_slice(b);
 }
 
+/// [`CodecError::Corrupt`] for a missing value, built only when the value is missing: `ok_or` builds (and, on the
+/// path every valid block takes, drops) the error each time, which showed in decode profiles.
+pub trait OrCorrupt<T> {
+    /// `Some(v)` → `Ok(v)`; `None` → `Err(CodecError::Corrupt(what))`.
+    ///
+    /// # Errors
+    /// [`CodecError::Corrupt`] naming `what` when the value is missing.
+    fn or_corrupt(self, what: &'static str) -> Result<T, CodecError>;
+}
+
+impl<T> OrCorrupt<T> for Option<T> {
+    #[inline]
+    fn or_corrupt(self, what: &'static str) -> Result<T, CodecError> {
+        match self {
+            Some(v) => Ok(v),
+            None => Err(CodecError::Corrupt(what)),
+        }
+    }
+}
+
 /// A bounds-checked reader over a byte slice.
 pub struct Reader<'a> {
     /// The bytes read.
@@ -34,13 +54,20 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// One byte.
     pub fn u8(&mut self) -> Result<u8, CodecError> {
-        let b = *self.buf.get(self.pos).ok_or(CodecError::Corrupt("truncated"))?;
+        let b = *self.buf.get(self.pos).or_corrupt("truncated")?;
         self.pos += 1;
         Ok(b)
     }
 
     /// An unsigned LEB128 varint.
     pub fn uvarint(&mut self) -> Result<u64, CodecError> {
+        // Most varints of a block are one byte.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
         let mut v = 0u64;
         for shift in (0..70).step_by(7) {
             let b = self.u8()?;
@@ -93,8 +120,8 @@ impl<'a> Reader<'a> {
 
     /// The next `n` bytes.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
-        let end = self.pos.checked_add(n).ok_or(CodecError::Corrupt("length overflows"))?;
-        let b = self.buf.get(self.pos..end).ok_or(CodecError::Corrupt("truncated"))?;
+        let end = self.pos.checked_add(n).or_corrupt("length overflows")?;
+        let b = self.buf.get(self.pos..end).or_corrupt("truncated")?;
         self.pos = end;
         Ok(b)
     }
@@ -102,7 +129,7 @@ impl<'a> Reader<'a> {
     /// `N` raw bytes.
     pub fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
         let end = self.pos + N;
-        let b = self.buf.get(self.pos..end).ok_or(CodecError::Corrupt("truncated"))?;
+        let b = self.buf.get(self.pos..end).or_corrupt("truncated")?;
         self.pos = end;
         b.try_into().map_err(|_| CodecError::Corrupt("truncated"))
     }

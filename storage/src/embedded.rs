@@ -54,10 +54,10 @@ use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistM
 use super::index;
 use super::{
     DependencyLink, FoundSummaries, FoundTraces, IndexEntry, Operation, StoreError, StoreResult, TraceQuery,
-    TraceStore, TraceSummary, WriteBatch, merge_chunks, record_outcome, sum_edges,
+    TraceStore, TraceSummary, WriteBatch, merge_chunk_refs, record_outcome, sum_edges,
 };
 use crate::metrics::{StorageMetrics, TierLabels};
-use skein_codec::{CodecError, DictLookup, Dictionary};
+use skein_codec::{CodecError, DictLookup, Dictionary, OpenPack};
 use skein_model::dependencies::DependencyEdge;
 use skein_model::{Span, SpanKind, TraceId};
 
@@ -115,9 +115,10 @@ impl Table {
 pub const FILTER_CACHE_BYTES: usize = 256 << 20;
 /// Chunks per write while a partition of the older layout is rewritten into packs.
 const MIGRATION_BATCH_CHUNKS: usize = 512;
-/// Process-table rows a writer remembers having written (each is written once per partition, not once per
-/// batch); past this the memory is cleared and rows are written again.
-const MAX_REMEMBERED_PROCESSES: usize = 65_536;
+/// Process-table and operation-table rows a writer remembers having written (each is written once per partition,
+/// not once per batch: a key written again is one more version for every scan of the table to step over until
+/// compaction); past this the memory is cleared and rows are written again.
+const MAX_REMEMBERED_ROWS: usize = 65_536;
 
 /// A source of "now", ns since the Unix epoch; injected so retention can be tested without waiting.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -226,9 +227,9 @@ struct Inner {
     write_lock: Mutex<()>,
     chunk_seq: AtomicU64,
     dict_cache: Mutex<HashMap<u64, Dictionary>>,
-    /// Process-table rows already written, by partition and process hash (bounded by
-    /// [`MAX_REMEMBERED_PROCESSES`]; cleared when a partition expires).
-    processes_written: Mutex<std::collections::HashSet<(PartitionKey, u64)>>,
+    /// Process-table and operation-table rows already written, by partition, table and a 64-bit hash of the key
+    /// (bounded by [`MAX_REMEMBERED_ROWS`]; cleared when a partition expires).
+    rows_written: Mutex<std::collections::HashSet<(PartitionKey, u8, u64)>>,
     filters: Mutex<FilterCache>,
     /// Declared last: fields drop in order, so the database is closed before the sweep looks at its journal.
     journal: JournalSweep,
@@ -323,7 +324,7 @@ impl EmbeddedStore {
                 write_lock: Mutex::new(()),
                 chunk_seq: AtomicU64::new(now),
                 dict_cache: Mutex::new(HashMap::new()),
-                processes_written: Mutex::new(std::collections::HashSet::new()),
+                rows_written: Mutex::new(std::collections::HashSet::new()),
                 filters: Mutex::new(FilterCache::default()),
                 journal: JournalSweep { dir: path, clean: std::sync::atomic::AtomicBool::new(false) },
             }),
@@ -425,49 +426,66 @@ fn open_partition(db: &Database, key: PartitionKey, last_write: u64, max_entry_s
     })
 }
 
-/// Bytes one query keeps of the packs it read and the traces it decoded from them (blocks, and decoded spans at
-/// [`DECODED_SPAN_BYTES`] each); past it, the other packs are dropped and read again when needed.
+/// Bytes one query keeps of the packs it read, opened and decoded traces from (blocks, opened packs'
+/// [`OpenPack::heap_bytes`], and decoded spans at [`DECODED_SPAN_BYTES`] each); past it, the other packs are
+/// dropped and read again when needed.
 const QUERY_PACK_CACHE_BYTES: usize = 64 << 20;
 /// What one decoded span is counted as in [`QUERY_PACK_CACHE_BYTES`], bytes.
 const DECODED_SPAN_BYTES: usize = 512;
 
-/// Packs one query has read, by partition and sequence number, with the traces decoded from them: a search's
-/// verification and its fetch of the same trace decode it once, and a pack asked for a second trace is decoded
-/// whole, once. Bounded by [`QUERY_PACK_CACHE_BYTES`].
+/// Packs one query has read, by partition and sequence number, with the traces decoded from them: a pack is
+/// opened (decompressed and parsed) once however many of its traces the query confirms or fetches, each of those
+/// traces is built once, and no other trace of the pack is built. Bounded by [`QUERY_PACK_CACHE_BYTES`].
 struct PackCache {
     packs: HashMap<(PartitionKey, u64), CachedPack>,
     bytes: usize,
     limit_bytes: usize,
+    /// Packs opened, counting a pack opened again after it was dropped.
+    opened: usize,
 }
 
 impl PackCache {
     fn new(limit_bytes: usize) -> Self {
-        PackCache { packs: HashMap::new(), bytes: 0, limit_bytes }
+        PackCache { packs: HashMap::new(), bytes: 0, limit_bytes, opened: 0 }
     }
 
-    /// Counts `bytes` more for the pack `keep`; when they would exceed the bound, every other pack is dropped
-    /// first (so the cache holds at most its bound, or one pack that is larger on its own).
-    fn reserve(&mut self, keep: (PartitionKey, u64), bytes: usize) {
-        if self.bytes + bytes > self.limit_bytes {
+    /// Recounts what is held after the pack `keep` grew; over the bound, every other pack is dropped (so the
+    /// cache holds at most its bound, or one pack that is larger on its own).
+    fn settle(&mut self, keep: (PartitionKey, u64)) {
+        self.bytes = self.packs.values().map(CachedPack::bytes).sum();
+        if self.bytes > self.limit_bytes {
             self.packs.retain(|k, _| *k == keep);
             self.bytes = self.packs.values().map(CachedPack::bytes).sum();
         }
-        self.bytes += bytes;
     }
 }
 
 impl CachedPack {
-    /// What the pack counts for in its [`PackCache`]: its block and decoded spans.
+    /// What the pack counts for in its [`PackCache`]: its block until opened, then the opened pack, and the
+    /// decoded spans.
     fn bytes(&self) -> usize {
-        self.block.len() + self.traces.values().map(|t| t.len() * DECODED_SPAN_BYTES).sum::<usize>()
+        self.block.as_ref().map_or(0, |b| b.len())
+            + self.open.as_ref().map_or(0, OpenPack::heap_bytes)
+            + self.traces.values().map(|t| t.len() * DECODED_SPAN_BYTES).sum::<usize>()
     }
 }
 
-/// A pack's block, its trace table and the traces decoded so far (with attributes), by place in the pack.
+/// A pack's trace table, its block (until the pack is opened), the opened pack, and the traces built so far
+/// (with attributes), by place in the pack.
 struct CachedPack {
-    block: fjall::Slice,
+    block: Option<fjall::Slice>,
     ids: Arc<[TraceId]>,
+    open: Option<OpenPack>,
     traces: HashMap<usize, Arc<Vec<Span>>>,
+}
+
+/// The chunks of one trace as built from their packs, each shared with the [`PackCache`] that holds it.
+type Chunks = Vec<Arc<Vec<Span>>>;
+
+/// All spans of a trace from its chunks, merged and sorted ([`merge_chunk_refs`]); `None` without spans.
+fn full_trace(chunks: &Chunks) -> Option<Vec<Span>> {
+    let spans = merge_chunk_refs(chunks.iter().map(|c| c.as_slice()));
+    (!spans.is_empty()).then(|| spans.into_iter().cloned().collect())
 }
 
 /// Candidates left out of a search because their blocks failed to decode, with the reason.
@@ -559,6 +577,15 @@ impl DictLookup for PartitionDicts<'_> {
     }
 }
 
+/// A 64-bit SipHash of a row key, for remembering which rows were written (a collision, at 2^-64 per pair of
+/// rows, would leave one row unwritten).
+fn key_hash(k: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    k.hash(&mut h);
+    h.finish()
+}
+
 fn len16(buf: &mut Vec<u8>, s: &str) {
     // Names are bounded by the attribute limits; longer ones are cut at a UTF-8 boundary for the key.
     let mut end = s.len().min(u16::MAX as usize);
@@ -623,7 +650,7 @@ impl Inner {
                 self.db.delete_keyspace(ks.clone()).map_err(engine)?;
             }
             self.meta.remove(key.prefix()).map_err(engine)?;
-            self.processes_written.lock().unwrap_or_else(|p| p.into_inner()).retain(|(k, _)| *k != key);
+            self.rows_written.lock().unwrap_or_else(|p| p.into_inner()).retain(|(k, _, _)| *k != key);
             let mut filters = self.filters.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(list) = filters.parts.remove(&key) {
                 filters.bytes -= filter_bytes(&list);
@@ -651,11 +678,11 @@ impl Inner {
         let mut deps: HashMap<(PartitionKey, Vec<u8>), (u64, u64)> = HashMap::new();
         // Touched partitions with the latest index entry start of this batch in each.
         let mut touched: HashMap<PartitionKey, (Partition, u64)> = HashMap::new();
-        let mut ops_seen: std::collections::HashSet<(PartitionKey, &str, i32, &str)> = std::collections::HashSet::new();
-        // Process-table rows this batch writes (each once), remembered once the batch is committed.
-        let mut new_processes: std::collections::HashSet<(PartitionKey, u64)> = std::collections::HashSet::new();
+        // Process-table and operation-table rows this batch writes (each once), remembered once it is committed.
+        let mut new_rows: std::collections::HashSet<(PartitionKey, u8, u64)> = std::collections::HashSet::new();
         // Held with the write lock, which every writer and retention already take: no contention.
-        let mut remembered = self.processes_written.lock().unwrap_or_else(|p| p.into_inner());
+        let mut remembered = self.rows_written.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first_time = |row: (PartitionKey, u8, u64)| !remembered.contains(&row) && new_rows.insert(row);
         let mut new_filters: Vec<(PartitionKey, u64, &[u8])> = Vec::with_capacity(batch.packs.len());
         for pack in &batch.packs {
             let start =
@@ -685,7 +712,7 @@ impl Inner {
             t.1 = t.1.max(latest);
             for c in pack.chunks.iter().filter_map(|&i| batch.chunks.get(i)) {
                 for proc in &c.processes {
-                    if remembered.contains(&(start, proc.hash)) || !new_processes.insert((start, proc.hash)) {
+                    if !first_time((start, Table::Processes as u8, proc.hash)) {
                         continue;
                     }
                     let mut k = service_prefix(&proc.service);
@@ -693,14 +720,12 @@ impl Inner {
                     b.insert(&p.tables, Table::Processes.key(&k), index::encode_process_pairs(&proc.pairs));
                 }
                 for (service, kind, name) in &c.operations {
-                    // Most chunks of a batch repeat the same operations: write each key once per batch.
-                    if !ops_seen.insert((start, service.as_str(), kind.0, name.as_str())) {
-                        continue;
-                    }
                     let mut k = service_prefix(service);
                     k.extend_from_slice(&kind.0.to_be_bytes());
                     k.extend_from_slice(name.as_bytes());
-                    b.insert(&p.tables, Table::Ops.key(&k), b"");
+                    if first_time((start, Table::Ops as u8, key_hash(&k))) {
+                        b.insert(&p.tables, Table::Ops.key(&k), b"");
+                    }
                 }
                 for e in &c.edges {
                     let mut k = e.bucket_start_secs.to_be_bytes().to_vec();
@@ -730,10 +755,10 @@ impl Inner {
             b.insert(&p.tables, k, v);
         }
         b.commit().map_err(engine)?;
-        if remembered.len() + new_processes.len() > MAX_REMEMBERED_PROCESSES {
+        if remembered.len() + new_rows.len() > MAX_REMEMBERED_ROWS {
             remembered.clear();
         }
-        remembered.extend(new_processes);
+        remembered.extend(new_rows);
         drop(remembered);
         // Filters of partitions already in memory grow with the batch (a partition loaded after the commit has
         // them already: sequence numbers only grow, so the list's last entry tells).
@@ -792,13 +817,16 @@ impl Inner {
         let block = p.packs.get(seq.to_be_bytes()).map_err(engine)?;
         let block = block.ok_or(CodecError::Corrupt("a pack named by the index or a filter is missing"))?;
         let ids: Arc<[TraceId]> = skein_codec::v3::trace_ids(&block)?.into();
-        packs.reserve((key, seq), block.len());
-        packs.packs.insert((key, seq), CachedPack { block, ids: ids.clone(), traces: HashMap::new() });
+        packs.packs.insert(
+            (key, seq),
+            CachedPack { block: Some(block), ids: ids.clone(), open: None, traces: HashMap::new() },
+        );
+        packs.settle((key, seq));
         Ok(ids)
     }
 
-    /// The spans (with attributes) of the trace at `place` in a pack's trace table, decoded once per query: the
-    /// first trace asked of a pack is decoded alone, a second one decodes the whole pack.
+    /// The spans (with attributes) of the trace at `place` in a pack's trace table, built once per query from the
+    /// pack, which is opened once per query.
     fn pack_trace(
         &self,
         packs: &mut PackCache,
@@ -808,59 +836,69 @@ impl Inner {
         place: usize,
     ) -> StoreResult<Arc<Vec<Span>>> {
         Self::pack_ids(packs, key, p, seq)?;
-        let pack = packs.packs.get(&(key, seq)).ok_or(CodecError::Corrupt("pack cache"))?;
+        let pack = packs.packs.get_mut(&(key, seq)).ok_or(CodecError::Corrupt("pack cache"))?;
         if let Some(spans) = pack.traces.get(&place) {
             return Ok(spans.clone());
         }
-        let whole = !pack.traces.is_empty();
-        let dicts = PartitionDicts { inner: self, partition: p };
-        let decoded = skein_codec::decode_pack(&pack.block, &dicts, &|i| whole || i == place, true)?;
-        let spans: usize =
-            decoded.iter().enumerate().filter(|(i, _)| !pack.traces.contains_key(i)).map(|(_, t)| t.len()).sum();
-        packs.reserve((key, seq), spans * DECODED_SPAN_BYTES);
-        let pack = packs.packs.get_mut(&(key, seq)).ok_or(CodecError::Corrupt("pack cache"))?;
-        let mut want = None;
-        for (i, trace) in decoded.into_iter().enumerate() {
-            if (whole || i == place) && !pack.traces.contains_key(&i) {
-                let trace = Arc::new(trace);
-                if i == place {
-                    want = Some(trace.clone());
+        if pack.open.is_none() {
+            let block = pack.block.as_ref().ok_or(CodecError::Corrupt("pack cache"))?;
+            pack.open = Some(OpenPack::open(block, &PartitionDicts { inner: self, partition: p })?);
+            pack.block = None;
+            packs.opened += 1;
+        }
+        let open = pack.open.as_ref().ok_or(CodecError::Corrupt("pack cache"))?;
+        let spans = Arc::new(open.trace(place, true)?);
+        pack.traces.insert(place, spans.clone());
+        packs.settle((key, seq));
+        Ok(spans)
+    }
+
+    /// The chunks of each of `ids`, found in one pass over the trace filters of every partition (each filter's
+    /// bits are read once for all of them). Packs read and traces built are kept in `packs`. An entry is an
+    /// error when a pack that may hold that trace failed to decode.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the engine fails.
+    fn trace_chunks(&self, ids: &[TraceId], packs: &mut PackCache) -> StoreResult<Vec<StoreResult<Chunks>>> {
+        let probes: Vec<index::TraceProbe> = ids.iter().map(|&id| index::TraceProbe::new(id)).collect();
+        let mut out: Vec<StoreResult<Chunks>> = ids.iter().map(|_| Ok(Vec::new())).collect();
+        for (key, p) in self.snapshot() {
+            for (seq, filter) in self.filters(key, &p)?.iter() {
+                for (k, probe) in probes.iter().enumerate() {
+                    let Ok(chunks) = &mut out[k] else { continue };
+                    if !filter.may_hold(*probe) {
+                        continue;
+                    }
+                    let found = Self::pack_ids(packs, key, &p, *seq).and_then(|in_pack| {
+                        let places = (0..in_pack.len()).filter(|&i| in_pack[i] == ids[k]);
+                        places
+                            .map(|place| self.pack_trace(packs, key, &p, *seq, place))
+                            .collect::<StoreResult<Chunks>>()
+                    });
+                    match found {
+                        Ok(found) => chunks.extend(found),
+                        Err(e @ StoreError::Codec(_)) => out[k] = Err(e),
+                        Err(e) => return Err(e),
+                    }
                 }
-                pack.traces.insert(i, trace);
             }
         }
-        want.ok_or(StoreError::Codec(CodecError::Corrupt("an index entry names a trace past the pack")))
+        Ok(out)
     }
 
     /// All spans of a trace, merged and sorted. Packs read and traces decoded are kept in `packs`.
     fn get_trace(&self, trace_id: TraceId, packs: &mut PackCache) -> StoreResult<Option<Vec<Span>>> {
-        let mut chunks = Vec::new();
-        for (key, p) in self.snapshot() {
-            for (seq, filter) in self.filters(key, &p)?.iter() {
-                if !filter.may_contain(trace_id) {
-                    continue;
-                }
-                let ids = Self::pack_ids(packs, key, &p, *seq)?;
-                for place in (0..ids.len()).filter(|&i| ids[i] == trace_id) {
-                    chunks.push(self.pack_trace(packs, key, &p, *seq, place)?.as_ref().clone());
-                }
-            }
-        }
-        chunks.retain(|c| !c.is_empty());
-        if chunks.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(merge_chunks(chunks)))
+        let chunks = self.trace_chunks(&[trace_id], packs)?.pop().unwrap_or(Ok(Vec::new()))?;
+        Ok(full_trace(&chunks))
     }
 
     fn find_traces(&self, q: &TraceQuery) -> StoreResult<FoundTraces> {
-        let (traces, corrupt) = self.search(q, |trace_id, packs| self.get_trace(trace_id, packs))?;
+        let (traces, corrupt) = self.search(q, full_trace)?;
         Ok(FoundTraces { traces, corrupt })
     }
 
     fn find_trace_summaries(&self, q: &TraceQuery) -> StoreResult<FoundSummaries> {
-        let summary =
-            |trace_id, packs: &mut PackCache| Ok(self.get_trace(trace_id, packs)?.and_then(|t| TraceSummary::of(&t)));
+        let summary = |chunks: &Chunks| TraceSummary::of(merge_chunk_refs(chunks.iter().map(|c| c.as_slice())));
         let (summaries, corrupt) = self.search(q, summary)?;
         Ok(FoundSummaries { summaries, corrupt })
     }
@@ -869,11 +907,7 @@ impl Inner {
     /// hold entries in the window, newest first overall, each confirmed against its chunk when the entry cannot
     /// prove the match, then `fetch`ed, until `q.limit` results. Returns the results and the candidates whose
     /// packs failed to decode.
-    fn search<T>(
-        &self,
-        q: &TraceQuery,
-        fetch: impl Fn(TraceId, &mut PackCache) -> StoreResult<Option<T>>,
-    ) -> StoreResult<(Vec<T>, CorruptBlocks)> {
+    fn search<T>(&self, q: &TraceQuery, result: impl Fn(&Chunks) -> Option<T>) -> StoreResult<(Vec<T>, CorruptBlocks)> {
         let (mut found, mut corrupt) = (Vec::new(), Vec::new());
         if q.limit == 0 || q.start_min_unix_nanos > q.start_max_unix_nanos {
             return Ok((found, corrupt));
@@ -920,16 +954,33 @@ impl Inner {
         let mut heap: std::collections::BinaryHeap<Item> = std::collections::BinaryHeap::new();
         let mut arena: Vec<IndexEntry> = Vec::new();
         let mut packs = PackCache::new(QUERY_PACK_CACHE_BYTES);
+        // What the search read, for its debug log: pages, entries in the window, candidates verified.
+        let (mut pages_read, mut entries, mut verified) = (0usize, 0usize, 0usize);
         let mut seen = std::collections::HashSet::new();
         let mut process_matches: Vec<Option<Vec<std::collections::HashSet<u64>>>> = vec![None; cursors.len()];
         let mut operation_names: Vec<Option<HashMap<u64, String>>> = vec![None; cursors.len()];
-        while found.len() < q.limit {
+        // Confirmed matches not fetched yet, newest first: fetched together (one pass over the trace filters) once
+        // they would fill the limit or the candidates run out.
+        let mut pending: Vec<TraceId> = Vec::new();
+        let mut exhausted = false;
+        loop {
+            if exhausted || found.len() + pending.len() >= q.limit {
+                if pending.is_empty() || found.len() >= q.limit {
+                    break;
+                }
+                let chunks = self.trace_chunks(&pending, &mut packs)?;
+                for (trace_id, chunks) in pending.drain(..).zip(chunks) {
+                    record_outcome(&mut found, &mut corrupt, trace_id, chunks.map(|c| result(&c)))?;
+                }
+                continue;
+            }
             // Read the newest unread page while it may hold an entry newer than every buffered one.
             let newest_page = (0..heads.len()).filter_map(|i| heads[i].as_ref().map(|h| (h.0, i))).max();
             if let Some((newest, i)) = newest_page
                 && heap.peek().is_none_or(|top| newest >= top.0)
             {
-                let Some((_, seq, page)) = heads[i].take() else { break };
+                let Some((_, seq, page)) = heads[i].take() else { continue };
+                pages_read += 1;
                 heads[i] = next(&mut cursors[i].0)?;
                 let names = match &mut operation_names[i] {
                     Some(names) => names,
@@ -945,7 +996,10 @@ impl Inner {
                 }
                 continue;
             }
-            let Some((_, std::cmp::Reverse((i, seq, ordinal)), at)) = heap.pop() else { break };
+            let Some((_, std::cmp::Reverse((i, seq, ordinal)), at)) = heap.pop() else {
+                exhausted = true;
+                continue;
+            };
             let (key, p) = (cursors[i].1, &cursors[i].2);
             let entry = &mut arena[at];
             // Tags of the entry's processes are in the partition's process table: which processes hold each
@@ -972,18 +1026,27 @@ impl Inner {
                 continue;
             }
             entry.trace_id = trace_id;
-            let result = (|| {
-                if q.needs_verification(entry)
-                    && !q.matches_spans(&self.pack_trace(&mut packs, key, p, seq, ordinal as usize)?)
-                {
-                    return Ok(None);
+            entries += 1;
+            if q.needs_verification(entry) {
+                verified += 1;
+                match self.pack_trace(&mut packs, key, p, seq, ordinal as usize) {
+                    Ok(spans) if !q.matches_spans(&spans) => continue,
+                    Ok(_) => {}
+                    Err(StoreError::Codec(e)) => {
+                        corrupt.push((trace_id, e.to_string()));
+                        seen.insert(trace_id);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
                 }
-                fetch(trace_id, &mut packs)
-            })();
-            if record_outcome(&mut found, &mut corrupt, trace_id, result)? {
-                seen.insert(trace_id);
             }
+            seen.insert(trace_id);
+            pending.push(trace_id);
         }
+        tracing::debug!(
+            service = %q.service, found = found.len(), pages_read, entries, verified, packs_opened = packs.opened,
+            "search"
+        );
         Ok((found, corrupt))
     }
 

@@ -431,31 +431,42 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The two hashes of a trace ID that every [`TraceFilter`] probes with (double hashing), computed once per ID.
+#[derive(Clone, Copy, Debug)]
+pub struct TraceProbe(u64, u64);
+
+impl TraceProbe {
+    /// The hashes of `id`.
+    pub fn new(id: TraceId) -> Self {
+        let lo = u64::from_le_bytes(id.0[..8].try_into().unwrap_or_default());
+        let hi = u64::from_le_bytes(id.0[8..].try_into().unwrap_or_default());
+        let h1 = mix(lo ^ mix(hi));
+        TraceProbe(h1, mix(h1) | 1)
+    }
+}
+
 impl TraceFilter {
     /// A filter holding `ids`.
     pub fn build(ids: impl ExactSizeIterator<Item = TraceId>) -> Self {
         let bytes = (ids.len().max(1) * 20).div_ceil(8);
         let mut f = TraceFilter { bits: vec![0; bytes] };
         for id in ids {
-            for p in f.positions(id) {
+            for p in f.positions(TraceProbe::new(id)) {
                 f.bits[p / 8] |= 1 << (p % 8);
             }
         }
         f
     }
 
-    fn positions(&self, id: TraceId) -> impl Iterator<Item = usize> + use<> {
-        let lo = u64::from_le_bytes(id.0[..8].try_into().unwrap_or_default());
-        let hi = u64::from_le_bytes(id.0[8..].try_into().unwrap_or_default());
-        let h1 = mix(lo ^ mix(hi));
-        let h2 = mix(h1) | 1;
+    fn positions(&self, probe: TraceProbe) -> impl Iterator<Item = usize> + use<> {
+        let TraceProbe(h1, h2) = probe;
         let m = (self.bits.len() * 8) as u64;
         (0..TRACE_PROBES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % m.max(1)) as usize)
     }
 
-    /// False when the trace is certainly not in the pack.
-    pub fn may_contain(&self, id: TraceId) -> bool {
-        !self.bits.is_empty() && self.positions(id).all(|p| self.bits[p / 8] & (1 << (p % 8)) != 0)
+    /// False when the trace `probe` was made from is certainly not in the pack.
+    pub fn may_hold(&self, probe: TraceProbe) -> bool {
+        !self.bits.is_empty() && self.positions(probe).all(|p| self.bits[p / 8] & (1 << (p % 8)) != 0)
     }
 
     /// The stored form.
@@ -838,6 +849,22 @@ mod tests {
         assert!(pairs.iter().all(|(k, v)| f.may_contain(k, v)));
         let fp = (0..10_000).filter(|i| f.may_contain(&format!("x{i}"), "y")).count();
         assert!(fp < 300, "false positive rate too high: {fp}/10000");
+    }
+
+    #[test]
+    fn trace_filters_hold_every_trace_and_few_others() {
+        let id = |i: u64| {
+            let mut b = [0u8; 16];
+            b[8..].copy_from_slice(&i.to_le_bytes());
+            TraceId(b)
+        };
+        // Zipkin-style 64-bit IDs (half the bytes zero) and a stored round trip.
+        let held: Vec<TraceId> = (1..=500).map(id).collect();
+        let f = TraceFilter::from_bytes(TraceFilter::build(held.iter().copied()).into_bytes());
+        assert!(held.iter().all(|&t| f.may_hold(TraceProbe::new(t))));
+        let fp = (1_000..101_000).filter(|&i| f.may_hold(TraceProbe::new(id(i)))).count();
+        assert!(fp < 100, "false positives: {fp} of 100000");
+        assert!(!TraceFilter::from_bytes(Vec::new()).may_hold(TraceProbe::new(id(1))), "an empty filter holds nothing");
     }
 
     #[test]

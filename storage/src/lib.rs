@@ -457,11 +457,18 @@ impl TraceSummary {
     /// Summarizes the spans of one trace (sorted by start, as [`TraceStore::get_trace`] returns them); `None` for
     /// no spans. Reads no span attributes, so it takes the outline that [`skein_codec::decode_outline_with`]
     /// decodes.
-    pub fn of(spans: &[Span]) -> Option<Self> {
-        let first = spans.first()?;
-        let root = spans.iter().filter(|s| s.parent_id().is_none()).min_by_key(|s| s.start_unix_nanos).unwrap_or(first);
+    pub fn of<'a, I>(spans: I) -> Option<Self>
+    where
+        I: IntoIterator<Item = &'a Span>,
+        I::IntoIter: Clone,
+    {
+        let spans = spans.into_iter();
+        let first = spans.clone().next()?;
+        let root =
+            spans.clone().filter(|s| s.parent_id().is_none()).min_by_key(|s| s.start_unix_nanos).unwrap_or(first);
         let mut services: Vec<(String, u64, u64)> = Vec::new();
-        for s in spans {
+        let (mut span_count, mut error_span_count) = (0, 0);
+        for s in spans.clone() {
             let name = s.service_name();
             let at = match services.iter().position(|(n, _, _)| n == name) {
                 Some(i) => i,
@@ -472,15 +479,17 @@ impl TraceSummary {
             };
             services[at].1 += 1;
             services[at].2 += u64::from(s.is_error());
+            span_count += 1;
+            error_span_count += u64::from(s.is_error());
         }
         Some(Self {
             trace_id: first.trace_id,
             root_service: root.service_name().to_string(),
             root_operation: root.name.clone(),
-            start_unix_nanos: spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0),
-            end_unix_nanos: spans.iter().map(|s| s.end_unix_nanos).max().unwrap_or(0),
-            span_count: spans.len() as u64,
-            error_span_count: spans.iter().filter(|s| s.is_error()).count() as u64,
+            start_unix_nanos: spans.clone().map(|s| s.start_unix_nanos).min().unwrap_or(0),
+            end_unix_nanos: spans.map(|s| s.end_unix_nanos).max().unwrap_or(0),
+            span_count,
+            error_span_count,
             services,
         })
     }
@@ -573,7 +582,7 @@ pub trait TraceStore: Send + Sync + 'static {
     async fn find_trace_summaries(&self, query: TraceQuery) -> StoreResult<FoundSummaries> {
         let found = self.find_traces(query).await?;
         Ok(FoundSummaries {
-            summaries: found.traces.iter().filter_map(|t| TraceSummary::of(t)).collect(),
+            summaries: found.traces.iter().filter_map(TraceSummary::of).collect(),
             corrupt: found.corrupt,
         })
     }
@@ -597,10 +606,24 @@ pub trait TraceStore: Send + Sync + 'static {
     async fn dependencies(&self, end_unix_nanos: u64, lookback_nanos: u64) -> StoreResult<Vec<DependencyLink>>;
 }
 
-/// Merges chunks of one trace: drops exact duplicates (same span ID, kind, start and end) and sorts by start.
+/// Merges chunks of one trace: drops exact duplicates (same span ID, kind, start and end) and sorts by start,
+/// then span ID.
 pub fn merge_chunks(chunks: Vec<Vec<Span>>) -> Vec<Span> {
     let mut seen = std::collections::HashSet::new();
     let mut spans: Vec<Span> = chunks.into_iter().flatten().filter(|s| seen.insert(s.dedup_key())).collect();
-    spans.sort_by(|a, b| a.start_unix_nanos.cmp(&b.start_unix_nanos).then(a.span_id.cmp(&b.span_id)));
+    spans.sort_by(span_order);
     spans
+}
+
+/// [`merge_chunks`] over borrowed chunks: the same spans in the same order, borrowed (a summary needs no copy).
+pub fn merge_chunk_refs<'a>(chunks: impl IntoIterator<Item = &'a [Span]>) -> Vec<&'a Span> {
+    let mut seen = std::collections::HashSet::new();
+    let mut spans: Vec<&Span> = chunks.into_iter().flatten().filter(|s| seen.insert(s.dedup_key())).collect();
+    spans.sort_by(|a, b| span_order(a, b));
+    spans
+}
+
+/// The order of a trace's spans: by start, then span ID.
+fn span_order(a: &Span, b: &Span) -> std::cmp::Ordering {
+    a.start_unix_nanos.cmp(&b.start_unix_nanos).then(a.span_id.cmp(&b.span_id))
 }

@@ -244,7 +244,7 @@ async fn jaeger_semantics(store: Arc<dyn TraceStore>, run: u8) {
         assert_eq!(got, want, "{name}");
         // The summary search finds the same traces in the same order, each summarized as its full trace is.
         let summaries = store.find_trace_summaries(q).await.expect("summaries").summaries;
-        let of_full: Vec<TraceSummary> = full.iter().filter_map(|t| TraceSummary::of(t)).collect();
+        let of_full: Vec<TraceSummary> = full.iter().filter_map(TraceSummary::of).collect();
         assert_eq!(summaries, of_full, "{name}: summaries");
     }
     // The cases are not vacuous: some find traces, some find none.

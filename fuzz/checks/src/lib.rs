@@ -107,8 +107,9 @@ pub fn zipkin_json(data: &[u8]) -> bool {
     accepted
 }
 
-/// Stored trace blocks (versions 1 and 2, with and without a shared dictionary) and dictionary entries: corrupt
-/// bytes decode to an error, never a panic, overflow or runaway allocation.
+/// Stored trace blocks (versions 1, 2 and 3, with and without a shared dictionary; packs also opened and read
+/// one trace at a time) and dictionary entries: corrupt bytes decode to an error, never a panic, overflow or
+/// runaway allocation.
 pub fn decode_block(data: &[u8]) -> bool {
     let plain = skein_codec::decode(data).is_ok();
     // The same bytes as stored dictionary entries (split at 0xff), which readers rebuild before decoding blocks.
@@ -117,6 +118,12 @@ pub fn decode_block(data: &[u8]) -> bool {
     if let Ok(Some((id, _))) = skein_codec::dictionary_of(data) {
         let mut dict = SharedDict::with_id(id);
         let _ = skein_codec::encode_with_dict(std::slice::from_ref(&dictionary_span()), &mut dict);
+        // A pack opened for reading one trace at a time parses the same bytes another way.
+        if let Ok(open) = skein_codec::OpenPack::open(data, &dict) {
+            for ordinal in 0..open.traces().len() {
+                let _ = open.trace(ordinal, true);
+            }
+        }
         return skein_codec::decode_with(data, &dict).is_ok();
     }
     plain

@@ -3,7 +3,7 @@
 use std::sync::atomic::AtomicU64;
 
 use super::*;
-use crate::{Dictionaries, StoreLayout, prepare_batch, prepare_chunk};
+use crate::{Dictionaries, StoreLayout, merge_chunks, prepare_batch, prepare_chunk};
 use skein_model::{KeyValue, SpanId, StatusCode, Value, service_resource};
 
 const T0: u64 = 1_700_000_000_000_000_000;
@@ -326,15 +326,19 @@ async fn a_query_decodes_a_pack_once_and_stays_within_its_cache_bound() {
     let (key, p) = store.inner.snapshot().into_iter().next().expect("partition");
     let seq = store.inner.filters(key, &p).expect("filters")[0].0;
     let spans: usize = traces.iter().map(Vec::len).sum();
-    // Room for the whole pack decoded: the second trace asked decodes all of them, the rest come from memory.
+    // Room for the whole pack decoded: the pack is opened once, and each trace asked is built once, alone.
     let mut packs = PackCache::new(usize::MAX);
     let ids = Inner::pack_ids(&mut packs, key, &p, seq).expect("ids");
     for (place, id) in ids.iter().enumerate() {
         let want = traces.iter().find(|t| t[0].trace_id == *id).expect("a written trace");
         assert_eq!(store.inner.pack_trace(&mut packs, key, &p, seq, place).expect("trace").as_ref(), want);
-        let decoded = packs.packs[&(key, seq)].traces.len();
-        assert_eq!(decoded, if place == 0 { 1 } else { ids.len() });
+        let pack = &packs.packs[&(key, seq)];
+        assert_eq!(pack.traces.len(), place + 1, "only the traces asked for are built");
+        assert!(pack.open.is_some() && pack.block.is_none(), "opened once, its block released");
+        let again = store.inner.pack_trace(&mut packs, key, &p, seq, place).expect("trace again");
+        assert!(Arc::ptr_eq(&again, &packs.packs[&(key, seq)].traces[&place]), "a trace asked again is not rebuilt");
     }
+    assert_eq!(packs.bytes, packs.packs.values().map(CachedPack::bytes).sum::<usize>());
     let whole = packs.bytes;
     assert!(whole >= spans * DECODED_SPAN_BYTES);
     // A bound below one decoded pack: every answer is still right, what is held is what is counted, and other
