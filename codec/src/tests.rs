@@ -152,10 +152,11 @@ proptest! {
         prop_assert_eq!(&outline[k], &without);
         for cut in [block.len() / 3, block.len() - 1] {
             prop_assert!(decode_pack(&block[..cut], &dict, &|_| true, true).is_err());
-            prop_assert!(OpenPack::open(&block[..cut], &dict).is_err());
+            let open = OpenPack::open(&block[..cut], &dict);
+            prop_assert!(open.and_then(|mut o| (0..traces.len()).try_for_each(|i| o.trace(i, true).map(drop))).is_err());
         }
         // Opened once, any trace in any order, with or without attributes.
-        let open = OpenPack::open(&block, &dict).expect("open");
+        let mut open = OpenPack::open(&block, &dict).expect("open");
         let table: Vec<(TraceId, usize)> = traces.iter().map(|t| (t[0].trace_id, t.len())).collect();
         prop_assert_eq!(open.traces(), table.as_slice());
         prop_assert_eq!(open.trace(k, false).expect("outline of one"), without);

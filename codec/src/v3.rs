@@ -18,7 +18,7 @@
 use skein_model::{Span, TraceId};
 
 use crate::v2::{Cursor, Head, OpenRows, SharedDict, decode_rows, encode_rows, one_trace};
-use crate::wire::{OrCorrupt, Reader, put_uvarint};
+use crate::wire::{Reader, put_uvarint};
 use crate::{BlockVersion, CodecError, DictLookup, MAGIC, MAX_BODY_BYTES};
 
 /// Version byte of this layout.
@@ -119,31 +119,29 @@ pub fn decode_pack(
     decode_rows(head, &mut r, dicts, MAX_BODY_BYTES, span_attributes, want)
 }
 
-/// A pack opened for reading its traces one at a time: the body is decompressed, the local table and the shared
-/// dictionary resolved and the first row of every trace located once ([`OpenPack::open`]); each
-/// [`OpenPack::trace`] then builds the spans of that trace alone. What a search that confirms or fetches a few
-/// traces of a pack of thousands wants; [`decode_pack`] is cheaper for decoding most of a pack once.
+/// A pack opened for reading its traces one at a time: the body is decompressed and the local table and the
+/// shared dictionary resolved once ([`OpenPack::open`]); [`OpenPack::trace`] then builds the spans of one trace
+/// alone, reading past the rows before it once (the first row of every trace read past is remembered). What a
+/// search that confirms or fetches a few traces of a pack of thousands wants; [`decode_pack`] is cheaper for
+/// decoding most of a pack once. Packs list their traces newest first, so a newest-first search reads a prefix.
 pub struct OpenPack {
     rows: OpenRows,
-    /// The cursor at the first row of each trace, in trace-table order.
+    /// The cursor at the first row of each trace located so far, in trace-table order.
     starts: Vec<Cursor>,
+    /// The cursor at the first row of the next trace to locate.
+    next: Cursor,
 }
 
 impl OpenPack {
-    /// Opens a pack: decompresses its body and parses every row once without building spans.
+    /// Opens a pack: decompresses its body and reads its local table.
     ///
     /// # Errors
     /// As [`crate::decode_with`].
     pub fn open(block: &[u8], dicts: &dyn DictLookup) -> Result<Self, CodecError> {
         let (head, mut r) = head(block)?;
         let rows = OpenRows::open(head, &mut r, dicts, MAX_BODY_BYTES)?;
-        let mut starts = Vec::with_capacity(rows.traces.len());
-        let mut at = rows.first();
-        for ordinal in 0..rows.traces.len() {
-            starts.push(at);
-            rows.read(&mut at, ordinal, false, false)?;
-        }
-        Ok(OpenPack { rows, starts })
+        let next = rows.first();
+        Ok(OpenPack { starts: Vec::new(), next, rows })
     }
 
     /// The pack's trace table: each trace (or chunk of one) with its span count, in order.
@@ -155,13 +153,20 @@ impl OpenPack {
     ///
     /// # Errors
     /// [`CodecError::Corrupt`] when `ordinal` is past the trace table or its rows reference what does not exist.
-    pub fn trace(&self, ordinal: usize, span_attributes: bool) -> Result<Vec<Span>, CodecError> {
-        let mut at = *self.starts.get(ordinal).or_corrupt("trace ordinal past the trace table")?;
+    pub fn trace(&mut self, ordinal: usize, span_attributes: bool) -> Result<Vec<Span>, CodecError> {
+        if ordinal >= self.rows.traces.len() {
+            return Err(CodecError::Corrupt("trace ordinal past the trace table"));
+        }
+        while self.starts.len() <= ordinal {
+            self.starts.push(self.next);
+            self.rows.read(&mut self.next, self.starts.len() - 1, false, false)?;
+        }
+        let mut at = self.starts[ordinal];
         self.rows.read(&mut at, ordinal, true, span_attributes)
     }
 
     /// Heap bytes held, approximately (dominated by the decompressed body).
     pub fn heap_bytes(&self) -> usize {
-        self.rows.heap_bytes() + self.starts.len() * std::mem::size_of::<Cursor>()
+        self.rows.heap_bytes() + self.rows.traces.len() * std::mem::size_of::<Cursor>()
     }
 }

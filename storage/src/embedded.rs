@@ -91,6 +91,9 @@ const SEPARATE_TABLES: [(&str, Option<Table>); 6] = [
 enum Table {
     /// `pack_seq u64be` → [`index::TraceFilter`] over the pack's trace IDs.
     Filters = b'f' as isize,
+    /// `first_pack_seq u64be ‖ last_pack_seq u64be` → [`index::TraceFilter`] over the trace IDs of every pack
+    /// of the partition in that range ([`GROUP_PACKS`]).
+    Groups = b'g' as isize,
     /// `len16 service ‖ kind i32be ‖ name` → empty.
     Ops = b'o' as isize,
     /// `bucket_start_secs u64be ‖ len16 parent ‖ parent ‖ child` → `calls u64le ‖ errors u64le`.
@@ -113,6 +116,18 @@ impl Table {
 /// Bytes of trace filters kept in memory across partitions; past it, partitions' filters are dropped and read
 /// again from disk when needed.
 pub const FILTER_CACHE_BYTES: usize = 256 << 20;
+/// Packs of a partition whose trace IDs one group filter holds: a trace-by-ID lookup (and a search fetching its
+/// matches) tests a partition's group filters, then the pack filters of the groups that may hold the trace and of
+/// the packs no group covers yet, instead of every pack filter (10M spans in an hour are about 5,000 packs).
+const GROUP_PACKS: usize = 64;
+/// A group is sealed early once it holds this many trace IDs (the writer keeps an open group's IDs in memory).
+const MAX_GROUP_TRACES: usize = 65_536;
+/// Bits per trace ID of a group filter (about one false positive in 200: a false positive costs the group's
+/// pack-filter tests, not a pack read).
+const GROUP_BITS_PER_ID: usize = 12;
+/// Partitions with an open group at once (writes go to the current hour and tier; late chunks to older ones);
+/// past it, the group written to least recently is dropped and its packs stay covered by their own filters only.
+const MAX_OPEN_GROUPS: usize = 8;
 /// Chunks per write while a partition of the older layout is rewritten into packs.
 const MIGRATION_BATCH_CHUNKS: usize = 512;
 /// Process-table and operation-table rows a writer remembers having written (each is written once per partition,
@@ -231,6 +246,8 @@ struct Inner {
     /// (bounded by [`MAX_REMEMBERED_ROWS`]; cleared when a partition expires).
     rows_written: Mutex<std::collections::HashSet<(PartitionKey, u8, u64)>>,
     filters: Mutex<FilterCache>,
+    /// Each partition's group of packs not yet sealed into a group filter (written under the write lock).
+    open_groups: Mutex<HashMap<PartitionKey, OpenGroup>>,
     /// Declared last: fields drop in order, so the database is closed before the sweep looks at its journal.
     journal: JournalSweep,
 }
@@ -326,6 +343,7 @@ impl EmbeddedStore {
                 dict_cache: Mutex::new(HashMap::new()),
                 rows_written: Mutex::new(std::collections::HashSet::new()),
                 filters: Mutex::new(FilterCache::default()),
+                open_groups: Mutex::new(HashMap::new()),
                 journal: JournalSweep { dir: path, clean: std::sync::atomic::AtomicBool::new(false) },
             }),
         };
@@ -528,16 +546,61 @@ fn service_operations(p: &Partition, service_prefix: &[u8]) -> StoreResult<HashM
     Ok(out)
 }
 
-/// Trace filters of partitions, by partition: `(pack_seq, filter)` ascending by sequence number. Bounded by
-/// [`FILTER_CACHE_BYTES`]; a partition's list is loaded whole from its `filters` table when first needed.
+/// Trace filters of partitions, by partition. Bounded by [`FILTER_CACHE_BYTES`]; a partition's filters are
+/// loaded whole from its tables when first needed.
 #[derive(Default)]
 struct FilterCache {
-    parts: HashMap<PartitionKey, Arc<Vec<(u64, index::TraceFilter)>>>,
+    parts: HashMap<PartitionKey, Arc<PartitionFilters>>,
     bytes: usize,
 }
 
-fn filter_bytes(list: &[(u64, index::TraceFilter)]) -> usize {
-    list.iter().map(|(_, f)| f.len_bytes() + 32).sum()
+/// The trace filters of one partition.
+#[derive(Clone, Default)]
+struct PartitionFilters {
+    /// `(pack_seq, filter)`, ascending by sequence number.
+    packs: Vec<(u64, index::TraceFilter)>,
+    /// `(first_pack_seq, last_pack_seq, filter)` over the partition's packs in that range, ascending, disjoint.
+    groups: Vec<(u64, u64, index::TraceFilter)>,
+}
+
+impl PartitionFilters {
+    /// Bytes held (filter bits and a fixed cost per filter).
+    fn bytes(&self) -> usize {
+        self.packs.iter().map(|(_, f)| f.len_bytes() + 32).sum::<usize>()
+            + self.groups.iter().map(|(_, _, f)| f.len_bytes() + 40).sum::<usize>()
+    }
+
+    /// The packs that may hold each trace, as `(index into probes, pack_seq)` in pack order, for the probes whose
+    /// `wanted` is true: a pack a group covers is tested only for the traces its group filter may hold.
+    fn candidates(&self, probes: &[index::TraceProbe], wanted: &[bool]) -> Vec<(usize, u64)> {
+        let every: Vec<usize> = (0..probes.len()).filter(|&k| wanted[k]).collect();
+        let in_group: Vec<Vec<usize>> = self
+            .groups
+            .iter()
+            .map(|(_, _, g)| every.iter().copied().filter(|&k| g.may_hold(probes[k])).collect())
+            .collect();
+        let mut out = Vec::new();
+        let mut g = 0;
+        for (seq, filter) in &self.packs {
+            while g < self.groups.len() && self.groups[g].1 < *seq {
+                g += 1;
+            }
+            let asked = match self.groups.get(g) {
+                Some(&(first, _, _)) if first <= *seq => &in_group[g],
+                _ => &every,
+            };
+            out.extend(asked.iter().filter(|&&k| filter.may_hold(probes[k])).map(|&k| (k, *seq)));
+        }
+        out
+    }
+}
+
+/// A partition's packs written since its last group filter: their trace IDs, until [`GROUP_PACKS`] packs (or
+/// [`MAX_GROUP_TRACES`] IDs) are sealed into one.
+struct OpenGroup {
+    first_seq: u64,
+    packs: usize,
+    ids: Vec<TraceId>,
 }
 
 fn decode_u64(v: &[u8]) -> u64 {
@@ -653,9 +716,10 @@ impl Inner {
             self.rows_written.lock().unwrap_or_else(|p| p.into_inner()).retain(|(k, _, _)| *k != key);
             let mut filters = self.filters.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(list) = filters.parts.remove(&key) {
-                filters.bytes -= filter_bytes(&list);
+                filters.bytes -= list.bytes();
             }
             drop(filters);
+            self.open_groups.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
             tracing::info!(partition = %key.prefix(), "retention: partition deleted");
             out.push(key);
         }
@@ -684,6 +748,9 @@ impl Inner {
         let mut remembered = self.rows_written.lock().unwrap_or_else(|p| p.into_inner());
         let mut first_time = |row: (PartitionKey, u8, u64)| !remembered.contains(&row) && new_rows.insert(row);
         let mut new_filters: Vec<(PartitionKey, u64, &[u8])> = Vec::with_capacity(batch.packs.len());
+        // Group filters sealed by this batch: (partition, first pack, last pack, filter bytes).
+        let mut new_groups: Vec<(PartitionKey, u64, u64, Vec<u8>)> = Vec::new();
+        let mut open_groups = self.open_groups.lock().unwrap_or_else(|p| p.into_inner());
         for pack in &batch.packs {
             let start =
                 PartitionKey { start_secs: self.partition_start(pack.start_unix_nanos), important: pack.important };
@@ -699,6 +766,27 @@ impl Inner {
             b.insert(&p.packs, seq.to_be_bytes(), pack.block.as_slice());
             b.insert(&p.tables, Table::Filters.key(&seq.to_be_bytes()), pack.trace_filter.as_slice());
             new_filters.push((start, seq, &pack.trace_filter));
+            // An open group that a failed commit leaves with IDs of packs never stored only gains false positives.
+            if !open_groups.contains_key(&start) && open_groups.len() >= MAX_OPEN_GROUPS {
+                let stalest = open_groups.iter().min_by_key(|(_, g)| g.first_seq).map(|(k, _)| *k);
+                stalest.and_then(|k| open_groups.remove(&k));
+            }
+            let group =
+                open_groups.entry(start).or_insert_with(|| OpenGroup { first_seq: seq, packs: 0, ids: Vec::new() });
+            group.packs += 1;
+            group.ids.extend(pack.chunks.iter().filter_map(|&i| batch.chunks.get(i)).map(|c| c.trace_id));
+            if group.packs >= GROUP_PACKS || group.ids.len() >= MAX_GROUP_TRACES {
+                let mut ids = std::mem::take(&mut group.ids);
+                let first = group.first_seq;
+                open_groups.remove(&start);
+                ids.sort_unstable();
+                ids.dedup();
+                let bits = index::TraceFilter::build_with(ids.into_iter(), GROUP_BITS_PER_ID).into_bytes();
+                let mut k = first.to_be_bytes().to_vec();
+                k.extend_from_slice(&seq.to_be_bytes());
+                b.insert(&p.tables, Table::Groups.key(&k), bits.as_slice());
+                new_groups.push((start, first, seq, bits));
+            }
             let mut latest = 0;
             for (i, (service, newest, page)) in pack.pages.iter().enumerate() {
                 let mut k = service_prefix(service);
@@ -762,14 +850,23 @@ impl Inner {
         drop(remembered);
         // Filters of partitions already in memory grow with the batch (a partition loaded after the commit has
         // them already: sequence numbers only grow, so the list's last entry tells).
+        drop(open_groups);
         let mut cache = self.filters.lock().unwrap_or_else(|p| p.into_inner());
+        let FilterCache { parts, bytes: total } = &mut *cache;
         for (key, seq, bytes) in new_filters {
-            let FilterCache { parts, bytes: total } = &mut *cache;
             if let Some(list) = parts.get_mut(&key)
-                && list.last().is_none_or(|(last, _)| *last < seq)
+                && list.packs.last().is_none_or(|(last, _)| *last < seq)
             {
-                Arc::make_mut(list).push((seq, index::TraceFilter::from_bytes(bytes.to_vec())));
+                Arc::make_mut(list).packs.push((seq, index::TraceFilter::from_bytes(bytes.to_vec())));
                 *total += bytes.len() + 32;
+            }
+        }
+        for (key, first, last, bits) in new_groups {
+            if let Some(list) = parts.get_mut(&key)
+                && list.groups.last().is_none_or(|(_, end, _)| *end < first)
+            {
+                *total += bits.len() + 40;
+                Arc::make_mut(list).groups.push((first, last, index::TraceFilter::from_bytes(bits)));
             }
         }
         drop(cache);
@@ -780,26 +877,32 @@ impl Inner {
         Ok(())
     }
 
-    /// The trace filters of a partition's packs, loaded from its `filters` table on first use.
-    fn filters(&self, key: PartitionKey, p: &Partition) -> StoreResult<Arc<Vec<(u64, index::TraceFilter)>>> {
+    /// The trace filters of a partition's packs and groups, loaded from its tables on first use.
+    fn filters(&self, key: PartitionKey, p: &Partition) -> StoreResult<Arc<PartitionFilters>> {
         let mut cache = self.filters.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(list) = cache.parts.get(&key) {
             return Ok(list.clone());
         }
         // Loaded under the lock, so a write that commits meanwhile finds the list and appends to it.
-        let mut list = Vec::new();
+        let mut list = PartitionFilters::default();
+        let corrupt = |what| StoreError::Codec(CodecError::Corrupt(what));
         for row in p.rows(Table::Filters, &[]) {
             let (k, v) = row?;
-            let seq = <[u8; 8]>::try_from(k.as_slice()).map(u64::from_be_bytes);
-            let seq = seq.map_err(|_| StoreError::Codec(CodecError::Corrupt("trace filter key length")))?;
-            list.push((seq, index::TraceFilter::from_bytes(v.to_vec())));
+            let seq = <[u8; 8]>::try_from(k.as_slice()).map_err(|_| corrupt("trace filter key length"))?;
+            list.packs.push((u64::from_be_bytes(seq), index::TraceFilter::from_bytes(v.to_vec())));
+        }
+        for row in p.rows(Table::Groups, &[]) {
+            let (k, v) = row?;
+            let range = <[u8; 16]>::try_from(k.as_slice()).map_err(|_| corrupt("group filter key length"))?;
+            let (first, last) = (decode_u64(&range[..8]), decode_u64(&range[8..]));
+            list.groups.push((first, last, index::TraceFilter::from_bytes(v.to_vec())));
         }
         let list = Arc::new(list);
-        let size = filter_bytes(&list);
+        let size = list.bytes();
         while cache.bytes + size > FILTER_CACHE_BYTES {
             let Some(&evict) = cache.parts.keys().next() else { break };
             if let Some(old) = cache.parts.remove(&evict) {
-                cache.bytes -= filter_bytes(&old);
+                cache.bytes -= old.bytes();
             }
         }
         if size <= FILTER_CACHE_BYTES {
@@ -846,7 +949,7 @@ impl Inner {
             pack.block = None;
             packs.opened += 1;
         }
-        let open = pack.open.as_ref().ok_or(CodecError::Corrupt("pack cache"))?;
+        let open = pack.open.as_mut().ok_or(CodecError::Corrupt("pack cache"))?;
         let spans = Arc::new(open.trace(place, true)?);
         pack.traces.insert(place, spans.clone());
         packs.settle((key, seq));
@@ -863,23 +966,17 @@ impl Inner {
         let probes: Vec<index::TraceProbe> = ids.iter().map(|&id| index::TraceProbe::new(id)).collect();
         let mut out: Vec<StoreResult<Chunks>> = ids.iter().map(|_| Ok(Vec::new())).collect();
         for (key, p) in self.snapshot() {
-            for (seq, filter) in self.filters(key, &p)?.iter() {
-                for (k, probe) in probes.iter().enumerate() {
-                    let Ok(chunks) = &mut out[k] else { continue };
-                    if !filter.may_hold(*probe) {
-                        continue;
-                    }
-                    let found = Self::pack_ids(packs, key, &p, *seq).and_then(|in_pack| {
-                        let places = (0..in_pack.len()).filter(|&i| in_pack[i] == ids[k]);
-                        places
-                            .map(|place| self.pack_trace(packs, key, &p, *seq, place))
-                            .collect::<StoreResult<Chunks>>()
-                    });
-                    match found {
-                        Ok(found) => chunks.extend(found),
-                        Err(e @ StoreError::Codec(_)) => out[k] = Err(e),
-                        Err(e) => return Err(e),
-                    }
+            let wanted: Vec<bool> = out.iter().map(Result::is_ok).collect();
+            for (k, seq) in self.filters(key, &p)?.candidates(&probes, &wanted) {
+                let Ok(chunks) = &mut out[k] else { continue };
+                let found = Self::pack_ids(packs, key, &p, seq).and_then(|in_pack| {
+                    let places = (0..in_pack.len()).filter(|&i| in_pack[i] == ids[k]);
+                    places.map(|place| self.pack_trace(packs, key, &p, seq, place)).collect::<StoreResult<Chunks>>()
+                });
+                match found {
+                    Ok(found) => chunks.extend(found),
+                    Err(e @ StoreError::Codec(_)) => out[k] = Err(e),
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -986,13 +1083,11 @@ impl Inner {
                     Some(names) => names,
                     slot => slot.insert(service_operations(&cursors[i].2, &prefix)?),
                 };
-                for (ordinal, e) in index::decode_packed_page(&q.service, newest, &page, names)? {
-                    if e.start_unix_nanos <= q.start_max_unix_nanos
-                        && e.latest_start_unix_nanos >= q.start_min_unix_nanos
-                    {
-                        heap.push((e.start_unix_nanos, std::cmp::Reverse((i, seq, ordinal)), arena.len()));
-                        arena.push(e);
-                    }
+                for (ordinal, e) in
+                    index::decode_packed_page(&q.service, newest, &page, names, &|e| e.within_bounds(q))?
+                {
+                    heap.push((e.start_unix_nanos, std::cmp::Reverse((i, seq, ordinal)), arena.len()));
+                    arena.push(e);
                 }
                 continue;
             }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{ProcessTags, StoreLayout, for_each_process_tag, for_each_span_level_tag};
 use skein_codec::CodecError;
-use skein_codec::wire::{Reader, put_ivarint, put_uvarint};
+use skein_codec::wire::{OrCorrupt, Reader, put_ivarint, put_uvarint};
 use skein_model::{Span, TraceId};
 
 /// The `key=value` tag pairs of an index entry: a bloom filter (about 1 % false positives at 10 bits per pair, 7
@@ -191,15 +191,21 @@ impl IndexEntry {
     /// table holds `q.tags[i]`.
     pub fn may_match_with(&self, q: &super::TraceQuery, process_has: impl Fn(usize, u64) -> bool) -> bool {
         self.service == q.service
-            && self.start_unix_nanos <= q.start_max_unix_nanos
-            && self.latest_start_unix_nanos >= q.start_min_unix_nanos
+            && self.within_bounds(q)
             && q.operation.as_ref().is_none_or(|op| self.operations.contains(op))
-            && q.duration_min_nanos.is_none_or(|d| self.max_span_duration_nanos >= d)
-            && q.duration_max_nanos.is_none_or(|d| self.min_span_duration_nanos <= d)
             && q.tags
                 .iter()
                 .enumerate()
                 .all(|(i, (k, v))| self.tags.may_contain(k, v) || self.processes.iter().any(|&h| process_has(i, h)))
+    }
+
+    /// The part of [`IndexEntry::may_match`] that reads only the entry's start and duration bounds: its starts
+    /// overlap the query's window and its span durations its duration range.
+    pub fn within_bounds(&self, q: &super::TraceQuery) -> bool {
+        self.start_unix_nanos <= q.start_max_unix_nanos
+            && self.latest_start_unix_nanos >= q.start_min_unix_nanos
+            && q.duration_min_nanos.is_none_or(|d| self.max_span_duration_nanos >= d)
+            && q.duration_max_nanos.is_none_or(|d| self.min_span_duration_nanos <= d)
     }
 
     /// Serializes the value part of an index row (service, trace ID and start are in the key).
@@ -446,9 +452,15 @@ impl TraceProbe {
 }
 
 impl TraceFilter {
-    /// A filter holding `ids`.
+    /// A filter holding `ids`, 20 bits per ID (false positives about 1 in 10,000): a pack's filter.
     pub fn build(ids: impl ExactSizeIterator<Item = TraceId>) -> Self {
-        let bytes = (ids.len().max(1) * 20).div_ceil(8);
+        Self::build_with(ids, 20)
+    }
+
+    /// A filter holding `ids` at `bits_per_id` bits per ID (with its 14 probes: 12 bits, about 1 in 200 false
+    /// positives; 20 bits, about 1 in 10,000).
+    pub fn build_with(ids: impl ExactSizeIterator<Item = TraceId>, bits_per_id: usize) -> Self {
+        let bytes = (ids.len().max(1) * bits_per_id).div_ceil(8);
         let mut f = TraceFilter { bits: vec![0; bytes] };
         for id in ids {
             for p in f.positions(TraceProbe::new(id)) {
@@ -648,7 +660,8 @@ const MAX_PAGE_BYTES: usize = 64 << 20;
 /// Parses a packed index page of `service` whose newest entry starts at `newest` ns: `(ordinal, entry)`, newest
 /// first. `operation_names` maps [`name_hash`] to the names of the service's operations (the partition's operation
 /// table). Entries are [`IndexEntry::coarse`], carry a zero trace ID (the pack's trace table has it) and none of
-/// the fields the page leaves out.
+/// the fields the page leaves out. Only the entries `keep` accepts, given each with its start and duration bounds
+/// alone (as [`IndexEntry::within_bounds`] reads them), are built whole and returned; the others are read past.
 ///
 /// # Errors
 /// [`CodecError::Corrupt`] or [`CodecError::Zstd`] for a malformed page, or one naming an operation the table
@@ -658,6 +671,7 @@ pub(crate) fn decode_packed_page(
     newest: u64,
     page: &[u8],
     operation_names: &HashMap<u64, String>,
+    keep: &dyn Fn(&IndexEntry) -> bool,
 ) -> Result<Vec<(u32, IndexEntry)>, CodecError> {
     let mut head = Reader { buf: page, pos: 0 };
     if head.u8()? != PACKED_PAGE_FORMAT {
@@ -677,15 +691,7 @@ pub(crate) fn decode_packed_page(
         .collect::<Result<Vec<_>, _>>()?;
     let procs = hashes()?;
     let common = hashes()?;
-    let mut exact: Vec<Vec<u64>> = vec![Vec::new(); n];
-    for h in &common {
-        let bitmap = r.take(n.div_ceil(8))?;
-        for (i, list) in exact.iter_mut().enumerate() {
-            if bitmap[i / 8] & (1 << (i % 8)) != 0 {
-                list.push(*h);
-            }
-        }
-    }
+    let bitmaps = common.iter().map(|_| r.take(n.div_ceil(8))).collect::<Result<Vec<_>, _>>()?;
     let ordinal_deltas = (0..n).map(|_| r.ivarint()).collect::<Result<Vec<_>, _>>()?;
     let mut cols = [const { Vec::new() }; 4];
     for col in &mut cols {
@@ -696,52 +702,74 @@ pub(crate) fn decode_packed_page(
     let [age_deltas, spreads, mins, ranges] = cols;
     let grid = PAGE_TIME_GRID_NANOS;
     let (mut ordinal, mut age) = (0i64, 0u64);
-    let mut out = Vec::with_capacity(n);
-    let columns = ordinal_deltas.into_iter().zip(age_deltas).zip(spreads).zip(mins).zip(ranges).zip(exact);
-    for (((((ordinal_delta, age_delta), spread), min), range), exact) in columns {
+    // Kept entries with their place in the page; the others' operations, processes and tags are read past.
+    let mut out: Vec<(usize, u32, IndexEntry)> = Vec::new();
+    let columns = ordinal_deltas.into_iter().zip(age_deltas).zip(spreads).zip(mins).zip(ranges).enumerate();
+    for (i, ((((ordinal_delta, age_delta), spread), min), range)) in columns {
         ordinal = ordinal.saturating_add(ordinal_delta);
         age = age.saturating_add(age_delta);
         let start = newest.saturating_sub(age.saturating_mul(grid));
         let ordinal = u32::try_from(ordinal).map_err(|_| CodecError::Corrupt("page entry ordinal"))?;
-        out.push((
-            ordinal,
-            IndexEntry {
-                service: service.to_string(),
-                trace_id: TraceId([0; 16]),
-                start_unix_nanos: start,
-                latest_start_unix_nanos: start.saturating_add(spread.saturating_mul(grid)),
-                trace_duration_nanos: 0,
-                root_operation: String::new(),
-                error: false,
-                span_count: 0,
-                min_span_duration_nanos: bucket_bounds(min).0,
-                max_span_duration_nanos: bucket_bounds(min.saturating_add(range)).1,
-                operations: BTreeSet::new(),
-                tags: TagFilter { exact, ..TagFilter::default() },
-                processes: Vec::new(),
-                coarse: true,
-            },
-        ));
-    }
-    for (_, e) in &mut out {
-        for _ in 0..r.count()? {
-            let op = ops.get(r.count_any()?).ok_or(CodecError::Corrupt("page operation reference"))?;
-            e.operations.insert(op.clone());
+        let entry = IndexEntry {
+            service: String::new(),
+            trace_id: TraceId([0; 16]),
+            start_unix_nanos: start,
+            latest_start_unix_nanos: start.saturating_add(spread.saturating_mul(grid)),
+            trace_duration_nanos: 0,
+            root_operation: String::new(),
+            error: false,
+            span_count: 0,
+            min_span_duration_nanos: bucket_bounds(min).0,
+            max_span_duration_nanos: bucket_bounds(min.saturating_add(range)).1,
+            operations: BTreeSet::new(),
+            tags: TagFilter::default(),
+            processes: Vec::new(),
+            coarse: true,
+        };
+        if keep(&entry) {
+            out.push((i, ordinal, entry));
         }
     }
-    for (_, e) in &mut out {
+    // The kept entry at page place `i`, if any (places ascend in `out`).
+    let kept = |out: &mut Vec<(usize, u32, IndexEntry)>, next: &mut usize, i: usize| -> Option<usize> {
+        let at = (out.get(*next).is_some_and(|e| e.0 == i)).then_some(*next);
+        *next += usize::from(at.is_some());
+        at
+    };
+    let mut next = 0;
+    for i in 0..n {
+        let at = kept(&mut out, &mut next, i);
         for _ in 0..r.count()? {
-            e.processes.push(*procs.get(r.count_any()?).ok_or(CodecError::Corrupt("page process reference"))?);
+            let op = ops.get(r.count_any()?).or_corrupt("page operation reference")?;
+            if let Some(at) = at {
+                out[at].2.operations.insert(op.clone());
+            }
         }
     }
-    for (_, e) in &mut out {
-        let exact = std::mem::take(&mut e.tags.exact);
-        e.tags = TagFilter::from_bytes(r.bytes()?, exact);
+    let mut next = 0;
+    for i in 0..n {
+        let at = kept(&mut out, &mut next, i);
+        for _ in 0..r.count()? {
+            let hash = *procs.get(r.count_any()?).or_corrupt("page process reference")?;
+            if let Some(at) = at {
+                out[at].2.processes.push(hash);
+            }
+        }
+    }
+    let mut next = 0;
+    for i in 0..n {
+        let bloom = r.bytes()?;
+        if let Some(at) = kept(&mut out, &mut next, i) {
+            let exact = common.iter().zip(&bitmaps).filter(|(_, b)| b[i / 8] & (1 << (i % 8)) != 0).map(|(h, _)| *h);
+            let e = &mut out[at].2;
+            e.tags = TagFilter::from_bytes(bloom, exact.collect());
+            e.service = service.to_string();
+        }
     }
     if r.pos != raw.len() {
         return Err(CodecError::Corrupt("trailing bytes in a packed index page"));
     }
-    Ok(out)
+    Ok(out.into_iter().map(|(_, ordinal, e)| (ordinal, e)).collect())
 }
 
 /// One entry of an index page: where an [`IndexEntry`] of one service points, and its encoded value.
@@ -935,12 +963,15 @@ mod tests {
         let newest = e.start_unix_nanos + 5;
         let names: HashMap<u64, String> = ["GET /", "GET /x"].map(|n| (name_hash(n), n.to_string())).into();
         let page = encode_packed_page(newest, &[(3, e)]).expect("encode");
-        let decoded = decode_packed_page(&e.service, newest, &page, &names).expect("decode");
+        let decoded = decode_packed_page(&e.service, newest, &page, &names, &|_| true).expect("decode");
         let [(3, d)] = decoded.as_slice() else { panic!("one entry, ordinal 3: {decoded:?}") };
         assert!(d.coarse && d.operations == e.operations && d.processes == e.processes);
         assert!(d.tags.may_contain("http.route", "/"));
-        assert!(decode_packed_page(&e.service, newest, &page, &HashMap::new()).is_err(), "unknown operation");
-        assert!(decode_packed_page(&e.service, newest, b"\x01\x05garbage", &names).is_err());
+        assert!(
+            decode_packed_page(&e.service, newest, &page, &HashMap::new(), &|_| true).is_err(),
+            "unknown operation"
+        );
+        assert!(decode_packed_page(&e.service, newest, b"\x01\x05garbage", &names, &|_| true).is_err());
         // The span-level tag is in the filter; `service.name` only in the process row.
         assert!(e.tags.may_contain("http.route", "/"));
         let q = |k: &str, v: &str| TraceQuery {
@@ -997,9 +1028,19 @@ mod tests {
         let pages = packed_pages(&refs).expect("pages");
         let mut decoded = Vec::new();
         for (service, newest, page) in &pages {
-            decoded.extend(decode_packed_page(service, *newest, page, &names).expect("decode"));
+            decoded.extend(decode_packed_page(service, *newest, page, &names, &|_| true).expect("decode"));
         }
         assert_eq!(decoded.len(), entries.len());
+        // Decoded with a filter on the bounds, a page returns exactly the entries the filter keeps, whole.
+        let q =
+            TraceQuery { start_max_unix_nanos: u64::MAX, duration_min_nanos: Some(500_000), ..TraceQuery::default() };
+        let mut kept = Vec::new();
+        for (service, newest, page) in &pages {
+            kept.extend(decode_packed_page(service, *newest, page, &names, &|e| e.within_bounds(&q)).expect("decode"));
+        }
+        let want: Vec<&(u32, IndexEntry)> = decoded.iter().filter(|(_, e)| e.within_bounds(&q)).collect();
+        assert!(!kept.is_empty() && kept.len() < decoded.len(), "the filter keeps some entries: {}", kept.len());
+        assert_eq!(kept.iter().collect::<Vec<_>>(), want);
         let mut absent_hits = 0;
         for (ordinal, e) in &entries {
             let (_, d) = decoded.iter().find(|(o, _)| o == ordinal).expect("every entry comes back");

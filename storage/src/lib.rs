@@ -175,11 +175,12 @@ pub fn prepare_batch<'a>(
         spans_of.push(spans);
     }
     let mut packs = Vec::with_capacity(groups.len());
-    // Traces in start order: an index page (newest first) then names them by nearly constant steps. A group is
-    // cut into packs of at most MAX_PACK_SPANS spans (a trace is never split).
+    // Traces newest first, as searches read them: an index page (newest first) then names them by nearly constant
+    // steps, and a search that opens a pack (codec::OpenPack) reads past only the rows before its newest matches.
+    // A group is cut into packs of at most MAX_PACK_SPANS spans (a trace is never split).
     let mut runs: Vec<(bool, Vec<usize>)> = Vec::new();
     for ((_, important), mut members) in groups {
-        members.sort_by_key(|&i| (chunks[i].start_unix_nanos, chunks[i].trace_id));
+        members.sort_by_key(|&i| std::cmp::Reverse((chunks[i].start_unix_nanos, chunks[i].trace_id)));
         let (mut run, mut spans) = (Vec::new(), 0);
         for i in members {
             if !run.is_empty() && spans + chunks[i].span_count > MAX_PACK_SPANS {

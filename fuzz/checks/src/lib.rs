@@ -119,7 +119,7 @@ pub fn decode_block(data: &[u8]) -> bool {
         let mut dict = SharedDict::with_id(id);
         let _ = skein_codec::encode_with_dict(std::slice::from_ref(&dictionary_span()), &mut dict);
         // A pack opened for reading one trace at a time parses the same bytes another way.
-        if let Ok(open) = skein_codec::OpenPack::open(data, &dict) {
+        if let Ok(mut open) = skein_codec::OpenPack::open(data, &dict) {
             for ordinal in 0..open.traces().len() {
                 let _ = open.trace(ordinal, true);
             }

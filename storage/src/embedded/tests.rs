@@ -300,7 +300,8 @@ async fn a_batch_of_many_spans_becomes_packs_of_at_most_max_pack_spans() {
             })
             .collect()
     };
-    let mut traces: Vec<Vec<Span>> = (0..20u8).rev().map(|i| wide(i, T0 + u64::from(i) * SEC, 700)).collect();
+    // Written oldest first; packs list them newest first.
+    let mut traces: Vec<Vec<Span>> = (0..20u8).map(|i| wide(i, T0 + u64::from(i) * SEC, 700)).collect();
     traces.push(wide(99, T0 + 30 * SEC, crate::MAX_PACK_SPANS + 1));
     let wb = batch(&dicts, &traces);
     let spans_of = |pack: &crate::PreparedPack| pack.chunks.iter().map(|&c| wb.chunks[c].span_count).sum::<usize>();
@@ -308,7 +309,7 @@ async fn a_batch_of_many_spans_becomes_packs_of_at_most_max_pack_spans() {
     for pack in &wb.packs {
         assert!(spans_of(pack) <= crate::MAX_PACK_SPANS || pack.chunks.len() == 1, "{} spans", spans_of(pack));
         let starts: Vec<u64> = pack.chunks.iter().map(|&c| wb.chunks[c].start_unix_nanos).collect();
-        assert!(starts.is_sorted(), "a pack's traces are in start order: {starts:?}");
+        assert!(starts.is_sorted_by(|a, b| a >= b), "a pack's traces are newest first: {starts:?}");
     }
     assert_eq!(wb.packs.iter().map(|p| p.chunks.len()).sum::<usize>(), traces.len());
     store.write(wb.into()).await.expect("write");
@@ -324,7 +325,7 @@ async fn a_query_decodes_a_pack_once_and_stays_within_its_cache_bound() {
     let traces: Vec<Vec<Span>> = (0..40u8).map(|i| trace(i, T0 + u64::from(i) * 1_000_000, false)).collect();
     store.write(batch(&dicts, &traces).into()).await.expect("write");
     let (key, p) = store.inner.snapshot().into_iter().next().expect("partition");
-    let seq = store.inner.filters(key, &p).expect("filters")[0].0;
+    let seq = store.inner.filters(key, &p).expect("filters").packs[0].0;
     let spans: usize = traces.iter().map(Vec::len).sum();
     // Room for the whole pack decoded: the pack is opened once, and each trace asked is built once, alone.
     let mut packs = PackCache::new(usize::MAX);
@@ -352,7 +353,7 @@ async fn a_query_decodes_a_pack_once_and_stays_within_its_cache_bound() {
     let mut packs = PackCache::new(1);
     Inner::pack_ids(&mut packs, key, &p, seq).expect("ids");
     store.write(batch(&dicts, &[trace(99, T0, false)]).into()).await.expect("write");
-    let other = store.inner.filters(key, &p).expect("filters")[1].0;
+    let other = store.inner.filters(key, &p).expect("filters").packs[1].0;
     Inner::pack_ids(&mut packs, key, &p, other).expect("ids");
     assert_eq!(packs.packs.keys().collect::<Vec<_>>(), vec![&(key, other)], "over the bound, older packs go");
     assert!(Inner::pack_ids(&mut packs, key, &p, seq + 1000).is_err(), "a missing pack is an error");
@@ -395,4 +396,72 @@ async fn process_tags_are_searched_through_the_process_table() {
     assert_eq!(search("frontend-a").await, want(true));
     assert_eq!(search("frontend-b").await, want(false));
     assert!(search("frontend-c").await.is_empty());
+}
+
+#[test]
+fn a_pack_a_group_covers_is_tested_only_for_the_traces_its_group_may_hold() {
+    // Pack filters that hold everything, so only the group filter can rule a pack out.
+    let everything = index::TraceFilter::from_bytes(vec![0xff; 64]);
+    let ids: Vec<TraceId> = (1..=3u8).map(|i| TraceId([i; 16])).collect();
+    let group = index::TraceFilter::build(std::iter::once(ids[0]));
+    let covered = 2..=3u64;
+    let f = PartitionFilters {
+        packs: (1..=5).map(|seq| (seq, everything.clone())).collect(),
+        groups: vec![(*covered.start(), *covered.end(), group)],
+    };
+    let probes: Vec<index::TraceProbe> = ids.iter().map(|&id| index::TraceProbe::new(id)).collect();
+    let want: Vec<(usize, u64)> = (1..=5u64)
+        .flat_map(|seq| (0..ids.len()).map(move |k| (k, seq)))
+        .filter(|&(k, seq)| !covered.contains(&seq) || ids[k] == ids[0])
+        .collect();
+    assert_eq!(f.candidates(&probes, &[true, true, true]), want);
+    let without_first = f.candidates(&probes, &[false, true, true]);
+    assert_eq!(without_first, want.iter().copied().filter(|&(k, _)| k != 0).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn group_filters_seal_every_group_packs_and_every_trace_is_still_found() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = EmbeddedConfig::new(dir.path());
+    let store = EmbeddedStore::open(&cfg).expect("open");
+    let dicts = Dictionaries::new(store.partition_secs());
+    let id = |n: u32| {
+        let mut b = [7u8; 16];
+        b[..4].copy_from_slice(&n.to_be_bytes());
+        TraceId(b)
+    };
+    // One pack per write: a sealed group and three packs of the next, still open, group.
+    let mut written = Vec::new();
+    for w in 0..GROUP_PACKS as u32 + 3 {
+        let traces: Vec<Vec<Span>> = (0..3)
+            .map(|i| {
+                let n = w * 3 + i;
+                let mut t = trace(1, T0 + u64::from(n) * 1_000_000, false);
+                t.iter_mut().for_each(|s| s.trace_id = id(n));
+                t
+            })
+            .collect();
+        store.write(batch(&dicts, &traces).into()).await.expect("write");
+        written.extend(traces);
+    }
+    let check = |store: EmbeddedStore, written: Vec<Vec<Span>>| async move {
+        let (key, p) = store.inner.snapshot().into_iter().next().expect("partition");
+        let f = store.inner.filters(key, &p).expect("filters");
+        assert_eq!(f.packs.len(), GROUP_PACKS + 3);
+        assert_eq!(f.groups.len(), 1, "one sealed group");
+        assert_eq!((f.groups[0].0, f.groups[0].1), (f.packs[0].0, f.packs[GROUP_PACKS - 1].0));
+        for t in &written {
+            assert_eq!(&store.get_trace(t[0].trace_id).await.expect("get").expect("found"), t);
+        }
+        // Traces never written: the group filter rules out its 64 packs for nearly all of them, so far fewer pack
+        // filters are even asked (and say yes in vain) than without it.
+        let absent: Vec<index::TraceProbe> = (1_000_000..1_002_000).map(|n| index::TraceProbe::new(id(n))).collect();
+        let grouped = f.candidates(&absent, &vec![true; absent.len()]).len();
+        let ungrouped = PartitionFilters { packs: f.packs.clone(), groups: Vec::new() };
+        let every = ungrouped.candidates(&absent, &vec![true; absent.len()]).len();
+        assert!(grouped * 4 < every, "false positives with groups {grouped}, without {every}");
+    };
+    check(store, written.clone()).await;
+    // Reopened: the group filter is read from its row; the open group's packs keep their own filters.
+    check(EmbeddedStore::open(&cfg).expect("reopen"), written).await;
 }
