@@ -16,7 +16,9 @@
 //!
 //! Keyspaces of a partition (keys are byte strings; `len16` is a big-endian u16 length prefix). A write batch is
 //! packed ([`crate::StoreLayout::Packed`]): its chunks' spans are one pack (codec version 3) per partition and
-//! tier, so small traces share a zstd frame and a header instead of paying each their own.
+//! tier, newest trace first, so small traces share a zstd frame and a header instead of paying each their own.
+//! A search opens a pack once ([`OpenPack`], kept in a per-query [`PackCache`]) and builds only the traces it
+//! confirms or fetches; its matches are fetched together, in one pass over the trace filters.
 //! - `packs`: `pack_seq u64be` → pack (a pack sequence number is unique in the database)
 //! - `pages`: `len16 service ‖ !newest_start_nanos u64be ‖ pack_seq u64be ‖ page u16be` → packed index page
 //!   (index entries of one service in one pack, starts within [`crate::PAGE_SPAN_NANOS`] of the newest; newest
@@ -24,9 +26,13 @@
 //!   operations by name hash in the operation table, and keep starts and durations rounded outwards)
 //! - `tables`: the small tables, each under a leading tag byte (`Table`), sharing one keyspace because each
 //!   keyspace costs files of its own at rest:
-//!   - trace filters: `pack_seq u64be` → [`index::TraceFilter`] over the pack's trace IDs. Trace by ID tests
-//!     every filter of a partition (kept in memory, bounded by [`FILTER_CACHE_BYTES`]), reads the packs that may
-//!     hold the trace, checks their trace tables and decodes only the trace's rows; no row per trace is stored.
+//!   - trace filters: `pack_seq u64be` → [`index::TraceFilter`] over the pack's trace IDs.
+//!   - group filters: `first_pack_seq u64be ‖ last_pack_seq u64be` → [`index::TraceFilter`] over the trace IDs of
+//!     the partition's [`GROUP_PACKS`] packs in that range, written with the pack that completes the group.
+//!     Trace by ID tests a partition's group filters, then the pack filters of the groups that may hold the trace
+//!     and of the packs no group covers yet (all kept in memory, bounded by [`FILTER_CACHE_BYTES`]), reads the
+//!     packs that may hold it, checks their trace tables and builds only the trace's rows; no row per trace is
+//!     stored.
 //!   - operations: `len16 service ‖ kind i32be ‖ name` → empty (the service list is their key prefixes)
 //!   - dependency counters: `bucket_start_secs u64be ‖ len16 parent ‖ parent ‖ child` → `calls u64le ‖ errors
 //!     u64le`
