@@ -17,7 +17,7 @@
 //! Keyspaces of a partition (keys are byte strings; `len16` is a big-endian u16 length prefix). A write batch is
 //! packed ([`crate::StoreLayout::Packed`]): its chunks' spans are one pack (codec version 3) per partition and
 //! tier, newest trace first, so small traces share a zstd frame and a header instead of paying each their own.
-//! A search opens a pack once ([`OpenPack`], kept in a per-query [`PackCache`]) and builds only the traces it
+//! A search opens a pack once ([`OpenPack`], kept in a per-query `PackCache`) and builds only the traces it
 //! confirms or fetches; its matches are fetched together, in one pass over the trace filters.
 //! - `packs`: `pack_seq u64be` → pack (a pack sequence number is unique in the database)
 //! - `pages`: `len16 service ‖ !newest_start_nanos u64be ‖ pack_seq u64be ‖ page u16be` → packed index page
@@ -28,7 +28,7 @@
 //!   keyspace costs files of its own at rest:
 //!   - trace filters: `pack_seq u64be` → [`index::TraceFilter`] over the pack's trace IDs.
 //!   - group filters: `first_pack_seq u64be ‖ last_pack_seq u64be` → [`index::TraceFilter`] over the trace IDs of
-//!     the partition's [`GROUP_PACKS`] packs in that range, written with the pack that completes the group.
+//!     the partition's `GROUP_PACKS` (64) packs in that range, written with the pack that completes the group.
 //!     Trace by ID tests a partition's group filters, then the pack filters of the groups that may hold the trace
 //!     and of the packs no group covers yet (all kept in memory, bounded by [`FILTER_CACHE_BYTES`]), reads the
 //!     packs that may hold it, checks their trace tables and builds only the trace's rows; no row per trace is
