@@ -132,7 +132,7 @@ const MAX_GROUP_TRACES: usize = 65_536;
 /// pack-filter tests, not a pack read).
 const GROUP_BITS_PER_ID: usize = 12;
 /// Partitions with an open group at once (writes go to the current hour and tier; late chunks to older ones);
-/// past it, the group written to least recently is dropped and its packs stay covered by their own filters only.
+/// past it, the group opened first is dropped and its packs stay covered by their own filters only.
 const MAX_OPEN_GROUPS: usize = 8;
 /// Chunks per write while a partition of the older layout is rewritten into packs.
 const MIGRATION_BATCH_CHUNKS: usize = 512;
