@@ -421,10 +421,7 @@ fn a_pack_a_group_covers_is_tested_only_for_the_traces_its_group_may_hold() {
 
 #[tokio::test]
 async fn group_filters_seal_every_group_packs_and_every_trace_is_still_found() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = EmbeddedConfig::new(dir.path());
-    let store = EmbeddedStore::open(&cfg).expect("open");
-    let dicts = Dictionaries::new(store.partition_secs());
+    let (dir, store, dicts) = fresh_store();
     let id = |n: u32| {
         let mut b = [7u8; 16];
         b[..4].copy_from_slice(&n.to_be_bytes());
@@ -463,5 +460,5 @@ async fn group_filters_seal_every_group_packs_and_every_trace_is_still_found() {
     };
     check(store, written.clone()).await;
     // Reopened: the group filter is read from its row; the open group's packs keep their own filters.
-    check(EmbeddedStore::open(&cfg).expect("reopen"), written).await;
+    check(EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("reopen"), written).await;
 }
