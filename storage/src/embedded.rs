@@ -124,7 +124,7 @@ impl Table {
 pub const FILTER_CACHE_BYTES: usize = 256 << 20;
 /// Packs of a partition whose trace IDs one group filter holds: a trace-by-ID lookup (and a search fetching its
 /// matches) tests a partition's group filters, then the pack filters of the groups that may hold the trace and of
-/// the packs no group covers yet, instead of every pack filter (10M spans in an hour are about 5,000 packs).
+/// the packs no group covers yet, instead of every pack filter (10M spans in an hour are thousands of packs).
 const GROUP_PACKS: usize = 64;
 /// A group is sealed early once it holds this many trace IDs (the writer keeps an open group's IDs in memory).
 const MAX_GROUP_TRACES: usize = 65_536;

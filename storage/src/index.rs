@@ -730,36 +730,30 @@ pub(crate) fn decode_packed_page(
             out.push((i, ordinal, entry));
         }
     }
-    // The kept entry at page place `i`, if any (places ascend in `out`).
-    let kept = |out: &mut Vec<(usize, u32, IndexEntry)>, next: &mut usize, i: usize| -> Option<usize> {
-        let at = (out.get(*next).is_some_and(|e| e.0 == i)).then_some(*next);
-        *next += usize::from(at.is_some());
-        at
-    };
-    let mut next = 0;
-    for i in 0..n {
-        let at = kept(&mut out, &mut next, i);
+    // Where each page place's entry sits in `out`, if it was kept.
+    let mut slot = vec![None; n];
+    for (at, (i, _, _)) in out.iter().enumerate() {
+        slot[*i] = Some(at);
+    }
+    for at in &slot {
         for _ in 0..r.count()? {
             let op = ops.get(r.count_any()?).or_corrupt("page operation reference")?;
-            if let Some(at) = at {
+            if let Some(at) = *at {
                 out[at].2.operations.insert(op.clone());
             }
         }
     }
-    let mut next = 0;
-    for i in 0..n {
-        let at = kept(&mut out, &mut next, i);
+    for at in &slot {
         for _ in 0..r.count()? {
             let hash = *procs.get(r.count_any()?).or_corrupt("page process reference")?;
-            if let Some(at) = at {
+            if let Some(at) = *at {
                 out[at].2.processes.push(hash);
             }
         }
     }
-    let mut next = 0;
-    for i in 0..n {
+    for (i, at) in slot.iter().enumerate() {
         let bloom = r.bytes()?;
-        if let Some(at) = kept(&mut out, &mut next, i) {
+        if let Some(at) = *at {
             let exact = common.iter().zip(&bitmaps).filter(|(_, b)| b[i / 8] & (1 << (i % 8)) != 0).map(|(h, _)| *h);
             let e = &mut out[at].2;
             e.tags = TagFilter::from_bytes(bloom, exact.collect());
