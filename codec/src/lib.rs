@@ -41,7 +41,7 @@ pub mod wire;
 
 pub use dict::{DictEntry, DictLookup, Dictionary, NoDict, Template};
 pub use v1::{VERSION_1, encode as encode_v1};
-pub use v2::{SharedDict, VERSION_2, decode_dictionary};
+pub use v2::{SharedDict, SpanOutline, VERSION_2, decode_dictionary};
 pub use v3::{OpenPack, VERSION_3, decode_pack, encode_pack};
 
 /// Magic bytes at the start of every block.

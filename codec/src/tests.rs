@@ -165,6 +165,22 @@ proptest! {
         }
         prop_assert!(open.trace(traces.len(), true).is_err());
         prop_assert!(open.heap_bytes() > 0);
+        // Outlines and kept rows, from a freshly opened pack (so the trace is located by them, not by `trace`).
+        let mut open = OpenPack::open(&block, &dict).expect("open");
+        let outline = open.outline(k).expect("outline");
+        prop_assert_eq!(outline.len(), traces[k].len());
+        for (o, s) in outline.iter().zip(&traces[k]) {
+            prop_assert_eq!(o.span_id, s.span_id);
+            prop_assert_eq!((o.start_unix_nanos, o.end_unix_nanos), (s.start_unix_nanos, s.end_unix_nanos));
+            prop_assert_eq!((o.name(), o.service_name(), o.template.kind), (s.name.as_str(), s.service_name(), s.kind));
+            prop_assert_eq!(o.root, s.parent_id().is_none());
+            prop_assert_eq!(o.status_code, s.status_code);
+        }
+        let median = traces[k][traces[k].len() / 2].start_unix_nanos;
+        let kept = open.spans_where(k, true, &|_, start, _| start >= median).expect("kept rows");
+        let expected: Vec<Span> = traces[k].iter().filter(|s| s.start_unix_nanos >= median).cloned().collect();
+        prop_assert_eq!(kept, expected);
+        prop_assert!(open.outline(traces.len()).is_err());
     }
 
     #[test]

@@ -814,7 +814,15 @@ pub(crate) fn decode_rows(
     let mut out = Vec::with_capacity(rows.traces.len());
     let mut at = rows.first();
     for ordinal in 0..rows.traces.len() {
-        out.push(rows.read(&mut at, ordinal, want(ordinal), span_attributes)?);
+        let mut spans = Vec::new();
+        let keep = |_: &Template, _, _| true;
+        let rows_wanted = if want(ordinal) {
+            Want::Spans { out: &mut spans, attributes: span_attributes, keep: &keep }
+        } else {
+            Want::Nothing
+        };
+        rows.read(&mut at, ordinal, rows_wanted)?;
+        out.push(spans);
     }
     Ok(out)
 }
@@ -952,17 +960,11 @@ impl OpenRows {
     }
 
     /// Reads the rows of trace `ordinal`, which must start at `at`, and leaves `at` at the next trace's first row.
-    /// Returns its spans when `build` is true (with span attributes when `span_attributes` is), else nothing.
+    /// What is built of them is `want`'s choice: nothing, spans, or outlines.
     ///
     /// # Errors
     /// [`CodecError::Corrupt`] when a row is truncated or references what does not exist.
-    pub(crate) fn read(
-        &self,
-        at: &mut Cursor,
-        ordinal: usize,
-        build: bool,
-        span_attributes: bool,
-    ) -> Result<Vec<Span>, CodecError> {
+    pub(crate) fn read(&self, at: &mut Cursor, ordinal: usize, mut want: Want<'_>) -> Result<(), CodecError> {
         let &(trace_id, count) = self.traces.get(ordinal).or_corrupt("trace ordinal")?;
         let shared: &[DictEntry] = self.shared.as_deref().and_then(|d| d.get(..self.dict_len)).unwrap_or(&[]);
         let d = Strings { strings: &self.strings, shared: Some(shared) };
@@ -971,7 +973,11 @@ impl OpenRows {
             let (start, end) = self.sections[k];
             Reader { buf: &self.body[start..end], pos: at.pos[k] }
         });
-        let mut spans = Vec::with_capacity(if build { count } else { 0 });
+        match &mut want {
+            Want::Spans { out, .. } => out.reserve(count),
+            Want::Outlines(out) => out.reserve(count),
+            Want::Nothing => {}
+        }
         let (mut prev_start, mut prev_flags, mut i) = (at.prev_start, at.prev_flags, at.row);
         for _ in 0..count {
             let parent = cols[1].uvarint()?;
@@ -980,24 +986,34 @@ impl OpenRows {
             prev_start = start;
             let end = start.wrapping_add(cols[4].uvarint()?);
             let t = refs.template(&mut cols[5])?;
-            if !build {
-                skip_attributes(&mut cols[6], t)?;
-                prev_flags = skip_rare(&mut cols[7])?.unwrap_or(prev_flags);
-                i += 1;
-                continue;
-            }
-            let parent_span_id = match (parent, raw_parent) {
-                (0, _) => Vec::new(),
-                (_, Some(raw)) => raw.to_vec(),
-                (k, None) => {
-                    let delta = unzigzag(k - 2);
-                    let idx = (i as i64).checked_sub(delta).or_corrupt("parent index")?;
-                    let idx = usize::try_from(idx).map_err(|_| CodecError::Corrupt("parent index"))?;
-                    self.span_ids.get(idx).or_corrupt("parent index out of range")?.0.to_vec()
+            let (out, attributes) = match &mut want {
+                Want::Spans { out, attributes, keep } if keep(t, start, end) => (out, *attributes),
+                Want::Outlines(out) => {
+                    let parent = self.parent_id(parent, raw_parent, i)?;
+                    skip_attributes(&mut cols[6], t)?;
+                    let (flags, status_code) = skip_rare(&mut cols[7])?;
+                    prev_flags = flags.unwrap_or(prev_flags);
+                    out.push(SpanOutline {
+                        span_id: *self.span_ids.get(i).or_corrupt("span-ID column")?,
+                        start_unix_nanos: start,
+                        end_unix_nanos: end,
+                        template: t.clone(),
+                        root: parent.len() != 8 || parent == [0; 8],
+                        status_code,
+                    });
+                    i += 1;
+                    continue;
+                }
+                _ => {
+                    skip_attributes(&mut cols[6], t)?;
+                    prev_flags = skip_rare(&mut cols[7])?.0.unwrap_or(prev_flags);
+                    i += 1;
+                    continue;
                 }
             };
-            let attributes = if span_attributes {
-                attributes(&d, &mut cols[6], t)?
+            let parent_span_id = self.parent_id(parent, raw_parent, i)?.to_vec();
+            let attributes = if attributes {
+                self::attributes(&d, &mut cols[6], t)?
             } else {
                 skip_attributes(&mut cols[6], t)?;
                 Vec::new()
@@ -1026,12 +1042,73 @@ impl OpenRows {
             };
             decode_rare(&d, &mut cols[7], &mut span)?;
             prev_flags = span.flags;
-            spans.push(span);
+            out.push(span);
             i += 1;
         }
         *at = Cursor { pos: std::array::from_fn(|k| cols[k].pos), row: i, prev_start, prev_flags };
-        Ok(spans)
+        Ok(())
     }
+
+    /// The parent span ID of row `i` from its parent column value (`parent`) and raw parent bytes: empty, the
+    /// raw bytes, or the span ID of the row `parent` references.
+    fn parent_id<'b>(&'b self, parent: u64, raw_parent: Option<&'b [u8]>, i: usize) -> Result<&'b [u8], CodecError> {
+        Ok(match (parent, raw_parent) {
+            (0, _) => &[],
+            (_, Some(raw)) => raw,
+            (k, None) => {
+                let delta = unzigzag(k - 2);
+                let idx = (i as i64).checked_sub(delta).or_corrupt("parent index")?;
+                let idx = usize::try_from(idx).map_err(|_| CodecError::Corrupt("parent index"))?;
+                &self.span_ids.get(idx).or_corrupt("parent index out of range")?.0
+            }
+        })
+    }
+}
+
+impl SpanOutline {
+    /// The service that emitted the span.
+    pub fn service_name(&self) -> &str {
+        self.template.resource.service_name()
+    }
+
+    /// Operation (span name).
+    pub fn name(&self) -> &str {
+        &self.template.name
+    }
+
+    /// True when the span's status is ERROR.
+    pub fn is_error(&self) -> bool {
+        self.status_code == StatusCode::ERROR
+    }
+}
+
+/// What [`OpenRows::read`] builds of a trace's rows.
+pub(crate) enum Want<'a> {
+    /// Nothing: the rows are read past.
+    Nothing,
+    /// The spans of the rows `keep(template, start, end)` accepts (start and end in ns since the Unix epoch),
+    /// with span attributes when `attributes`, appended to `out`.
+    Spans { out: &'a mut Vec<Span>, attributes: bool, keep: &'a dyn Fn(&Template, u64, u64) -> bool },
+    /// The outline of every row, appended.
+    Outlines(&'a mut Vec<SpanOutline>),
+}
+
+/// What a row tells without building its span: identity, times, template (service, scope, name, kind), whether it
+/// is a root, and status. All a trace summary reads; reading it allocates nothing but the outline itself.
+#[derive(Clone, Debug)]
+pub struct SpanOutline {
+    /// The span's ID.
+    pub span_id: SpanId,
+    /// Start, ns since the Unix epoch.
+    pub start_unix_nanos: u64,
+    /// End, ns since the Unix epoch.
+    pub end_unix_nanos: u64,
+    /// The span's template: resource (service), scope, name and kind.
+    pub template: Arc<Template>,
+    /// True when the span has no well-formed non-zero parent ID (as [`Span::parent_id`] is `None`).
+    pub root: bool,
+    /// Status code (OTLP `Status.code`).
+    pub status_code: StatusCode,
 }
 
 /// Skips one span's entry in the attribute-value column.
@@ -1096,8 +1173,8 @@ fn decode_rare(d: &Strings<'_>, r: &mut Reader<'_>, s: &mut Span) -> Result<(), 
     Ok(())
 }
 
-/// Skips one span's rare fields; returns its flags when the row sets them.
-fn skip_rare(r: &mut Reader<'_>) -> Result<Option<u32>, CodecError> {
+/// Skips one span's rare fields; returns its flags when the row sets them, and its status code.
+fn skip_rare(r: &mut Reader<'_>) -> Result<(Option<u32>, StatusCode), CodecError> {
     let skip_attrs = |r: &mut Reader<'_>| -> Result<(), CodecError> {
         for _ in 0..r.count()? {
             r.uvarint()?;
@@ -1110,9 +1187,7 @@ fn skip_rare(r: &mut Reader<'_>) -> Result<Option<u32>, CodecError> {
     if presence & RARE_TRACE_STATE != 0 {
         r.uvarint()?;
     }
-    if presence & RARE_STATUS_CODE != 0 {
-        r.i32()?;
-    }
+    let status_code = if presence & RARE_STATUS_CODE != 0 { StatusCode(r.i32()?) } else { StatusCode(0) };
     if presence & RARE_STATUS_MESSAGE != 0 {
         r.uvarint()?;
     }
@@ -1144,7 +1219,7 @@ fn skip_rare(r: &mut Reader<'_>) -> Result<Option<u32>, CodecError> {
             r.uvarint()?;
         }
     }
-    Ok(flags)
+    Ok((flags, status_code))
 }
 
 fn unzigzag(u: u64) -> i64 {

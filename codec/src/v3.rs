@@ -17,7 +17,8 @@
 
 use skein_model::{Span, TraceId};
 
-use crate::v2::{Cursor, Head, OpenRows, SharedDict, decode_rows, encode_rows, one_trace};
+use crate::dict::Template;
+use crate::v2::{Cursor, Head, OpenRows, SharedDict, SpanOutline, Want, decode_rows, encode_rows, one_trace};
 use crate::wire::{Reader, put_uvarint};
 use crate::{BlockVersion, CodecError, DictLookup, MAGIC, MAX_BODY_BYTES};
 
@@ -154,15 +155,50 @@ impl OpenPack {
     /// # Errors
     /// [`CodecError::Corrupt`] when `ordinal` is past the trace table or its rows reference what does not exist.
     pub fn trace(&mut self, ordinal: usize, span_attributes: bool) -> Result<Vec<Span>, CodecError> {
+        self.spans_where(ordinal, span_attributes, &|_, _, _| true)
+    }
+
+    /// The spans of the trace at `ordinal` whose rows `keep(template, start_unix_nanos, end_unix_nanos)` accepts;
+    /// the other rows are read past without being built. What confirms a search match cheaply: only the spans
+    /// that can match (service, operation, window, duration: all in the template and times) are built with
+    /// their attributes.
+    ///
+    /// # Errors
+    /// As [`OpenPack::trace`].
+    pub fn spans_where(
+        &mut self,
+        ordinal: usize,
+        span_attributes: bool,
+        keep: &dyn Fn(&Template, u64, u64) -> bool,
+    ) -> Result<Vec<Span>, CodecError> {
+        let mut at = self.locate(ordinal)?;
+        let mut out = Vec::new();
+        self.rows.read(&mut at, ordinal, Want::Spans { out: &mut out, attributes: span_attributes, keep })?;
+        Ok(out)
+    }
+
+    /// The outline of every span of the trace at `ordinal` ([`SpanOutline`]: what a trace summary reads), without
+    /// building spans.
+    ///
+    /// # Errors
+    /// As [`OpenPack::trace`].
+    pub fn outline(&mut self, ordinal: usize) -> Result<Vec<SpanOutline>, CodecError> {
+        let mut at = self.locate(ordinal)?;
+        let mut out = Vec::new();
+        self.rows.read(&mut at, ordinal, Want::Outlines(&mut out))?;
+        Ok(out)
+    }
+
+    /// The cursor at the first row of the trace at `ordinal`, reading past the rows before it once.
+    fn locate(&mut self, ordinal: usize) -> Result<Cursor, CodecError> {
         if ordinal >= self.rows.traces.len() {
             return Err(CodecError::Corrupt("trace ordinal past the trace table"));
         }
         while self.starts.len() <= ordinal {
             self.starts.push(self.next);
-            self.rows.read(&mut self.next, self.starts.len() - 1, false, false)?;
+            self.rows.read(&mut self.next, self.starts.len() - 1, Want::Nothing)?;
         }
-        let mut at = self.starts[ordinal];
-        self.rows.read(&mut at, ordinal, true, span_attributes)
+        Ok(self.starts[ordinal])
     }
 
     /// Heap bytes held, approximately (dominated by the decompressed body).

@@ -63,7 +63,7 @@ use super::{
     TraceStore, TraceSummary, WriteBatch, merge_chunk_refs, record_outcome, sum_edges,
 };
 use crate::metrics::{StorageMetrics, TierLabels};
-use skein_codec::{CodecError, DictLookup, Dictionary, OpenPack};
+use skein_codec::{CodecError, DictLookup, Dictionary, OpenPack, SpanOutline, Template};
 use skein_model::dependencies::DependencyEdge;
 use skein_model::{Span, SpanKind, TraceId};
 
@@ -503,14 +503,24 @@ struct CachedPack {
     traces: HashMap<usize, Arc<Vec<Span>>>,
 }
 
-/// The chunks of one trace as built from their packs, each shared with the [`PackCache`] that holds it.
-type Chunks = Vec<Arc<Vec<Span>>>;
+/// One chunk of a trace as built from its pack, shared with the [`PackCache`] that holds it.
+type Chunk = Arc<Vec<Span>>;
 
 /// All spans of a trace from its chunks, merged and sorted ([`merge_chunk_refs`]); `None` without spans.
-fn full_trace(chunks: &Chunks) -> Option<Vec<Span>> {
+fn full_trace(chunks: &[Chunk]) -> Option<Vec<Span>> {
     let spans = merge_chunk_refs(chunks.iter().map(|c| c.as_slice()));
     (!spans.is_empty()).then(|| spans.into_iter().cloned().collect())
 }
+
+/// The summary of trace `trace_id` from the outlines of its chunks ([`OpenPack::outline`]): no span is built.
+fn outline_summary(trace_id: TraceId, chunks: &[Vec<SpanOutline>]) -> Option<TraceSummary> {
+    TraceSummary::of_heads(trace_id, merge_chunk_refs(chunks.iter().map(Vec::as_slice)))
+}
+
+/// How a search reads one trace (or chunk) out of a pack: `(store, cache, partition key, partition, pack seq,
+/// place in the pack)`.
+trait ReadChunk<C>: Fn(&Inner, &mut PackCache, PartitionKey, &Partition, u64, usize) -> StoreResult<C> {}
+impl<C, F: Fn(&Inner, &mut PackCache, PartitionKey, &Partition, u64, usize) -> StoreResult<C>> ReadChunk<C> for F {}
 
 /// Candidates left out of a search because their blocks failed to decode, with the reason.
 type CorruptBlocks = Vec<(TraceId, String)>;
@@ -934,6 +944,26 @@ impl Inner {
         Ok(ids)
     }
 
+    /// The pack `seq` of the cache, opened (decompressed and parsed) once per query. Call [`PackCache::settle`]
+    /// once done with it: opening changes what it holds.
+    fn open_pack<'c>(
+        &self,
+        packs: &'c mut PackCache,
+        key: PartitionKey,
+        p: &Partition,
+        seq: u64,
+    ) -> StoreResult<&'c mut CachedPack> {
+        Self::pack_ids(packs, key, p, seq)?;
+        let pack = packs.packs.get_mut(&(key, seq)).ok_or(CodecError::Corrupt("pack cache"))?;
+        if pack.open.is_none() {
+            let block = pack.block.as_ref().ok_or(CodecError::Corrupt("pack cache"))?;
+            pack.open = Some(OpenPack::open(block, &PartitionDicts { inner: self, partition: p })?);
+            pack.block = None;
+            packs.opened += 1;
+        }
+        Ok(pack)
+    }
+
     /// The spans (with attributes) of the trace at `place` in a pack's trace table, built once per query from the
     /// pack, which is opened once per query.
     fn pack_trace(
@@ -943,41 +973,80 @@ impl Inner {
         p: &Partition,
         seq: u64,
         place: usize,
-    ) -> StoreResult<Arc<Vec<Span>>> {
-        Self::pack_ids(packs, key, p, seq)?;
-        let pack = packs.packs.get_mut(&(key, seq)).ok_or(CodecError::Corrupt("pack cache"))?;
-        if let Some(spans) = pack.traces.get(&place) {
-            return Ok(spans.clone());
-        }
-        if pack.open.is_none() {
-            let block = pack.block.as_ref().ok_or(CodecError::Corrupt("pack cache"))?;
-            pack.open = Some(OpenPack::open(block, &PartitionDicts { inner: self, partition: p })?);
-            pack.block = None;
-            packs.opened += 1;
-        }
-        let open = pack.open.as_mut().ok_or(CodecError::Corrupt("pack cache"))?;
-        let spans = Arc::new(open.trace(place, true)?);
-        pack.traces.insert(place, spans.clone());
+    ) -> StoreResult<Chunk> {
+        let pack = self.open_pack(packs, key, p, seq)?;
+        let spans = match pack.traces.get(&place) {
+            Some(spans) => spans.clone(),
+            None => {
+                let open = pack.open.as_mut().ok_or(CodecError::Corrupt("pack cache"))?;
+                let spans = Arc::new(open.trace(place, true)?);
+                pack.traces.insert(place, spans.clone());
+                spans
+            }
+        };
         packs.settle((key, seq));
         Ok(spans)
     }
 
-    /// The chunks of each of `ids`, found in one pass over the trace filters of every partition (each filter's
-    /// bits are read once for all of them). Packs read and traces built are kept in `packs`. An entry is an
-    /// error when a pack that may hold that trace failed to decode.
+    /// The outline of every span of the trace at `place` in a pack's trace table ([`OpenPack::outline`]): what a
+    /// summary reads, without building spans. Not kept: a search reads each place once.
+    fn pack_outline(
+        &self,
+        packs: &mut PackCache,
+        key: PartitionKey,
+        p: &Partition,
+        seq: u64,
+        place: usize,
+    ) -> StoreResult<Vec<SpanOutline>> {
+        let pack = self.open_pack(packs, key, p, seq)?;
+        let outline = pack.open.as_mut().ok_or(CodecError::Corrupt("pack cache"))?.outline(place);
+        packs.settle((key, seq));
+        Ok(outline?)
+    }
+
+    /// Whether the trace at `place` of a pack matches `q` ([`TraceQuery::matches_spans`]). Only the spans whose
+    /// service, name and times can match ([`TraceQuery::matches_outline`]) are built, to check their tags; a trace
+    /// the query already built is checked as it is.
+    fn pack_matches(
+        &self,
+        packs: &mut PackCache,
+        (key, p, seq, place): (PartitionKey, &Partition, u64, usize),
+        q: &TraceQuery,
+    ) -> StoreResult<bool> {
+        let pack = self.open_pack(packs, key, p, seq)?;
+        let matched = match pack.traces.get(&place) {
+            Some(spans) => Ok(q.matches_spans(spans)),
+            None => {
+                let keep = |t: &Template, start, end| q.matches_outline(t.resource.service_name(), &t.name, start, end);
+                let open = pack.open.as_mut().ok_or(CodecError::Corrupt("pack cache"))?;
+                open.spans_where(place, true, &keep).map(|kept| q.matches_spans(&kept))
+            }
+        };
+        packs.settle((key, seq));
+        Ok(matched?)
+    }
+
+    /// The chunks of each of `ids`, each read by `read`, found in one pass over the trace filters of every
+    /// partition (each filter's bits are read once for all of them). Packs opened are kept in `packs`. An entry
+    /// is an error when a pack that may hold that trace failed to decode.
     ///
     /// # Errors
     /// [`StoreError`] when the engine fails.
-    fn trace_chunks(&self, ids: &[TraceId], packs: &mut PackCache) -> StoreResult<Vec<StoreResult<Chunks>>> {
+    fn trace_chunks<C>(
+        &self,
+        ids: &[TraceId],
+        packs: &mut PackCache,
+        read: impl ReadChunk<C>,
+    ) -> StoreResult<Vec<StoreResult<Vec<C>>>> {
         let probes: Vec<index::TraceProbe> = ids.iter().map(|&id| index::TraceProbe::new(id)).collect();
-        let mut out: Vec<StoreResult<Chunks>> = ids.iter().map(|_| Ok(Vec::new())).collect();
+        let mut out: Vec<StoreResult<Vec<C>>> = ids.iter().map(|_| Ok(Vec::new())).collect();
         for (key, p) in self.snapshot() {
             let wanted: Vec<bool> = out.iter().map(Result::is_ok).collect();
             for (k, seq) in self.filters(key, &p)?.candidates(&probes, &wanted) {
                 let Ok(chunks) = &mut out[k] else { continue };
                 let found = Self::pack_ids(packs, key, &p, seq).and_then(|in_pack| {
                     let places = (0..in_pack.len()).filter(|&i| in_pack[i] == ids[k]);
-                    places.map(|place| self.pack_trace(packs, key, &p, seq, place)).collect::<StoreResult<Chunks>>()
+                    places.map(|place| read(self, packs, key, &p, seq, place)).collect::<StoreResult<Vec<C>>>()
                 });
                 match found {
                     Ok(found) => chunks.extend(found),
@@ -991,26 +1060,30 @@ impl Inner {
 
     /// All spans of a trace, merged and sorted. Packs read and traces decoded are kept in `packs`.
     fn get_trace(&self, trace_id: TraceId, packs: &mut PackCache) -> StoreResult<Option<Vec<Span>>> {
-        let chunks = self.trace_chunks(&[trace_id], packs)?.pop().unwrap_or(Ok(Vec::new()))?;
+        let chunks = self.trace_chunks(&[trace_id], packs, Self::pack_trace)?.pop().unwrap_or(Ok(Vec::new()))?;
         Ok(full_trace(&chunks))
     }
 
     fn find_traces(&self, q: &TraceQuery) -> StoreResult<FoundTraces> {
-        let (traces, corrupt) = self.search(q, full_trace)?;
+        let (traces, corrupt) = self.search(q, Self::pack_trace, |_, chunks| full_trace(chunks))?;
         Ok(FoundTraces { traces, corrupt })
     }
 
     fn find_trace_summaries(&self, q: &TraceQuery) -> StoreResult<FoundSummaries> {
-        let summary = |chunks: &Chunks| TraceSummary::of(merge_chunk_refs(chunks.iter().map(|c| c.as_slice())));
-        let (summaries, corrupt) = self.search(q, summary)?;
+        let (summaries, corrupt) = self.search(q, Self::pack_outline, outline_summary)?;
         Ok(FoundSummaries { summaries, corrupt })
     }
 
     /// The search behind [`TraceStore::find_traces`]: index entries from the pages of every partition that can
     /// hold entries in the window, newest first overall, each confirmed against its chunk when the entry cannot
-    /// prove the match, then `fetch`ed, until `q.limit` results. Returns the results and the candidates whose
-    /// packs failed to decode.
-    fn search<T>(&self, q: &TraceQuery, result: impl Fn(&Chunks) -> Option<T>) -> StoreResult<(Vec<T>, CorruptBlocks)> {
+    /// prove the match, then fetched (each chunk `read`, then the trace's `result` made of them), until `q.limit`
+    /// results. Returns the results and the candidates whose packs failed to decode.
+    fn search<C, T>(
+        &self,
+        q: &TraceQuery,
+        read: impl ReadChunk<C>,
+        result: impl Fn(TraceId, &[C]) -> Option<T>,
+    ) -> StoreResult<(Vec<T>, CorruptBlocks)> {
         let (mut found, mut corrupt) = (Vec::new(), Vec::new());
         if q.limit == 0 || q.start_min_unix_nanos > q.start_max_unix_nanos {
             return Ok((found, corrupt));
@@ -1071,9 +1144,9 @@ impl Inner {
                 if pending.is_empty() || found.len() >= q.limit {
                     break;
                 }
-                let chunks = self.trace_chunks(&pending, &mut packs)?;
+                let chunks = self.trace_chunks(&pending, &mut packs, &read)?;
                 for (trace_id, chunks) in pending.drain(..).zip(chunks) {
-                    record_outcome(&mut found, &mut corrupt, trace_id, chunks.map(|c| result(&c)))?;
+                    record_outcome(&mut found, &mut corrupt, trace_id, chunks.map(|c| result(trace_id, &c)))?;
                 }
                 continue;
             }
@@ -1130,9 +1203,9 @@ impl Inner {
             entries += 1;
             if q.needs_verification(entry) {
                 verified += 1;
-                match self.pack_trace(&mut packs, key, p, seq, ordinal as usize) {
-                    Ok(spans) if !q.matches_spans(&spans) => continue,
-                    Ok(_) => {}
+                match self.pack_matches(&mut packs, (key, p, seq, ordinal as usize), q) {
+                    Ok(false) => continue,
+                    Ok(true) => {}
                     Err(StoreError::Codec(e)) => {
                         corrupt.push((trace_id, e.to_string()));
                         seen.insert(trace_id);

@@ -26,9 +26,9 @@ pub use index::{
     ENTRY_START_SPREAD_NANOS, IndexEntry, PAGE_SPAN_NANOS, PageEntry, PageMerger, TagFilter, decode_page, encode_page,
 };
 
-use skein_codec::CodecError;
+use skein_codec::{CodecError, SpanOutline};
 use skein_model::dependencies::DependencyEdge;
-use skein_model::{Resource, Scope, Span, SpanKind, StatusCode, TraceId};
+use skein_model::{Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -312,13 +312,20 @@ impl TraceQuery {
     /// tag.
     pub fn matches_spans(&self, spans: &[Span]) -> bool {
         spans.iter().any(|s| {
-            s.service_name() == self.service
-                && (self.start_min_unix_nanos..=self.start_max_unix_nanos).contains(&s.start_unix_nanos)
-                && self.operation.as_ref().is_none_or(|op| *op == s.name)
-                && self.duration_min_nanos.is_none_or(|d| s.duration_nanos() >= d)
-                && self.duration_max_nanos.is_none_or(|d| s.duration_nanos() <= d)
+            self.matches_outline(s.service_name(), &s.name, s.start_unix_nanos, s.end_unix_nanos)
                 && self.tags.iter().all(|(k, v)| span_has_tag(s, k, v))
         })
+    }
+
+    /// The criteria of [`TraceQuery::matches_spans`] that a span's service, name, start and end (ns since the
+    /// Unix epoch) decide: all but the tags. What a search checks on a stored row before building its span.
+    pub fn matches_outline(&self, service: &str, name: &str, start_unix_nanos: u64, end_unix_nanos: u64) -> bool {
+        let duration_nanos = end_unix_nanos.saturating_sub(start_unix_nanos);
+        service == self.service
+            && (self.start_min_unix_nanos..=self.start_max_unix_nanos).contains(&start_unix_nanos)
+            && self.operation.as_ref().is_none_or(|op| op == name)
+            && self.duration_min_nanos.is_none_or(|d| duration_nanos >= d)
+            && self.duration_max_nanos.is_none_or(|d| duration_nanos <= d)
     }
 
     /// Lowest entry start a search must scan: entries start at most [`ENTRY_START_SPREAD_NANOS`] before their
@@ -463,10 +470,22 @@ impl TraceSummary {
         I: IntoIterator<Item = &'a Span>,
         I::IntoIter: Clone,
     {
+        let mut spans = spans.into_iter().peekable();
+        let trace_id = spans.peek()?.trace_id;
+        Self::of_heads(trace_id, spans)
+    }
+
+    /// [`TraceSummary::of`] over any [`SpanHead`]s of trace `trace_id` (sorted by start, then span ID), such as the
+    /// row outlines a search reads instead of building spans.
+    pub fn of_heads<'a, S, I>(trace_id: TraceId, spans: I) -> Option<Self>
+    where
+        S: SpanHead + 'a,
+        I: IntoIterator<Item = &'a S>,
+        I::IntoIter: Clone,
+    {
         let spans = spans.into_iter();
         let first = spans.clone().next()?;
-        let root =
-            spans.clone().filter(|s| s.parent_id().is_none()).min_by_key(|s| s.start_unix_nanos).unwrap_or(first);
+        let root = spans.clone().filter(|s| s.is_root()).min_by_key(|s| s.start_unix_nanos()).unwrap_or(first);
         let mut services: Vec<(String, u64, u64)> = Vec::new();
         let (mut span_count, mut error_span_count) = (0, 0);
         for s in spans.clone() {
@@ -484,15 +503,94 @@ impl TraceSummary {
             error_span_count += u64::from(s.is_error());
         }
         Some(Self {
-            trace_id: first.trace_id,
+            trace_id,
             root_service: root.service_name().to_string(),
-            root_operation: root.name.clone(),
-            start_unix_nanos: spans.clone().map(|s| s.start_unix_nanos).min().unwrap_or(0),
-            end_unix_nanos: spans.map(|s| s.end_unix_nanos).max().unwrap_or(0),
+            root_operation: root.name().to_string(),
+            start_unix_nanos: spans.clone().map(SpanHead::start_unix_nanos).min().unwrap_or(0),
+            end_unix_nanos: spans.map(SpanHead::end_unix_nanos).max().unwrap_or(0),
             span_count,
             error_span_count,
             services,
         })
+    }
+}
+
+/// What trace summaries and chunk merging read of a span: a built [`Span`], or the outline of a stored row
+/// ([`SpanOutline`]) that a search reads without building the span.
+pub trait SpanHead {
+    /// The span's ID.
+    fn span_id(&self) -> SpanId;
+    /// Start, ns since the Unix epoch.
+    fn start_unix_nanos(&self) -> u64;
+    /// End, ns since the Unix epoch.
+    fn end_unix_nanos(&self) -> u64;
+    /// Span kind.
+    fn kind(&self) -> SpanKind;
+    /// Service that emitted the span.
+    fn service_name(&self) -> &str;
+    /// Operation (span name).
+    fn name(&self) -> &str;
+    /// True when the span has no parent ([`Span::parent_id`] is `None`).
+    fn is_root(&self) -> bool;
+    /// True when the span's status is ERROR.
+    fn is_error(&self) -> bool;
+    /// The identity used for exact-duplicate detection ([`Span::dedup_key`]).
+    fn dedup_key(&self) -> (SpanId, i32, u64, u64) {
+        (self.span_id(), self.kind().0, self.start_unix_nanos(), self.end_unix_nanos())
+    }
+}
+
+impl SpanHead for Span {
+    fn span_id(&self) -> SpanId {
+        self.span_id
+    }
+    fn start_unix_nanos(&self) -> u64 {
+        self.start_unix_nanos
+    }
+    fn end_unix_nanos(&self) -> u64 {
+        self.end_unix_nanos
+    }
+    fn kind(&self) -> SpanKind {
+        self.kind
+    }
+    fn service_name(&self) -> &str {
+        Span::service_name(self)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn is_root(&self) -> bool {
+        self.parent_id().is_none()
+    }
+    fn is_error(&self) -> bool {
+        Span::is_error(self)
+    }
+}
+
+impl SpanHead for SpanOutline {
+    fn span_id(&self) -> SpanId {
+        self.span_id
+    }
+    fn start_unix_nanos(&self) -> u64 {
+        self.start_unix_nanos
+    }
+    fn end_unix_nanos(&self) -> u64 {
+        self.end_unix_nanos
+    }
+    fn kind(&self) -> SpanKind {
+        self.template.kind
+    }
+    fn service_name(&self) -> &str {
+        SpanOutline::service_name(self)
+    }
+    fn name(&self) -> &str {
+        SpanOutline::name(self)
+    }
+    fn is_root(&self) -> bool {
+        self.root
+    }
+    fn is_error(&self) -> bool {
+        SpanOutline::is_error(self)
     }
 }
 
@@ -617,14 +715,14 @@ pub fn merge_chunks(chunks: Vec<Vec<Span>>) -> Vec<Span> {
 }
 
 /// [`merge_chunks`] over borrowed chunks: the same spans in the same order, borrowed (a summary needs no copy).
-pub fn merge_chunk_refs<'a>(chunks: impl IntoIterator<Item = &'a [Span]>) -> Vec<&'a Span> {
+pub fn merge_chunk_refs<'a, S: SpanHead + 'a>(chunks: impl IntoIterator<Item = &'a [S]>) -> Vec<&'a S> {
     let mut seen = std::collections::HashSet::new();
-    let mut spans: Vec<&Span> = chunks.into_iter().flatten().filter(|s| seen.insert(s.dedup_key())).collect();
-    spans.sort_by(|a, b| span_order(a, b));
+    let mut spans: Vec<&S> = chunks.into_iter().flatten().filter(|s| seen.insert(s.dedup_key())).collect();
+    spans.sort_by(|a, b| span_order(*a, *b));
     spans
 }
 
 /// The order of a trace's spans: by start, then span ID.
-fn span_order(a: &Span, b: &Span) -> std::cmp::Ordering {
-    a.start_unix_nanos.cmp(&b.start_unix_nanos).then(a.span_id.cmp(&b.span_id))
+fn span_order<S: SpanHead>(a: &S, b: &S) -> std::cmp::Ordering {
+    a.start_unix_nanos().cmp(&b.start_unix_nanos()).then(a.span_id().cmp(&b.span_id()))
 }

@@ -462,3 +462,61 @@ async fn group_filters_seal_every_group_packs_and_every_trace_is_still_found() {
     // Reopened: the group filter is read from its row; the open group's packs keep their own filters.
     check(EmbeddedStore::open(&EmbeddedConfig::new(dir.path())).expect("reopen"), written).await;
 }
+
+#[tokio::test]
+async fn summaries_read_from_row_outlines_equal_the_summaries_of_the_full_traces() {
+    let (_dir, store, dicts) = fresh_store();
+    // Traces of three services whose spans arrive in three batches (so each trace is chunked across packs), with
+    // errors, roots whose parent is absent, zero or malformed, and one span written twice.
+    let services = ["frontend", "cart", "db"];
+    let traces: Vec<Vec<Span>> = (0..30u8)
+        .map(|t| {
+            let start = T0 + u64::from(t) * SEC;
+            (0..6u8)
+                .map(|i| {
+                    let service = services[usize::from(i) % services.len()];
+                    let mut s = Span::minimal(
+                        TraceId([t + 1; 16]),
+                        SpanId([i + 1; 8]),
+                        &format!("op-{i}"),
+                        service_resource(service),
+                    );
+                    // The last span starts first (skewed), so a root is never simply the earliest span.
+                    s.start_unix_nanos = if i == 5 { start - 500 } else { start + u64::from(i) * 1_000 };
+                    s.end_unix_nanos = s.start_unix_nanos + u64::from(t % 7 + 1) * 1_000_000;
+                    s.parent_span_id = match (i, t % 3) {
+                        (0, 0) => Vec::new(),
+                        (0, 1) => vec![0; 8],
+                        (0, _) => vec![9; 4],
+                        _ => vec![i; 8],
+                    };
+                    if (t + i) % 5 == 0 {
+                        s.status_code = StatusCode::ERROR;
+                    }
+                    s
+                })
+                .collect()
+        })
+        .collect();
+    for part in 0..3 {
+        let chunks: Vec<Vec<Span>> = traces.iter().map(|t| t.iter().skip(part).step_by(3).cloned().collect()).collect();
+        store.write(batch(&dicts, &chunks).into()).await.expect("write");
+    }
+    store.write(batch(&dicts, &[vec![traces[4][1].clone()]]).into()).await.expect("write a duplicate");
+    let packs: usize =
+        store.inner.snapshot().into_iter().map(|(k, p)| store.inner.filters(k, &p).expect("filters").packs.len()).sum();
+    assert!(packs >= 4, "each trace is chunked across packs: {packs} packs");
+    for service in services {
+        let full = store.find_traces(query(service)).await.expect("find").traces;
+        assert_eq!(full.len(), traces.len(), "{service}");
+        let want: Vec<TraceSummary> = full.iter().filter_map(TraceSummary::of).collect();
+        let got = store.find_trace_summaries(query(service)).await.expect("summaries").summaries;
+        assert_eq!(got, want, "{service}");
+        // Computed from the input: every trace whole, its errors counted once.
+        for s in &got {
+            let spans = &traces[usize::from(s.trace_id.0[0]) - 1];
+            assert_eq!(s.span_count, spans.len() as u64);
+            assert_eq!(s.error_span_count, spans.iter().filter(|x| x.is_error()).count() as u64);
+        }
+    }
+}
