@@ -450,17 +450,48 @@ async fn v3_find_traces(
 
 /// One trace's api_v3 summary (`FindTraceSummaries`): root service and operation, time range, span and error
 /// counts, per-service counts (in order of first appearance).
-fn v3_summary(t: &TraceSummary) -> Json {
-    json!({
-        "traceId": t.trace_id.to_hex(),
-        "rootServiceName": t.root_service,
-        "rootOperationName": t.root_operation,
-        "minStartTimeUnixNano": t.start_unix_nanos.to_string(),
-        "maxEndTimeUnixNano": t.end_unix_nanos.to_string(),
-        "spanCount": t.span_count,
-        "errorSpanCount": t.error_span_count,
-        "services": t.services.iter().map(|(name, n, e)| json!({"name": name, "spanCount": n, "errorSpanCount": e})).collect::<Vec<_>>(),
-    })
+fn v3_summary(t: &TraceSummary) -> V3Summary<'_> {
+    V3Summary {
+        trace_id: t.trace_id.to_hex(),
+        root_service_name: &t.root_service,
+        root_operation_name: &t.root_operation,
+        min_start_time_unix_nano: t.start_unix_nanos.to_string(),
+        max_end_time_unix_nano: t.end_unix_nanos.to_string(),
+        span_count: t.span_count,
+        error_span_count: t.error_span_count,
+        services: t
+            .services
+            .iter()
+            .map(|(name, span_count, error_span_count)| V3ServiceCount {
+                name,
+                span_count: *span_count,
+                error_span_count: *error_span_count,
+            })
+            .collect(),
+    }
+}
+
+/// One api_v3 trace summary in JSON (serialized straight from the summary, no JSON tree built).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V3Summary<'a> {
+    trace_id: String,
+    root_service_name: &'a str,
+    root_operation_name: &'a str,
+    min_start_time_unix_nano: String,
+    max_end_time_unix_nano: String,
+    span_count: u64,
+    error_span_count: u64,
+    services: Vec<V3ServiceCount<'a>>,
+}
+
+/// Spans and error spans of one service in a [`V3Summary`].
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V3ServiceCount<'a> {
+    name: &'a str,
+    span_count: u64,
+    error_span_count: u64,
 }
 
 /// `GET /api/v3/trace-summaries?query.serviceName=&…`: the same search as `/api/v3/traces`, one summary per trace,

@@ -1132,6 +1132,7 @@ impl Inner {
         let mut packs = PackCache::new(QUERY_PACK_CACHE_BYTES);
         // What the search read, for its debug log: pages, entries in the window, candidates verified.
         let (mut pages_read, mut entries, mut verified) = (0usize, 0usize, 0usize);
+        let began = std::time::Instant::now();
         let mut seen = std::collections::HashSet::new();
         let mut process_matches: Vec<Option<Vec<std::collections::HashSet<u64>>>> = vec![None; cursors.len()];
         let mut operation_names: Vec<Option<HashMap<u64, String>>> = vec![None; cursors.len()];
@@ -1219,7 +1220,7 @@ impl Inner {
         }
         tracing::debug!(
             service = %q.service, found = found.len(), pages_read, entries, verified, packs_opened = packs.opened,
-            "search"
+            elapsed_us = began.elapsed().as_micros() as u64, "search"
         );
         Ok((found, corrupt))
     }

@@ -705,21 +705,67 @@ pub trait TraceStore: Send + Sync + 'static {
     async fn dependencies(&self, end_unix_nanos: u64, lookback_nanos: u64) -> StoreResult<Vec<DependencyLink>>;
 }
 
-/// Merges chunks of one trace: drops exact duplicates (same span ID, kind, start and end) and sorts by start,
-/// then span ID.
+/// Merges chunks of one trace: drops exact duplicates (same span ID, kind, start and end; the first one stays) and
+/// sorts by start, then span ID (ties in chunk order).
 pub fn merge_chunks(chunks: Vec<Vec<Span>>) -> Vec<Span> {
-    let mut seen = std::collections::HashSet::new();
-    let mut spans: Vec<Span> = chunks.into_iter().flatten().filter(|s| seen.insert(s.dedup_key())).collect();
+    let mut spans: Vec<Span> = chunks.into_iter().flatten().collect();
     spans.sort_by(span_order);
+    drop_sorted_duplicates(&mut spans);
     spans
 }
 
 /// [`merge_chunks`] over borrowed chunks: the same spans in the same order, borrowed (a summary needs no copy).
 pub fn merge_chunk_refs<'a, S: SpanHead + 'a>(chunks: impl IntoIterator<Item = &'a [S]>) -> Vec<&'a S> {
-    let mut seen = std::collections::HashSet::new();
-    let mut spans: Vec<&S> = chunks.into_iter().flatten().filter(|s| seen.insert(s.dedup_key())).collect();
+    let mut spans: Vec<&S> = chunks.into_iter().flatten().collect();
     spans.sort_by(|a, b| span_order(*a, *b));
+    drop_sorted_duplicates(&mut spans);
     spans
+}
+
+/// Drops the exact duplicates ([`SpanHead::dedup_key`]) of spans sorted by [`span_order`], keeping the first of
+/// each. Duplicates share start and span ID, so each is compared only with the spans kept of its run of equal
+/// start and span ID: no hashing.
+fn drop_sorted_duplicates<S: SpanHead>(spans: &mut Vec<S>) {
+    let (mut run, mut kept) = (0, 0);
+    for i in 0..spans.len() {
+        let key = spans[i].dedup_key();
+        if kept > 0 && span_order(&spans[kept - 1], &spans[i]).is_ne() {
+            run = kept;
+        }
+        if (run..kept).any(|j| spans[j].dedup_key() == key) {
+            continue;
+        }
+        spans.swap(kept, i);
+        kept += 1;
+    }
+    spans.truncate(kept);
+}
+
+impl<S: SpanHead> SpanHead for &S {
+    fn span_id(&self) -> SpanId {
+        (**self).span_id()
+    }
+    fn start_unix_nanos(&self) -> u64 {
+        (**self).start_unix_nanos()
+    }
+    fn end_unix_nanos(&self) -> u64 {
+        (**self).end_unix_nanos()
+    }
+    fn kind(&self) -> SpanKind {
+        (**self).kind()
+    }
+    fn service_name(&self) -> &str {
+        (**self).service_name()
+    }
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn is_root(&self) -> bool {
+        (**self).is_root()
+    }
+    fn is_error(&self) -> bool {
+        (**self).is_error()
+    }
 }
 
 /// The order of a trace's spans: by start, then span ID.

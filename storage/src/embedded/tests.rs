@@ -520,3 +520,30 @@ async fn summaries_read_from_row_outlines_equal_the_summaries_of_the_full_traces
         }
     }
 }
+
+#[test]
+fn merging_chunks_keeps_the_first_of_each_exact_duplicate_in_span_order() {
+    // Spans sharing starts and span IDs across three chunks: exact duplicates, and near ones (another kind or end)
+    // that must stay.
+    let t = TraceId([7; 16]);
+    let span = |id: u8, start: u64, kind: i32, end: u64, name: &str| {
+        let mut s = Span::minimal(t, SpanId([id; 8]), name, service_resource("svc"));
+        (s.start_unix_nanos, s.end_unix_nanos, s.kind) = (start, end, SpanKind(kind));
+        s
+    };
+    let chunks = vec![
+        vec![span(3, 30, 1, 40, "a"), span(1, 10, 1, 20, "b"), span(2, 10, 1, 20, "c")],
+        vec![span(1, 10, 1, 20, "dup of b"), span(1, 10, 2, 20, "other kind"), span(3, 30, 1, 41, "other end")],
+        vec![span(2, 10, 1, 20, "dup of c"), span(0, 50, 1, 60, "d"), span(3, 30, 1, 40, "dup of a")],
+    ];
+    // The reference: first occurrences by exact key in chunk order, then a stable sort by start and span ID.
+    let mut seen = std::collections::HashSet::new();
+    let mut want: Vec<Span> = chunks.concat().into_iter().filter(|s| seen.insert(s.dedup_key())).collect();
+    want.sort_by_key(|s| (s.start_unix_nanos, s.span_id));
+    let written = chunks.iter().map(Vec::len).sum::<usize>();
+    assert!(want.len() < written, "the input holds exact duplicates");
+    let refs: Vec<Span> = merge_chunk_refs(chunks.iter().map(Vec::as_slice)).into_iter().cloned().collect();
+    let merged = merge_chunks(chunks);
+    assert_eq!(merged, want);
+    assert_eq!(refs, want);
+}
