@@ -17,8 +17,10 @@
 //! Keyspaces of a partition (keys are byte strings; `len16` is a big-endian u16 length prefix). A write batch is
 //! packed ([`crate::StoreLayout::Packed`]): its chunks' spans are one pack (codec version 3) per partition and
 //! tier, newest trace first, so small traces share a zstd frame and a header instead of paying each their own.
-//! A search opens a pack once ([`OpenPack`], kept in a per-query `PackCache`) and builds only the traces it
-//! confirms or fetches; its matches are fetched together, in one pass over the trace filters.
+//! A search opens a pack once ([`OpenPack`], kept in a per-query `PackCache`). It confirms a candidate by
+//! building only the candidate's spans whose service, name and times can match (then checks their tags), and
+//! fetches its matches together, in one pass over the trace filters: full traces for the classic API, row
+//! outlines ([`SpanOutline`]) for summaries, so a summary search builds no span.
 //! - `packs`: `pack_seq u64be` → pack (a pack sequence number is unique in the database)
 //! - `pages`: `len16 service ‖ !newest_start_nanos u64be ‖ pack_seq u64be ‖ page u16be` → packed index page
 //!   (index entries of one service in one pack, starts within [`crate::PAGE_SPAN_NANOS`] of the newest; newest
