@@ -185,17 +185,22 @@ impl Value {
     /// The string form used for tag matching and Jaeger's `key=value` search: strings as is, `true`/`false`,
     /// decimal integers, shortest round-trip floats, base64 bytes, and JSON for arrays and maps.
     pub fn to_tag_string(&self) -> String {
+        self.tag_str().into_owned()
+    }
+
+    /// [`Value::to_tag_string`], borrowed for strings (the common case: nothing is allocated).
+    pub fn tag_str(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Value::Empty => String::new(),
-            Value::Str(s) => s.clone(),
-            Value::Bool(b) => b.to_string(),
-            Value::Int(i) => i.to_string(),
-            Value::Double(d) => d.to_string(),
+            Value::Empty => std::borrow::Cow::Borrowed(""),
+            Value::Str(s) => std::borrow::Cow::Borrowed(s),
+            Value::Bool(b) => std::borrow::Cow::Borrowed(if *b { "true" } else { "false" }),
+            Value::Int(i) => i.to_string().into(),
+            Value::Double(d) => d.to_string().into(),
             Value::Bytes(b) => {
                 use base64::Engine as _;
-                base64::engine::general_purpose::STANDARD.encode(b)
+                base64::engine::general_purpose::STANDARD.encode(b).into()
             }
-            Value::Array(_) | Value::KvList(_) => self.to_json().to_string(),
+            Value::Array(_) | Value::KvList(_) => self.to_json().to_string().into(),
         }
     }
 
@@ -512,6 +517,11 @@ mod tests {
         assert_eq!(Value::Double(1.5).to_tag_string(), "1.5");
         let arr = Value::Array(vec![Value::Int(1), Value::Str("a".into())]);
         assert_eq!(arr.to_tag_string(), r#"[1,"a"]"#);
+        assert_eq!(Value::Bool(false).to_tag_string(), false.to_string());
+        // Strings are borrowed, not copied.
+        let v = Value::Str("checkout".into());
+        let Value::Str(inner) = &v else { panic!("a string value") };
+        assert!(matches!(v.tag_str(), std::borrow::Cow::Borrowed(b) if std::ptr::eq(b, inner.as_str())));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::{ProcessTags, StoreLayout, for_each_process_tag, for_each_span_level_tag};
 use skein_codec::CodecError;
 use skein_codec::wire::{OrCorrupt, Reader, put_ivarint, put_uvarint};
-use skein_model::{Span, TraceId};
+use skein_model::{Resource, Scope, Span, TraceId};
+use std::sync::Arc;
 
 /// The `key=value` tag pairs of an index entry: a bloom filter (about 1 % false positives at 10 bits per pair, 7
 /// probes) and, in packed index pages, the exact pair hashes the page keeps in its table of common pairs.
@@ -307,7 +308,11 @@ fn hash_pairs(pairs: &[(String, String)]) -> u64 {
 
 /// Builds one entry per service (and stretch of span starts) for a chunk of one trace, and, with
 /// [`StoreLayout::Packed`], the process-level tags of each distinct process the entries reference.
-pub(crate) fn entries_for_chunk(spans: &[Span], layout: StoreLayout) -> (Vec<IndexEntry>, Vec<ProcessTags>) {
+pub(crate) fn entries_for_chunk(
+    spans: &[Span],
+    layout: StoreLayout,
+    cache: &mut ProcessCache,
+) -> (Vec<IndexEntry>, Vec<ProcessTags>) {
     let chunk_start = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
     let chunk_end = spans.iter().map(|s| s.end_unix_nanos).max().unwrap_or(0);
     let root = spans
@@ -323,8 +328,6 @@ pub(crate) fn entries_for_chunk(spans: &[Span], layout: StoreLayout) -> (Vec<Ind
     }
     let mut out = Vec::with_capacity(by_service.len());
     let mut processes: Vec<ProcessTags> = Vec::new();
-    // Distinct (resource, scope) pointers seen, with their process hash: spans of one process share both `Arc`s.
-    let mut known: Vec<(*const skein_model::Resource, *const skein_model::Scope, Option<u64>)> = Vec::new();
     for (service, mut spans) in by_service {
         spans.sort_by_key(|s| s.start_unix_nanos);
         let mut rest = spans.as_slice();
@@ -340,24 +343,14 @@ pub(crate) fn entries_for_chunk(spans: &[Span], layout: StoreLayout) -> (Vec<Ind
                 match layout {
                     StoreLayout::PerTrace => for_each_process_tag(&s.resource, &s.scope, &mut add),
                     StoreLayout::Packed => {
-                        let ptrs = (std::sync::Arc::as_ptr(&s.resource), std::sync::Arc::as_ptr(&s.scope));
-                        let hash = match known.iter().find(|k| (k.0, k.1) == ptrs) {
-                            Some(k) => k.2,
-                            None => {
-                                let mut list = Vec::new();
-                                for_each_process_tag(&s.resource, &s.scope, |k, v| {
-                                    list.push((k.to_string(), v.to_string()))
-                                });
-                                // A small process costs fewer filter bits than a reference: it stays inline.
-                                let hash = (list.len() >= MIN_PROCESS_TABLE_PAIRS).then(|| hash_pairs(&list));
-                                if let Some(hash) = hash
-                                    && !processes.iter().any(|p| p.hash == hash && p.service == service)
-                                {
-                                    processes.push(ProcessTags { service: service.to_string(), hash, pairs: list });
+                        let hash = match cache.get(&s.resource, &s.scope) {
+                            Some((hash, pairs)) => {
+                                if !processes.iter().any(|p| p.hash == hash && p.service == service) {
+                                    processes.push(ProcessTags { service: service.to_string(), hash, pairs });
                                 }
-                                known.push((ptrs.0, ptrs.1, hash));
-                                hash
+                                Some(hash)
                             }
+                            None => None,
                         };
                         match hash {
                             Some(hash) if !refs.contains(&hash) => refs.push(hash),
@@ -394,6 +387,34 @@ pub(crate) fn entries_for_chunk(spans: &[Span], layout: StoreLayout) -> (Vec<Ind
         }
     }
     (out, processes)
+}
+
+/// The process tags of the processes (resource and scope) one write batch has seen, computed once per process:
+/// keyed by the processes' `Arc`s, which are held, so an address cannot be reused by another process meanwhile.
+#[derive(Default)]
+pub(crate) struct ProcessCache {
+    /// By resource and scope address: the `Arc`s and the process's hash and pairs (`None`: a small process,
+    /// whose tags stay inline in its entries' filters).
+    known: HashMap<(usize, usize), ProcessEntry>,
+}
+
+/// What a [`ProcessCache`] holds of one process: its `Arc`s and, for a process in the table, hash and pairs.
+type ProcessEntry = (Arc<Resource>, Arc<Scope>, Option<(u64, Arc<[(String, String)]>)>);
+
+impl ProcessCache {
+    /// The hash and pairs of the process of `resource` and `scope`; `None` for a process too small for the table
+    /// ([`MIN_PROCESS_TABLE_PAIRS`]).
+    fn get(&mut self, resource: &Arc<Resource>, scope: &Arc<Scope>) -> Option<(u64, Arc<[(String, String)]>)> {
+        let key = (Arc::as_ptr(resource) as usize, Arc::as_ptr(scope) as usize);
+        let entry = self.known.entry(key).or_insert_with(|| {
+            let mut list = Vec::new();
+            for_each_process_tag(resource, scope, |k, v| list.push((k.to_string(), v.to_string())));
+            // A small process costs fewer filter bits than a reference: it stays inline.
+            let process = (list.len() >= MIN_PROCESS_TABLE_PAIRS).then(|| (hash_pairs(&list), list.into()));
+            (resource.clone(), scope.clone(), process)
+        });
+        entry.2.clone()
+    }
 }
 
 /// Encodes a process table row's value: count, then `key`, `value` strings.
@@ -896,7 +917,7 @@ mod tests {
         let mut b = span(2, "db", "SELECT", 100);
         b.parent_span_id = vec![1; 8];
         b.status_code = StatusCode::ERROR;
-        let (entries, processes) = entries_for_chunk(&[a, b], StoreLayout::PerTrace);
+        let (entries, processes) = entries_for_chunk(&[a, b], StoreLayout::PerTrace, &mut ProcessCache::default());
         assert!(processes.is_empty());
         assert_eq!(entries.len(), 2);
         let db = entries.iter().find(|e| e.service == "db").expect("db entry");
@@ -937,21 +958,30 @@ mod tests {
         let b = span(2, "front", "GET /x", 100);
         // Two spans of one process (shared resource): one process row, referenced once.
         let b = Span { resource: a.resource.clone(), ..b };
-        let (entries, processes) = entries_for_chunk(&[a.clone(), b], StoreLayout::Packed);
+        let (entries, processes) =
+            entries_for_chunk(&[a.clone(), b], StoreLayout::Packed, &mut ProcessCache::default());
         assert_eq!(entries.len(), 1);
         assert_eq!(processes.len(), 1);
         // A process with few tags keeps them in the filter.
         let small = span(3, "db", "SELECT", 100);
-        let (small_entries, small_processes) = entries_for_chunk(&[small], StoreLayout::Packed);
+        let (small_entries, small_processes) =
+            entries_for_chunk(&[small], StoreLayout::Packed, &mut ProcessCache::default());
         assert!(small_processes.is_empty() && small_entries[0].processes.is_empty());
         assert!(small_entries[0].tags.may_contain("service.name", "db"));
         let p = &processes[0];
         let mut want = Vec::new();
         crate::for_each_process_tag(&a.resource, &a.scope, |k, v| want.push((k.to_string(), v.to_string())));
-        assert_eq!(p.pairs, want);
+        assert_eq!(p.pairs.as_ref(), want.as_slice());
         assert_eq!(decode_process_pairs(&encode_process_pairs(&p.pairs)).expect("decode"), want);
         let e = &entries[0];
         assert_eq!(e.processes, vec![p.hash]);
+        // A later chunk of the same batch (one cache) referencing the process shares its pairs: computed once.
+        let mut cache = ProcessCache::default();
+        let (_, first) = entries_for_chunk(std::slice::from_ref(&a), StoreLayout::Packed, &mut cache);
+        let c = Span { trace_id: TraceId([9; 16]), ..a.clone() };
+        let (later_entries, later) = entries_for_chunk(&[c], StoreLayout::Packed, &mut cache);
+        assert!(std::sync::Arc::ptr_eq(&first[0].pairs, &later[0].pairs));
+        assert_eq!((later[0].hash, later_entries[0].processes.clone()), (p.hash, vec![p.hash]));
         // A packed page keeps what search reads: operations, processes and tags exactly, starts and durations
         // as bounds.
         let newest = e.start_unix_nanos + 5;
@@ -1015,7 +1045,7 @@ mod tests {
                     s
                 })
                 .collect();
-            let (list, _) = entries_for_chunk(&spans, StoreLayout::Packed);
+            let (list, _) = entries_for_chunk(&spans, StoreLayout::Packed, &mut ProcessCache::default());
             entries.extend(list.into_iter().map(|e| (t as u32, e)));
         }
         let refs: Vec<(u32, &IndexEntry)> = entries.iter().map(|(o, e)| (*o, e)).collect();

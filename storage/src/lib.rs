@@ -100,8 +100,9 @@ pub struct ProcessTags {
     pub service: String,
     /// FNV-1a (64-bit) over the pairs, in order; the key of the process in its partition's table.
     pub hash: u64,
-    /// `(key, value as string)` pairs, in [`for_each_process_tag`] order.
-    pub pairs: Vec<(String, String)>,
+    /// `(key, value as string)` pairs, in [`for_each_process_tag`] order (shared by every chunk of a write batch
+    /// that references the process).
+    pub pairs: std::sync::Arc<[(String, String)]>,
 }
 
 /// What one [`TraceStore::write`] call persists atomically.
@@ -168,8 +169,9 @@ pub fn prepare_batch<'a>(
     let mut chunks = Vec::with_capacity(inputs.len());
     let mut spans_of = Vec::with_capacity(inputs.len());
     let mut groups: BTreeMap<(u64, bool), Vec<usize>> = BTreeMap::new();
+    let mut processes = index::ProcessCache::default();
     for (i, (spans, edges, important)) in inputs.into_iter().enumerate() {
-        let c = prepare_chunk(spans, edges, None, important, layout)?;
+        let c = prepare_chunk_with(spans, edges, None, important, layout, &mut processes)?;
         groups.entry((dicts.partition_of(c.start_unix_nanos), important)).or_default().push(i);
         chunks.push(c);
         spans_of.push(spans);
@@ -223,6 +225,18 @@ pub fn prepare_chunk(
     important: bool,
     layout: StoreLayout,
 ) -> StoreResult<PreparedChunk> {
+    prepare_chunk_with(spans, edges, dicts, important, layout, &mut index::ProcessCache::default())
+}
+
+/// [`prepare_chunk`] with the process tags of a whole batch computed once, in `processes`.
+fn prepare_chunk_with(
+    spans: &[Span],
+    edges: Vec<DependencyEdge>,
+    dicts: Option<&Dictionaries>,
+    important: bool,
+    layout: StoreLayout,
+    processes: &mut index::ProcessCache,
+) -> StoreResult<PreparedChunk> {
     let trace_id = spans.first().ok_or_else(|| CodecError::NotOneTrace("no spans".into()))?.trace_id;
     let start_unix_nanos = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
     let (block, dict) = match (layout, dicts) {
@@ -230,8 +244,12 @@ pub fn prepare_chunk(
         (StoreLayout::PerTrace, Some(d)) => d.encode(spans, start_unix_nanos, important)?,
         (StoreLayout::PerTrace, None) => (skein_codec::encode(spans)?, None),
     };
-    let operations = spans.iter().map(|s| (s.service_name().to_string(), s.kind, s.name.clone())).collect();
-    let (index, processes) = index::entries_for_chunk(spans, layout);
+    // Distinct borrowed first: chunks repeat a few operations many times.
+    let operations: BTreeSet<(&str, SpanKind, &str)> =
+        spans.iter().map(|s| (s.service_name(), s.kind, s.name.as_str())).collect();
+    let operations =
+        operations.into_iter().map(|(service, kind, name)| (service.to_string(), kind, name.to_string())).collect();
+    let (index, processes) = index::entries_for_chunk(spans, layout, processes);
     Ok(PreparedChunk {
         trace_id,
         start_unix_nanos,
@@ -360,7 +378,7 @@ pub fn for_each_searchable_tag(span: &Span, mut f: impl FnMut(&str, &str)) {
 /// attributes, scope attributes, `otel.scope.name`, `otel.scope.version`.
 pub fn for_each_process_tag(resource: &Resource, scope: &Scope, mut f: impl FnMut(&str, &str)) {
     for kv in resource.attributes.iter().chain(&scope.attributes) {
-        f(&kv.key, &kv.value.to_tag_string());
+        f(&kv.key, &kv.value.tag_str());
     }
     if !scope.name.is_empty() {
         f("otel.scope.name", &scope.name);
@@ -377,7 +395,7 @@ pub fn for_each_span_level_tag(span: &Span, mut f: impl FnMut(&str, &str)) {
         .chain(span.events.iter().map(|e| &e.attributes))
         .chain(span.links.iter().map(|l| &l.attributes));
     for kv in places.flatten() {
-        f(&kv.key, &kv.value.to_tag_string());
+        f(&kv.key, &kv.value.tag_str());
     }
     let kind = span.kind.jaeger_name();
     if !kind.is_empty() {

@@ -1058,7 +1058,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
                 match client.unary(tonic::Request::new(body), path.clone(), RawCodec).await {
                     Ok(_) => {
                         if measuring.load(Ordering::Relaxed) {
-                            latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                            latencies_ms.push((Instant::now(), t.elapsed().as_secs_f64() * 1e3, n));
                             spans_acked.fetch_add(n as u64, Ordering::Relaxed);
                         }
                     }
@@ -1082,10 +1082,27 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     let ticks1 = a.pid.map(cpu_ticks).unwrap_or(0);
     let acked = spans_acked.load(Ordering::SeqCst);
     stop.store(true, Ordering::SeqCst);
-    let mut latencies = Vec::new();
+    let mut acks: Vec<(Instant, f64, usize)> = Vec::new();
     while let Some(r) = tasks.join_next().await {
-        latencies.extend(r??);
+        acks.extend(r??);
     }
+    // Per second of the run: spans acknowledged and the p99 acknowledgement latency of that second.
+    let seconds = a.duration_s.max(1) as usize;
+    let mut per_second: Vec<(u64, Vec<f64>)> = vec![(0, Vec::new()); seconds];
+    for (at, ms, n) in &acks {
+        let i = (at.saturating_duration_since(t0).as_secs() as usize).min(seconds - 1);
+        per_second[i].0 += *n as u64;
+        per_second[i].1.push(*ms);
+    }
+    let timeline: Vec<serde_json::Value> = per_second
+        .into_iter()
+        .enumerate()
+        .map(|(i, (spans, mut ms))| {
+            ms.sort_by(f64::total_cmp);
+            json!({ "second": i, "spans": spans, "p99_ack_ms": percentile(&ms, 0.99) })
+        })
+        .collect();
+    let mut latencies: Vec<f64> = acks.iter().map(|(_, ms, _)| *ms).collect();
     latencies.sort_by(f64::total_cmp);
     // The ceiling: decoding the same kind of batches from protobuf, on every core, in this process.
     let mut source = Source::new(a.payload, a.batch_spans, 999);
@@ -1122,8 +1139,10 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     let (_, hwm) = a.pid.map(rss_kib).unwrap_or((0, 0));
     let spans_per_s = acked as f64 / elapsed;
     let ceiling = decoded as f64 / decode_secs;
+    let server_cpu_secs = (ticks1 - ticks0) as f64 / ticks_per_sec;
     let report = json!({
         "spans_per_s": spans_per_s,
+        "server_cpu_seconds_per_million_spans": (a.pid.is_some() && acked > 0).then(|| server_cpu_secs / (acked as f64 / 1e6)),
         "decode_ceiling_spans_per_s": ceiling,
         "fraction_of_ceiling": spans_per_s / ceiling.max(1.0),
         "p50_ack_ms": percentile(&latencies, 0.5),
@@ -1133,9 +1152,50 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         "refused_requests": refused.load(Ordering::SeqCst),
         "clients": a.clients, "batch_spans": a.batch_spans, "duration_s": elapsed,
         "payload": format!("{:?}", a.payload).to_lowercase(), "cores": cores,
+        "timeline": timeline,
     });
     std::fs::write(&a.report, serde_json::to_vec_pretty(&report)?)?;
+    ingest_svg(&a.report.with_extension("svg"), &report)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// Plots an ingest run ([`ingest`]'s report): spans acknowledged per second (upper panel) and the p99
+/// acknowledgement latency of each second (lower panel).
+fn ingest_svg(path: &std::path::Path, report: &serde_json::Value) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let timeline = report["timeline"].as_array().cloned().unwrap_or_default();
+    let point = |field: &str| -> Vec<(f64, f64)> {
+        timeline.iter().map(|p| (p["second"].as_f64().unwrap_or(0.0), p[field].as_f64().unwrap_or(0.0))).collect()
+    };
+    let (throughput, ack) = (point("spans"), point("p99_ack_ms"));
+    let t_max = throughput.iter().map(|p| p.0 + 1.0).fold(1.0, f64::max);
+    let root = SVGBackend::new(path, (960, 640)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let caption = format!(
+        "Ingest ({} payload, {} clients): {:.0} spans/s, ack p99 {:.1} ms, {:.1} server CPU-s per M spans",
+        report["payload"].as_str().unwrap_or(""),
+        report["clients"],
+        report["spans_per_s"].as_f64().unwrap_or(0.0),
+        report["p99_ack_ms"].as_f64().unwrap_or(0.0),
+        report["server_cpu_seconds_per_million_spans"].as_f64().unwrap_or(0.0)
+    );
+    let root = root.titled(&caption, ("sans-serif", 18))?;
+    let (upper, lower) = root.split_vertically(300);
+    for (area, points, y_desc, color) in [
+        (&upper, &throughput, "spans acknowledged / s", RGBColor(90, 140, 200)),
+        (&lower, &ack, "ack p99 of the second, ms", RGBColor(220, 100, 40)),
+    ] {
+        let y_max = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.15;
+        let mut chart = ChartBuilder::on(area)
+            .margin(15)
+            .x_label_area_size(35)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..t_max, 0f64..y_max)?;
+        chart.configure_mesh().x_desc("seconds").y_desc(y_desc).draw()?;
+        chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))?;
+    }
+    root.present()?;
     Ok(())
 }
 
