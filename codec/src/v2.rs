@@ -37,7 +37,7 @@
 //! block. Span IDs are random, so they stay outside the zstd frame; everything else is grouped by column inside
 //! one frame (one frame per block: a frame costs about a dozen bytes, which a per-column layout paid 8 times).
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
@@ -134,11 +134,11 @@ impl SharedDict {
         Self {
             id,
             raw: Vec::new(),
-            strings: HashMap::new(),
-            structures: HashMap::new(),
-            shapes: HashMap::new(),
+            strings: HashMap::default(),
+            structures: HashMap::default(),
+            shapes: HashMap::default(),
             persisted: 0,
-            candidates: HashSet::new(),
+            candidates: HashSet::default(),
         }
     }
 
@@ -444,7 +444,7 @@ pub(crate) struct Rows {
 /// one body: the sections of the module docs over all spans, one trace after another.
 pub(crate) fn encode_rows(traces: &[&[Span]], dict: Option<&mut SharedDict>) -> Result<Rows, CodecError> {
     let dict_id = dict.as_ref().map_or(0, |d| d.id);
-    let mut enc = Enc { dict, strings: Defs::default(), refs: HashMap::new(), used_local: false };
+    let mut enc = Enc { dict, strings: Defs::default(), refs: HashMap::default(), used_local: false };
     let spans = || traces.iter().flat_map(|t| t.iter());
     let n: usize = traces.iter().map(|t| t.len()).sum();
     let base = spans().map(|s| s.start_unix_nanos).min().unwrap_or(0);
@@ -455,25 +455,32 @@ pub(crate) fn encode_rows(traces: &[&[Span]], dict: Option<&mut SharedDict>) -> 
     let (mut resource_refs, mut scope_refs) = (Vec::new(), Vec::new());
     let mut res_idx = Vec::with_capacity(n);
     let mut scope_idx = Vec::with_capacity(n);
+    // By address first: the spans of one request share their `Arc`s, so each is compared by value once. The
+    // spans hold every `Arc` for the whole call, so no address is reused meanwhile.
+    let mut resource_at: HashMap<usize, usize> = HashMap::default();
+    let mut scope_at: HashMap<usize, usize> = HashMap::default();
     for s in spans() {
-        let i = position_or_push(&mut resources, &s.resource);
+        let i = *resource_at
+            .entry(Arc::as_ptr(&s.resource) as usize)
+            .or_insert_with(|| position_or_push(&mut resources, &s.resource));
         if i == resource_refs.len() {
             resource_refs.push(enc.resource(&s.resource, &mut resource_defs));
         }
         res_idx.push(resource_refs[i]);
-        let i = position_or_push(&mut scopes, &s.scope);
+        let i =
+            *scope_at.entry(Arc::as_ptr(&s.scope) as usize).or_insert_with(|| position_or_push(&mut scopes, &s.scope));
         if i == scope_refs.len() {
             scope_refs.push(enc.scope(&s.scope, &mut scope_defs));
         }
         scope_idx.push(scope_refs[i]);
     }
 
-    let mut templates: HashMap<TemplateKey, (u64, Defaults)> = HashMap::new();
+    let mut templates: HashMap<TemplateKey, (u64, Defaults)> = HashMap::default();
     let mut scratch = Vec::new();
     let mut prev_flags = 0;
     let mut cols: [Vec<u8>; SECTIONS] = Default::default();
     let mut prev_start = base;
-    let mut index_of: HashMap<SpanId, usize> = HashMap::new();
+    let mut index_of: HashMap<SpanId, usize> = HashMap::default();
     let mut i = 0;
     for trace in traces {
         // Parents are referenced within their trace only: span IDs of different traces may collide.
