@@ -398,13 +398,16 @@ pub(crate) struct ProcessCache {
     known: HashMap<(usize, usize), ProcessEntry>,
 }
 
+/// A process table row's hash and its `(key, value)` pairs, shared.
+type HashedPairs = (u64, Arc<[(String, String)]>);
+
 /// What a [`ProcessCache`] holds of one process: its `Arc`s and, for a process in the table, hash and pairs.
-type ProcessEntry = (Arc<Resource>, Arc<Scope>, Option<(u64, Arc<[(String, String)]>)>);
+type ProcessEntry = (Arc<Resource>, Arc<Scope>, Option<HashedPairs>);
 
 impl ProcessCache {
     /// The hash and pairs of the process of `resource` and `scope`; `None` for a process too small for the table
     /// ([`MIN_PROCESS_TABLE_PAIRS`]).
-    fn get(&mut self, resource: &Arc<Resource>, scope: &Arc<Scope>) -> Option<(u64, Arc<[(String, String)]>)> {
+    fn get(&mut self, resource: &Arc<Resource>, scope: &Arc<Scope>) -> Option<HashedPairs> {
         let key = (Arc::as_ptr(resource) as usize, Arc::as_ptr(scope) as usize);
         let entry = self.known.entry(key).or_insert_with(|| {
             let mut list = Vec::new();
