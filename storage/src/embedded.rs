@@ -459,9 +459,10 @@ const QUERY_PACK_CACHE_BYTES: usize = 64 << 20;
 /// What one decoded span is counted as in [`QUERY_PACK_CACHE_BYTES`], bytes.
 const DECODED_SPAN_BYTES: usize = 512;
 
-/// Packs one query has read, by partition and sequence number, with the traces decoded from them: a pack is
-/// opened (decompressed and parsed) once however many of its traces the query confirms or fetches, each of those
-/// traces is built once, and no other trace of the pack is built. Bounded by [`QUERY_PACK_CACHE_BYTES`].
+/// Packs one query has read, by partition and sequence number, with the full traces built from them: a pack is
+/// opened (decompressed and parsed) once however many of its traces the query confirms or fetches, each full
+/// trace fetched is built once, and no other trace of the pack is built (a confirmation builds only the spans
+/// that can match, a summary only row outlines; neither is kept). Bounded by [`QUERY_PACK_CACHE_BYTES`].
 struct PackCache {
     packs: HashMap<(PartitionKey, u64), CachedPack>,
     bytes: usize,
