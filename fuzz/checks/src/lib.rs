@@ -108,8 +108,8 @@ pub fn zipkin_json(data: &[u8]) -> bool {
 }
 
 /// Stored trace blocks (versions 1, 2 and 3, with and without a shared dictionary; packs also opened and read
-/// one trace at a time) and dictionary entries: corrupt bytes decode to an error, never a panic, overflow or
-/// runaway allocation.
+/// one trace at a time, as outlines, kept rows and whole traces) and dictionary entries: corrupt bytes decode to
+/// an error, never a panic, overflow or runaway allocation.
 pub fn decode_block(data: &[u8]) -> bool {
     let plain = skein_codec::decode(data).is_ok();
     // The same bytes as stored dictionary entries (split at 0xff), which readers rebuild before decoding blocks.
@@ -118,9 +118,12 @@ pub fn decode_block(data: &[u8]) -> bool {
     if let Ok(Some((id, _))) = skein_codec::dictionary_of(data) {
         let mut dict = SharedDict::with_id(id);
         let _ = skein_codec::encode_with_dict(std::slice::from_ref(&dictionary_span()), &mut dict);
-        // A pack opened for reading one trace at a time parses the same bytes another way.
+        // A pack opened for reading one trace at a time parses the same bytes other ways: row outlines (read
+        // first, so they locate each trace themselves), kept rows, whole traces.
         if let Ok(mut open) = skein_codec::OpenPack::open(data, &dict) {
             for ordinal in 0..open.traces().len() {
+                let _ = open.outline(ordinal);
+                let _ = open.spans_where(ordinal, true, &|_, start, end| end >= start);
                 let _ = open.trace(ordinal, true);
             }
         }
