@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use skein_model::{Resource, Scope, SpanKind, Value};
+use skein_model::{CompactString, Resource, Scope, SpanKind, Value};
 
 use crate::CodecError;
 
@@ -15,11 +15,11 @@ pub struct Template {
     /// The instrumentation scope.
     pub scope: Arc<Scope>,
     /// Operation (span name).
-    pub name: String,
+    pub name: CompactString,
     /// Span kind.
     pub kind: SpanKind,
     /// Attribute keys, in the spans' order.
-    pub keys: Vec<String>,
+    pub keys: Vec<CompactString>,
     /// Per key, the value spans of this template usually carry (that of the span that created the template);
     /// spans store only the values that differ.
     pub defaults: Vec<Option<Value>>,

@@ -8,7 +8,7 @@ use skein_model::{Event, KeyValue, Link, Resource, Scope, Span, SpanId, SpanKind
 fn value_strategy() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Empty),
-        ".{0,12}".prop_map(Value::Str),
+        ".{0,40}".prop_map(|s| Value::Str(s.into())),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::Int),
         any::<f64>().prop_filter("NaN never equals itself", |d| !d.is_nan()).prop_map(Value::Double),
@@ -62,10 +62,10 @@ prop_compose! {
         scope in scope_strategy(),
     ) -> Span {
         Span {
-            trace_id, span_id: SpanId(span_id), parent_span_id: parent, trace_state, flags, name,
+            trace_id, span_id: SpanId(span_id), parent_span_id: parent, trace_state, flags, name: name.into(),
             kind: SpanKind(kind), start_unix_nanos: start, end_unix_nanos: end, attributes,
             dropped_attributes_count: dropped.0,
-            events: events.into_iter().map(|(t, name, attributes, d)| Event { time_unix_nanos: t, name, attributes, dropped_attributes_count: d }).collect(),
+            events: events.into_iter().map(|(t, name, attributes, d)| Event { time_unix_nanos: t, name: name.into(), attributes, dropped_attributes_count: d }).collect(),
             dropped_events_count: dropped.1,
             links: links.into_iter().map(|(trace_id, span_id, trace_state, attributes, d, flags)| Link { trace_id, span_id, trace_state, attributes, dropped_attributes_count: d, flags }).collect(),
             dropped_links_count: dropped.2,

@@ -219,7 +219,7 @@ pub fn decode(block: &[u8]) -> Result<Vec<Span>, CodecError> {
         };
         let start = base.checked_add(cols[3].uvarint()?).or_corrupt("start overflows")?;
         let end = start.wrapping_add(cols[4].uvarint()?);
-        let name = d.string(&mut cols[5])?;
+        let name = d.text(&mut cols[5])?;
         let kind = SpanKind(cols[6].i32()?);
         let flags = cols[7].u32()?;
         let trace_state = d.string(&mut cols[8])?;

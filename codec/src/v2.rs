@@ -756,13 +756,13 @@ impl<'a> Refs<'a> {
     fn template_def_with(&self, d: &Strings<'_>, r: &mut Reader<'_>) -> Result<Template, CodecError> {
         let resource = self.resource(r)?.clone();
         let scope = self.scope(r)?.clone();
-        let name = d.string(r)?;
+        let name = d.text(r)?;
         let kind = SpanKind(r.i32()?);
         let n_keys = r.count()?;
         let mut keys = Vec::with_capacity(n_keys);
         let mut defaults = Vec::with_capacity(n_keys);
         for _ in 0..n_keys {
-            keys.push(d.string(r)?);
+            keys.push(d.text(r)?);
             defaults.push(match r.u8()? {
                 0 => None,
                 1 => Some(d.value(r, 0)?),

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use skein_model::{Event, KeyValue, Link, Value};
+use skein_model::{CompactString, Event, KeyValue, Link, Value};
 
 use crate::CodecError;
 use crate::dict::DictEntry;
@@ -83,7 +83,7 @@ impl Strings<'_> {
         let mut events = Vec::with_capacity(n);
         for _ in 0..n {
             let time_unix_nanos = span_start.wrapping_add(r.ivarint()? as u64);
-            let name = self.string(r)?;
+            let name = self.text(r)?;
             let attributes = self.attrs(r)?;
             let dropped_attributes_count = r.u32()?;
             events.push(Event { time_unix_nanos, name, attributes, dropped_attributes_count });
@@ -118,15 +118,25 @@ impl Strings<'_> {
     }
 
     pub(crate) fn string(&self, r: &mut Reader<'_>) -> Result<String, CodecError> {
+        self.str(r).map(str::to_owned)
+    }
+
+    /// A string as an inline-when-short [`CompactString`] (no heap allocation up to 24 bytes).
+    pub(crate) fn text(&self, r: &mut Reader<'_>) -> Result<CompactString, CodecError> {
+        self.str(r).map(CompactString::from)
+    }
+
+    /// A string reference resolved to the string it names.
+    pub(crate) fn str<'s>(&'s self, r: &mut Reader<'_>) -> Result<&'s str, CodecError> {
         let i = r.count_any()?;
         let Some(shared) = self.shared else {
-            return self.strings.get(i).cloned().or_corrupt("string index out of range");
+            return self.strings.get(i).map(String::as_str).or_corrupt("string index out of range");
         };
         if i & 1 == 0 {
-            return self.strings.get(i >> 1).cloned().or_corrupt("string index out of range");
+            return self.strings.get(i >> 1).map(String::as_str).or_corrupt("string index out of range");
         }
         match shared.get(i >> 1) {
-            Some(DictEntry::Str(s)) => Ok(s.to_string()),
+            Some(DictEntry::Str(s)) => Ok(s),
             Some(_) => Err(CodecError::Corrupt("dictionary entry is not a string")),
             None => Err(CodecError::Corrupt("dictionary reference out of range")),
         }
@@ -140,7 +150,7 @@ impl Strings<'_> {
         let n = r.count()?;
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            let key = self.string(r)?;
+            let key = self.text(r)?;
             let value = self.value(r, depth)?;
             out.push(KeyValue { key, value });
         }
@@ -153,7 +163,7 @@ impl Strings<'_> {
         }
         Ok(match r.u8()? {
             0 => Value::Empty,
-            1 => Value::Str(self.string(r)?),
+            1 => Value::Str(self.text(r)?),
             2 => Value::Bool(false),
             3 => Value::Bool(true),
             4 => Value::Int(r.ivarint()?),

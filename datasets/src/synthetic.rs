@@ -135,19 +135,22 @@ impl Generator {
                                 kv("service.version", Value::Str("2.0.2".into())),
                                 kv(
                                     "service.instance.id",
-                                    Value::Str(format!(
-                                        "{:032x}",
-                                        u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())
-                                    )),
+                                    Value::Str(
+                                        format!(
+                                            "{:032x}",
+                                            u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())
+                                        )
+                                        .into(),
+                                    ),
                                 ),
                                 kv("k8s.namespace.name", Value::Str("otel-demo".into())),
                                 kv("k8s.deployment.name", Value::Str(name.into())),
-                                kv("k8s.pod.name", Value::Str(pod.clone())),
-                                kv("k8s.node.name", Value::Str(format!("gke-demo-pool-{}", i % 3))),
-                                kv("host.name", Value::Str(pod)),
+                                kv("k8s.pod.name", Value::Str(pod.clone().into())),
+                                kv("k8s.node.name", Value::Str(format!("gke-demo-pool-{}", i % 3).into())),
+                                kv("host.name", Value::Str(pod.into())),
                                 kv(
                                     "container.id",
-                                    Value::Str(format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64())),
+                                    Value::Str(format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64()).into()),
                                 ),
                                 kv("process.pid", Value::Int(1 + rng.below(30_000) as i64)),
                                 kv("process.runtime.name", Value::Str(lang.into())),
@@ -347,14 +350,14 @@ impl Generator {
             Shape::HttpServer(method, route) | Shape::HttpClient(method, route) => {
                 let path = route.replace("{productId}", &product);
                 a.push(kv("http.request.method", Value::Str(method.into())));
-                a.push(kv("url.path", Value::Str(path)));
+                a.push(kv("url.path", Value::Str(path.into())));
                 if matches!(c.shape, Shape::HttpServer(..)) {
                     a.push(kv("http.route", Value::Str(route.into())));
                     a.push(kv("url.scheme", Value::Str("http".into())));
                     a.push(kv("user_agent.original", Value::Str("python-requests/2.31.0".into())));
                     a.push(kv(
                         "client.address",
-                        Value::Str(format!("10.4.{}.{}", self.rng.below(4), self.rng.below(250))),
+                        Value::Str(format!("10.4.{}.{}", self.rng.below(4), self.rng.below(250)).into()),
                     ));
                 } else {
                     a.push(kv("server.address", Value::Str(svc_name.into())));
@@ -365,20 +368,23 @@ impl Generator {
             }
             Shape::RpcServer(service, method) | Shape::RpcClient(service, method) => {
                 a.push(kv("rpc.system", Value::Str("grpc".into())));
-                a.push(kv("rpc.service", Value::Str(format!("oteldemo.{service}"))));
+                a.push(kv("rpc.service", Value::Str(format!("oteldemo.{service}").into())));
                 a.push(kv("rpc.method", Value::Str(method.into())));
                 a.push(kv("rpc.grpc.status_code", Value::Int(if error { 13 } else { 0 })));
                 if matches!(c.shape, Shape::RpcClient(..)) {
-                    a.push(kv("server.address", Value::Str(format!("{}.otel-demo.svc", service.to_lowercase()))));
+                    a.push(kv(
+                        "server.address",
+                        Value::Str(format!("{}.otel-demo.svc", service.to_lowercase()).into()),
+                    ));
                     a.push(kv("server.port", Value::Int(8080)));
                 } else if method == "GetProduct" {
-                    a.push(kv("app.product.id", Value::Str(product)));
+                    a.push(kv("app.product.id", Value::Str(product.into())));
                 }
             }
             Shape::Db(system, op) => {
                 a.push(kv("db.system", Value::Str(system.into())));
                 a.push(kv("db.operation.name", Value::Str(op.into())));
-                a.push(kv("db.query.text", Value::Str(format!("{op} cart:{:08x}", self.rng.next_u64() as u32))));
+                a.push(kv("db.query.text", Value::Str(format!("{op} cart:{:08x}", self.rng.next_u64() as u32).into())));
                 a.push(kv("server.address", Value::Str("valkey-cart".into())));
                 a.push(kv("server.port", Value::Int(6379)));
             }
@@ -403,7 +409,7 @@ impl Generator {
                     time_unix_nanos: end.saturating_sub(1_000),
                     name: "exception".into(),
                     attributes: vec![
-                        kv("exception.type", Value::Str(format!("{lang}.TimeoutError"))),
+                        kv("exception.type", Value::Str(format!("{lang}.TimeoutError").into())),
                         kv("exception.message", Value::Str("context deadline exceeded".into())),
                     ],
                     dropped_attributes_count: 0,

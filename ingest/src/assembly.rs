@@ -197,7 +197,7 @@ impl Red {
         }
         let labels = RedLabels {
             service_name: service.to_string(),
-            span_name: s.name.clone(),
+            span_name: s.name.to_string(),
             span_kind: kind_label(kind).to_string(),
             status_code: status_label(s.status_code).to_string(),
         };
@@ -209,7 +209,7 @@ impl Red {
         self.by_service
             .entry(service.to_string())
             .or_default()
-            .entry(s.name.clone())
+            .entry(s.name.to_string())
             .or_default()
             .push((kind, status, calls, hist));
     }

@@ -15,6 +15,7 @@ pub mod dependencies;
 pub mod otlp;
 pub mod zipkin;
 
+pub use compact_str::{CompactString, ToCompactString};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -166,7 +167,7 @@ pub enum Value {
     /// `AnyValue` with no field set.
     Empty,
     /// `string_value`.
-    Str(String),
+    Str(CompactString),
     /// `bool_value`.
     Bool(bool),
     /// `int_value`.
@@ -208,7 +209,7 @@ impl Value {
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             Value::Empty => serde_json::Value::Null,
-            Value::Str(s) => serde_json::Value::String(s.clone()),
+            Value::Str(s) => serde_json::Value::String(s.as_str().to_owned()),
             Value::Bool(b) => serde_json::Value::Bool(*b),
             Value::Int(i) => serde_json::Value::from(*i),
             Value::Double(d) => serde_json::Number::from_f64(*d)
@@ -216,9 +217,9 @@ impl Value {
                 .unwrap_or_else(|| serde_json::Value::String(d.to_string())),
             Value::Bytes(_) => serde_json::Value::String(self.to_tag_string()),
             Value::Array(items) => serde_json::Value::Array(items.iter().map(Value::to_json).collect()),
-            Value::KvList(kvs) => {
-                serde_json::Value::Object(kvs.iter().map(|kv| (kv.key.clone(), kv.value.to_json())).collect())
-            }
+            Value::KvList(kvs) => serde_json::Value::Object(
+                kvs.iter().map(|kv| (kv.key.as_str().to_owned(), kv.value.to_json())).collect(),
+            ),
         }
     }
 }
@@ -227,14 +228,14 @@ impl Value {
 #[derive(Clone, Debug, PartialEq)]
 pub struct KeyValue {
     /// Attribute key.
-    pub key: String,
+    pub key: CompactString,
     /// Attribute value.
     pub value: Value,
 }
 
 impl KeyValue {
     /// Builds a key/value pair.
-    pub fn new(key: impl Into<String>, value: Value) -> Self {
+    pub fn new(key: impl Into<CompactString>, value: Value) -> Self {
         Self { key: key.into(), value }
     }
 }
@@ -341,7 +342,7 @@ pub struct Event {
     /// Event time, nanoseconds since the Unix epoch.
     pub time_unix_nanos: u64,
     /// Event name.
-    pub name: String,
+    pub name: CompactString,
     /// Event attributes.
     pub attributes: Vec<KeyValue>,
     /// `dropped_attributes_count`.
@@ -379,7 +380,7 @@ pub struct Span {
     /// OTLP span flags (W3C trace flags in bits 0–7, remote-parent bits 8–9).
     pub flags: u32,
     /// Operation name.
-    pub name: String,
+    pub name: CompactString,
     /// Span kind.
     pub kind: SpanKind,
     /// Start, nanoseconds since the Unix epoch.
@@ -445,7 +446,7 @@ impl Span {
             parent_span_id: Vec::new(),
             trace_state: String::new(),
             flags: 0,
-            name: name.to_string(),
+            name: name.into(),
             kind: SpanKind::UNSPECIFIED,
             start_unix_nanos: 0,
             end_unix_nanos: 0,
@@ -467,7 +468,7 @@ impl Span {
 /// A resource with just a `service.name`.
 pub fn service_resource(service: &str) -> Arc<Resource> {
     Arc::new(Resource {
-        attributes: vec![KeyValue::new("service.name", Value::Str(service.to_string()))],
+        attributes: vec![KeyValue::new("service.name", Value::Str(service.into()))],
         ..Resource::default()
     })
 }

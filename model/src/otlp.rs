@@ -169,7 +169,7 @@ fn convert_span(
             let (attributes, dropped) = convert_attrs(e.attributes, limits, &mut warnings, "event");
             Event {
                 time_unix_nanos: e.time_unix_nano,
-                name: e.name,
+                name: e.name.into(),
                 attributes,
                 dropped_attributes_count: e.dropped_attributes_count.saturating_add(dropped),
             }
@@ -202,7 +202,7 @@ fn convert_span(
         parent_span_id: span.parent_span_id,
         trace_state: span.trace_state,
         flags: span.flags,
-        name: span.name,
+        name: span.name.into(),
         kind: SpanKind(span.kind),
         start_unix_nanos: span.start_time_unix_nano,
         end_unix_nanos: end,
@@ -254,7 +254,7 @@ fn convert_attrs(
             if cut {
                 truncated.push(kv.key.clone());
             }
-            KeyValue { key: kv.key, value }
+            KeyValue { key: kv.key.into(), value }
         })
         .collect();
     for key in truncated {
@@ -278,7 +278,7 @@ fn truncate_utf8(mut s: String, max: usize, cut: &mut bool) -> String {
 fn convert_value(v: Option<pc::AnyValue>, max: usize, cut: &mut bool) -> Value {
     match v.and_then(|v| v.value) {
         None => Value::Empty,
-        Some(any_value::Value::StringValue(s)) => Value::Str(truncate_utf8(s, max, cut)),
+        Some(any_value::Value::StringValue(s)) => Value::Str(truncate_utf8(s, max, cut).into()),
         Some(any_value::Value::BoolValue(b)) => Value::Bool(b),
         Some(any_value::Value::IntValue(i)) => Value::Int(i),
         Some(any_value::Value::DoubleValue(d)) => Value::Double(d),
@@ -297,7 +297,7 @@ fn convert_value(v: Option<pc::AnyValue>, max: usize, cut: &mut bool) -> Value {
         Some(any_value::Value::KvlistValue(kvs)) => Value::KvList(
             kvs.values
                 .into_iter()
-                .map(|kv| KeyValue { key: kv.key, value: convert_value(kv.value, max, cut) })
+                .map(|kv| KeyValue { key: kv.key.into(), value: convert_value(kv.value, max, cut) })
                 .collect(),
         ),
     }
@@ -307,7 +307,7 @@ fn convert_value(v: Option<pc::AnyValue>, max: usize, cut: &mut bool) -> Value {
 pub fn value_to_otlp(v: &Value) -> pc::AnyValue {
     let value = match v {
         Value::Empty => None,
-        Value::Str(s) => Some(any_value::Value::StringValue(s.clone())),
+        Value::Str(s) => Some(any_value::Value::StringValue(s.as_str().to_owned())),
         Value::Bool(b) => Some(any_value::Value::BoolValue(*b)),
         Value::Int(i) => Some(any_value::Value::IntValue(*i)),
         Value::Double(d) => Some(any_value::Value::DoubleValue(*d)),
@@ -324,7 +324,11 @@ pub fn value_to_otlp(v: &Value) -> pc::AnyValue {
 pub fn attrs_to_otlp(attrs: &[KeyValue]) -> Vec<pc::KeyValue> {
     attrs
         .iter()
-        .map(|kv| pc::KeyValue { key: kv.key.clone(), value: Some(value_to_otlp(&kv.value)), key_strindex: 0 })
+        .map(|kv| pc::KeyValue {
+            key: kv.key.as_str().to_owned(),
+            value: Some(value_to_otlp(&kv.value)),
+            key_strindex: 0,
+        })
         .collect()
 }
 
@@ -336,7 +340,7 @@ pub fn span_to_otlp(s: &Span) -> pt::Span {
         trace_state: s.trace_state.clone(),
         parent_span_id: s.parent_span_id.clone(),
         flags: s.flags,
-        name: s.name.clone(),
+        name: s.name.as_str().to_owned(),
         kind: s.kind.0,
         start_time_unix_nano: s.start_unix_nanos,
         end_time_unix_nano: s.end_unix_nanos,
@@ -347,7 +351,7 @@ pub fn span_to_otlp(s: &Span) -> pt::Span {
             .iter()
             .map(|e| pt::span::Event {
                 time_unix_nano: e.time_unix_nanos,
-                name: e.name.clone(),
+                name: e.name.as_str().to_owned(),
                 attributes: attrs_to_otlp(&e.attributes),
                 dropped_attributes_count: e.dropped_attributes_count,
             })

@@ -367,12 +367,12 @@ pub(crate) fn entries_for_chunk(
                 start_unix_nanos: first.start_unix_nanos,
                 latest_start_unix_nanos: stretch.last().map_or(first.start_unix_nanos, |s| s.start_unix_nanos),
                 trace_duration_nanos: chunk_end.saturating_sub(chunk_start),
-                root_operation: root.clone(),
+                root_operation: root.to_string(),
                 error: stretch.iter().any(|s| s.is_error()),
                 span_count: stretch.len() as u32,
                 min_span_duration_nanos: stretch.iter().map(|s| s.duration_nanos()).min().unwrap_or(0),
                 max_span_duration_nanos: stretch.iter().map(|s| s.duration_nanos()).max().unwrap_or(0),
-                operations: stretch.iter().map(|s| s.name.clone()).collect(),
+                operations: stretch.iter().map(|s| s.name.to_string()).collect(),
                 tags: match layout {
                     StoreLayout::PerTrace => {
                         pairs.sort_unstable();

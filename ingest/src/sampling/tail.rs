@@ -156,7 +156,7 @@ fn evaluate(policy: &mut Policy, t: &TraceView<'_>, now_nanos: u64) -> Decision 
             }
             Policy::StringAttr { key, matcher, invert } => {
                 let matched = t.any_attr(key, |v| match (v, &*matcher) {
-                    (Value::Str(s), StringMatch::Exact(set)) => set.contains(s),
+                    (Value::Str(s), StringMatch::Exact(set)) => set.contains(s.as_str()),
                     (Value::Str(s), StringMatch::Regex(re)) => re.is_match(s),
                     _ => false,
                 });
