@@ -1,12 +1,15 @@
-//! The trace-block codec round-trips every span of every shipped dataset (../shared/trace-data), and
-//! OTLP → model → OTLP is lossless on the OTLP captures.
+//! Every span of every shipped dataset (../shared/trace-data) decodes from OTLP protobuf straight into the model as
+//! prost + `convert` decode it and round-trips the trace-block codec, and OTLP → model → OTLP is lossless on the
+//! OTLP captures.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use prost::Message as _;
 use skein_datasets::formats;
-use skein_model::otlp::{Limits, convert, to_otlp};
+use skein_model::otlp::{Limits, convert, decode_export, to_otlp};
 use skein_model::{Span, TraceId};
+use skein_proto::otlp_collector_trace::ExportTraceServiceRequest;
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/trace-data")
@@ -35,7 +38,7 @@ fn dataset_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 #[test]
-fn codec_round_trips_every_dataset() {
+fn every_dataset_decodes_directly_and_round_trips_the_codec() {
     let mut files = Vec::new();
     dataset_files(&data_dir(), &mut files);
     files.sort();
@@ -43,7 +46,10 @@ fn codec_round_trips_every_dataset() {
     let mut total = 0usize;
     for file in &files {
         let rs = formats::read_file(file, None).unwrap_or_else(|e| panic!("{e}"));
+        let bytes = ExportTraceServiceRequest { resource_spans: rs.clone() }.encode_to_vec();
+        let direct = decode_export(&bytes, &Limits::default()).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let converted = convert(rs, &Limits::default());
+        assert!(direct.spans == converted.spans, "{}: decode_export differs from prost + convert", file.display());
         assert_eq!(converted.rejected_count(), 0, "{}: {}", file.display(), converted.rejection_message());
         let mut by_trace: BTreeMap<TraceId, Vec<Span>> = BTreeMap::new();
         for s in converted.spans {

@@ -1,5 +1,6 @@
 //! The OTLP/gRPC receiver: [`skein_proto::otlp_grpc::ExportServer`] over an [`Ingest`] handle (gzip and zstd,
-//! `INVALID_ARGUMENT` for malformed protobuf, the raw bytes kept for the write-ahead log).
+//! `INVALID_ARGUMENT` naming the field for malformed protobuf, decoded straight into spans by
+//! [`super::Ingest::export_protobuf`], the raw bytes kept for the write-ahead log).
 
 use skein_proto::otlp_collector_trace::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use skein_proto::otlp_grpc::{ExportHandler, ExportServer, RawExport};
@@ -17,6 +18,7 @@ impl From<IngestError> for Status {
     fn from(e: IngestError) -> Self {
         match e {
             IngestError::ShuttingDown | IngestError::Unavailable(_) => Status::unavailable(e.to_string()),
+            IngestError::Malformed(message) => Status::invalid_argument(message),
             IngestError::Overloaded { retry_after_secs, .. } => Status::with_error_details(
                 tonic::Code::ResourceExhausted,
                 e.to_string(),
@@ -64,10 +66,7 @@ impl ExportHandler for OtlpGrpc {
         request: RawExport,
     ) -> impl Future<Output = Result<ExportTraceServiceResponse, Status>> + Send + 'static {
         let ingest = self.ingest.clone();
-        async move {
-            let decoded = request.decode()?;
-            Ok(ingest.export(decoded, Some(request.raw), "grpc").await?)
-        }
+        async move { Ok(ingest.export_protobuf(request.raw, "grpc").await?) }
     }
 
     fn rejected(&self, reason: &str) {

@@ -18,11 +18,13 @@ pub fn router(ingest: Ingest) -> Router {
     Router::new().route("/v1/traces", post(export)).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(ingest)
 }
 
-/// Maps a whole-request refusal to its HTTP status: 429 (with `Retry-After`) for overload, 503 otherwise.
+/// Maps a whole-request refusal to its HTTP status: 429 (with `Retry-After`) for overload, 400 for a malformed
+/// request, 503 otherwise.
 pub(crate) fn refusal_status(e: &IngestError) -> (StatusCode, Option<u32>) {
     match e {
         IngestError::Overloaded { retry_after_secs, .. } => (StatusCode::TOO_MANY_REQUESTS, Some(*retry_after_secs)),
         IngestError::ShuttingDown | IngestError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
+        IngestError::Malformed(_) => (StatusCode::BAD_REQUEST, None),
     }
 }
 

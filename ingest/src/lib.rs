@@ -1,9 +1,10 @@
 //! Skein's ingest pipeline: receivers → write-ahead log → trace assembly (with tail sampling) → storage writer,
 //! and the remote-sampling API.
 //!
-//! Every receiver ([`grpc`], [`http`], [`zipkin`]) decodes a request and calls [`Ingest::export`] — which validates
-//! with [`convert`], logs the request in the [`wal`], counts, and hands accepted spans to the [`assembly`] over a
-//! bounded channel — and reports rejected spans back in OTLP `partial_success`
+//! Every receiver ([`grpc`], [`http`], [`zipkin`]) hands a request to [`Ingest::export_protobuf`] (protobuf bytes,
+//! decoded straight into spans by [`decode_export`]) or [`Ingest::export`] (decoded structs, validated with
+//! [`convert`]); both log the request in the [`wal`], count, and hand accepted spans to the [`assembly`] over a
+//! bounded channel, and the receiver reports rejected spans back in OTLP `partial_success`
 //! (spec: <https://opentelemetry.io/docs/specs/otlp/#partial-success>). The assembler groups spans by trace, asks
 //! [`sampling::tail`] for a decision and hands trace chunks to the [`writer`], which persists them through
 //! `skein_storage::TraceStore`. [`pipeline`] starts all of it as one component with a shutdown handle (replaying the
@@ -31,7 +32,8 @@ use skein_proto::otlp_collector_trace::{
 };
 use tokio::sync::{Semaphore, mpsc};
 
-pub use skein_model::otlp::{Limits, convert};
+use skein_model::otlp::Converted;
+pub use skein_model::otlp::{Limits, convert, decode_export};
 
 use crate::assembly::Batch;
 use crate::metrics::{Metrics, ProtocolLabels, ReasonLabels, RefusedLabels};
@@ -59,6 +61,9 @@ pub enum IngestError {
     /// The write-ahead log could not persist the request.
     #[error("write-ahead log unavailable: {0}")]
     Unavailable(String),
+    /// The request is not valid OTLP (the message names the field); retrying it cannot succeed.
+    #[error("{0}")]
+    Malformed(String),
 }
 
 /// The receivers' handle on the pipeline. Cheap to clone.
@@ -126,42 +131,14 @@ impl Ingest {
         raw: Option<bytes::Bytes>,
         protocol: &str,
     ) -> Result<ExportTraceServiceResponse, IngestError> {
-        let received: usize =
-            request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum();
-        self.metrics
-            .spans_received
-            .get_or_create(&ProtocolLabels { protocol: protocol.to_string() })
-            .inc_by(received as u64);
-        let size = raw.as_ref().map_or_else(|| request.encoded_len(), |r| r.len()).max(1);
-        let permits = u32::try_from(size.min(self.max_inflight_bytes)).unwrap_or(u32::MAX);
-        let Ok(_permit) = self.inflight.clone().try_acquire_many_owned(permits) else {
-            self.refuse(protocol, received, "inflight_bytes");
-            return Err(IngestError::Overloaded { reason: "inflight_bytes", retry_after_secs: RETRY_AFTER_SECS });
-        };
-        self.metrics.inflight_bytes.inc_by(permits as i64);
-        let result = self.accept(request, raw, protocol, received).await;
-        self.metrics.inflight_bytes.dec_by(permits as i64);
-        result
-    }
-
-    async fn accept(
-        &self,
-        request: ExportTraceServiceRequest,
-        raw: Option<bytes::Bytes>,
-        protocol: &str,
-        received: usize,
-    ) -> Result<ExportTraceServiceResponse, IngestError> {
+        let size = raw.as_ref().map_or_else(|| request.encoded_len(), |r| r.len());
         let payload = match (&self.wal, raw) {
             (None, _) => None,
             (Some(_), Some(r)) => Some(r),
             (Some(_), None) => Some(bytes::Bytes::from(request.encode_to_vec())),
         };
-        let logged = async {
-            match (&self.wal, payload) {
-                (Some(wal), Some(payload)) => wal.append(payload).await.map(Some),
-                _ => Ok(None),
-            }
-        };
+        let received: usize =
+            request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum();
         let limits = self.limits.clone();
         let resource_spans = request.resource_spans;
         let converting = async move {
@@ -169,6 +146,65 @@ impl Ingest {
                 tokio::task::spawn_blocking(move || convert(resource_spans, &limits)).await.ok()
             } else {
                 Some(convert(resource_spans, &limits))
+            }
+        };
+        self.admit(protocol, received, size, payload, converting).await
+    }
+
+    /// [`Ingest::export`] for a request as protobuf bytes (the OTLP/gRPC body): decoded straight into spans by
+    /// [`skein_model::otlp::decode_export`], and those bytes are what the write-ahead log keeps.
+    ///
+    /// # Errors
+    /// [`IngestError::Malformed`] when the bytes are not an `ExportTraceServiceRequest` (nothing is logged then),
+    /// else as [`Ingest::export`].
+    pub async fn export_protobuf(
+        &self,
+        raw: bytes::Bytes,
+        protocol: &str,
+    ) -> Result<ExportTraceServiceResponse, IngestError> {
+        let converted = decode_export(&raw, &self.limits)
+            .map_err(|e| IngestError::Malformed(format!("malformed OTLP ExportTraceServiceRequest protobuf: {e}")))?;
+        let received = converted.spans.len() + usize::try_from(converted.rejected_count()).unwrap_or(usize::MAX);
+        let payload = self.wal.as_ref().map(|_| raw.clone());
+        self.admit(protocol, received, raw.len(), payload, std::future::ready(Some(converted))).await
+    }
+
+    /// Counts a request of `received` spans, takes `size` bytes of the in-flight budget, then logs `payload` (when
+    /// the log is on) while `converting` validates, and forwards the accepted spans.
+    async fn admit(
+        &self,
+        protocol: &str,
+        received: usize,
+        size: usize,
+        payload: Option<bytes::Bytes>,
+        converting: impl Future<Output = Option<Converted>>,
+    ) -> Result<ExportTraceServiceResponse, IngestError> {
+        self.metrics
+            .spans_received
+            .get_or_create(&ProtocolLabels { protocol: protocol.to_string() })
+            .inc_by(received as u64);
+        let permits = u32::try_from(size.clamp(1, self.max_inflight_bytes)).unwrap_or(u32::MAX);
+        let Ok(_permit) = self.inflight.clone().try_acquire_many_owned(permits) else {
+            self.refuse(protocol, received, "inflight_bytes");
+            return Err(IngestError::Overloaded { reason: "inflight_bytes", retry_after_secs: RETRY_AFTER_SECS });
+        };
+        self.metrics.inflight_bytes.inc_by(permits as i64);
+        let result = self.accept(payload, converting, protocol, received).await;
+        self.metrics.inflight_bytes.dec_by(permits as i64);
+        result
+    }
+
+    async fn accept(
+        &self,
+        payload: Option<bytes::Bytes>,
+        converting: impl Future<Output = Option<Converted>>,
+        protocol: &str,
+        received: usize,
+    ) -> Result<ExportTraceServiceResponse, IngestError> {
+        let logged = async {
+            match (&self.wal, payload) {
+                (Some(wal), Some(payload)) => wal.append(payload).await.map(Some),
+                _ => Ok(None),
             }
         };
         let (logged, converted) = tokio::join!(logged, converting);
@@ -236,8 +272,8 @@ impl Ingest {
     pub async fn replay(&self, records: Vec<crate::wal::Record>) -> u64 {
         let mut replayed = 0u64;
         for r in records {
-            let request = match ExportTraceServiceRequest::decode(r.payload.as_slice()) {
-                Ok(req) => req,
+            let converted = match decode_export(&r.payload, &self.limits) {
+                Ok(converted) => converted,
                 Err(e) => {
                     tracing::warn!(seq = r.seq, error = %e, "undecodable write-ahead-log record skipped");
                     self.metrics.wal_corrupt_records.inc();
@@ -247,7 +283,6 @@ impl Ingest {
                     continue;
                 }
             };
-            let converted = convert(request.resource_spans, &self.limits);
             let n = converted.spans.len() as u64;
             if self.forward(converted.spans, Some(r.seq), true).await.is_err() {
                 break;

@@ -5,6 +5,10 @@
 //! before start, attributes over limits). [`to_otlp`] converts stored spans back into `ResourceSpans`, grouping
 //! by resource and scope, so that OTLP → Skein → OTLP is lossless.
 
+mod wire;
+
+pub use wire::{DecodeError, decode_export};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -12,7 +16,9 @@ use skein_proto::otlp_common::{self as pc, any_value};
 use skein_proto::otlp_resource as pr;
 use skein_proto::otlp_trace as pt;
 
-use crate::{Event, KeyValue, Link, Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId, Value};
+use crate::{
+    CompactString, Event, KeyValue, Link, Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId, Value,
+};
 
 /// Limits applied to accepted spans; anything over a limit is truncated and a warning recorded on the span.
 #[derive(Clone, Debug)]
@@ -90,134 +96,226 @@ impl Converted {
     }
 }
 
-/// Converts OTLP `ResourceSpans` into validated spans.
+/// Converts OTLP `ResourceSpans` into validated spans. [`decode_export`] gives the same result straight from the
+/// protobuf bytes of an `ExportTraceServiceRequest`.
 pub fn convert(resource_spans: Vec<pt::ResourceSpans>, limits: &Limits) -> Converted {
     let mut out = Converted::default();
     for rs in resource_spans {
         let mut warnings = Vec::new();
         let resource = Arc::new(match rs.resource {
-            Some(r) => {
-                let (attributes, dropped) = convert_attrs(r.attributes, limits, &mut warnings, "resource");
-                Resource {
-                    attributes,
-                    dropped_attributes_count: r.dropped_attributes_count.saturating_add(dropped),
-                    schema_url: rs.schema_url,
-                }
-            }
+            Some(r) => finish_resource(
+                attrs_from_otlp(r.attributes),
+                r.dropped_attributes_count,
+                rs.schema_url,
+                limits,
+                &mut warnings,
+            ),
             None => Resource { schema_url: rs.schema_url, ..Resource::default() },
         });
         for ss in rs.scope_spans {
             let mut scope_warnings = warnings.clone();
             let scope = Arc::new(match ss.scope {
-                Some(s) => {
-                    let (attributes, dropped) = convert_attrs(s.attributes, limits, &mut scope_warnings, "scope");
+                Some(s) => finish_scope(
                     Scope {
                         name: s.name,
                         version: s.version,
-                        attributes,
-                        dropped_attributes_count: s.dropped_attributes_count.saturating_add(dropped),
+                        attributes: attrs_from_otlp(s.attributes),
+                        dropped_attributes_count: s.dropped_attributes_count,
                         schema_url: ss.schema_url,
-                    }
-                }
+                    },
+                    limits,
+                    &mut scope_warnings,
+                ),
                 None => Scope { schema_url: ss.schema_url, ..Scope::default() },
             });
             for span in ss.spans {
-                match convert_span(span, &resource, &scope, limits, &scope_warnings) {
-                    Ok(s) => out.spans.push(s),
-                    Err(reason) => *out.rejected.entry(reason).or_default() += 1,
-                }
+                let pt::Span {
+                    trace_id,
+                    span_id,
+                    trace_state,
+                    parent_span_id,
+                    flags,
+                    name,
+                    kind,
+                    start_time_unix_nano,
+                    end_time_unix_nano,
+                    attributes,
+                    dropped_attributes_count,
+                    events,
+                    dropped_events_count,
+                    links,
+                    dropped_links_count,
+                    status,
+                } = span;
+                let (status_code, status_message) = status.map_or((0, String::new()), |s| (s.code, s.message));
+                let parts = SpanParts {
+                    trace_id: &trace_id,
+                    span_id: &span_id,
+                    parent_span_id,
+                    trace_state,
+                    flags,
+                    name: name.into(),
+                    kind,
+                    start_unix_nanos: start_time_unix_nano,
+                    end_unix_nanos: end_time_unix_nano,
+                    attributes: attrs_from_otlp(attributes),
+                    dropped_attributes_count,
+                    events: events
+                        .into_iter()
+                        .map(|e| Event {
+                            time_unix_nanos: e.time_unix_nano,
+                            name: e.name.into(),
+                            attributes: attrs_from_otlp(e.attributes),
+                            dropped_attributes_count: e.dropped_attributes_count,
+                        })
+                        .collect(),
+                    dropped_events_count,
+                    links: links
+                        .into_iter()
+                        .map(|l| Link {
+                            trace_id: l.trace_id,
+                            span_id: l.span_id,
+                            trace_state: l.trace_state,
+                            attributes: attrs_from_otlp(l.attributes),
+                            dropped_attributes_count: l.dropped_attributes_count,
+                            flags: l.flags,
+                        })
+                        .collect(),
+                    dropped_links_count,
+                    status_code,
+                    status_message,
+                };
+                out.push(parts.finish(&resource, &scope, limits, &scope_warnings));
             }
         }
     }
     out
 }
 
-fn convert_span(
-    span: pt::Span,
-    resource: &Arc<Resource>,
-    scope: &Arc<Scope>,
+impl Converted {
+    fn push(&mut self, span: Result<Span, RejectReason>) {
+        match span {
+            Ok(s) => self.spans.push(s),
+            Err(reason) => *self.rejected.entry(reason).or_default() += 1,
+        }
+    }
+}
+
+/// One span as received, before validation and limits: what both decoders ([`convert`] from prost's structs,
+/// [`decode_export`] from the protobuf bytes) build, so that [`SpanParts::finish`] is the one definition of what
+/// is accepted and how it is repaired. Attribute, event and link lists are as received (no limits applied yet).
+#[derive(Default)]
+pub(crate) struct SpanParts<'a> {
+    pub(crate) trace_id: &'a [u8],
+    pub(crate) span_id: &'a [u8],
+    pub(crate) parent_span_id: Vec<u8>,
+    pub(crate) trace_state: String,
+    pub(crate) flags: u32,
+    pub(crate) name: CompactString,
+    pub(crate) kind: i32,
+    pub(crate) start_unix_nanos: u64,
+    pub(crate) end_unix_nanos: u64,
+    pub(crate) attributes: Vec<KeyValue>,
+    pub(crate) dropped_attributes_count: u32,
+    pub(crate) events: Vec<Event>,
+    pub(crate) dropped_events_count: u32,
+    pub(crate) links: Vec<Link>,
+    pub(crate) dropped_links_count: u32,
+    pub(crate) status_code: i32,
+    pub(crate) status_message: String,
+}
+
+impl SpanParts<'_> {
+    /// Validates the span (IDs, name) and applies `limits`, recording a warning for everything repaired (after the
+    /// resource's and scope's `inherited_warnings`).
+    ///
+    /// # Errors
+    /// The [`RejectReason`] of a span that cannot be stored.
+    pub(crate) fn finish(
+        self,
+        resource: &Arc<Resource>,
+        scope: &Arc<Scope>,
+        limits: &Limits,
+        inherited_warnings: &[String],
+    ) -> Result<Span, RejectReason> {
+        let trace_id: [u8; 16] = self.trace_id.try_into().map_err(|_| RejectReason::InvalidTraceId)?;
+        if trace_id == [0; 16] {
+            return Err(RejectReason::InvalidTraceId);
+        }
+        let span_id: [u8; 8] = self.span_id.try_into().map_err(|_| RejectReason::InvalidSpanId)?;
+        if span_id == [0; 8] {
+            return Err(RejectReason::InvalidSpanId);
+        }
+        if self.name.is_empty() {
+            return Err(RejectReason::MissingName);
+        }
+        let mut warnings = inherited_warnings.to_vec();
+        let mut end = self.end_unix_nanos;
+        if end < self.start_unix_nanos {
+            warnings.push(format!(
+                "end time {} is before start time {}; duration clamped to 0",
+                self.end_unix_nanos, self.start_unix_nanos
+            ));
+            end = self.start_unix_nanos;
+        }
+        let mut attributes = self.attributes;
+        let dropped = limit_attrs(&mut attributes, limits, &mut warnings, "span");
+        let mut events = self.events;
+        let dropped_events_count =
+            cap_list(&mut events, limits.max_events, self.dropped_events_count, &mut warnings, "event");
+        for e in &mut events {
+            let dropped = limit_attrs(&mut e.attributes, limits, &mut warnings, "event");
+            e.dropped_attributes_count = e.dropped_attributes_count.saturating_add(dropped);
+        }
+        let mut links = self.links;
+        let dropped_links_count =
+            cap_list(&mut links, limits.max_links, self.dropped_links_count, &mut warnings, "link");
+        for l in &mut links {
+            let dropped = limit_attrs(&mut l.attributes, limits, &mut warnings, "link");
+            l.dropped_attributes_count = l.dropped_attributes_count.saturating_add(dropped);
+        }
+        Ok(Span {
+            trace_id: TraceId(trace_id),
+            span_id: SpanId(span_id),
+            parent_span_id: self.parent_span_id,
+            trace_state: self.trace_state,
+            flags: self.flags,
+            name: self.name,
+            kind: SpanKind(self.kind),
+            start_unix_nanos: self.start_unix_nanos,
+            end_unix_nanos: end,
+            attributes,
+            dropped_attributes_count: self.dropped_attributes_count.saturating_add(dropped),
+            events,
+            dropped_events_count,
+            links,
+            dropped_links_count,
+            status_code: StatusCode(self.status_code),
+            status_message: self.status_message,
+            resource: resource.clone(),
+            scope: scope.clone(),
+            warnings,
+        })
+    }
+}
+
+/// A resource with `limits` applied to its attributes (warnings recorded in `warnings`).
+pub(crate) fn finish_resource(
+    mut attributes: Vec<KeyValue>,
+    dropped_attributes_count: u32,
+    schema_url: String,
     limits: &Limits,
-    inherited_warnings: &[String],
-) -> Result<Span, RejectReason> {
-    let trace_id: [u8; 16] = span.trace_id.as_slice().try_into().map_err(|_| RejectReason::InvalidTraceId)?;
-    if trace_id == [0; 16] {
-        return Err(RejectReason::InvalidTraceId);
-    }
-    let span_id: [u8; 8] = span.span_id.as_slice().try_into().map_err(|_| RejectReason::InvalidSpanId)?;
-    if span_id == [0; 8] {
-        return Err(RejectReason::InvalidSpanId);
-    }
-    if span.name.is_empty() {
-        return Err(RejectReason::MissingName);
-    }
-    let mut warnings = inherited_warnings.to_vec();
-    let mut end = span.end_time_unix_nano;
-    if end < span.start_time_unix_nano {
-        warnings.push(format!(
-            "end time {} is before start time {}; duration clamped to 0",
-            span.end_time_unix_nano, span.start_time_unix_nano
-        ));
-        end = span.start_time_unix_nano;
-    }
-    let (attributes, dropped) = convert_attrs(span.attributes, limits, &mut warnings, "span");
-    let mut events_in = span.events;
-    let dropped_events_count =
-        cap_list(&mut events_in, limits.max_events, span.dropped_events_count, &mut warnings, "event");
-    let events = events_in
-        .into_iter()
-        .map(|e| {
-            let (attributes, dropped) = convert_attrs(e.attributes, limits, &mut warnings, "event");
-            Event {
-                time_unix_nanos: e.time_unix_nano,
-                name: e.name.into(),
-                attributes,
-                dropped_attributes_count: e.dropped_attributes_count.saturating_add(dropped),
-            }
-        })
-        .collect();
-    let mut links_in = span.links;
-    let dropped_links_count =
-        cap_list(&mut links_in, limits.max_links, span.dropped_links_count, &mut warnings, "link");
-    let links = links_in
-        .into_iter()
-        .map(|l| {
-            let (attributes, dropped) = convert_attrs(l.attributes, limits, &mut warnings, "link");
-            Link {
-                trace_id: l.trace_id,
-                span_id: l.span_id,
-                trace_state: l.trace_state,
-                attributes,
-                dropped_attributes_count: l.dropped_attributes_count.saturating_add(dropped),
-                flags: l.flags,
-            }
-        })
-        .collect();
-    let (status_code, status_message) = match span.status {
-        Some(s) => (StatusCode(s.code), s.message),
-        None => (StatusCode::UNSET, String::new()),
-    };
-    Ok(Span {
-        trace_id: TraceId(trace_id),
-        span_id: SpanId(span_id),
-        parent_span_id: span.parent_span_id,
-        trace_state: span.trace_state,
-        flags: span.flags,
-        name: span.name.into(),
-        kind: SpanKind(span.kind),
-        start_unix_nanos: span.start_time_unix_nano,
-        end_unix_nanos: end,
-        attributes,
-        dropped_attributes_count: span.dropped_attributes_count.saturating_add(dropped),
-        events,
-        dropped_events_count,
-        links,
-        dropped_links_count,
-        status_code,
-        status_message,
-        resource: resource.clone(),
-        scope: scope.clone(),
-        warnings,
-    })
+    warnings: &mut Vec<String>,
+) -> Resource {
+    let dropped = limit_attrs(&mut attributes, limits, warnings, "resource");
+    Resource { attributes, dropped_attributes_count: dropped_attributes_count.saturating_add(dropped), schema_url }
+}
+
+/// A scope with `limits` applied to its attributes (warnings recorded in `warnings`).
+pub(crate) fn finish_scope(mut scope: Scope, limits: &Limits, warnings: &mut Vec<String>) -> Scope {
+    let dropped = limit_attrs(&mut scope.attributes, limits, warnings, "scope");
+    scope.dropped_attributes_count = scope.dropped_attributes_count.saturating_add(dropped);
+    scope
 }
 
 /// Truncates `list` to `max` items, recording a warning; returns `dropped` plus the number cut.
@@ -231,75 +329,68 @@ fn cap_list<T>(list: &mut Vec<T>, max: usize, dropped: u32, warnings: &mut Vec<S
     dropped.saturating_add(u32::try_from(extra).unwrap_or(u32::MAX))
 }
 
-/// Converts attributes, applying the count and value-size limits. Returns the attributes and how many were dropped.
-fn convert_attrs(
-    attrs: Vec<pc::KeyValue>,
-    limits: &Limits,
-    warnings: &mut Vec<String>,
-    what: &str,
-) -> (Vec<KeyValue>, u32) {
+/// Applies the count and value-size limits to `attrs`, recording warnings; returns how many were dropped.
+fn limit_attrs(attrs: &mut Vec<KeyValue>, limits: &Limits, warnings: &mut Vec<String>, what: &str) -> u32 {
     let mut dropped = 0u32;
-    let mut attrs = attrs;
     if attrs.len() > limits.max_attributes {
-        dropped = (attrs.len() - limits.max_attributes) as u32;
+        dropped = u32::try_from(attrs.len() - limits.max_attributes).unwrap_or(u32::MAX);
         warnings.push(format!("{dropped} {what} attribute(s) over the limit of {} dropped", limits.max_attributes));
         attrs.truncate(limits.max_attributes);
     }
-    let mut truncated = Vec::new();
-    let out = attrs
-        .into_iter()
-        .map(|kv| {
-            let mut cut = false;
-            let value = convert_value(kv.value, limits.max_attribute_value_bytes, &mut cut);
-            if cut {
-                truncated.push(kv.key.clone());
-            }
-            KeyValue { key: kv.key.into(), value }
-        })
-        .collect();
-    for key in truncated {
-        warnings.push(format!("{what} attribute {key:?} truncated to {} bytes", limits.max_attribute_value_bytes));
-    }
-    (out, dropped)
-}
-
-fn truncate_utf8(mut s: String, max: usize, cut: &mut bool) -> String {
-    if s.len() > max {
-        let mut at = max;
-        while !s.is_char_boundary(at) {
-            at -= 1;
+    for kv in attrs.iter_mut() {
+        let mut cut = false;
+        limit_value(&mut kv.value, limits.max_attribute_value_bytes, &mut cut);
+        if cut {
+            warnings.push(format!(
+                "{what} attribute {:?} truncated to {} bytes",
+                kv.key.as_str(),
+                limits.max_attribute_value_bytes
+            ));
         }
-        s.truncate(at);
-        *cut = true;
     }
-    s
+    dropped
 }
 
-fn convert_value(v: Option<pc::AnyValue>, max: usize, cut: &mut bool) -> Value {
+/// Cuts string values (at a UTF-8 boundary) and bytes values longer than `max` bytes, nested ones too.
+fn limit_value(v: &mut Value, max: usize, cut: &mut bool) {
+    match v {
+        Value::Str(s) if s.len() > max => {
+            let mut at = max;
+            while !s.is_char_boundary(at) {
+                at -= 1;
+            }
+            s.truncate(at);
+            *cut = true;
+        }
+        Value::Bytes(b) if b.len() > max => {
+            b.truncate(max);
+            *cut = true;
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| limit_value(v, max, cut)),
+        Value::KvList(kvs) => kvs.iter_mut().for_each(|kv| limit_value(&mut kv.value, max, cut)),
+        _ => {}
+    }
+}
+
+/// OTLP attributes as model attributes, as received (no limits).
+fn attrs_from_otlp(attrs: Vec<pc::KeyValue>) -> Vec<KeyValue> {
+    attrs.into_iter().map(|kv| KeyValue { key: kv.key.into(), value: value_from_otlp(kv.value) }).collect()
+}
+
+fn value_from_otlp(v: Option<pc::AnyValue>) -> Value {
     match v.and_then(|v| v.value) {
         None => Value::Empty,
-        Some(any_value::Value::StringValue(s)) => Value::Str(truncate_utf8(s, max, cut).into()),
+        Some(any_value::Value::StringValue(s)) => Value::Str(s.into()),
         Some(any_value::Value::BoolValue(b)) => Value::Bool(b),
         Some(any_value::Value::IntValue(i)) => Value::Int(i),
         Some(any_value::Value::DoubleValue(d)) => Value::Double(d),
-        Some(any_value::Value::BytesValue(mut b)) => {
-            if b.len() > max {
-                b.truncate(max);
-                *cut = true;
-            }
-            Value::Bytes(b)
-        }
+        Some(any_value::Value::BytesValue(b)) => Value::Bytes(b),
         Some(any_value::Value::ArrayValue(a)) => {
-            Value::Array(a.values.into_iter().map(|v| convert_value(Some(v), max, cut)).collect())
+            Value::Array(a.values.into_iter().map(|v| value_from_otlp(Some(v))).collect())
         }
         // String-table references exist only for OTLP profiles; a trace has no string table to resolve them in.
         Some(any_value::Value::StringValueStrindex(_)) => Value::Empty,
-        Some(any_value::Value::KvlistValue(kvs)) => Value::KvList(
-            kvs.values
-                .into_iter()
-                .map(|kv| KeyValue { key: kv.key.into(), value: convert_value(kv.value, max, cut) })
-                .collect(),
-        ),
+        Some(any_value::Value::KvlistValue(kvs)) => Value::KvList(attrs_from_otlp(kvs.values)),
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use prost::Message;
 use skein_codec::SharedDict;
-use skein_model::otlp::{Limits, convert};
+use skein_model::otlp::{Limits, convert, decode_export};
 use skein_model::{SpanId, TraceId};
 use skein_proto::otlp_collector_trace::ExportTraceServiceRequest;
 use skein_proto::otlp_trace as pt;
@@ -75,9 +75,22 @@ fn agent(data: &[u8], decoded: Option<&ExportTraceServiceRequest>) {
 }
 
 /// OTLP protobuf (`ExportTraceServiceRequest`, the gRPC and `application/x-protobuf` body): the collector's decode
-/// and validation, and the agent's wire and decoded paths.
+/// (prost's, and the direct [`decode_export`], which must agree) and validation, and the agent's wire and decoded
+/// paths.
 pub fn otlp_protobuf(data: &[u8]) -> bool {
     let decoded = ExportTraceServiceRequest::decode(data).ok();
+    // The collector's gRPC receiver decodes straight from the bytes: it must accept exactly what prost accepts
+    // and make the same spans of it.
+    let direct = decode_export(data, &Limits::default());
+    match (&decoded, direct) {
+        (Some(request), Ok(direct)) => {
+            let reference = convert(request.resource_spans.clone(), &Limits::default());
+            assert_eq!(direct.spans, reference.spans, "decode_export spans");
+            assert_eq!(direct.rejected, reference.rejected, "decode_export rejections");
+        }
+        (None, Err(_)) => {}
+        (decoded, direct) => panic!("prost accepted: {}, decode_export: {direct:?}", decoded.is_some()),
+    }
     agent(data, decoded.as_ref());
     decoded.map(|request| validate_and_store(request.resource_spans)).is_some()
 }
