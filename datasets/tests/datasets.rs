@@ -44,10 +44,12 @@ fn every_dataset_decodes_directly_and_round_trips_the_codec() {
     files.sort();
     assert!(files.len() >= 60, "expected the shipped datasets, found {}", files.len());
     let mut total = 0usize;
+    let processes = skein_model::otlp::Processes::new(1 << 20);
     for file in &files {
         let rs = formats::read_file(file, None).unwrap_or_else(|e| panic!("{e}"));
         let bytes = ExportTraceServiceRequest { resource_spans: rs.clone() }.encode_to_vec();
-        let direct = decode_export(&bytes, &Limits::default()).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let direct =
+            decode_export(&bytes, &Limits::default(), &processes).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let converted = convert(rs, &Limits::default());
         assert!(direct.spans == converted.spans, "{}: decode_export differs from prost + convert", file.display());
         assert_eq!(converted.rejected_count(), 0, "{}: {}", file.display(), converted.rejection_message());

@@ -32,15 +32,18 @@ use skein_proto::otlp_collector_trace::{
 };
 use tokio::sync::{Semaphore, mpsc};
 
-use skein_model::otlp::Converted;
+use skein_model::otlp::{Converted, Processes};
 pub use skein_model::otlp::{Limits, convert, decode_export};
 
 use crate::assembly::Batch;
-use crate::metrics::{Metrics, ProtocolLabels, ReasonLabels, RefusedLabels};
+use crate::metrics::{Metrics, ProtocolLabels, ReasonLabels, RefusedLabels, ResultLabels};
 use crate::wal::{Wal, WalError};
 
 /// Default `--max-inflight-bytes`: export-request bytes processed at once before new requests are refused.
 pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 256 * 1024 * 1024;
+/// Budget of the cache of decoded resources and scopes shared across OTLP/gRPC requests
+/// ([`skein_model::otlp::Processes`]), bytes: about 16 thousand processes of 1 KiB.
+pub const PROCESS_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Seconds clients are asked to wait (`Retry-After`) when refused for overload.
 pub const RETRY_AFTER_SECS: u32 = 1;
 
@@ -70,6 +73,7 @@ pub enum IngestError {
 #[derive(Clone)]
 pub struct Ingest {
     limits: Arc<Limits>,
+    processes: Arc<Processes>,
     metrics: Arc<Metrics>,
     spans: mpsc::Sender<Batch>,
     wal: Option<Wal>,
@@ -83,6 +87,7 @@ impl Ingest {
     pub fn new(limits: Limits, metrics: Arc<Metrics>, spans: mpsc::Sender<Batch>) -> Self {
         Self {
             limits: Arc::new(limits),
+            processes: Arc::new(Processes::new(PROCESS_CACHE_BYTES)),
             metrics,
             spans,
             wal: None,
@@ -108,6 +113,13 @@ impl Ingest {
     /// The shared metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    fn count_processes(&self, converted: &Converted) {
+        let lookups = &self.metrics.process_cache_lookups;
+        lookups.get_or_create(&ResultLabels { result: "hit" }).inc_by(converted.processes_reused);
+        lookups.get_or_create(&ResultLabels { result: "miss" }).inc_by(converted.processes_decoded);
+        self.metrics.process_cache_bytes.set(i64::try_from(self.processes.weight_bytes()).unwrap_or(i64::MAX));
     }
 
     fn refuse(&self, protocol: &str, spans: usize, reason: &str) {
@@ -162,8 +174,9 @@ impl Ingest {
         raw: bytes::Bytes,
         protocol: &str,
     ) -> Result<ExportTraceServiceResponse, IngestError> {
-        let converted = decode_export(&raw, &self.limits)
+        let converted = decode_export(&raw, &self.limits, &self.processes)
             .map_err(|e| IngestError::Malformed(format!("malformed OTLP ExportTraceServiceRequest protobuf: {e}")))?;
+        self.count_processes(&converted);
         let received = converted.spans.len() + usize::try_from(converted.rejected_count()).unwrap_or(usize::MAX);
         let payload = self.wal.as_ref().map(|_| raw.clone());
         self.admit(protocol, received, raw.len(), payload, std::future::ready(Some(converted))).await
@@ -272,8 +285,11 @@ impl Ingest {
     pub async fn replay(&self, records: Vec<crate::wal::Record>) -> u64 {
         let mut replayed = 0u64;
         for r in records {
-            let converted = match decode_export(&r.payload, &self.limits) {
-                Ok(converted) => converted,
+            let converted = match decode_export(&r.payload, &self.limits, &self.processes) {
+                Ok(converted) => {
+                    self.count_processes(&converted);
+                    converted
+                }
                 Err(e) => {
                     tracing::warn!(seq = r.seq, error = %e, "undecodable write-ahead-log record skipped");
                     self.metrics.wal_corrupt_records.inc();

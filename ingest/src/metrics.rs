@@ -33,6 +33,13 @@ pub struct RefusedLabels {
     pub reason: String,
 }
 
+/// Labels `{result}` for cache lookups.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `hit` or `miss`.
+    pub result: &'static str,
+}
+
 /// Labels `{queue}` for queue depths.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
@@ -152,6 +159,11 @@ pub struct Metrics {
     pub wal_replayed_spans: Counter,
     /// Write-ahead-log records skipped at replay because they were torn or corrupt (never acknowledged).
     pub wal_corrupt_records: Counter,
+    /// Resources and scopes of OTLP/gRPC requests by `{result}`: `hit` (taken decoded from the process cache) or
+    /// `miss` (decoded).
+    pub process_cache_lookups: Family<ResultLabels, Counter>,
+    /// Bytes held by the process cache (bounded by `PROCESS_CACHE_BYTES`).
+    pub process_cache_bytes: Gauge,
     /// Spans by service, operation, kind and status (RED: rate and errors), counted before tail sampling.
     pub span_calls: Family<RedLabels, Counter>,
     /// Span durations by service, operation, kind and status, seconds.
@@ -194,6 +206,8 @@ impl Metrics {
             wal_fsync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             wal_replayed_spans: Counter::default(),
             wal_corrupt_records: Counter::default(),
+            process_cache_lookups: Family::default(),
+            process_cache_bytes: Gauge::default(),
             span_calls: Family::default(),
             span_duration_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.5, 14))),
             red_series_overflow: Counter::default(),
@@ -275,6 +289,12 @@ impl Metrics {
             "Torn or corrupt write-ahead-log records skipped at replay",
             m.wal_corrupt_records.clone(),
         );
+        registry.register(
+            "process_cache_lookups",
+            "Resources and scopes of OTLP/gRPC requests found decoded in the process cache (hit) or decoded (miss)",
+            m.process_cache_lookups.clone(),
+        );
+        registry.register("process_cache_bytes", "Bytes held by the process cache", m.process_cache_bytes.clone());
         registry.register("span_calls", "Spans by service, operation, kind and status", m.span_calls.clone());
         registry.register_with_unit(
             "span_duration",

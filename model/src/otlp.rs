@@ -7,7 +7,7 @@
 
 mod wire;
 
-pub use wire::{DecodeError, decode_export};
+pub use wire::{DecodeError, Processes, decode_export};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -77,6 +77,10 @@ pub struct Converted {
     pub spans: Vec<Span>,
     /// Rejected span counts by reason.
     pub rejected: BTreeMap<RejectReason, u64>,
+    /// Resources and scopes [`decode_export`] took already decoded from its [`Processes`] cache.
+    pub processes_reused: u64,
+    /// Resources and scopes [`decode_export`] decoded.
+    pub processes_decoded: u64,
 }
 
 impl Converted {

@@ -81,7 +81,7 @@ pub fn otlp_protobuf(data: &[u8]) -> bool {
     let decoded = ExportTraceServiceRequest::decode(data).ok();
     // The collector's gRPC receiver decodes straight from the bytes: it must accept exactly what prost accepts
     // and make the same spans of it.
-    let direct = decode_export(data, &Limits::default());
+    let direct = decode_export(data, &Limits::default(), &skein_model::otlp::Processes::new(1 << 20));
     match (&decoded, direct) {
         (Some(request), Ok(direct)) => {
             let reference = convert(request.resource_spans.clone(), &Limits::default());

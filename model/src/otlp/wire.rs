@@ -15,6 +15,71 @@ use std::sync::Arc;
 use super::{Converted, Limits, SpanParts, finish_resource, finish_scope};
 use crate::{CompactString, Event, KeyValue, Link, Scope, Value};
 
+/// Decoded resources and scopes shared across requests, keyed by their protobuf encoding: an SDK sends the same
+/// resource and scope with every export, so after the first request they are neither decoded nor allocated
+/// again, and every span of that process, from any request, points at the same `Arc` (which the index's and the
+/// codec's per-batch process lookups key on). Bounded by bytes (encoding plus decoded size); entries are evicted
+/// by quick_cache's CLOCK-Pro policy. One instance serves one set of [`Limits`] (limits shape the decoded value).
+pub struct Processes {
+    resources: quick_cache::sync::Cache<Vec<u8>, Interned<crate::Resource>, ByteWeight>,
+    scopes: quick_cache::sync::Cache<Vec<u8>, Interned<Scope>, ByteWeight>,
+}
+
+/// A decoded resource or scope and the warnings its limits produced.
+struct Interned<T> {
+    value: Arc<T>,
+    warnings: Arc<[String]>,
+    bytes: u64,
+}
+
+impl<T> Clone for Interned<T> {
+    fn clone(&self) -> Self {
+        Self { value: self.value.clone(), warnings: self.warnings.clone(), bytes: self.bytes }
+    }
+}
+
+#[derive(Clone)]
+struct ByteWeight;
+
+impl<T> quick_cache::Weighter<Vec<u8>, Interned<T>> for ByteWeight {
+    fn weight(&self, key: &Vec<u8>, value: &Interned<T>) -> u64 {
+        key.len() as u64 + value.bytes
+    }
+}
+
+impl Processes {
+    /// Room for `max_bytes` (split evenly between resources and scopes).
+    pub fn new(max_bytes: u64) -> Self {
+        let half = (max_bytes / 2).max(1);
+        // quick_cache sizes its tables from an item estimate: processes of about 1 KiB.
+        let items = usize::try_from(half / 1024).unwrap_or(usize::MAX).max(16);
+        Self {
+            resources: quick_cache::sync::Cache::with_weighter(items, half, ByteWeight),
+            scopes: quick_cache::sync::Cache::with_weighter(items, half, ByteWeight),
+        }
+    }
+
+    /// Bytes held (keys plus estimated decoded sizes).
+    pub fn weight_bytes(&self) -> u64 {
+        self.resources.weight() + self.scopes.weight()
+    }
+}
+
+/// Rough heap bytes of decoded attributes (for cache weights).
+fn attributes_bytes(attributes: &[KeyValue]) -> u64 {
+    attributes.iter().map(|kv| 64 + kv.key.len() as u64 + value_bytes(&kv.value)).sum()
+}
+
+fn value_bytes(v: &Value) -> u64 {
+    match v {
+        Value::Str(s) => s.len() as u64,
+        Value::Bytes(b) => b.len() as u64,
+        Value::Array(items) => items.iter().map(|v| 32 + value_bytes(v)).sum(),
+        Value::KvList(kvs) => attributes_bytes(kvs),
+        _ => 0,
+    }
+}
+
 /// prost's `RECURSION_LIMIT`: messages nested deeper than this are refused.
 const RECURSION_LIMIT: u32 = 100;
 
@@ -47,12 +112,13 @@ fn error<T>(field: &'static str, reason: impl Into<String>) -> Result<T, DecodeE
 }
 
 /// Decodes the protobuf encoding of an `ExportTraceServiceRequest` and validates its spans: the same
-/// [`Converted`] as prost's decoding followed by [`super::convert`].
+/// [`Converted`] as prost's decoding followed by [`super::convert`]. Resources and scopes seen before are taken
+/// from `processes` (which must have served the same `limits`).
 ///
 /// # Errors
 /// [`DecodeError`] naming the field when the bytes are not a valid request; nothing of the request is returned
 /// then.
-pub fn decode_export(buf: &[u8], limits: &Limits) -> Result<Converted, DecodeError> {
+pub fn decode_export(buf: &[u8], limits: &Limits, processes: &Processes) -> Result<Converted, DecodeError> {
     let mut out = Converted::default();
     let mut scratch = Vec::new();
     let mut r = Reader(buf);
@@ -61,7 +127,7 @@ pub fn decode_export(buf: &[u8], limits: &Limits) -> Result<Converted, DecodeErr
         match tag {
             1 => {
                 let rs = r.message(wire, 0, "ExportTraceServiceRequest.resource_spans")?;
-                resource_spans(rs, 1, limits, &mut out, &mut scratch)?;
+                resource_spans(rs, 1, limits, processes, &mut out, &mut scratch)?;
             }
             _ => r.skip(wire, tag, 0, "ExportTraceServiceRequest")?,
         }
@@ -75,38 +141,78 @@ fn resource_spans(
     buf: &[u8],
     depth: u32,
     limits: &Limits,
+    processes: &Processes,
     out: &mut Converted,
     scratch: &mut Vec<KeyValue>,
 ) -> Result<(), DecodeError> {
-    let mut attributes = Vec::new();
-    let mut dropped = 0;
-    let mut schema_url = String::new();
+    let mut encoded: Vec<&[u8]> = Vec::new();
+    let mut schema_url = "";
     let mut r = Reader(buf);
     while !r.is_empty() {
         let (tag, wire) = r.key("ResourceSpans")?;
         match tag {
-            1 => resource(r.message(wire, depth, "ResourceSpans.resource")?, depth + 1, &mut attributes, &mut dropped)?,
+            1 => encoded.push(r.message(wire, depth, "ResourceSpans.resource")?),
             2 => {
                 r.len(wire, "ResourceSpans.scope_spans")?;
             }
-            3 => schema_url = r.string(wire, "ResourceSpans.schema_url")?.to_owned(),
+            3 => schema_url = r.string(wire, "ResourceSpans.schema_url")?,
             _ => r.skip(wire, tag, depth, "ResourceSpans")?,
         }
     }
-    let mut warnings = Vec::new();
-    let resource = Arc::new(finish_resource(attributes, dropped, schema_url, limits, &mut warnings));
+    let resource = intern(
+        out,
+        &processes.resources,
+        &encoded,
+        |r| r.schema_url == schema_url,
+        || {
+            let (mut attributes, mut dropped) = (Vec::new(), 0);
+            for part in &encoded {
+                resource(part, depth + 1, &mut attributes, &mut dropped)?;
+            }
+            let mut warnings = Vec::new();
+            let resource = finish_resource(attributes, dropped, schema_url.to_owned(), limits, &mut warnings);
+            let bytes = attributes_bytes(&resource.attributes) + schema_url.len() as u64;
+            Ok((resource, warnings, bytes))
+        },
+    )?;
     let mut r = Reader(buf);
     while !r.is_empty() {
         let (tag, wire) = r.key("ResourceSpans")?;
         match tag {
             2 => {
                 let ss = r.message(wire, depth, "ResourceSpans.scope_spans")?;
-                scope_spans(ss, depth + 1, &resource, &warnings, limits, out, scratch)?;
+                scope_spans(ss, depth + 1, &resource, limits, processes, out, scratch)?;
             }
             _ => r.skip(wire, tag, depth, "ResourceSpans")?,
         }
     }
     Ok(())
+}
+
+/// The decoded resource or scope sent as `encoded` (the message's occurrences; protobuf merges several), from
+/// `cache` when it holds it with the same schema URL (`same`), else made by `decode` and kept when sent whole.
+fn intern<T>(
+    out: &mut Converted,
+    cache: &quick_cache::sync::Cache<Vec<u8>, Interned<T>, ByteWeight>,
+    encoded: &[&[u8]],
+    same: impl Fn(&T) -> bool,
+    decode: impl FnOnce() -> Result<(T, Vec<String>, u64), DecodeError>,
+) -> Result<Interned<T>, DecodeError> {
+    let key = match encoded {
+        [one] => Some(*one),
+        _ => None,
+    };
+    if let Some(hit) = key.and_then(|k| cache.get(k)).filter(|hit| same(&hit.value)) {
+        out.processes_reused += 1;
+        return Ok(hit);
+    }
+    out.processes_decoded += 1;
+    let (value, warnings, bytes) = decode()?;
+    let interned = Interned { value: Arc::new(value), warnings: warnings.into(), bytes: bytes + 128 };
+    if let Some(key) = key {
+        cache.insert(key.to_vec(), interned.clone());
+    }
+    Ok(interned)
 }
 
 /// `Resource`: attributes (1), dropped_attributes_count (2), entity_refs (3, checked and not kept: the model has
@@ -144,34 +250,52 @@ fn entity_ref(buf: &[u8], depth: u32) -> Result<(), DecodeError> {
 fn scope_spans(
     buf: &[u8],
     depth: u32,
-    resource: &Arc<crate::Resource>,
-    resource_warnings: &[String],
+    resource: &Interned<crate::Resource>,
     limits: &Limits,
+    processes: &Processes,
     out: &mut Converted,
     scratch: &mut Vec<KeyValue>,
 ) -> Result<(), DecodeError> {
-    let mut scope = Scope::default();
+    let mut encoded: Vec<&[u8]> = Vec::new();
+    let mut schema_url = "";
     let mut r = Reader(buf);
     while !r.is_empty() {
         let (tag, wire) = r.key("ScopeSpans")?;
         match tag {
-            1 => instrumentation_scope(r.message(wire, depth, "ScopeSpans.scope")?, depth + 1, &mut scope)?,
+            1 => encoded.push(r.message(wire, depth, "ScopeSpans.scope")?),
             2 => {
                 r.len(wire, "ScopeSpans.spans")?;
             }
-            3 => scope.schema_url = r.string(wire, "ScopeSpans.schema_url")?.to_owned(),
+            3 => schema_url = r.string(wire, "ScopeSpans.schema_url")?,
             _ => r.skip(wire, tag, depth, "ScopeSpans")?,
         }
     }
-    let mut warnings = resource_warnings.to_vec();
-    let scope = Arc::new(finish_scope(scope, limits, &mut warnings));
+    let scope = intern(
+        out,
+        &processes.scopes,
+        &encoded,
+        |s| s.schema_url == schema_url,
+        || {
+            let mut scope = Scope { schema_url: schema_url.to_owned(), ..Scope::default() };
+            for part in &encoded {
+                instrumentation_scope(part, depth + 1, &mut scope)?;
+            }
+            let mut warnings = Vec::new();
+            let scope = finish_scope(scope, limits, &mut warnings);
+            let bytes = attributes_bytes(&scope.attributes)
+                + (scope.name.len() + scope.version.len() + schema_url.len()) as u64;
+            Ok((scope, warnings, bytes))
+        },
+    )?;
+    // A span inherits the resource's warnings, then the scope's.
+    let warnings: Vec<String> = resource.warnings.iter().chain(scope.warnings.iter()).cloned().collect();
     let mut r = Reader(buf);
     while !r.is_empty() {
         let (tag, wire) = r.key("ScopeSpans")?;
         match tag {
             2 => {
                 let parts = span(r.message(wire, depth, "ScopeSpans.spans")?, depth + 1, scratch)?;
-                out.push(parts.finish(resource, &scope, limits, &warnings));
+                out.push(parts.finish(&resource.value, &scope.value, limits, &warnings));
             }
             _ => r.skip(wire, tag, depth, "ScopeSpans")?,
         }
@@ -524,15 +648,22 @@ mod tests {
         ExportTraceServiceRequest::decode(bytes).ok().map(|r| convert(r.resource_spans, limits))
     }
 
+    /// `decode_export` agrees with [`reference`], on first sight of the request's resources and scopes and again
+    /// when they come from the cache.
     fn assert_same(bytes: &[u8], limits: &Limits) {
-        let ours = decode_export(bytes, limits);
-        match (reference(bytes, limits), ours) {
-            (None, Err(_)) => {}
-            (Some(want), Ok(got)) => {
-                assert_eq!(got.spans, want.spans, "spans of {bytes:02x?}");
-                assert_eq!(got.rejected, want.rejected, "rejections of {bytes:02x?}");
+        let processes = Processes::new(1 << 20);
+        let want = reference(bytes, limits);
+        for pass in ["decoded", "cached"] {
+            match (&want, decode_export(bytes, limits, &processes)) {
+                (None, Err(_)) => {}
+                (Some(want), Ok(got)) => {
+                    assert_eq!(got.spans, want.spans, "{pass} spans of {bytes:02x?}");
+                    assert_eq!(got.rejected, want.rejected, "{pass} rejections of {bytes:02x?}");
+                }
+                (want, got) => {
+                    panic!("prost accepted: {}, decode_export: {got:?}, input {bytes:02x?}", want.is_some())
+                }
             }
-            (want, got) => panic!("prost accepted: {}, decode_export: {got:?}, input {bytes:02x?}", want.is_some()),
         }
     }
 
@@ -656,11 +787,7 @@ mod tests {
 
     /// A `ResourceSpans`, encoded with its fields in reverse order when `reverse` (scope spans before the resource,
     /// spans before the scope) and with some spans sent as two partial messages that protobuf merges.
-    fn resource_spans_bytes(
-        resource: &Option<pr::Resource>,
-        scopes: &[ScopeSpec],
-        reverse: bool,
-    ) -> Vec<u8> {
+    fn resource_spans_bytes(resource: &Option<pr::Resource>, scopes: &[ScopeSpec], reverse: bool) -> Vec<u8> {
         let mut fields = Vec::new();
         if let Some(r) = resource {
             fields.push(field(1, &r.encode_to_vec()));
@@ -747,6 +874,49 @@ mod tests {
     }
 
     #[test]
+    fn a_process_sent_again_is_shared_not_decoded_again() {
+        let processes = Processes::new(1 << 20);
+        let request = |schema_url: &str| {
+            ExportTraceServiceRequest {
+                resource_spans: vec![pt::ResourceSpans {
+                    resource: Some(pr::Resource {
+                        attributes: vec![pc::KeyValue {
+                            key: "service.name".into(),
+                            value: Some(pc::AnyValue { value: Some(any_value::Value::StringValue("cart".into())) }),
+                            key_strindex: 0,
+                        }],
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![pt::ScopeSpans {
+                        scope: Some(pc::InstrumentationScope { name: "otelgrpc".into(), ..Default::default() }),
+                        spans: vec![pt::Span {
+                            trace_id: vec![1; 16],
+                            span_id: vec![2; 8],
+                            name: "GetCart".into(),
+                            ..Default::default()
+                        }],
+                        schema_url: String::new(),
+                    }],
+                    schema_url: schema_url.into(),
+                }],
+            }
+            .encode_to_vec()
+        };
+        let decode = |bytes: &[u8]| decode_export(bytes, &Limits::default(), &processes).expect("valid");
+        let first = decode(&request("s1"));
+        assert_eq!((first.processes_decoded, first.processes_reused), (2, 0));
+        let again = decode(&request("s1"));
+        assert_eq!((again.processes_decoded, again.processes_reused), (0, 2));
+        assert!(Arc::ptr_eq(&first.spans[0].resource, &again.spans[0].resource));
+        assert!(Arc::ptr_eq(&first.spans[0].scope, &again.spans[0].scope));
+        // The same resource bytes under another schema URL are another resource.
+        let other = decode(&request("s2"));
+        assert_eq!((other.processes_decoded, other.processes_reused), (1, 1));
+        assert_eq!(other.spans[0].resource.schema_url, "s2");
+        assert_eq!(other.spans[0].service_name(), "cart");
+    }
+
+    #[test]
     fn unknown_fields_and_groups_are_skipped() {
         let span = pt::Span { trace_id: vec![1; 16], span_id: vec![2; 8], name: "n".into(), ..Default::default() };
         let mut body = span.encode_to_vec();
@@ -767,7 +937,8 @@ mod tests {
             varint(u64::from(tag) << 3 | u64::from(wire), &mut body);
         }
         let bytes = field(1, &field(2, &field(2, &body)));
-        let converted = decode_export(&bytes, &Limits::default()).expect("unknown fields are skipped");
+        let converted =
+            decode_export(&bytes, &Limits::default(), &Processes::new(1 << 20)).expect("unknown fields are skipped");
         assert_eq!(converted.spans.len(), 1);
         assert_same(&bytes, &Limits::default());
     }
@@ -779,7 +950,7 @@ mod tests {
         let at = body.len() - 1;
         body[at] = 0xff; // the name's second UTF-8 byte: no longer UTF-8
         let bytes = field(1, &field(2, &field(2, &body)));
-        let e = decode_export(&bytes, &Limits::default()).expect_err("invalid UTF-8");
+        let e = decode_export(&bytes, &Limits::default(), &Processes::new(1 << 20)).expect_err("invalid UTF-8");
         assert_eq!(e.field, "Span.name", "{e}");
         assert!(ExportTraceServiceRequest::decode(bytes.as_slice()).is_err(), "prost refuses it too");
 
@@ -787,7 +958,8 @@ mod tests {
         let mut body = span.encode_to_vec();
         varint(5 << 3 | u64::from(VARINT), &mut body);
         body.push(1);
-        let e = decode_export(&field(1, &field(2, &field(2, &body))), &Limits::default()).expect_err("wire type");
+        let e = decode_export(&field(1, &field(2, &field(2, &body))), &Limits::default(), &Processes::new(1 << 20))
+            .expect_err("wire type");
         assert_eq!((e.field, e.reason.as_str()), ("Span.name", "invalid wire type 0 (expected 2)"));
     }
 
@@ -829,7 +1001,7 @@ mod tests {
             span.extend(field(9, &attribute));
             let bytes = field(1, &field(2, &field(2, &span)));
             assert_same(&bytes, &Limits::default());
-            let converted = decode_export(&bytes, &Limits::default()).expect("valid");
+            let converted = decode_export(&bytes, &Limits::default(), &Processes::new(1 << 20)).expect("valid");
             assert_eq!(converted.spans[0].attributes, vec![KeyValue::new("k", want)]);
         }
     }
