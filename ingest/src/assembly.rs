@@ -23,9 +23,11 @@
 //! Backpressure: the input and output channels are bounded; the assembler awaits the writer, and receivers await
 //! the assembler, so a slow disk slows clients instead of growing memory.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
+
+use foldhash::{HashMap, HashMapExt as _, HashSet};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
