@@ -8,8 +8,12 @@
 //! Appending `KeyValue` entries at the end of a `Resource` is valid protobuf: repeated fields may be interleaved.
 
 use bytes::Bytes;
+use skein_proto::wire::{Fields, WireValue as Value};
 
 use crate::route::{choose, trace_hash};
+
+/// The envelope is not valid protobuf.
+pub use skein_proto::wire::WireError;
 
 /// OTLP `STATUS_CODE_ERROR`.
 pub const STATUS_ERROR: i32 = 2;
@@ -17,133 +21,6 @@ pub const STATUS_ERROR: i32 = 2;
 /// Whether a span has error status.
 pub fn is_error(span: &skein_proto::otlp_trace::Span) -> bool {
     span.status.as_ref().is_some_and(|s| s.code == STATUS_ERROR)
-}
-
-/// The envelope is not valid protobuf.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("malformed protobuf at byte {offset}: {what}")]
-pub struct WireError {
-    /// Byte offset in the request.
-    pub offset: usize,
-    /// What was wrong.
-    pub what: &'static str,
-}
-
-#[derive(Clone, Copy)]
-enum Value<'a> {
-    Varint(u64),
-    Len(&'a [u8]),
-    Fixed,
-    /// A (deprecated proto2) group, skipped whole: OTLP never uses one, but prost skips unknown groups, so the
-    /// agent must too or it would refuse requests the collector accepts.
-    Group,
-}
-
-/// Deepest group nesting skipped (prost's recursion limit).
-const MAX_GROUP_DEPTH: u32 = 100;
-
-struct Field<'a> {
-    number: u32,
-    value: Value<'a>,
-    /// The whole field: tag, length and value.
-    raw: &'a [u8],
-}
-
-/// Iterates the fields of one message.
-struct Fields<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    base: usize,
-}
-
-impl<'a> Fields<'a> {
-    fn new(buf: &'a [u8], base: usize) -> Self {
-        Self { buf, pos: 0, base }
-    }
-
-    fn err(&self, what: &'static str) -> WireError {
-        WireError { offset: self.base + self.pos, what }
-    }
-
-    fn varint(&mut self) -> Result<u64, WireError> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let b = *self.buf.get(self.pos).ok_or_else(|| self.err("truncated varint"))?;
-            self.pos += 1;
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(self.err("varint longer than 10 bytes"))
-    }
-
-    fn next_field(&mut self) -> Result<Option<Field<'a>>, WireError> {
-        if self.pos >= self.buf.len() {
-            return Ok(None);
-        }
-        let start = self.pos;
-        match self.tagged(0)? {
-            Tagged::Field(number, value) => Ok(Some(Field { number, value, raw: &self.buf[start..self.pos] })),
-            Tagged::EndGroup(_) => Err(self.err("end-group tag without a group")),
-        }
-    }
-
-    /// Reads one tag and its value; a group is skipped whole (nested at most [`MAX_GROUP_DEPTH`] deep).
-    fn tagged(&mut self, depth: u32) -> Result<Tagged<'a>, WireError> {
-        let tag = self.varint()?;
-        let number = u32::try_from(tag >> 3).map_err(|_| self.err("field number out of range"))?;
-        if number == 0 {
-            return Err(self.err("field number 0"));
-        }
-        let value = match tag & 7 {
-            0 => Value::Varint(self.varint()?),
-            1 | 5 => {
-                let n = if tag & 7 == 1 { 8 } else { 4 };
-                if self.buf.len() - self.pos < n {
-                    return Err(self.err("truncated fixed-width field"));
-                }
-                self.pos += n;
-                Value::Fixed
-            }
-            2 => {
-                let len = usize::try_from(self.varint()?).map_err(|_| self.err("length out of range"))?;
-                if self.buf.len() - self.pos < len {
-                    return Err(self.err("length beyond the end of the message"));
-                }
-                let v = &self.buf[self.pos..self.pos + len];
-                self.pos += len;
-                Value::Len(v)
-            }
-            3 => {
-                if depth >= MAX_GROUP_DEPTH {
-                    return Err(self.err("groups nested too deep"));
-                }
-                loop {
-                    if self.pos >= self.buf.len() {
-                        return Err(self.err("group without an end-group tag"));
-                    }
-                    match self.tagged(depth + 1)? {
-                        Tagged::EndGroup(n) if n == number => break,
-                        Tagged::EndGroup(_) => return Err(self.err("end-group tag of another group")),
-                        Tagged::Field(..) => {}
-                    }
-                }
-                Value::Group
-            }
-            4 => return Ok(Tagged::EndGroup(number)),
-            _ => return Err(self.err("unsupported wire type")),
-        };
-        Ok(Tagged::Field(number, value))
-    }
-}
-
-/// A tag read by [`Fields::tagged`].
-enum Tagged<'a> {
-    /// A field and its value.
-    Field(u32, Value<'a>),
-    /// The end of the group with this field number.
-    EndGroup(u32),
 }
 
 fn varint_len(v: usize) -> usize {
@@ -276,7 +153,7 @@ pub fn process(raw: &Bytes, plan: &Plan<'_>, keys: &[u64]) -> Result<Outcome, Wi
             changed = true; // unknown top-level fields are not forwarded
             continue;
         };
-        let base = top.pos - rs_bytes.len();
+        let base = top.offset() - rs_bytes.len();
         let rs_index = resources.len();
         let mut res = ResourceIn { resource: Vec::new(), has_resource: false, other: Vec::new() };
         let mut scopes: Vec<&[u8]> = Vec::new();

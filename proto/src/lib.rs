@@ -7,6 +7,7 @@
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod sampling;
+pub mod wire;
 
 /// Jaeger's remote-sampling API (`jaeger.api_v2`, `proto/jaeger/api_v2/sampling.proto`): the
 /// `SamplingManager` gRPC service and its messages, wire-compatible with Jaeger's.

@@ -7,10 +7,13 @@
 //! decoder accepts and rejects what prost's generated decoder does: unknown fields are skipped (groups too), a
 //! known field with the wrong wire type, a truncated field, a length past its message, invalid UTF-8 in a string
 //! and nesting deeper than prost's recursion limit (100) are errors, a repeated singular field keeps its last
-//! value and a repeated message field is merged into the first. The fuzz check `decode_export_equals_prost`
-//! holds it to that.
+//! value and a repeated message field is merged into the first. Fields are read by [`skein_proto::wire::Fields`],
+//! the field reader the agent's routing uses too; the proptests below and the fuzz check `otlp_protobuf` hold the
+//! decoder equal to prost + [`super::convert`].
 
 use std::sync::Arc;
+
+use skein_proto::wire::{Fields, RECURSION_LIMIT, WireValue};
 
 use super::{Converted, Limits, SpanParts, finish_resource, finish_scope};
 use crate::{CompactString, Event, KeyValue, Link, Scope, Value};
@@ -80,16 +83,6 @@ fn value_bytes(v: &Value) -> u64 {
     }
 }
 
-/// prost's `RECURSION_LIMIT`: messages nested deeper than this are refused.
-const RECURSION_LIMIT: u32 = 100;
-
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const LEN: u8 = 2;
-const START_GROUP: u8 = 3;
-const END_GROUP: u8 = 4;
-const FIXED32: u8 = 5;
-
 /// Why an export request's bytes are not a valid `ExportTraceServiceRequest`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecodeError {
@@ -121,15 +114,14 @@ fn error<T>(field: &'static str, reason: impl Into<String>) -> Result<T, DecodeE
 pub fn decode_export(buf: &[u8], limits: &Limits, processes: &Processes) -> Result<Converted, DecodeError> {
     let mut out = Converted::default();
     let mut scratch = Vec::new();
-    let mut r = Reader(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key("ExportTraceServiceRequest")?;
+    let mut r = Msg::new(buf, 0, "ExportTraceServiceRequest");
+    while let Some((tag, wire)) = r.next()? {
         match tag {
             1 => {
-                let rs = r.message(wire, 0, "ExportTraceServiceRequest.resource_spans")?;
+                let rs = message(wire, 0, "ExportTraceServiceRequest.resource_spans")?;
                 resource_spans(rs, 1, limits, processes, &mut out, &mut scratch)?;
             }
-            _ => r.skip(wire, tag, 0, "ExportTraceServiceRequest")?,
+            _ => r.unknown()?,
         }
     }
     Ok(out)
@@ -147,16 +139,15 @@ fn resource_spans(
 ) -> Result<(), DecodeError> {
     let mut encoded: Vec<&[u8]> = Vec::new();
     let mut schema_url = "";
-    let mut r = Reader(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key("ResourceSpans")?;
+    let mut r = Msg::new(buf, depth, "ResourceSpans");
+    while let Some((tag, wire)) = r.next()? {
         match tag {
-            1 => encoded.push(r.message(wire, depth, "ResourceSpans.resource")?),
+            1 => encoded.push(message(wire, depth, "ResourceSpans.resource")?),
             2 => {
-                r.len(wire, "ResourceSpans.scope_spans")?;
+                len(wire, "ResourceSpans.scope_spans")?;
             }
-            3 => schema_url = r.string(wire, "ResourceSpans.schema_url")?,
-            _ => r.skip(wire, tag, depth, "ResourceSpans")?,
+            3 => schema_url = string(wire, "ResourceSpans.schema_url")?,
+            _ => r.unknown()?,
         }
     }
     let resource = intern(
@@ -175,15 +166,14 @@ fn resource_spans(
             Ok((resource, warnings, bytes))
         },
     )?;
-    let mut r = Reader(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key("ResourceSpans")?;
+    let mut r = Msg::new(buf, depth, "ResourceSpans");
+    while let Some((tag, wire)) = r.next()? {
         match tag {
             2 => {
-                let ss = r.message(wire, depth, "ResourceSpans.scope_spans")?;
+                let ss = message(wire, depth, "ResourceSpans.scope_spans")?;
                 scope_spans(ss, depth + 1, &resource, limits, processes, out, scratch)?;
             }
-            _ => r.skip(wire, tag, depth, "ResourceSpans")?,
+            _ => r.unknown()?,
         }
     }
     Ok(())
@@ -218,14 +208,13 @@ fn intern<T>(
 /// `Resource`: attributes (1), dropped_attributes_count (2), entity_refs (3, checked and not kept: the model has
 /// no place for them, as [`super::convert`] drops them).
 fn resource(buf: &[u8], depth: u32, attributes: &mut Vec<KeyValue>, dropped: &mut u32) -> Result<(), DecodeError> {
-    let mut r = Reader(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key("Resource")?;
+    let mut r = Msg::new(buf, depth, "Resource");
+    while let Some((tag, wire)) = r.next()? {
         match tag {
-            1 => attributes.push(key_value(r.message(wire, depth, "Resource.attributes")?, depth + 1)?),
-            2 => *dropped = r.varint_field(wire, "Resource.dropped_attributes_count")? as u32,
-            3 => entity_ref(r.message(wire, depth, "Resource.entity_refs")?, depth + 1)?,
-            _ => r.skip(wire, tag, depth, "Resource")?,
+            1 => attributes.push(key_value(message(wire, depth, "Resource.attributes")?, depth + 1)?),
+            2 => *dropped = varint(wire, "Resource.dropped_attributes_count")? as u32,
+            3 => entity_ref(message(wire, depth, "Resource.entity_refs")?, depth + 1)?,
+            _ => r.unknown()?,
         }
     }
     Ok(())
@@ -233,14 +222,13 @@ fn resource(buf: &[u8], depth: u32, attributes: &mut Vec<KeyValue>, dropped: &mu
 
 /// `EntityRef`: only checked (schema_url 1, type 2, id_keys 3, description_keys 4 are strings).
 fn entity_ref(buf: &[u8], depth: u32) -> Result<(), DecodeError> {
-    let mut r = Reader(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key("EntityRef")?;
+    let mut r = Msg::new(buf, depth, "EntityRef");
+    while let Some((tag, wire)) = r.next()? {
         match tag {
             1..=4 => {
-                r.string(wire, "EntityRef")?;
+                string(wire, "EntityRef")?;
             }
-            _ => r.skip(wire, tag, depth, "EntityRef")?,
+            _ => r.unknown()?,
         }
     }
     Ok(())
@@ -258,16 +246,15 @@ fn scope_spans(
 ) -> Result<(), DecodeError> {
     let mut encoded: Vec<&[u8]> = Vec::new();
     let mut schema_url = "";
-    let mut r = Reader(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key("ScopeSpans")?;
+    let mut r = Msg::new(buf, depth, "ScopeSpans");
+    while let Some((tag, wire)) = r.next()? {
         match tag {
-            1 => encoded.push(r.message(wire, depth, "ScopeSpans.scope")?),
+            1 => encoded.push(message(wire, depth, "ScopeSpans.scope")?),
             2 => {
-                r.len(wire, "ScopeSpans.spans")?;
+                len(wire, "ScopeSpans.spans")?;
             }
-            3 => schema_url = r.string(wire, "ScopeSpans.schema_url")?,
-            _ => r.skip(wire, tag, depth, "ScopeSpans")?,
+            3 => schema_url = string(wire, "ScopeSpans.schema_url")?,
+            _ => r.unknown()?,
         }
     }
     let scope = intern(
@@ -289,15 +276,14 @@ fn scope_spans(
     )?;
     // A span inherits the resource's warnings, then the scope's.
     let warnings: Vec<String> = resource.warnings.iter().chain(scope.warnings.iter()).cloned().collect();
-    let mut r = Reader(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key("ScopeSpans")?;
+    let mut r = Msg::new(buf, depth, "ScopeSpans");
+    while let Some((tag, wire)) = r.next()? {
         match tag {
             2 => {
-                let parts = span(r.message(wire, depth, "ScopeSpans.spans")?, depth + 1, scratch)?;
+                let parts = span(message(wire, depth, "ScopeSpans.spans")?, depth + 1, scratch)?;
                 out.push(parts.finish(&resource.value, &scope.value, limits, &warnings));
             }
-            _ => r.skip(wire, tag, depth, "ScopeSpans")?,
+            _ => r.unknown()?,
         }
     }
     Ok(())
@@ -305,20 +291,14 @@ fn scope_spans(
 
 /// `InstrumentationScope`: name (1), version (2), attributes (3), dropped_attributes_count (4).
 fn instrumentation_scope(buf: &[u8], depth: u32, scope: &mut Scope) -> Result<(), DecodeError> {
-    let mut r = Reader(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key("InstrumentationScope")?;
+    let mut r = Msg::new(buf, depth, "InstrumentationScope");
+    while let Some((tag, wire)) = r.next()? {
         match tag {
-            1 => scope.name = r.string(wire, "InstrumentationScope.name")?.to_owned(),
-            2 => scope.version = r.string(wire, "InstrumentationScope.version")?.to_owned(),
-            3 => {
-                scope.attributes.push(key_value(r.message(wire, depth, "InstrumentationScope.attributes")?, depth + 1)?)
-            }
-            4 => {
-                scope.dropped_attributes_count =
-                    r.varint_field(wire, "InstrumentationScope.dropped_attributes_count")? as u32
-            }
-            _ => r.skip(wire, tag, depth, "InstrumentationScope")?,
+            1 => scope.name = string(wire, "InstrumentationScope.name")?.to_owned(),
+            2 => scope.version = string(wire, "InstrumentationScope.version")?.to_owned(),
+            3 => scope.attributes.push(key_value(message(wire, depth, "InstrumentationScope.attributes")?, depth + 1)?),
+            4 => scope.dropped_attributes_count = varint(wire, "InstrumentationScope.dropped_attributes_count")? as u32,
+            _ => r.unknown()?,
         }
     }
     Ok(())
@@ -329,27 +309,26 @@ fn instrumentation_scope(buf: &[u8], depth: u32, scope: &mut Scope) -> Result<()
 fn span<'a>(buf: &'a [u8], depth: u32, scratch: &mut Vec<KeyValue>) -> Result<SpanParts<'a>, DecodeError> {
     let mut p = SpanParts::default();
     scratch.clear();
-    let mut r = Reader(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key("Span")?;
+    let mut r = Msg::new(buf, depth, "Span");
+    while let Some((tag, wire)) = r.next()? {
         match tag {
-            1 => p.trace_id = r.len(wire, "Span.trace_id")?,
-            2 => p.span_id = r.len(wire, "Span.span_id")?,
-            3 => p.trace_state = r.string(wire, "Span.trace_state")?.to_owned(),
-            4 => p.parent_span_id = r.len(wire, "Span.parent_span_id")?.to_vec(),
-            5 => p.name = r.string(wire, "Span.name")?.into(),
-            6 => p.kind = r.varint_field(wire, "Span.kind")? as i32,
-            7 => p.start_unix_nanos = r.fixed64_field(wire, "Span.start_time_unix_nano")?,
-            8 => p.end_unix_nanos = r.fixed64_field(wire, "Span.end_time_unix_nano")?,
-            9 => scratch.push(key_value(r.message(wire, depth, "Span.attributes")?, depth + 1)?),
-            10 => p.dropped_attributes_count = r.varint_field(wire, "Span.dropped_attributes_count")? as u32,
-            11 => p.events.push(event(r.message(wire, depth, "Span.events")?, depth + 1)?),
-            12 => p.dropped_events_count = r.varint_field(wire, "Span.dropped_events_count")? as u32,
-            13 => p.links.push(link(r.message(wire, depth, "Span.links")?, depth + 1)?),
-            14 => p.dropped_links_count = r.varint_field(wire, "Span.dropped_links_count")? as u32,
-            15 => status(r.message(wire, depth, "Span.status")?, depth + 1, &mut p.status_code, &mut p.status_message)?,
-            16 => p.flags = r.fixed32_field(wire, "Span.flags")?,
-            _ => r.skip(wire, tag, depth, "Span")?,
+            1 => p.trace_id = len(wire, "Span.trace_id")?,
+            2 => p.span_id = len(wire, "Span.span_id")?,
+            3 => p.trace_state = string(wire, "Span.trace_state")?.to_owned(),
+            4 => p.parent_span_id = len(wire, "Span.parent_span_id")?.to_vec(),
+            5 => p.name = string(wire, "Span.name")?.into(),
+            6 => p.kind = varint(wire, "Span.kind")? as i32,
+            7 => p.start_unix_nanos = fixed64(wire, "Span.start_time_unix_nano")?,
+            8 => p.end_unix_nanos = fixed64(wire, "Span.end_time_unix_nano")?,
+            9 => scratch.push(key_value(message(wire, depth, "Span.attributes")?, depth + 1)?),
+            10 => p.dropped_attributes_count = varint(wire, "Span.dropped_attributes_count")? as u32,
+            11 => p.events.push(event(message(wire, depth, "Span.events")?, depth + 1)?),
+            12 => p.dropped_events_count = varint(wire, "Span.dropped_events_count")? as u32,
+            13 => p.links.push(link(message(wire, depth, "Span.links")?, depth + 1)?),
+            14 => p.dropped_links_count = varint(wire, "Span.dropped_links_count")? as u32,
+            15 => status(message(wire, depth, "Span.status")?, depth + 1, &mut p.status_code, &mut p.status_message)?,
+            16 => p.flags = fixed32(wire, "Span.flags")?,
+            _ => r.unknown()?,
         }
     }
     // Moved into an exactly sized vector; `scratch` keeps its capacity for the next span.
@@ -360,13 +339,12 @@ fn span<'a>(buf: &'a [u8], depth: u32, scratch: &mut Vec<KeyValue>) -> Result<Sp
 
 /// `Status`: message (2), code (3).
 fn status(buf: &[u8], depth: u32, code: &mut i32, message: &mut String) -> Result<(), DecodeError> {
-    let mut r = Reader(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key("Status")?;
+    let mut r = Msg::new(buf, depth, "Status");
+    while let Some((tag, wire)) = r.next()? {
         match tag {
-            2 => *message = r.string(wire, "Status.message")?.to_owned(),
-            3 => *code = r.varint_field(wire, "Status.code")? as i32,
-            _ => r.skip(wire, tag, depth, "Status")?,
+            2 => *message = string(wire, "Status.message")?.to_owned(),
+            3 => *code = varint(wire, "Status.code")? as i32,
+            _ => r.unknown()?,
         }
     }
     Ok(())
@@ -375,15 +353,14 @@ fn status(buf: &[u8], depth: u32, code: &mut i32, message: &mut String) -> Resul
 /// `Span.Event`: time_unix_nano (1), name (2), attributes (3), dropped_attributes_count (4).
 fn event(buf: &[u8], depth: u32) -> Result<Event, DecodeError> {
     let mut e = Event::default();
-    let mut r = Reader(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key("Event")?;
+    let mut r = Msg::new(buf, depth, "Event");
+    while let Some((tag, wire)) = r.next()? {
         match tag {
-            1 => e.time_unix_nanos = r.fixed64_field(wire, "Event.time_unix_nano")?,
-            2 => e.name = r.string(wire, "Event.name")?.into(),
-            3 => e.attributes.push(key_value(r.message(wire, depth, "Event.attributes")?, depth + 1)?),
-            4 => e.dropped_attributes_count = r.varint_field(wire, "Event.dropped_attributes_count")? as u32,
-            _ => r.skip(wire, tag, depth, "Event")?,
+            1 => e.time_unix_nanos = fixed64(wire, "Event.time_unix_nano")?,
+            2 => e.name = string(wire, "Event.name")?.into(),
+            3 => e.attributes.push(key_value(message(wire, depth, "Event.attributes")?, depth + 1)?),
+            4 => e.dropped_attributes_count = varint(wire, "Event.dropped_attributes_count")? as u32,
+            _ => r.unknown()?,
         }
     }
     Ok(e)
@@ -392,17 +369,16 @@ fn event(buf: &[u8], depth: u32) -> Result<Event, DecodeError> {
 /// `Span.Link`: trace_id (1), span_id (2), trace_state (3), attributes (4), dropped_attributes_count (5), flags (6).
 fn link(buf: &[u8], depth: u32) -> Result<Link, DecodeError> {
     let mut l = Link::default();
-    let mut r = Reader(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key("Link")?;
+    let mut r = Msg::new(buf, depth, "Link");
+    while let Some((tag, wire)) = r.next()? {
         match tag {
-            1 => l.trace_id = r.len(wire, "Link.trace_id")?.to_vec(),
-            2 => l.span_id = r.len(wire, "Link.span_id")?.to_vec(),
-            3 => l.trace_state = r.string(wire, "Link.trace_state")?.to_owned(),
-            4 => l.attributes.push(key_value(r.message(wire, depth, "Link.attributes")?, depth + 1)?),
-            5 => l.dropped_attributes_count = r.varint_field(wire, "Link.dropped_attributes_count")? as u32,
-            6 => l.flags = r.fixed32_field(wire, "Link.flags")?,
-            _ => r.skip(wire, tag, depth, "Link")?,
+            1 => l.trace_id = len(wire, "Link.trace_id")?.to_vec(),
+            2 => l.span_id = len(wire, "Link.span_id")?.to_vec(),
+            3 => l.trace_state = string(wire, "Link.trace_state")?.to_owned(),
+            4 => l.attributes.push(key_value(message(wire, depth, "Link.attributes")?, depth + 1)?),
+            5 => l.dropped_attributes_count = varint(wire, "Link.dropped_attributes_count")? as u32,
+            6 => l.flags = fixed32(wire, "Link.flags")?,
+            _ => r.unknown()?,
         }
     }
     Ok(l)
@@ -412,16 +388,15 @@ fn link(buf: &[u8], depth: u32) -> Result<Link, DecodeError> {
 fn key_value(buf: &[u8], depth: u32) -> Result<KeyValue, DecodeError> {
     let mut key = CompactString::default();
     let mut value = Value::Empty;
-    let mut r = Reader(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key("KeyValue")?;
+    let mut r = Msg::new(buf, depth, "KeyValue");
+    while let Some((tag, wire)) = r.next()? {
         match tag {
-            1 => key = r.string(wire, "KeyValue.key")?.into(),
-            2 => any_value(r.message(wire, depth, "KeyValue.value")?, depth + 1, &mut value)?,
+            1 => key = string(wire, "KeyValue.key")?.into(),
+            2 => any_value(message(wire, depth, "KeyValue.value")?, depth + 1, &mut value)?,
             3 => {
-                r.varint_field(wire, "KeyValue.key_strindex")?;
+                varint(wire, "KeyValue.key_strindex")?;
             }
-            _ => r.skip(wire, tag, depth, "KeyValue")?,
+            _ => r.unknown()?,
         }
     }
     Ok(KeyValue { key, value })
@@ -431,16 +406,15 @@ fn key_value(buf: &[u8], depth: u32) -> Result<KeyValue, DecodeError> {
 /// following one of its kind is appended to it (protobuf's merge of a message field). `string_value_strindex`
 /// (8) refers to a profiles string table a trace has none of, so it reads as empty, as in [`super::convert`].
 fn any_value(buf: &[u8], depth: u32, value: &mut Value) -> Result<(), DecodeError> {
-    let mut r = Reader(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key("AnyValue")?;
+    let mut r = Msg::new(buf, depth, "AnyValue");
+    while let Some((tag, wire)) = r.next()? {
         match tag {
-            1 => *value = Value::Str(r.string(wire, "AnyValue.string_value")?.into()),
-            2 => *value = Value::Bool(r.varint_field(wire, "AnyValue.bool_value")? != 0),
-            3 => *value = Value::Int(r.varint_field(wire, "AnyValue.int_value")? as i64),
-            4 => *value = Value::Double(f64::from_bits(r.fixed64_field(wire, "AnyValue.double_value")?)),
+            1 => *value = Value::Str(string(wire, "AnyValue.string_value")?.into()),
+            2 => *value = Value::Bool(varint(wire, "AnyValue.bool_value")? != 0),
+            3 => *value = Value::Int(varint(wire, "AnyValue.int_value")? as i64),
+            4 => *value = Value::Double(f64::from_bits(fixed64(wire, "AnyValue.double_value")?)),
             5 => {
-                let inner = r.message(wire, depth, "AnyValue.array_value")?;
+                let inner = message(wire, depth, "AnyValue.array_value")?;
                 if !matches!(value, Value::Array(_)) {
                     *value = Value::Array(Vec::new());
                 }
@@ -449,7 +423,7 @@ fn any_value(buf: &[u8], depth: u32, value: &mut Value) -> Result<(), DecodeErro
                 }
             }
             6 => {
-                let inner = r.message(wire, depth, "AnyValue.kvlist_value")?;
+                let inner = message(wire, depth, "AnyValue.kvlist_value")?;
                 if !matches!(value, Value::KvList(_)) {
                     *value = Value::KvList(Vec::new());
                 }
@@ -457,12 +431,12 @@ fn any_value(buf: &[u8], depth: u32, value: &mut Value) -> Result<(), DecodeErro
                     key_value_list(inner, depth + 1, kvs)?;
                 }
             }
-            7 => *value = Value::Bytes(r.len(wire, "AnyValue.bytes_value")?.to_vec()),
+            7 => *value = Value::Bytes(len(wire, "AnyValue.bytes_value")?.to_vec()),
             8 => {
-                r.varint_field(wire, "AnyValue.string_value_strindex")?;
+                varint(wire, "AnyValue.string_value_strindex")?;
                 *value = Value::Empty;
             }
-            _ => r.skip(wire, tag, depth, "AnyValue")?,
+            _ => r.unknown()?,
         }
     }
     Ok(())
@@ -470,16 +444,15 @@ fn any_value(buf: &[u8], depth: u32, value: &mut Value) -> Result<(), DecodeErro
 
 /// `ArrayValue`: values (1), appended to `items`.
 fn array_value(buf: &[u8], depth: u32, items: &mut Vec<Value>) -> Result<(), DecodeError> {
-    let mut r = Reader(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key("ArrayValue")?;
+    let mut r = Msg::new(buf, depth, "ArrayValue");
+    while let Some((tag, wire)) = r.next()? {
         match tag {
             1 => {
                 let mut item = Value::Empty;
-                any_value(r.message(wire, depth, "ArrayValue.values")?, depth + 1, &mut item)?;
+                any_value(message(wire, depth, "ArrayValue.values")?, depth + 1, &mut item)?;
                 items.push(item);
             }
-            _ => r.skip(wire, tag, depth, "ArrayValue")?,
+            _ => r.unknown()?,
         }
     }
     Ok(())
@@ -487,142 +460,88 @@ fn array_value(buf: &[u8], depth: u32, items: &mut Vec<Value>) -> Result<(), Dec
 
 /// `KeyValueList`: values (1), appended to `kvs`.
 fn key_value_list(buf: &[u8], depth: u32, kvs: &mut Vec<KeyValue>) -> Result<(), DecodeError> {
-    let mut r = Reader(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key("KeyValueList")?;
+    let mut r = Msg::new(buf, depth, "KeyValueList");
+    while let Some((tag, wire)) = r.next()? {
         match tag {
-            1 => kvs.push(key_value(r.message(wire, depth, "KeyValueList.values")?, depth + 1)?),
-            _ => r.skip(wire, tag, depth, "KeyValueList")?,
+            1 => kvs.push(key_value(message(wire, depth, "KeyValueList.values")?, depth + 1)?),
+            _ => r.unknown()?,
         }
     }
     Ok(())
 }
 
-/// The unread rest of one message's bytes.
-struct Reader<'a>(&'a [u8]);
+/// The fields of one message at `depth`, errors named after the message.
+struct Msg<'a> {
+    fields: Fields<'a>,
+    depth: u32,
+    name: &'static str,
+}
 
-impl<'a> Reader<'a> {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
+impl<'a> Msg<'a> {
+    fn new(buf: &'a [u8], depth: u32, name: &'static str) -> Self {
+        Self { fields: Fields::at_depth(buf, 0, depth), depth, name }
     }
 
-    /// A base-128 varint of at most 10 bytes whose 10th byte is 0 or 1 (prost's rule).
-    fn varint(&mut self, field: &'static str) -> Result<u64, DecodeError> {
-        let mut value = 0u64;
-        for (i, &b) in self.0.iter().enumerate().take(10) {
-            if i == 9 && b > 1 {
-                break;
-            }
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b < 0x80 {
-                self.0 = &self.0[i + 1..];
-                return Ok(value);
-            }
+    /// The next field's number and value.
+    fn next(&mut self) -> Result<Option<(u32, WireValue<'a>)>, DecodeError> {
+        match self.fields.next_field() {
+            Ok(field) => Ok(field.map(|f| (f.number, f.value))),
+            Err(e) => error(self.name, e.what),
         }
-        error(field, "invalid varint")
     }
 
-    /// A field key: (field number ≥ 1, wire type).
-    fn key(&mut self, message: &'static str) -> Result<(u32, u8), DecodeError> {
-        let key = self.varint(message)?;
-        let Ok(key) = u32::try_from(key) else {
-            return error(message, format!("invalid key value: {key}"));
-        };
-        let wire = (key & 7) as u8;
-        if wire > FIXED32 {
-            return error(message, format!("invalid wire type value: {wire}"));
-        }
-        let tag = key >> 3;
-        if tag == 0 {
-            return error(message, "invalid tag value: 0");
-        }
-        Ok((tag, wire))
-    }
-
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
-        if n > self.0.len() {
-            return error(field, "buffer underflow");
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn expect(wire: u8, want: u8, field: &'static str) -> Result<(), DecodeError> {
-        if wire == want { Ok(()) } else { error(field, format!("invalid wire type {wire} (expected {want})")) }
-    }
-
-    /// A length-delimited field's bytes.
-    fn len(&mut self, wire: u8, field: &'static str) -> Result<&'a [u8], DecodeError> {
-        Self::expect(wire, LEN, field)?;
-        let n = self.varint(field)?;
-        self.take(usize::try_from(n).unwrap_or(usize::MAX), field)
-    }
-
-    /// A nested message's bytes, read by a message at `depth`.
-    fn message(&mut self, wire: u8, depth: u32, field: &'static str) -> Result<&'a [u8], DecodeError> {
-        Self::expect(wire, LEN, field)?;
-        if depth >= RECURSION_LIMIT {
-            return error(field, "recursion limit reached");
-        }
-        let n = self.varint(field)?;
-        self.take(usize::try_from(n).unwrap_or(usize::MAX), field)
-    }
-
-    fn string(&mut self, wire: u8, field: &'static str) -> Result<&'a str, DecodeError> {
-        let bytes = self.len(wire, field)?;
-        std::str::from_utf8(bytes).or_else(|_| error(field, "invalid string value: data is not UTF-8 encoded"))
-    }
-
-    fn varint_field(&mut self, wire: u8, field: &'static str) -> Result<u64, DecodeError> {
-        Self::expect(wire, VARINT, field)?;
-        self.varint(field)
-    }
-
-    fn fixed64_field(&mut self, wire: u8, field: &'static str) -> Result<u64, DecodeError> {
-        Self::expect(wire, FIXED64, field)?;
-        let bytes = self.take(8, field)?;
-        Ok(u64::from_le_bytes(bytes.try_into().unwrap_or_default()))
-    }
-
-    fn fixed32_field(&mut self, wire: u8, field: &'static str) -> Result<u32, DecodeError> {
-        Self::expect(wire, FIXED32, field)?;
-        let bytes = self.take(4, field)?;
-        Ok(u32::from_le_bytes(bytes.try_into().unwrap_or_default()))
-    }
-
-    /// Skips an unknown field of a message at `depth` (groups to their end, each nesting level counted against
-    /// the recursion limit as prost counts it).
-    fn skip(&mut self, wire: u8, tag: u32, depth: u32, message: &'static str) -> Result<(), DecodeError> {
-        if depth >= RECURSION_LIMIT {
-            return error(message, "recursion limit reached");
-        }
-        match wire {
-            VARINT => {
-                self.varint(message)?;
-            }
-            FIXED64 => {
-                self.take(8, message)?;
-            }
-            LEN => {
-                self.len(wire, message)?;
-            }
-            START_GROUP => loop {
-                let (inner_tag, inner_wire) = self.key(message)?;
-                if inner_wire == END_GROUP {
-                    if inner_tag != tag {
-                        return error(message, "unexpected end group tag");
-                    }
-                    break;
-                }
-                self.skip(inner_wire, inner_tag, depth + 1, message)?;
-            },
-            FIXED32 => {
-                self.take(4, message)?;
-            }
-            _ => return error(message, "unexpected end group tag"),
+    /// Passes over an unknown field, as prost's `skip_field` does (which refuses at the recursion limit).
+    fn unknown(&self) -> Result<(), DecodeError> {
+        if self.depth >= RECURSION_LIMIT {
+            return error(self.name, "recursion limit reached");
         }
         Ok(())
+    }
+}
+
+fn wire_type_error<T>(v: WireValue<'_>, want: u8, field: &'static str) -> Result<T, DecodeError> {
+    error(field, format!("invalid wire type {} (expected {want})", v.wire_type()))
+}
+
+/// A length-delimited field's bytes.
+fn len<'a>(v: WireValue<'a>, field: &'static str) -> Result<&'a [u8], DecodeError> {
+    match v {
+        WireValue::Len(bytes) => Ok(bytes),
+        _ => wire_type_error(v, 2, field),
+    }
+}
+
+/// A nested message's bytes, read by a message at `depth`.
+fn message<'a>(v: WireValue<'a>, depth: u32, field: &'static str) -> Result<&'a [u8], DecodeError> {
+    let bytes = len(v, field)?;
+    if depth >= RECURSION_LIMIT {
+        return error(field, "recursion limit reached");
+    }
+    Ok(bytes)
+}
+
+fn string<'a>(v: WireValue<'a>, field: &'static str) -> Result<&'a str, DecodeError> {
+    std::str::from_utf8(len(v, field)?).or_else(|_| error(field, "invalid string value: data is not UTF-8 encoded"))
+}
+
+fn varint(v: WireValue<'_>, field: &'static str) -> Result<u64, DecodeError> {
+    match v {
+        WireValue::Varint(n) => Ok(n),
+        _ => wire_type_error(v, 0, field),
+    }
+}
+
+fn fixed64(v: WireValue<'_>, field: &'static str) -> Result<u64, DecodeError> {
+    match v {
+        WireValue::Fixed64(n) => Ok(n),
+        _ => wire_type_error(v, 1, field),
+    }
+}
+
+fn fixed32(v: WireValue<'_>, field: &'static str) -> Result<u32, DecodeError> {
+    match v {
+        WireValue::Fixed32(n) => Ok(n),
+        _ => wire_type_error(v, 5, field),
     }
 }
 
@@ -637,6 +556,13 @@ mod tests {
 
     use super::*;
     use crate::otlp::convert;
+
+    const VARINT: u8 = 0;
+    const FIXED64: u8 = 1;
+    const LEN: u8 = 2;
+    const START_GROUP: u8 = 3;
+    const END_GROUP: u8 = 4;
+    const FIXED32: u8 = 5;
 
     /// Small limits, so that generated requests cross every one of them.
     fn limits() -> Limits {
