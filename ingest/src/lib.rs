@@ -144,23 +144,27 @@ impl Ingest {
         protocol: &str,
     ) -> Result<ExportTraceServiceResponse, IngestError> {
         let size = raw.as_ref().map_or_else(|| request.encoded_len(), |r| r.len());
-        let payload = match (&self.wal, raw) {
-            (None, _) => None,
-            (Some(_), Some(r)) => Some(r),
-            (Some(_), None) => Some(bytes::Bytes::from(request.encode_to_vec())),
-        };
         let received: usize =
             request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum();
+        let logging = self.wal.is_some();
         let limits = self.limits.clone();
-        let resource_spans = request.resource_spans;
-        let converting = async move {
-            if received > 256 {
-                tokio::task::spawn_blocking(move || convert(resource_spans, &limits)).await.ok()
-            } else {
-                Some(convert(resource_spans, &limits))
-            }
+        let admitted = move || {
+            let payload = match (logging, raw) {
+                (false, _) => None,
+                (true, Some(r)) => Some(r),
+                (true, None) => Some(bytes::Bytes::from(request.encode_to_vec())),
+            };
+            let resource_spans = request.resource_spans;
+            let converting = async move {
+                if received > 256 {
+                    tokio::task::spawn_blocking(move || convert(resource_spans, &limits)).await.ok()
+                } else {
+                    Some(convert(resource_spans, &limits))
+                }
+            };
+            (payload, converting)
         };
-        self.admit(protocol, received, size, payload, converting).await
+        self.admit(protocol, received, size, admitted).await
     }
 
     /// [`Ingest::export`] for a request as protobuf bytes (the OTLP/gRPC body): decoded straight into spans by
@@ -178,19 +182,20 @@ impl Ingest {
             .map_err(|e| IngestError::Malformed(format!("malformed OTLP ExportTraceServiceRequest protobuf: {e}")))?;
         self.count_processes(&converted);
         let received = converted.spans.len() + usize::try_from(converted.rejected_count()).unwrap_or(usize::MAX);
-        let payload = self.wal.as_ref().map(|_| raw.clone());
-        self.admit(protocol, received, raw.len(), payload, std::future::ready(Some(converted))).await
+        let size = raw.len();
+        let payload = self.wal.as_ref().map(|_| raw);
+        self.admit(protocol, received, size, move || (payload, std::future::ready(Some(converted)))).await
     }
 
-    /// Counts a request of `received` spans, takes `size` bytes of the in-flight budget, then logs `payload` (when
-    /// the log is on) while `converting` validates, and forwards the accepted spans.
-    async fn admit(
+    /// Counts a request of `received` spans and takes `size` bytes of the in-flight budget; once admitted,
+    /// `admitted` gives the bytes to log (when the log is on) and the validation to run meanwhile, and the accepted
+    /// spans are forwarded.
+    async fn admit<F: Future<Output = Option<Converted>>>(
         &self,
         protocol: &str,
         received: usize,
         size: usize,
-        payload: Option<bytes::Bytes>,
-        converting: impl Future<Output = Option<Converted>>,
+        admitted: impl FnOnce() -> (Option<bytes::Bytes>, F),
     ) -> Result<ExportTraceServiceResponse, IngestError> {
         self.metrics
             .spans_received
@@ -202,6 +207,7 @@ impl Ingest {
             return Err(IngestError::Overloaded { reason: "inflight_bytes", retry_after_secs: RETRY_AFTER_SECS });
         };
         self.metrics.inflight_bytes.inc_by(permits as i64);
+        let (payload, converting) = admitted();
         let result = self.accept(payload, converting, protocol, received).await;
         self.metrics.inflight_bytes.dec_by(permits as i64);
         result
