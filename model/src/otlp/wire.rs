@@ -127,8 +127,67 @@ pub fn decode_export(buf: &[u8], limits: &Limits, processes: &Processes) -> Resu
     Ok(out)
 }
 
-/// One `ResourceSpans` at `depth`. The resource and schema URL may follow the scope spans on the wire, so a
-/// first pass reads them and a second the scope spans.
+/// The shape `ResourceSpans` and `ScopeSpans` share: a head message (1: the resource or scope), repeated items (2:
+/// scope spans or spans) and `schema_url` (3), with the names their errors carry.
+struct Envelope {
+    message: &'static str,
+    head: &'static str,
+    items: &'static str,
+    schema_url: &'static str,
+}
+
+const RESOURCE_SPANS: Envelope = Envelope {
+    message: "ResourceSpans",
+    head: "ResourceSpans.resource",
+    items: "ResourceSpans.scope_spans",
+    schema_url: "ResourceSpans.schema_url",
+};
+
+const SCOPE_SPANS: Envelope = Envelope {
+    message: "ScopeSpans",
+    head: "ScopeSpans.scope",
+    items: "ScopeSpans.spans",
+    schema_url: "ScopeSpans.schema_url",
+};
+
+impl Envelope {
+    /// The head's occurrences (protobuf merges several) and the schema URL. These may follow the items on the
+    /// wire, so they are read in a pass of their own before the items.
+    fn head<'a>(&self, buf: &'a [u8], depth: u32) -> Result<(Vec<&'a [u8]>, &'a str), DecodeError> {
+        let (mut head, mut schema_url) = (Vec::new(), "");
+        let mut r = Msg::new(buf, depth, self.message);
+        while let Some((tag, wire)) = r.next()? {
+            match tag {
+                1 => head.push(message(wire, depth, self.head)?),
+                2 => {
+                    len(wire, self.items)?;
+                }
+                3 => schema_url = string(wire, self.schema_url)?,
+                _ => r.unknown()?,
+            }
+        }
+        Ok((head, schema_url))
+    }
+
+    /// Calls `f` with each item's bytes, in wire order.
+    fn each_item<'a>(
+        &self,
+        buf: &'a [u8],
+        depth: u32,
+        mut f: impl FnMut(&'a [u8]) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        let mut r = Msg::new(buf, depth, self.message);
+        while let Some((tag, wire)) = r.next()? {
+            match tag {
+                2 => f(message(wire, depth, self.items)?)?,
+                _ => r.unknown()?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One `ResourceSpans` at `depth`.
 fn resource_spans(
     buf: &[u8],
     depth: u32,
@@ -137,19 +196,7 @@ fn resource_spans(
     out: &mut Converted,
     scratch: &mut Vec<KeyValue>,
 ) -> Result<(), DecodeError> {
-    let mut encoded: Vec<&[u8]> = Vec::new();
-    let mut schema_url = "";
-    let mut r = Msg::new(buf, depth, "ResourceSpans");
-    while let Some((tag, wire)) = r.next()? {
-        match tag {
-            1 => encoded.push(message(wire, depth, "ResourceSpans.resource")?),
-            2 => {
-                len(wire, "ResourceSpans.scope_spans")?;
-            }
-            3 => schema_url = string(wire, "ResourceSpans.schema_url")?,
-            _ => r.unknown()?,
-        }
-    }
+    let (encoded, schema_url) = RESOURCE_SPANS.head(buf, depth)?;
     let resource = intern(
         out,
         &processes.resources,
@@ -166,17 +213,7 @@ fn resource_spans(
             Ok((resource, warnings, bytes))
         },
     )?;
-    let mut r = Msg::new(buf, depth, "ResourceSpans");
-    while let Some((tag, wire)) = r.next()? {
-        match tag {
-            2 => {
-                let ss = message(wire, depth, "ResourceSpans.scope_spans")?;
-                scope_spans(ss, depth + 1, &resource, limits, processes, out, scratch)?;
-            }
-            _ => r.unknown()?,
-        }
-    }
-    Ok(())
+    RESOURCE_SPANS.each_item(buf, depth, |ss| scope_spans(ss, depth + 1, &resource, limits, processes, out, scratch))
 }
 
 /// The decoded resource or scope sent as `encoded` (the message's occurrences; protobuf merges several), from
@@ -234,7 +271,7 @@ fn entity_ref(buf: &[u8], depth: u32) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// One `ScopeSpans`: scope (1) and schema_url (3) first, then the spans (2).
+/// One `ScopeSpans` at `depth`, under `resource`.
 fn scope_spans(
     buf: &[u8],
     depth: u32,
@@ -244,19 +281,7 @@ fn scope_spans(
     out: &mut Converted,
     scratch: &mut Vec<KeyValue>,
 ) -> Result<(), DecodeError> {
-    let mut encoded: Vec<&[u8]> = Vec::new();
-    let mut schema_url = "";
-    let mut r = Msg::new(buf, depth, "ScopeSpans");
-    while let Some((tag, wire)) = r.next()? {
-        match tag {
-            1 => encoded.push(message(wire, depth, "ScopeSpans.scope")?),
-            2 => {
-                len(wire, "ScopeSpans.spans")?;
-            }
-            3 => schema_url = string(wire, "ScopeSpans.schema_url")?,
-            _ => r.unknown()?,
-        }
-    }
+    let (encoded, schema_url) = SCOPE_SPANS.head(buf, depth)?;
     let scope = intern(
         out,
         &processes.scopes,
@@ -276,17 +301,11 @@ fn scope_spans(
     )?;
     // A span inherits the resource's warnings, then the scope's.
     let warnings: Vec<String> = resource.warnings.iter().chain(scope.warnings.iter()).cloned().collect();
-    let mut r = Msg::new(buf, depth, "ScopeSpans");
-    while let Some((tag, wire)) = r.next()? {
-        match tag {
-            2 => {
-                let parts = span(message(wire, depth, "ScopeSpans.spans")?, depth + 1, scratch)?;
-                out.push(parts.finish(&resource.value, &scope.value, limits, &warnings));
-            }
-            _ => r.unknown()?,
-        }
-    }
-    Ok(())
+    SCOPE_SPANS.each_item(buf, depth, |bytes| {
+        let parts = span(bytes, depth + 1, scratch)?;
+        out.push(parts.finish(&resource.value, &scope.value, limits, &warnings));
+        Ok(())
+    })
 }
 
 /// `InstrumentationScope`: name (1), version (2), attributes (3), dropped_attributes_count (4).
