@@ -1,5 +1,6 @@
-//! The OTLP/HTTP receiver: `POST /v1/traces`; request decoding and error bodies are
-//! [`skein_proto::otlp_http`]'s (protobuf or JSON, gzip/zstd/deflate).
+//! The OTLP/HTTP receiver: `POST /v1/traces`; body reading and error bodies are [`skein_proto::otlp_http`]'s
+//! (protobuf or JSON, gzip/zstd/deflate); protobuf bodies are decoded by [`Ingest::export_protobuf`], JSON by
+//! `otlp_http::decode_json`.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -42,7 +43,11 @@ fn error_response(e: &HttpError) -> Response {
 }
 
 async fn export(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
-    let (format, request, raw) = match otlp_http::decode_request(&headers, &body) {
+    let decoded = otlp_http::read_body(&headers, &body).and_then(|(format, raw)| match format {
+        Format::Protobuf => Ok((format, None, Bytes::from(raw))),
+        Format::Json => otlp_http::decode_json(&raw).map(|request| (format, Some(request), Bytes::new())),
+    });
+    let (format, request, raw) = match decoded {
         Ok(decoded) => decoded,
         Err(e) => {
             let reason =
@@ -51,9 +56,19 @@ async fn export(State(ingest): State<Ingest>, headers: HeaderMap, body: Bytes) -
             return error_response(&e);
         }
     };
-    // Refusals of whole requests are counted by `Ingest::export` itself.
-    match ingest.export(request, raw, "http").await {
+    // Protobuf bodies are decoded straight into spans, as gRPC requests are; refusals of whole requests are
+    // counted by `Ingest` itself, except a malformed body, counted here as the decoding errors above are.
+    let result = match request {
+        None => ingest.export_protobuf(raw, "http").await,
+        Some(request) => ingest.export(request, None, "http").await,
+    };
+    match result {
         Ok(response) => respond(StatusCode::OK, format, otlp_http::encode(format, &response)),
-        Err(e) => error_response(&HttpError { status: refusal_status(&e).0, format, message: e.to_string() }),
+        Err(e) => {
+            if matches!(e, IngestError::Malformed(_)) {
+                ingest.metrics().reject_request("malformed");
+            }
+            error_response(&HttpError { status: refusal_status(&e).0, format, message: e.to_string() })
+        }
     }
 }
