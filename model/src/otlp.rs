@@ -265,19 +265,20 @@ impl SpanParts<'_> {
         let mut attributes = self.attributes;
         let dropped = limit_attrs(&mut attributes, limits, &mut warnings, "span");
         let mut events = self.events;
-        let dropped_events_count =
-            cap_list(&mut events, limits.max_events, self.dropped_events_count, &mut warnings, "event");
-        for e in &mut events {
-            let dropped = limit_attrs(&mut e.attributes, limits, &mut warnings, "event");
-            e.dropped_attributes_count = e.dropped_attributes_count.saturating_add(dropped);
-        }
+        let dropped_events_count = limit_list(
+            &mut events,
+            limits.max_events,
+            self.dropped_events_count,
+            limits,
+            &mut warnings,
+            "event",
+            |e| (&mut e.attributes, &mut e.dropped_attributes_count),
+        );
         let mut links = self.links;
         let dropped_links_count =
-            cap_list(&mut links, limits.max_links, self.dropped_links_count, &mut warnings, "link");
-        for l in &mut links {
-            let dropped = limit_attrs(&mut l.attributes, limits, &mut warnings, "link");
-            l.dropped_attributes_count = l.dropped_attributes_count.saturating_add(dropped);
-        }
+            limit_list(&mut links, limits.max_links, self.dropped_links_count, limits, &mut warnings, "link", |l| {
+                (&mut l.attributes, &mut l.dropped_attributes_count)
+            });
         Ok(Span {
             trace_id: TraceId(trace_id),
             span_id: SpanId(span_id),
@@ -331,6 +332,26 @@ fn cap_list<T>(list: &mut Vec<T>, max: usize, dropped: u32, warnings: &mut Vec<S
     warnings.push(format!("{extra} {what}(s) over the limit of {max} dropped"));
     list.truncate(max);
     dropped.saturating_add(u32::try_from(extra).unwrap_or(u32::MAX))
+}
+
+/// Caps `list` at `max` items ([`cap_list`]), then applies the attribute limits to each item kept (`attrs` gives
+/// an item's attributes and dropped count); returns `dropped` plus the number of items cut.
+fn limit_list<T>(
+    list: &mut Vec<T>,
+    max: usize,
+    dropped: u32,
+    limits: &Limits,
+    warnings: &mut Vec<String>,
+    what: &str,
+    attrs: impl Fn(&mut T) -> (&mut Vec<KeyValue>, &mut u32),
+) -> u32 {
+    let dropped = cap_list(list, max, dropped, warnings, what);
+    for item in list.iter_mut() {
+        let (attributes, item_dropped) = attrs(item);
+        let cut = limit_attrs(attributes, limits, warnings, what);
+        *item_dropped = item_dropped.saturating_add(cut);
+    }
+    dropped
 }
 
 /// Applies the count and value-size limits to `attrs`, recording warnings; returns how many were dropped.
